@@ -1,0 +1,37 @@
+# The two commands a newcomer needs are `make blackfriday` and `make test`;
+# the rest are building blocks.
+CARGO ?= cargo
+
+.PHONY: all build release test fmt-check clippy unit blackfriday bench bench-cluster bench-harness bench-shop clean
+
+all: build
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+release:
+	$(CARGO) build --release --workspace
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --workspace --all-targets
+
+# fmt check, clippy and the whole test suite, as CI runs it.
+test: fmt-check clippy unit
+
+# The main job. Grows with the harness; today it runs what exists.
+blackfriday: release
+	./scripts/blackfriday.sh
+
+bench: bench-cluster
+
+bench-cluster: release
+	./scripts/bench-cluster.sh
+
+clean:
+	$(CARGO) clean
