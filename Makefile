@@ -28,10 +28,16 @@ test: fmt-check clippy unit
 blackfriday: release
 	./scripts/blackfriday.sh
 
-bench: bench-cluster
+bench: bench-cluster bench-shop bench-harness
 
 bench-cluster: release
 	./scripts/bench-cluster.sh
 
 clean:
 	$(CARGO) clean
+
+bench-harness: release
+	./scripts/bench-harness.sh
+
+bench-shop: release
+	./scripts/bench-shop.sh
