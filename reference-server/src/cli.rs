@@ -1,0 +1,148 @@
+//! Command-line flags. Workers are re-exec'd with the master's own arguments,
+//! so every flag here reaches them unchanged; what differs per worker comes
+//! through the environment (see `worker::WorkerEnv`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::shop::ShopArgs;
+
+/// What SIGTERM means to the master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnSigterm {
+    /// Rolling restart, like SIGHUP (the pre-fork convention).
+    Restart,
+    /// Graceful stop, like SIGINT (systemd and Kubernetes mean stop).
+    Stop,
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "reference-server", version, about = "A pre-fork clustered web shop")]
+pub struct Cli {
+    /// Public address for shop traffic.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Admin address (metrics, workers, audit). Loopback by default; never
+    /// the public port.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub admin: SocketAddr,
+
+    /// Number of worker processes (default: number of CPUs). 0 means single
+    /// process, like --single.
+    #[arg(long)]
+    pub workers: Option<usize>,
+
+    /// Run the single-process baseline: one process, one event loop, no master.
+    #[arg(long, conflicts_with = "workers")]
+    pub single: bool,
+
+    /// Listen backlog: connections that wait while no worker accepts.
+    #[arg(long, default_value_t = 4096)]
+    pub backlog: i32,
+
+    /// What SIGTERM does to the master.
+    #[arg(long, value_enum, default_value_t = OnSigterm::Restart)]
+    pub on_sigterm: OnSigterm,
+
+    /// Per-worker drain timeout; a worker still draining then is SIGKILLed.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub drain_timeout: Duration,
+
+    /// A worker whose heartbeats stop for this long is killed and replaced.
+    /// Must exceed the longest CPU-bound handler (heartbeats share its loop).
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub hang_timeout: Duration,
+
+    /// How often a worker reports to the master.
+    #[arg(long, value_parser = parse_duration, default_value = "250ms")]
+    pub heartbeat_interval: Duration,
+
+    /// Consecutive early crashes of one worker slot after which the master
+    /// gives up and exits with code 3.
+    #[arg(long, default_value_t = 8)]
+    pub max_crashes: u32,
+
+    /// First respawn delay after an early crash; doubles per crash, capped at 10 s.
+    #[arg(long, value_parser = parse_duration, default_value = "100ms")]
+    pub crash_backoff: Duration,
+
+    /// A worker that dies within this time after starting counts as an early crash.
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    pub min_uptime: Duration,
+
+    /// Idle keep-alive connections are closed after this long (also during a
+    /// drain). Clients' idle timeouts must be shorter, or they race the close.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub keepalive_timeout: Duration,
+
+    /// TEST ONLY: drain by dropping every connection at once (the bug the
+    /// harness must catch).
+    #[arg(long, hide = true)]
+    pub unsafe_drain: bool,
+
+    /// TEST ONLY: workers exit with status 1 right after start.
+    #[arg(long, hide = true)]
+    pub test_crash_on_start: bool,
+
+    #[command(flatten)]
+    pub shop: ShopArgs,
+}
+
+impl Cli {
+    /// Worker count, or None for single-process mode.
+    pub fn cluster_size(&self) -> Option<usize> {
+        if self.single {
+            return None;
+        }
+        match self.workers {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => Some(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        }
+    }
+}
+
+/// `250ms`, `5s`, `2m`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("'{s}' is not a duration (try 250ms, 5s, 2m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("'{s}': unknown unit '{unit}' (use ms, s or m)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("'{s}': {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn workers_zero_is_single() {
+        let cli = Cli::parse_from(["rs", "--workers", "0"]);
+        assert_eq!(cli.cluster_size(), None);
+        let cli = Cli::parse_from(["rs", "--workers", "3"]);
+        assert_eq!(cli.cluster_size(), Some(3));
+        let cli = Cli::parse_from(["rs", "--single"]);
+        assert_eq!(cli.cluster_size(), None);
+    }
+}

@@ -1,0 +1,92 @@
+//! Routes every serving process has besides the shop: health, version, and
+//! two knobs for drain and hang tests (a slow response, and CPU burned on
+//! the event loop).
+
+use std::time::{Duration, Instant};
+
+use axum::extract::Query;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::build_info;
+
+/// Who is serving: reported by `/version` and in `ready`.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub worker_id: String,
+    pub pid: u32,
+}
+
+#[derive(Debug, Deserialize)]
+struct Millis {
+    ms: Option<u64>,
+}
+
+/// Longest `/slow` or `/burn` a client may ask for.
+const MAX_MS: u64 = 600_000;
+
+/// The whole public app: our routes merged with the shop's.
+pub fn app(id: Identity, shop: Router) -> Router {
+    let version = {
+        let id = id.clone();
+        move || async move {
+            Json(json!({
+                "version": build_info::VERSION,
+                "build_id": build_info::build_id(),
+                "worker_id": id.worker_id,
+                "pid": id.pid,
+            }))
+        }
+    };
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/version", get(version))
+        .route("/slow", get(slow))
+        .route("/burn", get(burn))
+        .merge(shop)
+}
+
+/// Answers after `ms` milliseconds without blocking the event loop.
+async fn slow(Query(q): Query<Millis>) -> impl IntoResponse {
+    let ms = q.ms.unwrap_or(100).min(MAX_MS);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Json(json!({"slept_ms": ms}))
+}
+
+/// Burns `ms` of CPU on the event loop, blocking this worker (and only it).
+async fn burn(Query(q): Query<Millis>) -> impl IntoResponse {
+    let ms = q.ms.unwrap_or(10).min(MAX_MS);
+    let until = Instant::now() + Duration::from_millis(ms);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    while Instant::now() < until {
+        for _ in 0..1000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+        }
+        x = std::hint::black_box(x);
+    }
+    Json(json!({"burned_ms": ms, "x": x % 1000}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn version_reports_build_id() {
+        let app = app(Identity { worker_id: "w1".into(), pid: 1 }, Router::new());
+        let resp = app.oneshot(Request::get("/version").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["build_id"], build_info::build_id());
+        assert_eq!(v["worker_id"], "w1");
+    }
+}

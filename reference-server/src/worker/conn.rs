@@ -1,0 +1,142 @@
+//! One HTTP/1.1 connection: hyper serves it, we decide when it may close.
+//!
+//! hyper's own graceful shutdown closes a keep-alive connection that is idle
+//! *from its point of view*, which includes one whose next request is already
+//! in the socket buffer but not yet read: that client gets a zero-byte EOF.
+//! So we never ask hyper to shut a connection down. A connection ends when
+//! the client closes it, when a response carried `Connection: close` (every
+//! response sent while draining does), or when it has been idle with nothing
+//! in flight for the keep-alive timeout, the same rule in and out of a drain.
+//! Clients whose idle timeout is shorter than ours never race that close.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Per-connection bookkeeping shared by the IO wrapper and the service.
+#[derive(Debug)]
+pub struct ConnState {
+    epoch: Instant,
+    last_activity_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl ConnState {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self { epoch: Instant::now(), last_activity_ms: AtomicU64::new(0), in_flight: AtomicUsize::new(0) })
+    }
+
+    fn touch(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_activity_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// True when nothing is in flight and no byte moved for `timeout`.
+    pub fn idle_expired(&self, timeout: Duration) -> bool {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return false;
+        }
+        let last = Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed));
+        self.epoch.elapsed().saturating_sub(last) >= timeout
+    }
+
+    /// Marks a request in flight until the guard (held by the response body) drops.
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(Arc::clone(self))
+    }
+}
+
+/// A request in flight on its connection; dropped when hyper has finished
+/// with the response body, so a long body is never cut by the idle rule.
+#[derive(Debug)]
+pub struct InFlight(Arc<ConnState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A TCP stream that records when bytes last moved.
+pub struct Tracked {
+    inner: TcpStream,
+    state: Arc<ConnState>,
+}
+
+impl Tracked {
+    pub fn new(inner: TcpStream, state: Arc<ConnState>) -> Self {
+        state.touch();
+        Self { inner, state }
+    }
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() != before {
+            this.state.touch();
+        }
+        res
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            this.state.touch();
+        }
+        res
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            this.state.touch();
+        }
+        res
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_blocks_idle_expiry() {
+        let s = ConnState::new();
+        let guard = s.begin();
+        assert!(!s.idle_expired(Duration::ZERO), "a request in flight is never idle");
+        drop(guard);
+        assert!(s.idle_expired(Duration::ZERO));
+        assert!(!s.idle_expired(Duration::from_secs(60)));
+    }
+}

@@ -1,0 +1,154 @@
+//! A worker process: one tokio current-thread runtime (one event loop, like a
+//! Node process), serving the inherited listener, reporting to the master
+//! over the inherited IPC socket. Also the single-process mode's server.
+//!
+//! Workers take orders over IPC, not signals: `shutdown` or the loss of the
+//! IPC channel (the master died) both mean drain and exit.
+
+pub mod conn;
+pub mod serve;
+
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::Cli;
+use crate::ipc::{self, MasterMsg, WorkerMsg};
+use crate::routes::{self, Identity};
+use crate::{build_info, shop};
+pub use serve::{ServeConfig, Shared, serve};
+
+/// What the master tells a worker through its environment.
+#[derive(Debug, Clone)]
+pub struct WorkerEnv {
+    pub id: u64,
+    pub slot: usize,
+    pub listen_fd: RawFd,
+    pub ipc_fd: RawFd,
+}
+
+pub const ENV_ID: &str = "RS_WORKER_ID";
+pub const ENV_SLOT: &str = "RS_WORKER_SLOT";
+pub const ENV_LISTEN_FD: &str = "RS_LISTEN_FD";
+pub const ENV_IPC_FD: &str = "RS_IPC_FD";
+
+impl WorkerEnv {
+    /// Some when this process was started by a master as a worker.
+    pub fn from_env() -> Result<Option<Self>> {
+        let Ok(id) = std::env::var(ENV_ID) else {
+            return Ok(None);
+        };
+        let get =
+            |k: &str| -> Result<String> { std::env::var(k).with_context(|| format!("worker started without {k}")) };
+        Ok(Some(Self {
+            id: id.parse().with_context(|| format!("{ENV_ID}={id} is not a number"))?,
+            slot: get(ENV_SLOT)?.parse().context("bad RS_WORKER_SLOT")?,
+            listen_fd: get(ENV_LISTEN_FD)?.parse().context("bad RS_LISTEN_FD")?,
+            ipc_fd: get(ENV_IPC_FD)?.parse().context("bad RS_IPC_FD")?,
+        }))
+    }
+}
+
+/// Signals a terminal sends to its whole process group. The master handles
+/// them; a worker must not die of a Ctrl-C meant for the master.
+fn ignore_group_signals() -> Result<()> {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    for sig in [Signal::SIGINT, Signal::SIGQUIT, Signal::SIGHUP, Signal::SIGTTIN, Signal::SIGTTOU] {
+        // SAFETY: SIG_IGN installs no handler code.
+        unsafe { signal(sig, SigHandler::SigIgn) }.context("ignoring terminal signals")?;
+    }
+    Ok(())
+}
+
+/// Run as a cluster worker until drained.
+pub fn run(cli: &Cli, env: WorkerEnv) -> Result<()> {
+    if cli.test_crash_on_start {
+        bail!("--test-crash-on-start: exiting at start-up on purpose");
+    }
+    ignore_group_signals()?;
+    // SAFETY: the master passed these fds to us across exec and nothing else
+    // in this process owns them.
+    let listen_fd = unsafe { OwnedFd::from_raw_fd(env.listen_fd) };
+    let ipc_fd = unsafe { OwnedFd::from_raw_fd(env.ipc_fd) };
+    let shop = shop::open(&cli.shop).context("opening the shop store")?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the event loop")?;
+    rt.block_on(async move {
+        let std_listener = std::net::TcpListener::from(listen_fd);
+        std_listener.set_nonblocking(true).context("listener non-blocking")?;
+        let listener = tokio::net::TcpListener::from_std(std_listener).context("registering the listener")?;
+        let std_ipc = std::os::unix::net::UnixStream::from(ipc_fd);
+        std_ipc.set_nonblocking(true).context("ipc non-blocking")?;
+        let ipc = tokio::net::UnixStream::from_std(std_ipc).context("registering the ipc socket")?;
+        let (ipc_read, mut ipc_write) = ipc.into_split();
+
+        let worker_id = env.id.to_string();
+        let identity = Identity { worker_id: worker_id.clone(), pid: std::process::id() };
+        let app = routes::app(identity, shop::router(shop));
+        let shared = Arc::new(Shared::default());
+        let drain = CancellationToken::new();
+
+        // One writer task owns the IPC write half; messages queue to it.
+        let (tx, mut rx) = mpsc::unbounded_channel::<WorkerMsg>();
+        let writer = tokio::spawn(async move {
+            while let Some(msg) = rx.recv().await {
+                if ipc_write.write_all(&ipc::encode(&msg)).await.is_err() {
+                    break;
+                }
+            }
+        });
+
+        // Orders from the master; EOF means it died: drain.
+        let drain_on_order = drain.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(ipc_read).lines();
+            loop {
+                match lines.next_line().await {
+                    Ok(Some(line)) => match serde_json::from_str::<MasterMsg>(&line) {
+                        Ok(MasterMsg::Shutdown) => break,
+                        Err(e) => eprintln!("[worker] ignoring bad message from master: {e}: {line}"),
+                    },
+                    Ok(None) | Err(_) => {
+                        eprintln!("[worker] lost the master; draining");
+                        break;
+                    }
+                }
+            }
+            drain_on_order.cancel();
+        });
+
+        let _ = tx.send(WorkerMsg::Ready {
+            pid: std::process::id(),
+            version: build_info::VERSION.to_string(),
+            build_id: build_info::build_id(),
+        });
+
+        let beat_tx = tx.clone();
+        let beat_shared = Arc::clone(&shared);
+        let interval = cli.heartbeat_interval.max(Duration::from_millis(10));
+        let heartbeat = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            loop {
+                ticker.tick().await;
+                if beat_tx.send(WorkerMsg::Heartbeat { counters: beat_shared.counters() }).is_err() {
+                    break;
+                }
+            }
+        });
+
+        let cfg = ServeConfig { worker_id, keepalive_timeout: cli.keepalive_timeout, unsafe_drain: cli.unsafe_drain };
+        let took = serve(listener, app, Arc::clone(&shared), cfg, drain).await;
+        heartbeat.abort();
+        let _ = heartbeat.await;
+        let _ = tx.send(WorkerMsg::Drained { counters: shared.counters(), drain_ms: took.as_millis() as u64 });
+        drop(tx);
+        // Every sender is gone, so the writer ends once `drained` is flushed;
+        // a master that stopped reading must not keep us alive.
+        let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+        Ok(())
+    })
+}

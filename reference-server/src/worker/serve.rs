@@ -1,0 +1,156 @@
+//! The accept loop and the drain, shared by cluster workers and the
+//! single-process mode. Drain order (as in the tokio and hyper-util
+//! examples): stop accepting -> let connections finish -> the caller's hard
+//! deadline (the master's SIGKILL).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{CONNECTION, HeaderValue};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use super::conn::{ConnState, Tracked};
+use crate::ipc::Counters;
+
+/// Counters and the draining flag of one serving process.
+#[derive(Debug, Default)]
+pub struct Shared {
+    pub requests: AtomicU64,
+    pub in_flight: AtomicU64,
+    pub connections: AtomicU64,
+    pub draining: AtomicBool,
+}
+
+impl Shared {
+    pub fn counters(&self) -> Counters {
+        Counters {
+            requests: self.requests.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            connections: self.connections.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub worker_id: String,
+    pub keepalive_timeout: Duration,
+    /// TEST ONLY: on drain, drop every connection at once.
+    pub unsafe_drain: bool,
+}
+
+/// Serve until `drain` is cancelled, then drain. Returns how long the drain took.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shared: Arc<Shared>,
+    cfg: ServeConfig,
+    drain: CancellationToken,
+) -> Duration {
+    let tracker = TaskTracker::new();
+    let worker_id = HeaderValue::from_str(&cfg.worker_id).unwrap_or(HeaderValue::from_static("unknown"));
+    loop {
+        tokio::select! {
+            biased;
+            () = drain.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    tracker.spawn(serve_conn(stream, app.clone(), Arc::clone(&shared), cfg.clone(), worker_id.clone(), drain.clone()));
+                }
+                Err(e) => {
+                    // EMFILE and friends: the connection stays queued in the
+                    // shared backlog for another worker or a later accept.
+                    eprintln!("[worker {}] accept failed: {e}", cfg.worker_id);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+        }
+    }
+    let started = Instant::now();
+    shared.draining.store(true, Ordering::SeqCst);
+    // Closing our copy of the shared listener loses nothing: the master and
+    // the other workers hold the same socket, so its queue stays served.
+    drop(listener);
+    if cfg.unsafe_drain {
+        return started.elapsed();
+    }
+    tracker.close();
+    tracker.wait().await;
+    started.elapsed()
+}
+
+async fn serve_conn(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    shared: Arc<Shared>,
+    cfg: ServeConfig,
+    worker_id: HeaderValue,
+    drain: CancellationToken,
+) {
+    shared.connections.fetch_add(1, Ordering::Relaxed);
+    let state = ConnState::new();
+    let io = TokioIo::new(Tracked::new(stream, Arc::clone(&state)));
+    let svc_state = Arc::clone(&state);
+    let svc_shared = Arc::clone(&shared);
+    let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let guard = svc_state.begin();
+        let app = app.clone();
+        let shared = Arc::clone(&svc_shared);
+        let worker_id = worker_id.clone();
+        async move {
+            shared.in_flight.fetch_add(1, Ordering::Relaxed);
+            let resp = app.oneshot(req.map(Body::new)).await;
+            let Ok(mut resp) = resp;
+            shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+            shared.requests.fetch_add(1, Ordering::Relaxed);
+            let headers = resp.headers_mut();
+            headers.insert("x-worker-id", worker_id);
+            if shared.draining.load(Ordering::SeqCst) {
+                // hyper closes the connection after writing this response.
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            // The guard lives in the body, so the request counts as in flight
+            // until hyper has written the last byte of it.
+            let resp = resp.map(|body| {
+                Body::new(body.map_frame(move |frame| {
+                    let _ = &guard;
+                    frame
+                }))
+            });
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(Some(Duration::from_secs(30)))
+        .serve_connection(io, svc);
+    let mut conn = std::pin::pin!(conn);
+    let tick = (cfg.keepalive_timeout / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => break,
+            _ = ticker.tick() => {
+                if state.idle_expired(cfg.keepalive_timeout) {
+                    break;
+                }
+            }
+            () = drain.cancelled(), if cfg.unsafe_drain => break,
+        }
+    }
+    shared.connections.fetch_sub(1, Ordering::Relaxed);
+}
