@@ -1,1 +1,5 @@
-//! harness
+//! The Black Friday harness: scenario -> schedule -> engine -> ledger and
+//! recording -> verdict -> report. Each stage is a module that takes the
+//! previous stage's output.
+
+pub mod outcome;

@@ -1,0 +1,113 @@
+//! How one HTTP attempt ended: the vocabulary of the ledger. Shared by the
+//! scenario (retry policies name failure classes), the engine (which
+//! classifies), the checker and the report. Not the ledger itself.
+
+use serde::{Deserialize, Serialize};
+
+/// Why an attempt failed. Every failed attempt has exactly one class; see
+/// docs/LEDGER.md for how each is detected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureClass {
+    /// The TCP connect was refused (RST to SYN): nothing listening.
+    ConnectRefused,
+    /// The TCP connect did not complete within the step's timeout.
+    ConnectTimeout,
+    /// The connection was reset before a complete response head arrived.
+    ResetBeforeResponse,
+    /// The connection was closed (FIN, zero-byte read) before a response head.
+    /// The attempt record says whether the connection was a reused keep-alive one.
+    ClosedBeforeResponse,
+    /// The head arrived but the body ended (or was reset) before its declared length.
+    TruncatedBody,
+    /// No complete response within the step's timeout after the request was sent.
+    ResponseTimeout,
+    /// A 5xx status.
+    ServerError,
+    /// A status that is neither expected nor an expected business refusal.
+    UnexpectedStatus,
+    /// The status was fine but the body could not be used (not JSON, or a value
+    /// the step extracts is missing).
+    InvalidBody,
+    /// The bytes received were not a valid HTTP/1.1 response.
+    ProtocolError,
+    /// The harness itself could not send: no free port or file descriptor,
+    /// or another local error. Counted as a failure, flagged as the harness's own.
+    LocalError,
+}
+
+impl FailureClass {
+    pub const ALL: [FailureClass; 11] = [
+        FailureClass::ConnectRefused,
+        FailureClass::ConnectTimeout,
+        FailureClass::ResetBeforeResponse,
+        FailureClass::ClosedBeforeResponse,
+        FailureClass::TruncatedBody,
+        FailureClass::ResponseTimeout,
+        FailureClass::ServerError,
+        FailureClass::UnexpectedStatus,
+        FailureClass::InvalidBody,
+        FailureClass::ProtocolError,
+        FailureClass::LocalError,
+    ];
+
+    /// The snake_case name used in scenario files, summary.json and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::ConnectRefused => "connect_refused",
+            FailureClass::ConnectTimeout => "connect_timeout",
+            FailureClass::ResetBeforeResponse => "reset_before_response",
+            FailureClass::ClosedBeforeResponse => "closed_before_response",
+            FailureClass::TruncatedBody => "truncated_body",
+            FailureClass::ResponseTimeout => "response_timeout",
+            FailureClass::ServerError => "server_error",
+            FailureClass::UnexpectedStatus => "unexpected_status",
+            FailureClass::InvalidBody => "invalid_body",
+            FailureClass::ProtocolError => "protocol_error",
+            FailureClass::LocalError => "local_error",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
+    /// Whether the server may have acted on the request although the client
+    /// saw no answer (a checkout that timed out may still have been ordered).
+    /// The audit treats such outcomes as unknown, allowed either way.
+    pub fn outcome_unknown(self) -> bool {
+        matches!(
+            self,
+            FailureClass::ResetBeforeResponse
+                | FailureClass::ClosedBeforeResponse
+                | FailureClass::TruncatedBody
+                | FailureClass::ResponseTimeout
+                | FailureClass::ProtocolError
+        )
+    }
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "outcome", content = "class", rename_all = "snake_case")]
+pub enum Outcome {
+    /// An expected status (and a usable body).
+    Ok,
+    /// An expected business refusal, e.g. 409 sold out.
+    Refused,
+    Failed(FailureClass),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_roundtrip_and_match_serde() {
+        for c in FailureClass::ALL {
+            assert_eq!(FailureClass::from_name(c.as_str()), Some(c));
+            assert_eq!(serde_json::to_value(c).unwrap(), serde_json::json!(c.as_str()));
+        }
+        assert_eq!(FailureClass::from_name("teapot"), None);
+    }
+}
