@@ -3,3 +3,5 @@
 //! previous stage's output.
 
 pub mod outcome;
+pub mod events;
+pub mod procs;
