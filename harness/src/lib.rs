@@ -5,3 +5,4 @@
 pub mod outcome;
 pub mod events;
 pub mod procs;
+pub mod attribution;
