@@ -3,6 +3,8 @@
 //! previous stage's output.
 
 pub mod outcome;
+pub mod scenario;
+pub mod schedule;
 pub mod events;
 pub mod procs;
 pub mod attribution;

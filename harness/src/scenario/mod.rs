@@ -1,0 +1,348 @@
+//! The scenario: what traffic to send, what faults to inject and what counts as
+//! a pass, read from a JSON file (format in docs/SCENARIOS.md, schema in
+//! scenarios/scenario.schema.json). `load`/`parse` return a validated
+//! [`Scenario`]: every later stage can trust it (weights positive, step names
+//! unique, templates refer to data and variables that exist, ...).
+//!
+//! Not for: deciding when shoppers arrive (`crate::schedule`) or sending
+//! anything (the engine).
+
+mod duration;
+mod error;
+mod raw;
+mod template;
+mod validate;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rand::Rng as _;
+
+use crate::outcome::FailureClass;
+
+pub use duration::{format_duration, parse_duration};
+pub use error::{FieldError, ScenarioError};
+pub use template::{Escape, RenderError, ShopperCtx, Template};
+
+/// A validated scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    pub name: String,
+    pub seed: u64,
+    pub target: TargetSpec,
+    /// Total shoppers that arrive (fewer only if the stages end first; see `crate::schedule`).
+    pub shoppers: u64,
+    /// Open arrival profile, stages played one after the other.
+    pub arrival: Vec<Stage>,
+    /// How arrival times are drawn within the profile.
+    pub arrival_process: ArrivalProcess,
+    /// Pause between the steps of a journey.
+    pub think: ThinkTime,
+    /// Weighted; each shopper follows one.
+    pub journeys: Vec<Journey>,
+    pub connections: ConnectionModel,
+    /// Named lists for `{{pick.NAME}}`.
+    pub data: BTreeMap<String, Vec<serde_json::Value>>,
+    pub gates: Gates,
+    pub chaos: Vec<FaultSpec>,
+    pub audit: Option<AuditSpec>,
+}
+
+impl Scenario {
+    /// Total length of the arrival profile.
+    pub fn arrival_duration(&self) -> Duration {
+        self.arrival.iter().map(|s| s.duration).sum()
+    }
+
+    /// Expected number of arrivals the stages bring at rate scale 1 (the
+    /// integral of the rate over the profile), before the `shoppers` cap.
+    pub fn expected_arrivals(&self) -> f64 {
+        self.arrival.iter().map(Stage::expected_arrivals).sum()
+    }
+
+    /// Finds a step by its (scenario-unique) name: (journey index, step index).
+    pub fn step(&self, name: &str) -> Option<(usize, usize)> {
+        self.journeys
+            .iter()
+            .enumerate()
+            .find_map(|(j, journey)| journey.steps.iter().position(|s| s.name == name).map(|i| (j, i)))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetSpec {
+    /// e.g. "http://127.0.0.1:8080", without a trailing slash.
+    pub base_url: String,
+    /// Readiness probe path (any response with a status below 500 counts as ready).
+    pub ready_path: String,
+    pub ready_timeout: Duration,
+    /// The harness starts the target itself.
+    pub launch: Option<LaunchSpec>,
+    /// Or attaches to a running one whose master pid is in this file.
+    pub pid_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaunchSpec {
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// Signal that stops the target after the run, e.g. "SIGINT".
+    pub stop_signal: String,
+    pub stop_timeout: Duration,
+}
+
+/// One stage of the arrival profile: the rate (arrivals per second) moves
+/// linearly from `from_rate` to `to_rate` over `duration`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stage {
+    pub duration: Duration,
+    pub from_rate: f64,
+    pub to_rate: f64,
+}
+
+impl Stage {
+    /// Expected arrivals in this stage: the area under the rate line.
+    pub fn expected_arrivals(&self) -> f64 {
+        (self.from_rate + self.to_rate) / 2.0 * self.duration.as_secs_f64()
+    }
+}
+
+/// How arrival instants are drawn from the rate profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ArrivalProcess {
+    /// A Poisson process with the profile's time-varying rate: independent
+    /// arrivals, bursts and gaps as real shoppers make them. The default.
+    #[default]
+    Poisson,
+    /// Evenly spaced at the profile's rate (the k-th arrival when the expected
+    /// count reaches k): exact counts, for benchmarks and calibration.
+    Uniform,
+}
+
+impl ArrivalProcess {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArrivalProcess::Poisson => "poisson",
+            ArrivalProcess::Uniform => "uniform",
+        }
+    }
+}
+
+/// Pause between the steps of a journey (not before the first step).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ThinkTime {
+    None,
+    Constant(Duration),
+    Uniform {
+        min: Duration,
+        max: Duration,
+    },
+    /// Exponential with this mean, cut at `max` (a long tail without absurd pauses).
+    Exponential {
+        mean: Duration,
+        max: Duration,
+    },
+}
+
+impl ThinkTime {
+    pub fn sample(&self, rng: &mut crate::schedule::Rng) -> Duration {
+        match *self {
+            ThinkTime::None => Duration::ZERO,
+            ThinkTime::Constant(d) => d,
+            ThinkTime::Uniform { min, max } => {
+                if max <= min {
+                    min
+                } else {
+                    let us = rng.random_range(min.as_micros()..=max.as_micros());
+                    Duration::from_micros(u64::try_from(us).unwrap_or(u64::MAX))
+                }
+            }
+            ThinkTime::Exponential { mean, max } => {
+                if mean.is_zero() {
+                    return Duration::ZERO;
+                }
+                // Inverse transform: -ln(U) * mean, U in (0, 1].
+                let u: f64 = 1.0 - rng.random::<f64>();
+                let secs = -u.ln() * mean.as_secs_f64();
+                Duration::from_secs_f64(secs.min(max.as_secs_f64()))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Journey {
+    pub name: String,
+    /// Relative weight, > 0.
+    pub weight: f64,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// Unique per scenario; histograms are per step name.
+    pub name: String,
+    /// GET, POST, PUT, DELETE, PATCH, HEAD, OPTIONS.
+    pub method: String,
+    pub path: Template,
+    pub headers: Vec<(String, Template)>,
+    /// JSON text after rendering.
+    pub body: Option<Template>,
+    /// Statuses that are Ok (default [200]).
+    pub expect: Vec<u16>,
+    /// Expected business refusals (e.g. [409]); the journey stops after one.
+    pub refuse: Vec<u16>,
+    /// Per attempt, connect + response.
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+    /// Values from the response for later templates.
+    pub extract: Vec<Extract>,
+    /// Send an Idempotency-Key header, the same key on every retry of the step.
+    pub idempotency_key: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Total attempts, >= 1 (1 = no retry).
+    pub attempts: u32,
+    /// Failure classes that are retried; any other failure ends the operation.
+    pub on: Vec<FailureClass>,
+    /// Pause before each retry.
+    pub backoff: Duration,
+}
+
+impl RetryPolicy {
+    pub fn none() -> Self {
+        RetryPolicy { attempts: 1, on: Vec::new(), backoff: Duration::ZERO }
+    }
+
+    /// Whether a failure of this class on attempt `attempt` (1-based) is retried.
+    pub fn retries(&self, class: FailureClass, attempt: u32) -> bool {
+        attempt < self.attempts && self.on.contains(&class)
+    }
+}
+
+/// A value taken from a JSON response body for later templates (`{{var.NAME}}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extract {
+    pub var: String,
+    /// RFC 6901 pointer into the JSON body, e.g. "/order_id".
+    pub json_pointer: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionModel {
+    /// Shared keep-alive pool of `size` connections.
+    Pool { size: usize, idle_timeout: Duration },
+    /// Each shopper opens its own keep-alive connection.
+    PerShopper { idle_timeout: Duration },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gates {
+    pub max_dropped: Option<u64>,
+    pub max_first_attempt_failures: Option<u64>,
+    pub min_throughput_rps: Option<f64>,
+    pub latency: Vec<LatencyGate>,
+    /// Default true when an audit is set.
+    pub audit_must_pass: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyGate {
+    /// None = all steps together.
+    pub step: Option<String>,
+    /// In (0, 100), e.g. 99.0.
+    pub percentile: f64,
+    pub max: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultSpec {
+    pub name: String,
+    /// From run start.
+    pub at: Duration,
+    /// Repeat period when `count` > 1.
+    pub every: Option<Duration>,
+    /// Occurrences, default 1.
+    pub count: u32,
+    pub action: FaultAction,
+}
+
+impl FaultSpec {
+    /// The instants (from run start) at which this fault fires.
+    pub fn times(&self) -> Vec<Duration> {
+        let every = self.every.unwrap_or(Duration::ZERO);
+        (0..self.count).map(|i| self.at + every * i).collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FaultAction {
+    KillWorker { signal: String, pick: Pick },
+    SignalMaster { signal: String },
+    HangWorker { pick: Pick, duration: Duration },
+    Command { argv: Vec<String>, timeout: Duration },
+    NaiveRestart { stop_timeout: Duration },
+}
+
+impl FaultAction {
+    /// The name used in scenario files and in `fault_start`/`fault_end` events.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FaultAction::KillWorker { .. } => "kill_worker",
+            FaultAction::SignalMaster { .. } => "signal_master",
+            FaultAction::HangWorker { .. } => "hang_worker",
+            FaultAction::Command { .. } => "command",
+            FaultAction::NaiveRestart { .. } => "naive_restart",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    Random,
+    Oldest,
+    Busiest,
+}
+
+impl Pick {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pick::Random => "random",
+            Pick::Oldest => "oldest",
+            Pick::Busiest => "busiest",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSpec {
+    /// e.g. http://127.0.0.1:9090/audit
+    pub url: String,
+    /// Steps whose 2xx responses acknowledge an order (their `order_id` is recorded).
+    pub checkout_steps: Vec<String>,
+}
+
+/// Reads, parses and validates a scenario file.
+pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ScenarioError::Read { path: path.to_path_buf(), source })?;
+    parse(&text).map_err(|e| e.with_file(path.to_path_buf()))
+}
+
+/// Parses and validates scenario JSON text.
+pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+    let raw = raw::from_str(text)?;
+    validate::validate(raw).map_err(|errors| ScenarioError::Invalid { file: None, errors })
+}
+
+/// Signal names accepted in scenario files (`stop_signal`, `signal`).
+pub const SIGNALS: [&str; 13] = [
+    "SIGHUP", "SIGINT", "SIGQUIT", "SIGKILL", "SIGUSR1", "SIGUSR2", "SIGTERM", "SIGCONT", "SIGSTOP", "SIGTSTP",
+    "SIGTTIN", "SIGTTOU", "SIGWINCH",
+];
+
+/// For templates: values a shopper has extracted so far.
+pub type Vars = HashMap<String, String>;

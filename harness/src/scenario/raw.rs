@@ -1,0 +1,292 @@
+//! The scenario file as written: serde input types that mirror the JSON, with
+//! unknown fields refused. Enumerations (`kind`, `model`, `action`, ...) are
+//! read as plain strings and checked in `validate`, so that a bad value gets a
+//! message listing the allowed ones at its exact path. Not the validated model.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+use super::duration::parse_duration;
+use super::error::{FieldError, ScenarioError};
+
+/// A duration string such as "250ms", checked while deserializing so that the
+/// error carries the field path.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Dur;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration string such as \"250ms\", \"5s\" or \"2m\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Dur, E> {
+                parse_duration(v).map(Dur).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawScenario {
+    pub name: String,
+    #[serde(default)]
+    #[allow(dead_code)] // documentation for people; kept so the field is allowed
+    pub description: Option<String>,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    pub target: RawTarget,
+    pub shoppers: u64,
+    pub arrival: Vec<RawStage>,
+    #[serde(default)]
+    pub arrival_process: Option<String>,
+    #[serde(default)]
+    pub think: Option<RawThink>,
+    #[serde(default)]
+    pub defaults: Option<RawDefaults>,
+    pub journeys: Vec<RawJourney>,
+    #[serde(default)]
+    pub connections: Option<RawConnections>,
+    #[serde(default)]
+    pub data: BTreeMap<String, Vec<serde_json::Value>>,
+    #[serde(default)]
+    pub gates: Option<RawGates>,
+    #[serde(default)]
+    pub chaos: Vec<RawFault>,
+    #[serde(default)]
+    pub audit: Option<RawAudit>,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTarget {
+    pub base_url: String,
+    #[serde(default)]
+    pub ready_path: Option<String>,
+    #[serde(default)]
+    pub ready_timeout: Option<Dur>,
+    #[serde(default)]
+    pub launch: Option<RawLaunch>,
+    #[serde(default)]
+    pub pid_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLaunch {
+    pub argv: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub stop_signal: Option<String>,
+    #[serde(default)]
+    pub stop_timeout: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStage {
+    pub duration: Dur,
+    #[serde(default)]
+    pub rate: Option<f64>,
+    #[serde(default)]
+    pub from_rate: Option<f64>,
+    #[serde(default)]
+    pub to_rate: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawThink {
+    pub kind: String,
+    #[serde(default)]
+    pub duration: Option<Dur>,
+    #[serde(default)]
+    pub min: Option<Dur>,
+    #[serde(default)]
+    pub max: Option<Dur>,
+    #[serde(default)]
+    pub mean: Option<Dur>,
+}
+
+/// Values every step gets unless it sets its own.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDefaults {
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+    #[serde(default)]
+    pub retry: Option<RawRetry>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawJourney {
+    pub name: String,
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+    pub steps: Vec<RawStep>,
+}
+
+fn default_weight() -> f64 {
+    1.0
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStep {
+    pub name: String,
+    #[serde(default)]
+    pub method: Option<String>,
+    pub path: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub body: Option<serde_json::Value>,
+    #[serde(default)]
+    pub expect: Option<Vec<u16>>,
+    #[serde(default)]
+    pub refuse: Vec<u16>,
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+    #[serde(default)]
+    pub retry: Option<RawRetry>,
+    #[serde(default)]
+    pub extract: BTreeMap<String, String>,
+    #[serde(default)]
+    pub idempotency_key: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRetry {
+    #[serde(default)]
+    pub attempts: Option<u32>,
+    #[serde(default)]
+    pub on: Vec<String>,
+    #[serde(default)]
+    pub backoff: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConnections {
+    pub model: String,
+    #[serde(default)]
+    pub size: Option<u64>,
+    #[serde(default)]
+    pub idle_timeout: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGates {
+    #[serde(default)]
+    pub max_dropped: Option<u64>,
+    #[serde(default)]
+    pub max_first_attempt_failures: Option<u64>,
+    #[serde(default)]
+    pub min_throughput_rps: Option<f64>,
+    #[serde(default)]
+    pub latency: Vec<RawLatencyGate>,
+    #[serde(default)]
+    pub audit_must_pass: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLatencyGate {
+    #[serde(default)]
+    pub step: Option<String>,
+    pub percentile: f64,
+    pub max: Dur,
+}
+
+/// One fault; which of the optional fields apply depends on `action`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFault {
+    pub name: String,
+    pub at: Dur,
+    #[serde(default)]
+    pub every: Option<Dur>,
+    #[serde(default)]
+    pub count: Option<u32>,
+    pub action: String,
+    #[serde(default)]
+    pub signal: Option<String>,
+    #[serde(default)]
+    pub pick: Option<String>,
+    #[serde(default)]
+    pub duration: Option<Dur>,
+    #[serde(default)]
+    pub argv: Option<Vec<String>>,
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+    #[serde(default)]
+    pub stop_timeout: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAudit {
+    pub url: String,
+    #[serde(default)]
+    pub checkout_steps: Vec<String>,
+}
+
+/// Deserializes with field paths; JSON syntax errors keep their line and column.
+pub(crate) fn from_str(text: &str) -> Result<RawScenario, ScenarioError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let result: Result<RawScenario, _> = serde_path_to_error::deserialize(&mut de);
+    let raw = result.map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let (line, column) = (inner.line(), inner.column());
+        let message = strip_position(&inner.to_string());
+        match inner.classify() {
+            serde_json::error::Category::Data => ScenarioError::Shape {
+                file: None,
+                error: FieldError { path: if path == "." { String::new() } else { path }, message: tidy(&message) },
+                line,
+                column,
+            },
+            _ => ScenarioError::Syntax { file: None, line, column, message },
+        }
+    })?;
+    // Trailing characters after the document are a syntax error too.
+    de.end().map_err(|e| ScenarioError::Syntax {
+        file: None,
+        line: e.line(),
+        column: e.column(),
+        message: strip_position(&e.to_string()),
+    })?;
+    Ok(raw)
+}
+
+/// serde_json appends " at line L column C"; the error reports those separately.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// serde quotes names with backticks; scenario messages quote with double quotes.
+fn tidy(message: &str) -> String {
+    message.replace('`', "\"")
+}

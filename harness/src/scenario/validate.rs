@@ -1,0 +1,752 @@
+//! Checks a deserialized scenario and turns it into the validated model:
+//! every rule that serde's shape check cannot express (positive weights,
+//! unique names, templates that refer to existing data and earlier extracts,
+//! faults inside the arrival profile, ...). Collects every problem, each with
+//! its field path, instead of stopping at the first. Not for I/O.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::outcome::FailureClass;
+
+use super::duration::format_duration;
+use super::error::FieldError;
+use super::raw::*;
+use super::template::{Escape, Template};
+use super::*;
+
+/// Beyond this the schedule alone would take hundreds of MB; split the run.
+const MAX_SHOPPERS: u64 = 10_000_000;
+const METHODS: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"];
+/// Headers the engine writes itself; a scenario setting them would break framing or keys.
+const RESERVED_HEADERS: [&str; 5] = ["host", "content-length", "transfer-encoding", "connection", "idempotency-key"];
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+const DEFAULT_POOL_SIZE: usize = 64;
+
+struct V {
+    errors: Vec<FieldError>,
+}
+
+impl V {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(FieldError { path: path.into(), message: message.into() });
+    }
+
+    fn template(&mut self, path: &str, text: &str, escape: Escape) -> Option<Template> {
+        match Template::parse(text, escape) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.err(path, e);
+                None
+            }
+        }
+    }
+
+    /// Normalizes "term" / "sigterm" / "SIGTERM" to "SIGTERM".
+    fn signal(&mut self, path: &str, s: &str) -> String {
+        let upper = s.trim().to_ascii_uppercase();
+        let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+        if !SIGNALS.contains(&full.as_str()) {
+            self.err(path, format!("unknown signal {s:?} (expected one of {})", SIGNALS.join(", ")));
+        }
+        full
+    }
+
+    fn positive(&mut self, path: &str, d: Duration) -> Duration {
+        if d.is_zero() {
+            self.err(path, "must be greater than 0s");
+        }
+        d
+    }
+
+    fn http_url(&mut self, path: &str, url: &str) {
+        let Some(rest) = url.strip_prefix("http://") else {
+            self.err(path, format!("{url:?} is not an http:// URL (the harness speaks plain HTTP/1.1)"));
+            return;
+        };
+        let authority = rest.split('/').next().unwrap_or("");
+        if authority.is_empty() || authority.contains(['?', '#', '@', ' ']) {
+            self.err(path, format!("{url:?} has no valid host[:port]"));
+            return;
+        }
+        // "[::1]:8080" or "host:8080" or "host"
+        let port = match authority.strip_prefix('[') {
+            Some(v6) => v6.split_once(']').and_then(|(_, rest)| rest.strip_prefix(':')),
+            None => authority.split_once(':').map(|(_, p)| p),
+        };
+        if let Some(port) = port
+            && port.parse::<u16>().map_or(true, |p| p == 0)
+        {
+            self.err(path, format!("{url:?}: port {port:?} is not a number in 1..=65535"));
+        }
+    }
+
+    fn retry(&mut self, path: &str, r: &RawRetry) -> RetryPolicy {
+        let attempts = r.attempts.unwrap_or(1);
+        if attempts == 0 {
+            self.err(format!("{path}.attempts"), "must be at least 1 (1 = no retry; it counts all attempts)");
+        }
+        let mut on = Vec::new();
+        for (i, name) in r.on.iter().enumerate() {
+            match FailureClass::from_name(name) {
+                Some(c) if !on.contains(&c) => on.push(c),
+                Some(_) => self.err(format!("{path}.on[{i}]"), format!("failure class {name:?} is listed twice")),
+                None => {
+                    let all: Vec<&str> = FailureClass::ALL.iter().map(|c| c.as_str()).collect();
+                    self.err(
+                        format!("{path}.on[{i}]"),
+                        format!("unknown failure class {name:?} (expected one of {})", all.join(", ")),
+                    );
+                }
+            }
+        }
+        if attempts > 1 && on.is_empty() {
+            self.err(format!("{path}.on"), "attempts > 1 but no failure class to retry on; list some in \"on\"");
+        }
+        RetryPolicy { attempts: attempts.max(1), on, backoff: r.backoff.map_or(Duration::ZERO, |d| d.0) }
+    }
+
+    fn headers(&mut self, path: &str, headers: &BTreeMap<String, String>) -> Vec<(String, Template)> {
+        let mut out = Vec::new();
+        for (name, value) in headers {
+            let p = format!("{path}.{name}");
+            let token =
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !token {
+                self.err(&p, format!("{name:?} is not a valid header name"));
+                continue;
+            }
+            if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                self.err(
+                    &p,
+                    format!(
+                        "header {name:?} is set by the harness (use \"idempotency_key\": true for Idempotency-Key)"
+                    ),
+                );
+                continue;
+            }
+            if value.contains(['\r', '\n', '\0']) {
+                self.err(&p, "a header value cannot contain CR, LF or NUL");
+                continue;
+            }
+            if let Some(t) = self.template(&p, value, Escape::Header) {
+                out.push((name.clone(), t));
+            }
+        }
+        out
+    }
+}
+
+pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
+    let mut v = V { errors: Vec::new() };
+
+    if raw.name.trim().is_empty() {
+        v.err("name", "must not be empty");
+    }
+
+    // target
+    let t = &raw.target;
+    v.http_url("target.base_url", &t.base_url);
+    let ready_path = t.ready_path.clone().unwrap_or_else(|| "/".to_string());
+    if !ready_path.starts_with('/') {
+        v.err("target.ready_path", format!("{ready_path:?} must start with \"/\""));
+    }
+    let ready_timeout = t.ready_timeout.map_or(Duration::from_secs(30), |d| d.0);
+    v.positive("target.ready_timeout", ready_timeout);
+    let launch = t.launch.as_ref().map(|l| {
+        if l.argv.is_empty() || l.argv[0].is_empty() {
+            v.err("target.launch.argv", "must name the program to run, e.g. [\"./server\", \"--port\", \"8080\"]");
+        }
+        for k in l.env.keys() {
+            if k.is_empty() || k.contains(['=', '\0']) {
+                v.err(format!("target.launch.env.{k}"), "not a valid environment variable name");
+            }
+        }
+        LaunchSpec {
+            argv: l.argv.clone(),
+            env: l.env.clone(),
+            stop_signal: v.signal("target.launch.stop_signal", l.stop_signal.as_deref().unwrap_or("SIGINT")),
+            stop_timeout: l.stop_timeout.map_or(Duration::from_secs(10), |d| d.0),
+        }
+    });
+    if launch.is_some() && t.pid_file.is_some() {
+        v.err("target.pid_file", "give either launch (the harness starts the target) or pid_file (attach), not both");
+    }
+    if t.pid_file.as_deref() == Some("") {
+        v.err("target.pid_file", "must not be empty");
+    }
+    let target = TargetSpec {
+        base_url: t.base_url.trim_end_matches('/').to_string(),
+        ready_path,
+        ready_timeout,
+        launch,
+        pid_file: t.pid_file.as_ref().map(PathBuf::from),
+    };
+
+    // shoppers and arrival
+    if raw.shoppers == 0 {
+        v.err("shoppers", "must be greater than 0");
+    } else if raw.shoppers > MAX_SHOPPERS {
+        v.err("shoppers", format!("{} is more than {MAX_SHOPPERS}; split the run", raw.shoppers));
+    }
+    if raw.arrival.is_empty() {
+        v.err("arrival", "needs at least one stage, e.g. {\"duration\": \"10s\", \"rate\": 100}");
+    }
+    let mut arrival = Vec::new();
+    for (i, st) in raw.arrival.iter().enumerate() {
+        let p = format!("arrival[{i}]");
+        v.positive(&format!("{p}.duration"), st.duration.0);
+        let (from, to) = match (st.rate, st.from_rate, st.to_rate) {
+            (Some(r), None, None) => (r, r),
+            (None, Some(f), Some(t)) => (f, t),
+            (Some(_), _, _) => {
+                v.err(&p, "give either rate (constant) or from_rate and to_rate (ramp), not both");
+                (0.0, 0.0)
+            }
+            (None, Some(_), None) => {
+                v.err(format!("{p}.to_rate"), "missing: a ramp needs both from_rate and to_rate");
+                (0.0, 0.0)
+            }
+            (None, None, Some(_)) => {
+                v.err(format!("{p}.from_rate"), "missing: a ramp needs both from_rate and to_rate");
+                (0.0, 0.0)
+            }
+            (None, None, None) => {
+                v.err(&p, "missing rate: give rate (arrivals/s) or from_rate and to_rate");
+                (0.0, 0.0)
+            }
+        };
+        for (field, r) in [("rate", st.rate), ("from_rate", st.from_rate), ("to_rate", st.to_rate)] {
+            if let Some(r) = r
+                && !(r.is_finite() && r >= 0.0)
+            {
+                v.err(format!("{p}.{field}"), format!("{r} is not a rate (arrivals per second, >= 0)"));
+            }
+        }
+        arrival.push(Stage { duration: st.duration.0, from_rate: from.max(0.0), to_rate: to.max(0.0) });
+    }
+    let expected: f64 = arrival.iter().map(Stage::expected_arrivals).sum();
+    let arrival_end: Duration = arrival.iter().map(|s| s.duration).sum();
+    if !arrival.is_empty() && raw.shoppers > 0 && expected < raw.shoppers as f64 {
+        v.err(
+            "arrival",
+            format!(
+                "the stages bring about {expected:.0} shoppers (the area under the rate), fewer than shoppers = {}; \
+                 lengthen a stage, raise a rate or lower shoppers",
+                raw.shoppers
+            ),
+        );
+    }
+    let arrival_process = match raw.arrival_process.as_deref() {
+        None | Some("poisson") => ArrivalProcess::Poisson,
+        Some("uniform") => ArrivalProcess::Uniform,
+        Some(other) => {
+            v.err("arrival_process", format!("unknown arrival process {other:?} (expected poisson or uniform)"));
+            ArrivalProcess::Poisson
+        }
+    };
+
+    // think time
+    let think = match &raw.think {
+        None => ThinkTime::None,
+        Some(th) => think(&mut v, th),
+    };
+
+    // step defaults
+    let (default_timeout, default_retry, default_headers) = match &raw.defaults {
+        None => (DEFAULT_TIMEOUT, RetryPolicy::none(), BTreeMap::new()),
+        Some(d) => (
+            d.timeout.map_or(DEFAULT_TIMEOUT, |t| v.positive("defaults.timeout", t.0)),
+            d.retry.as_ref().map_or_else(RetryPolicy::none, |r| v.retry("defaults.retry", r)),
+            d.headers.clone(),
+        ),
+    };
+    // Parsed once here so that a bad default is reported once, at its own path.
+    let parsed_default_headers = v.headers("defaults.headers", &default_headers);
+
+    // data lists (before journeys: templates refer to them)
+    for (name, list) in &raw.data {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            v.err(format!("data.{name}"), "list names may use letters, digits, _ and - only");
+        }
+        if list.is_empty() {
+            v.err(format!("data.{name}"), "must not be empty ({{pick.LIST}} picks one element)");
+        }
+    }
+
+    // journeys
+    if raw.journeys.is_empty() {
+        v.err("journeys", "needs at least one journey");
+    }
+    let mut journey_names = HashSet::new();
+    let mut step_names: BTreeMap<String, String> = BTreeMap::new();
+    let mut journeys = Vec::new();
+    for (ji, j) in raw.journeys.iter().enumerate() {
+        let jp = format!("journeys[{ji}]");
+        if j.name.trim().is_empty() {
+            v.err(format!("{jp}.name"), "must not be empty");
+        } else if !journey_names.insert(j.name.clone()) {
+            v.err(format!("{jp}.name"), format!("journey name {:?} is used twice", j.name));
+        }
+        if !(j.weight.is_finite() && j.weight > 0.0) {
+            v.err(format!("{jp}.weight"), format!("{} is not a weight (expected a number > 0)", j.weight));
+        }
+        if j.steps.is_empty() {
+            v.err(format!("{jp}.steps"), "needs at least one step");
+        }
+        let mut extracted: HashSet<String> = HashSet::new();
+        let mut steps = Vec::new();
+        for (si, s) in j.steps.iter().enumerate() {
+            let sp = format!("{jp}.steps[{si}]");
+            if s.name.trim().is_empty() {
+                v.err(format!("{sp}.name"), "must not be empty");
+            } else if let Some(other) = step_names.get(&s.name) {
+                v.err(
+                    format!("{sp}.name"),
+                    format!("step name {:?} is already used at {other} (step names are unique per scenario)", s.name),
+                );
+            } else {
+                step_names.insert(s.name.clone(), sp.clone());
+            }
+            let method = s.method.clone().unwrap_or_else(|| "GET".to_string());
+            if !METHODS.contains(&method.as_str()) {
+                v.err(
+                    format!("{sp}.method"),
+                    format!("unknown method {method:?} (expected one of {})", METHODS.join(", ")),
+                );
+            }
+            if !s.path.starts_with('/') {
+                v.err(format!("{sp}.path"), format!("{:?} must start with \"/\"", s.path));
+            }
+            let path = v.template(&format!("{sp}.path"), &s.path, Escape::Path);
+            // Step headers override defaults of the same name (case-insensitively).
+            let mut headers: Vec<(String, Template)> = parsed_default_headers
+                .iter()
+                .filter(|(k, _)| !s.headers.keys().any(|sk| sk.eq_ignore_ascii_case(k)))
+                .cloned()
+                .collect();
+            headers.extend(v.headers(&format!("{sp}.headers"), &s.headers));
+            let body = match &s.body {
+                None | Some(serde_json::Value::Null) => None,
+                Some(serde_json::Value::String(text)) => v.template(&format!("{sp}.body"), text, Escape::None),
+                Some(value) => v.template(&format!("{sp}.body"), &value.to_string(), Escape::JsonString),
+            };
+            // Placeholders must refer to data lists that exist and to variables
+            // extracted by an earlier step of the same journey.
+            let mut templates: Vec<(String, &Template)> = Vec::new();
+            if let Some(t) = &path {
+                templates.push((format!("{sp}.path"), t));
+            }
+            for (k, t) in &headers {
+                let hp = if s.headers.contains_key(k) {
+                    format!("{sp}.headers.{k}")
+                } else {
+                    format!("defaults.headers.{k}")
+                };
+                templates.push((hp, t));
+            }
+            if let Some(t) = &body {
+                templates.push((format!("{sp}.body"), t));
+            }
+            for (tp, t) in templates {
+                let refs = t.references();
+                for var in refs.vars {
+                    if !extracted.contains(&var) {
+                        v.err(
+                            &tp,
+                            format!(
+                                "{{{{var.{var}}}}} is not extracted by an earlier step of journey {:?} \
+                                 (add \"extract\": {{\"{var}\": \"/json/pointer\"}} to an earlier step)",
+                                j.name
+                            ),
+                        );
+                    }
+                }
+                for list in refs.lists {
+                    if !raw.data.contains_key(&list) {
+                        let known: Vec<&str> = raw.data.keys().map(String::as_str).collect();
+                        v.err(
+                            &tp,
+                            format!("{{{{pick.{list}}}}}: no data list {list:?} (data has: {})", join_or_none(&known)),
+                        );
+                    }
+                }
+                if refs.idem && !s.idempotency_key {
+                    v.err(&tp, "{{idem}} needs \"idempotency_key\": true on the step");
+                }
+            }
+            let expect = s.expect.clone().unwrap_or_else(|| vec![200]);
+            if expect.is_empty() {
+                v.err(format!("{sp}.expect"), "must list at least one status");
+            }
+            for (field, list) in [("expect", &expect), ("refuse", &s.refuse)] {
+                for (i, code) in list.iter().enumerate() {
+                    if !(100..=599).contains(code) {
+                        v.err(format!("{sp}.{field}[{i}]"), format!("{code} is not an HTTP status (100..=599)"));
+                    }
+                }
+            }
+            for (i, code) in s.refuse.iter().enumerate() {
+                if expect.contains(code) {
+                    v.err(
+                        format!("{sp}.refuse[{i}]"),
+                        format!("{code} is also in expect; a status is ok or a refusal"),
+                    );
+                }
+            }
+            let timeout = s.timeout.map_or(default_timeout, |t| v.positive(&format!("{sp}.timeout"), t.0));
+            let retry = s.retry.as_ref().map_or_else(|| default_retry.clone(), |r| v.retry(&format!("{sp}.retry"), r));
+            let mut extract = Vec::new();
+            for (var, pointer) in &s.extract {
+                let ep = format!("{sp}.extract.{var}");
+                if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                    v.err(&ep, "variable names may use letters, digits, _ and - only");
+                }
+                if !valid_pointer(pointer) {
+                    v.err(
+                        &ep,
+                        format!("{pointer:?} is not a JSON pointer (RFC 6901), e.g. \"/order_id\" or \"/lines/0/sku\""),
+                    );
+                }
+                extract.push(Extract { var: var.clone(), json_pointer: pointer.clone() });
+            }
+            steps.push(Step {
+                name: s.name.clone(),
+                method,
+                path: path.unwrap_or_else(|| Template::literal(&s.path, Escape::Path)),
+                headers,
+                body,
+                expect,
+                refuse: s.refuse.clone(),
+                timeout,
+                retry,
+                extract,
+                idempotency_key: s.idempotency_key,
+            });
+            // Extracted after this step's response: usable from the next step on.
+            extracted.extend(s.extract.keys().cloned());
+        }
+        journeys.push(Journey { name: j.name.clone(), weight: j.weight, steps });
+    }
+
+    // connections
+    let connections = match &raw.connections {
+        None => ConnectionModel::Pool { size: DEFAULT_POOL_SIZE, idle_timeout: DEFAULT_IDLE_TIMEOUT },
+        Some(c) => {
+            let idle_timeout =
+                c.idle_timeout.map_or(DEFAULT_IDLE_TIMEOUT, |d| v.positive("connections.idle_timeout", d.0));
+            match c.model.as_str() {
+                "pool" => {
+                    let size = c.size.unwrap_or(DEFAULT_POOL_SIZE as u64);
+                    if size == 0 {
+                        v.err("connections.size", "must be greater than 0");
+                    } else if size > 1_000_000 {
+                        v.err("connections.size", format!("{size} connections is beyond any file-descriptor limit"));
+                    }
+                    ConnectionModel::Pool { size: usize::try_from(size).unwrap_or(usize::MAX), idle_timeout }
+                }
+                "per_shopper" => {
+                    if c.size.is_some() {
+                        v.err("connections.size", "only the pool model has a size (per_shopper opens one per shopper)");
+                    }
+                    ConnectionModel::PerShopper { idle_timeout }
+                }
+                other => {
+                    v.err(
+                        "connections.model",
+                        format!("unknown connection model {other:?} (expected pool or per_shopper)"),
+                    );
+                    ConnectionModel::Pool { size: DEFAULT_POOL_SIZE, idle_timeout }
+                }
+            }
+        }
+    };
+
+    // audit (before gates: audit_must_pass depends on it)
+    let audit = raw.audit.as_ref().map(|a| {
+        v.http_url("audit.url", &a.url);
+        for (i, s) in a.checkout_steps.iter().enumerate() {
+            if !step_names.contains_key(s) {
+                v.err(format!("audit.checkout_steps[{i}]"), format!("no step named {s:?}{}", known_steps(&step_names)));
+            }
+        }
+        AuditSpec { url: a.url.clone(), checkout_steps: a.checkout_steps.clone() }
+    });
+
+    // gates
+    let gates = match &raw.gates {
+        None => Gates {
+            max_dropped: None,
+            max_first_attempt_failures: None,
+            min_throughput_rps: None,
+            latency: Vec::new(),
+            audit_must_pass: audit.is_some(),
+        },
+        Some(g) => {
+            if let Some(r) = g.min_throughput_rps
+                && !(r.is_finite() && r >= 0.0)
+            {
+                v.err("gates.min_throughput_rps", format!("{r} is not a rate (requests per second, >= 0)"));
+            }
+            let mut latency = Vec::new();
+            for (i, lg) in g.latency.iter().enumerate() {
+                let p = format!("gates.latency[{i}]");
+                if let Some(s) = &lg.step
+                    && !step_names.contains_key(s)
+                {
+                    v.err(format!("{p}.step"), format!("no step named {s:?}{}", known_steps(&step_names)));
+                }
+                if !(lg.percentile > 0.0 && lg.percentile < 100.0) {
+                    v.err(
+                        format!("{p}.percentile"),
+                        format!("{} is not a percentile in (0, 100), e.g. 99 or 99.9", lg.percentile),
+                    );
+                }
+                v.positive(&format!("{p}.max"), lg.max.0);
+                latency.push(LatencyGate { step: lg.step.clone(), percentile: lg.percentile, max: lg.max.0 });
+            }
+            let audit_must_pass = g.audit_must_pass.unwrap_or(audit.is_some());
+            if audit_must_pass && audit.is_none() {
+                v.err("gates.audit_must_pass", "is true but the scenario has no audit section");
+            }
+            Gates {
+                max_dropped: g.max_dropped,
+                max_first_attempt_failures: g.max_first_attempt_failures,
+                min_throughput_rps: g.min_throughput_rps,
+                latency,
+                audit_must_pass,
+            }
+        }
+    };
+
+    // chaos
+    let mut fault_names = HashSet::new();
+    let mut chaos = Vec::new();
+    for (i, f) in raw.chaos.iter().enumerate() {
+        if let Some(spec) = fault(&mut v, i, f, arrival_end, &mut fault_names) {
+            chaos.push(spec);
+        }
+    }
+
+    if !v.errors.is_empty() {
+        return Err(v.errors);
+    }
+    Ok(Scenario {
+        name: raw.name,
+        seed: raw.seed,
+        target,
+        shoppers: raw.shoppers,
+        arrival,
+        arrival_process,
+        think,
+        journeys,
+        connections,
+        data: raw.data,
+        gates,
+        chaos,
+        audit,
+    })
+}
+
+fn think(v: &mut V, th: &RawThink) -> ThinkTime {
+    let given: Vec<(&str, bool)> = vec![
+        ("duration", th.duration.is_some()),
+        ("min", th.min.is_some()),
+        ("max", th.max.is_some()),
+        ("mean", th.mean.is_some()),
+    ];
+    let (allowed, result): (&[&str], ThinkTime) = match th.kind.as_str() {
+        "none" => (&[], ThinkTime::None),
+        "constant" => match th.duration {
+            Some(d) => (&["duration"], ThinkTime::Constant(d.0)),
+            None => {
+                v.err("think.duration", "required for kind \"constant\"");
+                (&["duration"], ThinkTime::None)
+            }
+        },
+        "uniform" => match (th.min, th.max) {
+            (Some(min), Some(max)) => {
+                if min.0 > max.0 {
+                    v.err("think.max", format!("{} is below min {}", format_duration(max.0), format_duration(min.0)));
+                }
+                (&["min", "max"], ThinkTime::Uniform { min: min.0, max: max.0 })
+            }
+            (min, _) => {
+                v.err(if min.is_none() { "think.min" } else { "think.max" }, "required for kind \"uniform\"");
+                (&["min", "max"], ThinkTime::None)
+            }
+        },
+        "exponential" => match th.mean {
+            Some(mean) => {
+                // Without a cut the tail is unbounded; 10 means keeps 99.995% of the distribution.
+                let max = th.max.map_or(mean.0 * 10, |m| m.0);
+                if max < mean.0 {
+                    v.err(
+                        "think.max",
+                        format!("{} is below the mean {}", format_duration(max), format_duration(mean.0)),
+                    );
+                }
+                (&["mean", "max"], ThinkTime::Exponential { mean: mean.0, max })
+            }
+            None => {
+                v.err("think.mean", "required for kind \"exponential\"");
+                (&["mean", "max"], ThinkTime::None)
+            }
+        },
+        other => {
+            v.err(
+                "think.kind",
+                format!("unknown think time {other:?} (expected none, constant, uniform or exponential)"),
+            );
+            return ThinkTime::None;
+        }
+    };
+    for (field, set) in given {
+        if set && !allowed.contains(&field) {
+            v.err(format!("think.{field}"), format!("not used by kind {:?}", th.kind));
+        }
+    }
+    result
+}
+
+fn fault(v: &mut V, i: usize, f: &RawFault, arrival_end: Duration, names: &mut HashSet<String>) -> Option<FaultSpec> {
+    let p = format!("chaos[{i}]");
+    if f.name.trim().is_empty() {
+        v.err(format!("{p}.name"), "must not be empty");
+    } else if !names.insert(f.name.clone()) {
+        v.err(format!("{p}.name"), format!("fault name {:?} is used twice", f.name));
+    }
+    let count = f.count.unwrap_or(1);
+    if count == 0 {
+        v.err(format!("{p}.count"), "must be at least 1");
+    }
+    if count > 1 && f.every.is_none() {
+        v.err(format!("{p}.every"), "required when count > 1 (the time between occurrences)");
+    }
+    if let Some(e) = f.every {
+        v.positive(&format!("{p}.every"), e.0);
+    }
+    let pick = |v: &mut V, given: &Option<String>| match given.as_deref() {
+        None | Some("random") => Pick::Random,
+        Some("oldest") => Pick::Oldest,
+        Some("busiest") => Pick::Busiest,
+        Some(other) => {
+            v.err(format!("{p}.pick"), format!("unknown pick {other:?} (expected random, oldest or busiest)"));
+            Pick::Random
+        }
+    };
+    let (allowed, action): (&[&str], Option<FaultAction>) = match f.action.as_str() {
+        "kill_worker" => (
+            &["signal", "pick"],
+            Some(FaultAction::KillWorker {
+                signal: v.signal(&format!("{p}.signal"), f.signal.as_deref().unwrap_or("SIGKILL")),
+                pick: pick(v, &f.pick),
+            }),
+        ),
+        "signal_master" => {
+            let signal = match &f.signal {
+                Some(s) => v.signal(&format!("{p}.signal"), s),
+                None => {
+                    v.err(
+                        format!("{p}.signal"),
+                        "required for action \"signal_master\", e.g. \"SIGTERM\" or \"SIGHUP\"",
+                    );
+                    String::new()
+                }
+            };
+            (&["signal"], Some(FaultAction::SignalMaster { signal }))
+        }
+        "hang_worker" => {
+            let duration = match f.duration {
+                Some(d) => v.positive(&format!("{p}.duration"), d.0),
+                None => {
+                    v.err(
+                        format!("{p}.duration"),
+                        "required for action \"hang_worker\" (how long the worker stays stopped)",
+                    );
+                    Duration::ZERO
+                }
+            };
+            (&["pick", "duration"], Some(FaultAction::HangWorker { pick: pick(v, &f.pick), duration }))
+        }
+        "command" => {
+            let argv = f.argv.clone().unwrap_or_default();
+            if argv.is_empty() || argv[0].is_empty() {
+                v.err(format!("{p}.argv"), "required for action \"command\": the program and its arguments");
+            }
+            let timeout = f.timeout.map_or(Duration::from_secs(60), |t| v.positive(&format!("{p}.timeout"), t.0));
+            (&["argv", "timeout"], Some(FaultAction::Command { argv, timeout }))
+        }
+        "naive_restart" => (
+            &["stop_timeout"],
+            Some(FaultAction::NaiveRestart { stop_timeout: f.stop_timeout.map_or(Duration::from_secs(10), |d| d.0) }),
+        ),
+        other => {
+            v.err(
+                format!("{p}.action"),
+                format!("unknown action {other:?} (expected kill_worker, signal_master, hang_worker, command or naive_restart)"),
+            );
+            (&[], None)
+        }
+    };
+    if action.is_some() {
+        let given = [
+            ("signal", f.signal.is_some()),
+            ("pick", f.pick.is_some()),
+            ("duration", f.duration.is_some()),
+            ("argv", f.argv.is_some()),
+            ("timeout", f.timeout.is_some()),
+            ("stop_timeout", f.stop_timeout.is_some()),
+        ];
+        for (field, set) in given {
+            if set && !allowed.contains(&field) {
+                let takes = if allowed.is_empty() { "nothing else".to_string() } else { allowed.join(", ") };
+                v.err(format!("{p}.{field}"), format!("not used by action {:?} (it takes {takes})", f.action));
+            }
+        }
+    }
+    let spec = FaultSpec {
+        name: f.name.clone(),
+        at: f.at.0,
+        every: f.every.map(|d| d.0),
+        count: count.max(1),
+        action: action?,
+    };
+    if let Some(last) = spec.times().last()
+        && *last >= arrival_end
+        && !arrival_end.is_zero()
+    {
+        let field = if spec.count > 1 { "count" } else { "at" };
+        v.err(
+            format!("{p}.{field}"),
+            format!(
+                "fires at {} but arrivals end at {}; faults must fall within the arrival profile",
+                format_duration(*last),
+                format_duration(arrival_end)
+            ),
+        );
+    }
+    Some(spec)
+}
+
+fn valid_pointer(p: &str) -> bool {
+    if p.is_empty() {
+        return true;
+    }
+    if !p.starts_with('/') {
+        return false;
+    }
+    let b = p.as_bytes();
+    b.iter().enumerate().all(|(i, &c)| c != b'~' || matches!(b.get(i + 1), Some(b'0' | b'1')))
+}
+
+fn join_or_none(items: &[&str]) -> String {
+    if items.is_empty() { "none".to_string() } else { items.join(", ") }
+}
+
+fn known_steps(names: &BTreeMap<String, String>) -> String {
+    let set: BTreeSet<&str> = names.keys().map(String::as_str).collect();
+    format!(" (steps are: {})", join_or_none(&set.into_iter().collect::<Vec<_>>()))
+}
