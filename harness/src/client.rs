@@ -1,0 +1,511 @@
+//! The harness's one HTTP/1.1 client path: connect, send one request, read one
+//! response, and classify how the attempt ended.
+//!
+//! Why not reqwest or hyper's client: the ledger must tell apart "refused",
+//! "reset before the response", "closed before the response on a reused
+//! keep-alive connection", "truncated body" and "timeout", and must know
+//! whether a connection was reused. reqwest hides reuse and flattens these
+//! kinds; hyper's `client::conn` keeps them but puts a channel hop and a
+//! second task between the shopper and its socket on every request, which
+//! costs CPU the speed target (wrk's rate on one core) does not leave. So the
+//! shopper's task owns its socket and parses with `httparse` (hyper's own
+//! parser). Each failure is classified where it is observed, by the phase the
+//! attempt was in; docs/LEDGER.md lists the rules.
+//!
+//! Not here: pooling (engine.rs), retries (engine.rs), what a status means for
+//! the step (engine.rs decides ok / refused / unexpected from the step).
+
+use std::io::{self, ErrorKind};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::outcome::FailureClass;
+
+/// Largest response head or body the client accepts; beyond it the response is
+/// a protocol error (a shop API never sends this much).
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Where to connect and how to name the host.
+#[derive(Debug)]
+pub struct Connector {
+    pub addr: SocketAddr,
+    /// The `Host` header value (authority of the base URL).
+    pub host: String,
+    /// Source addresses to bind, round-robin. Empty: let the kernel choose.
+    /// Used to spread connections over 127.0.0.0/8 when one source address's
+    /// ephemeral ports are not enough.
+    pub sources: Vec<IpAddr>,
+    next_source: AtomicUsize,
+}
+
+impl Connector {
+    pub fn new(addr: SocketAddr, host: String, sources: Vec<IpAddr>) -> Self {
+        Connector { addr, host, sources, next_source: AtomicUsize::new(0) }
+    }
+
+    async fn connect(&self) -> io::Result<TcpStream> {
+        let stream = if self.sources.is_empty() {
+            TcpStream::connect(self.addr).await?
+        } else {
+            let i = self.next_source.fetch_add(1, Ordering::Relaxed) % self.sources.len();
+            let socket = if self.addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+            socket.bind(SocketAddr::new(self.sources[i], 0))?;
+            socket.connect(self.addr).await?
+        };
+        // Requests are small and sent whole; do not let Nagle hold them back.
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+}
+
+/// An open HTTP/1.1 connection with its read buffer.
+pub struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    /// When the last response on it completed (for the idle timeout).
+    pub last_used: Instant,
+    /// Requests completed on this connection.
+    pub served: u32,
+}
+
+impl Conn {
+    /// Whether an idle connection still looks usable: not past the idle
+    /// timeout, and the server has not closed it (or sent something
+    /// unsolicited) while it sat in the pool. A real client does the same
+    /// check (hyper's pool polls idle connections for closure); the race that
+    /// remains, a close arriving while the request is in flight, is what the
+    /// ledger reports as closed-before-response on a reused connection.
+    pub fn usable(&self, now: Instant, idle_timeout: std::time::Duration) -> bool {
+        if now.saturating_duration_since(self.last_used) >= idle_timeout {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == ErrorKind::WouldBlock)
+    }
+}
+
+/// One request to send. `headers` must not contain `Host` or `Content-Length`.
+pub struct Request<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub headers: &'a [(String, String)],
+    pub body: Option<&'a [u8]>,
+}
+
+/// A complete response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    /// The body, when the caller asked to keep it.
+    pub body: Option<Vec<u8>>,
+    /// The `X-Worker-Id` header, when present.
+    pub worker_id: Option<String>,
+    /// Whether the connection may carry another request.
+    pub keep_alive: bool,
+}
+
+/// How one attempt ended at the transport level.
+#[derive(Debug)]
+pub struct Attempt {
+    pub result: Result<Response, TransportFailure>,
+    /// The request went out on a connection that had served earlier requests.
+    pub reused: bool,
+}
+
+#[derive(Debug)]
+pub struct TransportFailure {
+    pub class: FailureClass,
+    /// What was seen, for the event log (e.g. "read: Connection reset by peer").
+    pub detail: String,
+    /// For a failure after the head arrived (truncated body): its status.
+    pub status: Option<u16>,
+    pub worker_id: Option<String>,
+}
+
+fn fail(class: FailureClass, detail: impl Into<String>) -> TransportFailure {
+    TransportFailure { class, detail: detail.into(), status: None, worker_id: None }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    Connect,
+    Send,
+    Head,
+    Body,
+}
+
+/// Sends `req` on `slot`'s connection (or a new one if `slot` is empty) and
+/// reads the response, all before `deadline`. On return `slot` holds the
+/// connection if it may be reused, and is empty otherwise.
+pub async fn send(
+    connector: &Connector,
+    slot: &mut Option<Conn>,
+    req: &Request<'_>,
+    keep_body: bool,
+    deadline: tokio::time::Instant,
+    scratch: &mut Vec<u8>,
+) -> Attempt {
+    let reused = slot.as_ref().is_some_and(|c| c.served > 0);
+    let mut phase = Phase::Connect;
+    let taken = slot.take();
+    let outcome =
+        tokio::time::timeout_at(deadline, exchange(connector, taken, req, keep_body, &mut phase, scratch)).await;
+    match outcome {
+        Ok(Ok((conn, resp))) => {
+            if resp.keep_alive {
+                *slot = Some(conn);
+            }
+            Attempt { result: Ok(resp), reused }
+        }
+        Ok(Err(f)) => Attempt { result: Err(f), reused },
+        Err(_elapsed) => {
+            let f = if phase == Phase::Connect {
+                fail(FailureClass::ConnectTimeout, "connect did not complete within the step timeout")
+            } else {
+                fail(FailureClass::ResponseTimeout, format!("no complete response within the step timeout ({phase:?})"))
+            };
+            Attempt { result: Err(f), reused }
+        }
+    }
+}
+
+fn connect_failure(e: &io::Error) -> TransportFailure {
+    let class = match e.kind() {
+        ErrorKind::ConnectionRefused => FailureClass::ConnectRefused,
+        ErrorKind::TimedOut => FailureClass::ConnectTimeout,
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => FailureClass::ResetBeforeResponse,
+        // EADDRNOTAVAIL (out of ephemeral ports), EMFILE (out of fds) and the
+        // like are the harness's own limits, not the server's fault.
+        _ => FailureClass::LocalError,
+    };
+    fail(class, format!("connect: {e}"))
+}
+
+/// An I/O error before a response head was complete.
+fn head_io_failure(e: &io::Error, what: &str) -> TransportFailure {
+    let class = match e.kind() {
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => FailureClass::ResetBeforeResponse,
+        // EPIPE: the server had already closed its side when we wrote.
+        ErrorKind::BrokenPipe | ErrorKind::UnexpectedEof => FailureClass::ClosedBeforeResponse,
+        _ => FailureClass::LocalError,
+    };
+    fail(class, format!("{what}: {e}"))
+}
+
+async fn exchange(
+    connector: &Connector,
+    conn: Option<Conn>,
+    req: &Request<'_>,
+    keep_body: bool,
+    phase: &mut Phase,
+    scratch: &mut Vec<u8>,
+) -> Result<(Conn, Response), TransportFailure> {
+    let mut conn = match conn {
+        Some(c) => c,
+        None => {
+            let stream = connector.connect().await.map_err(|e| connect_failure(&e))?;
+            Conn { stream, buf: Vec::with_capacity(4096), last_used: Instant::now(), served: 0 }
+        }
+    };
+    *phase = Phase::Send;
+    encode(req, &connector.host, scratch);
+    conn.stream.write_all(scratch).await.map_err(|e| head_io_failure(&e, "write"))?;
+    *phase = Phase::Head;
+    conn.buf.clear();
+    let resp = read_response(&mut conn, req.method == "HEAD", keep_body, phase).await?;
+    conn.last_used = Instant::now();
+    conn.served += 1;
+    Ok((conn, resp))
+}
+
+fn encode(req: &Request<'_>, host: &str, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(req.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(req.path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(host.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut has_type = false;
+    for (k, v) in req.headers {
+        has_type |= k.eq_ignore_ascii_case("content-type");
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(body) = req.body {
+        if !has_type {
+            out.extend_from_slice(b"content-type: application/json\r\n");
+        }
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(body.len().to_string().as_bytes());
+        out.extend_from_slice(b"\r\n\r\n");
+        out.extend_from_slice(body);
+    } else {
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Reads more bytes into `conn.buf`. `Ok(0)` is end of stream.
+async fn fill(conn: &mut Conn) -> io::Result<usize> {
+    if conn.buf.len() >= MAX_RESPONSE_BYTES {
+        return Err(io::Error::other("response larger than the client accepts"));
+    }
+    if conn.buf.capacity() - conn.buf.len() < 2048 {
+        conn.buf.reserve(conn.buf.capacity().max(4096));
+    }
+    conn.stream.read_buf(&mut conn.buf).await
+}
+
+enum BodyKind {
+    None,
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+struct Head {
+    status: u16,
+    len: usize,
+    body: BodyKind,
+    keep_alive: bool,
+    worker_id: Option<String>,
+}
+
+fn parse_head(buf: &[u8], is_head_request: bool) -> Result<Option<Head>, TransportFailure> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(fail(FailureClass::ProtocolError, format!("response head: {e}"))),
+    };
+    let status = resp.code.unwrap_or(0);
+    let http11 = resp.version == Some(1);
+    let mut keep_alive = http11;
+    let mut length = None;
+    let mut chunked = false;
+    let mut worker_id = None;
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let v = std::str::from_utf8(h.value).ok().and_then(|s| s.trim().parse::<usize>().ok());
+            match v {
+                Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
+                _ => return Err(fail(FailureClass::ProtocolError, "invalid or conflicting content-length")),
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = h.value.to_ascii_lowercase().windows(7).any(|w| w == b"chunked");
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            let v = h.value.to_ascii_lowercase();
+            if v.windows(5).any(|w| w == b"close") {
+                keep_alive = false;
+            } else if v.windows(10).any(|w| w == b"keep-alive") {
+                keep_alive = true;
+            }
+        } else if h.name.eq_ignore_ascii_case("x-worker-id") {
+            worker_id = Some(String::from_utf8_lossy(h.value).into_owned());
+        }
+    }
+    let body = if is_head_request || (100..200).contains(&status) || status == 204 || status == 304 {
+        BodyKind::None
+    } else if chunked {
+        BodyKind::Chunked
+    } else if let Some(n) = length {
+        BodyKind::Length(n)
+    } else {
+        keep_alive = false;
+        BodyKind::UntilClose
+    };
+    Ok(Some(Head { status, len, body, keep_alive, worker_id }))
+}
+
+async fn read_response(
+    conn: &mut Conn,
+    is_head_request: bool,
+    keep_body: bool,
+    phase: &mut Phase,
+) -> Result<Response, TransportFailure> {
+    // The head. Interim 1xx responses (100 Continue) are skipped.
+    let head = loop {
+        match parse_head(&conn.buf, is_head_request)? {
+            Some(h) if (100..200).contains(&h.status) && h.status != 101 => {
+                conn.buf.drain(..h.len);
+                continue;
+            }
+            Some(h) => break h,
+            None => {}
+        }
+        match fill(conn).await {
+            Ok(0) => {
+                let detail = if conn.buf.is_empty() {
+                    "connection closed before any response byte".to_string()
+                } else {
+                    format!("connection closed after {} bytes of a response head", conn.buf.len())
+                };
+                return Err(fail(FailureClass::ClosedBeforeResponse, detail));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(head_io_failure(&e, "read")),
+        }
+    };
+    *phase = Phase::Body;
+    let truncated = |detail: String, head: &Head| TransportFailure {
+        class: FailureClass::TruncatedBody,
+        detail,
+        status: Some(head.status),
+        worker_id: head.worker_id.clone(),
+    };
+    let mut pos = head.len;
+    let body: Option<Vec<u8>> = match head.body {
+        BodyKind::None => keep_body.then(Vec::new),
+        BodyKind::Length(n) => {
+            if n > MAX_RESPONSE_BYTES {
+                return Err(fail(FailureClass::ProtocolError, format!("content-length {n} too large")));
+            }
+            while conn.buf.len() < pos + n {
+                match fill(conn).await {
+                    Ok(0) => {
+                        let got = conn.buf.len() - pos;
+                        return Err(truncated(format!("body ended after {got} of {n} bytes"), &head));
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        return Err(truncated(
+                            format!("body read after {} of {n} bytes: {e}", conn.buf.len() - pos),
+                            &head,
+                        ));
+                    }
+                }
+            }
+            let b = keep_body.then(|| conn.buf[pos..pos + n].to_vec());
+            pos += n;
+            b
+        }
+        BodyKind::UntilClose => loop {
+            match fill(conn).await {
+                Ok(0) => break keep_body.then(|| conn.buf[pos..].to_vec()),
+                Ok(_) => {}
+                Err(e) => return Err(truncated(format!("close-delimited body read: {e}"), &head)),
+            }
+        },
+        BodyKind::Chunked => {
+            let mut out = Vec::new();
+            loop {
+                // Chunk size line.
+                let (consumed, size) = loop {
+                    match httparse::parse_chunk_size(&conn.buf[pos..]) {
+                        Ok(httparse::Status::Complete(v)) => break v,
+                        Ok(httparse::Status::Partial) => {}
+                        Err(_) => return Err(fail(FailureClass::ProtocolError, "invalid chunk size line")),
+                    }
+                    match fill(conn).await {
+                        Ok(0) => return Err(truncated("chunked body ended inside a chunk size".into(), &head)),
+                        Ok(_) => {}
+                        Err(e) => return Err(truncated(format!("chunked body read: {e}"), &head)),
+                    }
+                };
+                pos += consumed;
+                if size == 0 {
+                    // Trailers (usually none), then the final CRLF.
+                    loop {
+                        if let Some(end) = trailer_end(&conn.buf[pos..]) {
+                            pos += end;
+                            break;
+                        }
+                        match fill(conn).await {
+                            Ok(0) => return Err(truncated("chunked body ended before its last CRLF".into(), &head)),
+                            Ok(_) => {}
+                            Err(e) => return Err(truncated(format!("chunked body read: {e}"), &head)),
+                        }
+                    }
+                    break;
+                }
+                let size = usize::try_from(size).unwrap_or(usize::MAX);
+                if size > MAX_RESPONSE_BYTES {
+                    return Err(fail(FailureClass::ProtocolError, "chunk too large"));
+                }
+                while conn.buf.len() < pos + size + 2 {
+                    match fill(conn).await {
+                        Ok(0) => return Err(truncated("chunked body ended inside a chunk".into(), &head)),
+                        Ok(_) => {}
+                        Err(e) => return Err(truncated(format!("chunked body read: {e}"), &head)),
+                    }
+                }
+                if &conn.buf[pos + size..pos + size + 2] != b"\r\n" {
+                    return Err(fail(FailureClass::ProtocolError, "chunk not followed by CRLF"));
+                }
+                if keep_body {
+                    out.extend_from_slice(&conn.buf[pos..pos + size]);
+                }
+                pos += size + 2;
+            }
+            keep_body.then_some(out)
+        }
+    };
+    // Bytes beyond this response were never asked for: do not reuse the
+    // connection, whatever the server said.
+    let keep_alive = head.keep_alive && conn.buf.len() == pos;
+    Ok(Response { status: head.status, body, worker_id: head.worker_id, keep_alive })
+}
+
+/// Length of the trailer section including its final empty line, if complete.
+fn trailer_end(buf: &[u8]) -> Option<usize> {
+    if buf.starts_with(b"\r\n") {
+        return Some(2);
+    }
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_body_with_length_and_default_type() {
+        let mut out = Vec::new();
+        let headers = vec![("idempotency-key".to_string(), "k1".to_string())];
+        let req = Request { method: "POST", path: "/checkout", headers: &headers, body: Some(b"{}") };
+        encode(&req, "127.0.0.1:8080", &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "POST /checkout HTTP/1.1\r\nhost: 127.0.0.1:8080\r\nidempotency-key: k1\r\n\
+             content-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+        );
+    }
+
+    #[test]
+    fn head_parsing_reads_framing_and_worker() {
+        let h =
+            parse_head(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-worker-id: 3\r\n\r\nhello", false).unwrap().unwrap();
+        assert_eq!(h.status, 200);
+        assert!(matches!(h.body, BodyKind::Length(5)));
+        assert!(h.keep_alive);
+        assert_eq!(h.worker_id.as_deref(), Some("3"));
+        let h = parse_head(b"HTTP/1.1 200 OK\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n", false)
+            .unwrap()
+            .unwrap();
+        assert!(matches!(h.body, BodyKind::Chunked));
+        assert!(!h.keep_alive);
+        let h = parse_head(b"HTTP/1.0 200 OK\r\n\r\n", false).unwrap().unwrap();
+        assert!(matches!(h.body, BodyKind::UntilClose));
+        assert!(!h.keep_alive);
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\ncontent-le", false).unwrap().is_none());
+        let e = parse_head(b"garbage\r\n\r\n", false).err().unwrap();
+        assert_eq!(e.class, FailureClass::ProtocolError);
+        let e = parse_head(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n", false).err().unwrap();
+        assert_eq!(e.class, FailureClass::ProtocolError);
+    }
+
+    #[test]
+    fn trailer_end_finds_final_crlf() {
+        assert_eq!(trailer_end(b"\r\n"), Some(2));
+        assert_eq!(trailer_end(b"x-t: 1\r\n\r\n"), Some(10));
+        assert_eq!(trailer_end(b"x-t: 1\r\n"), None);
+    }
+}

@@ -1,0 +1,346 @@
+//! The ledger: one record per attempt, and the counts that must add up.
+//!
+//! Every attempt ends in exactly one [`Outcome`]. An *operation* is one step
+//! of one shopper's journey with all its retries; it ends ok, refused (an
+//! expected business refusal) or dropped (every attempt failed, or a failure
+//! the retry policy does not cover). The invariant checked at the end of every
+//! run is `operations = ok + refused + dropped` with nothing still open; a run
+//! that ends with an attempt or operation still open is invalid, never passed.
+//! First-attempt failures are counted on their own, so a retry that recovers
+//! ("recovered") never hides that the first attempt failed.
+//!
+//! Records are streamed to `ledger.csv` as they complete (so memory does not
+//! grow with the run) and can be read back with [`read_records`] by the audit
+//! and the chaos attribution. Not for latency (recorder.rs) nor for deciding
+//! pass/fail (gates.rs).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufWriter};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::outcome::{FailureClass, Outcome};
+
+/// File name of the ledger inside a run folder.
+pub const LEDGER_FILE: &str = "ledger.csv";
+
+/// The outcome's kind as written in the ledger's `outcome` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    Ok,
+    Refused,
+    Failed,
+}
+
+/// One attempt. Times are milliseconds since run start (`EventLog` clock).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// Operation id: unique per (shopper, step execution); retries share it.
+    pub op: u64,
+    pub shopper: u64,
+    pub step: String,
+    /// 1-based.
+    pub attempt: u32,
+    /// When the attempt was meant to be sent (arrival, previous step end +
+    /// think, or previous attempt end + backoff). Latency is measured from here.
+    pub intended_ms: f64,
+    /// When the harness actually started it (after waking; before waiting for
+    /// a pool connection). `start_ms - intended_ms` is the harness's slip.
+    pub start_ms: f64,
+    pub end_ms: f64,
+    pub outcome: OutcomeKind,
+    /// The failure class when `outcome` is `failed`.
+    pub class: Option<FailureClass>,
+    pub status: Option<u16>,
+    /// Sent on a keep-alive connection that had served earlier requests.
+    pub reused: bool,
+    /// The `X-Worker-Id` response header.
+    pub worker: Option<String>,
+    /// The Idempotency-Key sent, if any.
+    pub idem: Option<String>,
+    /// For checkout steps (`AuditSpec::checkout_steps`): the `order_id` of the response.
+    pub order_id: Option<i64>,
+}
+
+impl AttemptRecord {
+    pub fn outcome(&self) -> Outcome {
+        match (self.outcome, self.class) {
+            (OutcomeKind::Ok, _) => Outcome::Ok,
+            (OutcomeKind::Refused, _) => Outcome::Refused,
+            (OutcomeKind::Failed, Some(c)) => Outcome::Failed(c),
+            (OutcomeKind::Failed, None) => Outcome::Failed(FailureClass::LocalError),
+        }
+    }
+
+    pub fn set_outcome(&mut self, o: Outcome) {
+        (self.outcome, self.class) = split(o);
+    }
+
+    /// Milliseconds from intended send to end: the latency the recorder uses.
+    pub fn latency_ms(&self) -> f64 {
+        (self.end_ms - self.intended_ms).max(0.0)
+    }
+}
+
+pub fn split(o: Outcome) -> (OutcomeKind, Option<FailureClass>) {
+    match o {
+        Outcome::Ok => (OutcomeKind::Ok, None),
+        Outcome::Refused => (OutcomeKind::Refused, None),
+        Outcome::Failed(c) => (OutcomeKind::Failed, Some(c)),
+    }
+}
+
+/// The counts. Attempt counts and operation counts are kept apart.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub attempts: u64,
+    pub attempts_ok: u64,
+    pub attempts_refused: u64,
+    pub attempts_failed: u64,
+    pub attempts_failed_by_class: BTreeMap<FailureClass, u64>,
+    /// Failed attempts that were sent on a reused keep-alive connection.
+    pub attempts_failed_on_reused: u64,
+    /// Operations invoked (begun).
+    pub operations: u64,
+    pub ok: u64,
+    pub refused: u64,
+    pub dropped: u64,
+    /// Dropped operations by the class of their last attempt.
+    pub dropped_by_class: BTreeMap<FailureClass, u64>,
+    /// Operations whose first attempt failed (whatever happened next).
+    pub first_attempt_failures: u64,
+    pub first_attempt_failures_by_class: BTreeMap<FailureClass, u64>,
+    /// First attempt failed, a later attempt ended ok or refused.
+    pub recovered: u64,
+    /// Attempts beyond the first.
+    pub retries: u64,
+    /// Begun and not ended: non-zero at the end of a run makes it invalid.
+    pub open_attempts: u64,
+    pub open_operations: u64,
+}
+
+impl Totals {
+    /// The end-of-run check. `Err` says which count does not add up.
+    pub fn check(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if self.open_attempts != 0 {
+            problems.push(format!("{} attempt(s) still open at the end of the run", self.open_attempts));
+        }
+        if self.open_operations != 0 {
+            problems.push(format!("{} operation(s) still open at the end of the run", self.open_operations));
+        }
+        if self.operations != self.ok + self.refused + self.dropped + self.open_operations {
+            problems.push(format!(
+                "operations {} != ok {} + refused {} + dropped {} + open {}",
+                self.operations, self.ok, self.refused, self.dropped, self.open_operations
+            ));
+        }
+        let by_class: u64 = self.attempts_failed_by_class.values().sum();
+        if self.attempts != self.attempts_ok + self.attempts_refused + self.attempts_failed + self.open_attempts
+            || by_class != self.attempts_failed
+        {
+            problems.push(format!(
+                "attempts {} != ok {} + refused {} + failed {} (by class {}) + open {}",
+                self.attempts,
+                self.attempts_ok,
+                self.attempts_refused,
+                self.attempts_failed,
+                by_class,
+                self.open_attempts
+            ));
+        }
+        if self.recovered > self.first_attempt_failures {
+            problems
+                .push(format!("recovered {} > first-attempt failures {}", self.recovered, self.first_attempt_failures));
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+    }
+}
+
+/// The ledger of one run: counts plus the streamed records.
+pub struct Ledger {
+    totals: Totals,
+    writer: Option<csv::Writer<BufWriter<File>>>,
+    write_error: Option<String>,
+    next_op: u64,
+}
+
+impl Ledger {
+    /// A ledger that writes its records to `path` (CSV with a header).
+    pub fn create(path: &Path) -> io::Result<Self> {
+        let file = File::create(path)?;
+        let writer = csv::WriterBuilder::new().has_headers(true).from_writer(BufWriter::with_capacity(1 << 16, file));
+        Ok(Ledger { totals: Totals::default(), writer: Some(writer), write_error: None, next_op: 0 })
+    }
+
+    /// A ledger that only counts (unit tests).
+    pub fn in_memory() -> Self {
+        Ledger { totals: Totals::default(), writer: None, write_error: None, next_op: 0 }
+    }
+
+    /// Starts an operation; returns its id.
+    pub fn begin_operation(&mut self) -> u64 {
+        self.totals.operations += 1;
+        self.totals.open_operations += 1;
+        self.next_op += 1;
+        self.next_op - 1
+    }
+
+    pub fn begin_attempt(&mut self) {
+        self.totals.attempts += 1;
+        self.totals.open_attempts += 1;
+    }
+
+    /// Ends an attempt begun with `begin_attempt`.
+    pub fn end_attempt(&mut self, rec: &AttemptRecord) {
+        let t = &mut self.totals;
+        t.open_attempts = t.open_attempts.saturating_sub(1);
+        if rec.attempt > 1 {
+            t.retries += 1;
+        }
+        match rec.outcome() {
+            Outcome::Ok => t.attempts_ok += 1,
+            Outcome::Refused => t.attempts_refused += 1,
+            Outcome::Failed(c) => {
+                t.attempts_failed += 1;
+                *t.attempts_failed_by_class.entry(c).or_default() += 1;
+                if rec.reused {
+                    t.attempts_failed_on_reused += 1;
+                }
+                if rec.attempt == 1 {
+                    t.first_attempt_failures += 1;
+                    *t.first_attempt_failures_by_class.entry(c).or_default() += 1;
+                }
+            }
+        }
+        if let Some(w) = self.writer.as_mut()
+            && let Err(e) = w.serialize(rec)
+        {
+            // The counts stay right; the run is marked invalid because the
+            // per-attempt record (needed by audit and attribution) is incomplete.
+            self.write_error.get_or_insert_with(|| format!("cannot write the ledger: {e}"));
+            self.writer = None;
+        }
+    }
+
+    /// Ends an operation with the outcome of its last attempt.
+    /// `first_failed`: its first attempt failed.
+    pub fn end_operation(&mut self, last: Outcome, first_failed: bool) {
+        let t = &mut self.totals;
+        t.open_operations = t.open_operations.saturating_sub(1);
+        match last {
+            Outcome::Ok => t.ok += 1,
+            Outcome::Refused => t.refused += 1,
+            Outcome::Failed(c) => {
+                t.dropped += 1;
+                *t.dropped_by_class.entry(c).or_default() += 1;
+            }
+        }
+        if first_failed && !matches!(last, Outcome::Failed(_)) {
+            t.recovered += 1;
+        }
+    }
+
+    pub fn totals(&self) -> &Totals {
+        &self.totals
+    }
+
+    /// Flushes the file; returns the first write error, if any happened.
+    pub fn finish(&mut self) -> Result<(), String> {
+        if let Some(w) = self.writer.as_mut()
+            && let Err(e) = w.flush()
+        {
+            self.write_error.get_or_insert_with(|| format!("cannot write the ledger: {e}"));
+        }
+        match &self.write_error {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Reads a ledger file back, in the order attempts completed.
+pub fn read_records(path: &Path) -> Result<Vec<AttemptRecord>, String> {
+    let mut rdr = csv::Reader::from_path(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    rdr.deserialize().map(|r| r.map_err(|e| format!("{}: {e}", path.display()))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(op: u64, attempt: u32, o: Outcome) -> AttemptRecord {
+        let (outcome, class) = split(o);
+        AttemptRecord {
+            op,
+            shopper: 7,
+            step: "checkout, with comma".into(),
+            attempt,
+            intended_ms: 1.0,
+            start_ms: 1.5,
+            end_ms: 3.25,
+            outcome,
+            class,
+            status: Some(201),
+            reused: attempt > 1,
+            worker: Some("w1".into()),
+            idem: Some("7-checkout-00ff".into()),
+            order_id: Some(42),
+        }
+    }
+
+    #[test]
+    fn recovered_retry_counts_as_first_attempt_failure_and_not_dropped() {
+        let mut l = Ledger::in_memory();
+        let op = l.begin_operation();
+        l.begin_attempt();
+        l.end_attempt(&rec(op, 1, Outcome::Failed(FailureClass::ResetBeforeResponse)));
+        l.begin_attempt();
+        l.end_attempt(&rec(op, 2, Outcome::Ok));
+        l.end_operation(Outcome::Ok, true);
+        let op2 = l.begin_operation();
+        l.begin_attempt();
+        l.end_attempt(&rec(op2, 1, Outcome::Failed(FailureClass::ServerError)));
+        l.end_operation(Outcome::Failed(FailureClass::ServerError), true);
+        let t = l.totals();
+        assert_eq!((t.operations, t.ok, t.refused, t.dropped), (2, 1, 0, 1));
+        assert_eq!(t.first_attempt_failures, 2);
+        assert_eq!(t.recovered, 1);
+        assert_eq!(t.retries, 1);
+        assert_eq!(t.attempts_failed_by_class[&FailureClass::ResetBeforeResponse], 1);
+        assert_eq!(t.dropped_by_class[&FailureClass::ServerError], 1);
+        t.check().unwrap();
+    }
+
+    #[test]
+    fn open_work_makes_the_check_fail() {
+        let mut l = Ledger::in_memory();
+        l.begin_operation();
+        l.begin_attempt();
+        let err = l.totals().check().unwrap_err();
+        assert!(err.contains("1 attempt(s) still open"), "{err}");
+        assert!(err.contains("1 operation(s) still open"), "{err}");
+    }
+
+    #[test]
+    fn records_roundtrip_through_the_csv_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LEDGER_FILE);
+        let mut l = Ledger::create(&path).unwrap();
+        let a = rec(0, 1, Outcome::Failed(FailureClass::ClosedBeforeResponse));
+        let mut b = rec(0, 2, Outcome::Refused);
+        b.worker = None;
+        b.order_id = None;
+        for r in [&a, &b] {
+            l.begin_attempt();
+            l.end_attempt(r);
+        }
+        l.finish().unwrap();
+        let back = read_records(&path).unwrap();
+        assert_eq!(back, vec![a, b]);
+        assert_eq!(back[0].outcome(), Outcome::Failed(FailureClass::ClosedBeforeResponse));
+    }
+}
