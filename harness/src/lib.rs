@@ -11,3 +11,4 @@ pub mod attribution;
 pub mod client;
 pub mod ledger;
 pub mod recorder;
+pub mod report;

@@ -1,0 +1,361 @@
+//! What the report shows, as plain serde data: one or more runs side by side
+//! plus the verdict. The run folder keeps it as `report.json`, so the page can
+//! be rebuilt without re-running (`harness report RUN_DIR`).
+//!
+//! This is the report's own input type, filled by whoever drives a run (the
+//! compare command) from the recorder, the chaos log and the checker. It is
+//! not the machine-readable summary for CI (that is `summary.json`), and it
+//! does no measuring itself, apart from reading the CPU model and turning an
+//! HDR histogram into a percentile spectrum.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::outcome::FailureClass;
+
+/// Everything one report page shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportData {
+    pub title: String,
+    /// When the data was produced, RFC 3339 UTC (see [`now_rfc3339`]).
+    pub generated: String,
+    pub machine: Machine,
+    pub scenario: ScenarioInfo,
+    /// How the load was scaled to this machine (e.g. a calibration of one
+    /// worker's capacity). Shown at the top of the page: scaling is never hidden.
+    #[serde(default)]
+    pub scaling_note: Option<String>,
+    /// Gate results, in the order they should be listed.
+    pub verdict: Vec<GateRow>,
+    /// One entry per run, shown side by side in this order (e.g. "single
+    /// process" first, then "cluster").
+    pub runs: Vec<RunData>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Machine {
+    /// Logical CPUs the OS reports.
+    pub cpus: usize,
+    pub cpu_model: String,
+    /// e.g. "linux x86_64".
+    pub os: String,
+}
+
+impl Machine {
+    /// This machine: CPU count from the OS, model name from /proc/cpuinfo
+    /// ("unknown" where there is no such file, e.g. not Linux).
+    pub fn current() -> Self {
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+        let cpu_model = std::fs::read_to_string(Path::new("/proc/cpuinfo"))
+            .ok()
+            .and_then(|text| cpu_model_from_cpuinfo(&text))
+            .unwrap_or_else(|| "unknown".to_string());
+        Machine { cpus, cpu_model, os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH) }
+    }
+}
+
+/// The first `model name` (x86) or `Model`/`Processor` (some ARM kernels) line.
+pub fn cpu_model_from_cpuinfo(text: &str) -> Option<String> {
+    for key in ["model name", "Model", "Processor", "cpu model"] {
+        for line in text.lines() {
+            if let Some((k, v)) = line.split_once(':')
+                && k.trim() == key
+                && !v.trim().is_empty()
+            {
+                return Some(v.trim().to_string());
+            }
+        }
+    }
+    None
+}
+
+/// Now, as RFC 3339 UTC to the second.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioInfo {
+    pub name: String,
+    /// One or two sentences a stakeholder understands.
+    pub description: String,
+    /// Shoppers that arrived (after any scaling).
+    pub shoppers: u64,
+    /// Planned length of the arrival schedule, seconds.
+    pub duration_s: f64,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pass,
+    Fail,
+    /// Could not be decided (no data, audit unreachable, ...). Never counted as a pass.
+    Unknown,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Fail => "fail",
+            Status::Unknown => "unknown",
+        }
+    }
+
+    /// The worst of several: any fail fails, else any unknown is unknown.
+    pub fn worst(statuses: impl IntoIterator<Item = Status>) -> Status {
+        let mut worst = Status::Pass;
+        for s in statuses {
+            match s {
+                Status::Fail => return Status::Fail,
+                Status::Unknown => worst = Status::Unknown,
+                Status::Pass => {}
+            }
+        }
+        worst
+    }
+}
+
+/// One gate of the verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateRow {
+    /// e.g. "cluster: dropped <= 0".
+    pub gate: String,
+    pub status: Status,
+    /// What was measured against what, in words: "0 dropped (budget 0)".
+    pub detail: String,
+}
+
+/// One run (one target) of the scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunData {
+    /// Short name used in legends and headings: "single process", "cluster".
+    pub label: String,
+    /// What was run, e.g. "reference-server --workers 2".
+    pub target: String,
+    /// One point per second of the run, in time order.
+    pub seconds: Vec<SecondPoint>,
+    /// Latency of ok requests by percentile, ascending, from the run's histogram
+    /// (see [`spectrum_from_histogram`]).
+    pub spectrum: Vec<SpectrumPoint>,
+    pub endpoints: Vec<EndpointRow>,
+    pub faults: Vec<FaultRow>,
+    #[serde(default)]
+    pub audit: Option<AuditData>,
+    pub slip: Slip,
+    pub totals: Totals,
+}
+
+/// What happened in one second of a run. Attempts are counted in the second
+/// in which they ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct SecondPoint {
+    /// Start of the second, seconds from run start.
+    pub t_s: f64,
+    /// Latency of ok attempts that ended this second; None when there were none.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    /// The slowest failed attempt that ended this second (a timeout shows as
+    /// the time it took to give up); None when nothing failed.
+    pub failed_ms: Option<f64>,
+    /// Attempts that ended ok / as an expected business refusal (409 sold out).
+    pub ok: u64,
+    pub refused: u64,
+    /// Failed attempts that ended this second, by class.
+    #[serde(default)]
+    pub failures: BTreeMap<FailureClass, u64>,
+    /// Shoppers that had arrived and not yet finished their journey.
+    pub active: u64,
+}
+
+impl SecondPoint {
+    pub fn failed(&self) -> u64 {
+        self.failures.values().sum()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SpectrumPoint {
+    /// 0..=100, e.g. 99.9.
+    pub percentile: f64,
+    pub latency_ms: f64,
+}
+
+/// One step (endpoint) of the journeys. Latency is of ok attempts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointRow {
+    pub step: String,
+    /// e.g. "GET /products/{sku}".
+    #[serde(default)]
+    pub request: String,
+    /// Attempts.
+    pub count: u64,
+    /// Failed attempts (first attempts and retries).
+    pub failures: u64,
+    /// Operations that still failed after their last retry.
+    #[serde(default)]
+    pub dropped: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+/// One injected fault and what it cost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultRow {
+    pub name: String,
+    /// The chaos action, e.g. "kill_worker", "signal_master SIGHUP", "hang_worker".
+    pub action: String,
+    pub start_s: f64,
+    /// When the fault's action finished (e.g. the hang was released); None if it never did.
+    #[serde(default)]
+    pub end_s: Option<f64>,
+    /// When the target was serving normally again; None if it never recovered.
+    #[serde(default)]
+    pub recovered_s: Option<f64>,
+    /// "ok" or "error: ..." as logged by the injector.
+    #[serde(default)]
+    pub outcome: String,
+    /// First attempts that failed and are attributed to this fault, by class.
+    #[serde(default)]
+    pub first_attempt_failures: BTreeMap<FailureClass, u64>,
+    /// Of those operations, how many a retry saved / how many were dropped.
+    pub recovered: u64,
+    pub dropped: u64,
+    /// From the fault's start to the target serving normally again.
+    #[serde(default)]
+    pub recovery_ms: Option<f64>,
+}
+
+impl FaultRow {
+    pub fn first_attempt_failed(&self) -> u64 {
+        self.first_attempt_failures.values().sum()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditData {
+    pub status: Status,
+    pub rows: Vec<AuditRow>,
+}
+
+/// One check of the post-run audit (orders vs acknowledgements, stock conservation...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRow {
+    pub check: String,
+    pub status: Status,
+    /// The numbers behind the result, e.g. {"acknowledged": 812, "found": 812}.
+    #[serde(default)]
+    pub counts: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub detail: String,
+}
+
+/// How late the harness sent requests compared with the schedule (its own
+/// lateness, which would otherwise hide server latency: coordinated omission).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Slip {
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// True when the harness, not the target, limited the sending rate; the
+    /// run's latency figures are then not trustworthy.
+    pub harness_bottleneck: bool,
+    #[serde(default)]
+    pub detail: String,
+}
+
+/// Whole-run counts. An operation is one step of one shopper, with its retries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Totals {
+    pub operations: u64,
+    pub ok: u64,
+    pub refused: u64,
+    /// Operations that failed after every retry: the shopper's request was lost.
+    pub dropped: u64,
+    /// Operations whose first attempt failed (retried or not).
+    pub first_attempt_failures: u64,
+    /// Ok operations per second over the run.
+    #[serde(default)]
+    pub throughput_rps: f64,
+    /// Whole-run latency of ok operations.
+    #[serde(default)]
+    pub p50_ms: f64,
+    #[serde(default)]
+    pub p99_ms: f64,
+    #[serde(default)]
+    pub p999_ms: f64,
+    #[serde(default)]
+    pub max_ms: f64,
+}
+
+/// Quantiles at which the spectrum is sampled: evenly spaced on the "nines"
+/// axis x = 1/(1-q), 20 samples per decade, from the median up to the last
+/// quantile the sample count can resolve, then the maximum.
+pub fn spectrum_from_histogram(hist: &Histogram<u64>, units_per_ms: f64) -> Vec<SpectrumPoint> {
+    let mut out = Vec::new();
+    if hist.is_empty() || units_per_ms <= 0.0 {
+        return out;
+    }
+    let len = hist.len() as f64;
+    let mut k = 0u32;
+    loop {
+        // x from 2 (the median) upwards.
+        let x = 2.0 * 10f64.powf(f64::from(k) / 20.0);
+        if x > len || x > 1e7 {
+            break;
+        }
+        let q = 1.0 - 1.0 / x;
+        out.push(SpectrumPoint { percentile: q * 100.0, latency_ms: hist.value_at_quantile(q) as f64 / units_per_ms });
+        k += 1;
+    }
+    out.push(SpectrumPoint { percentile: 100.0, latency_ms: hist.max() as f64 / units_per_ms });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_model_is_read_from_cpuinfo() {
+        let text = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) CPU @ 2.20GHz\n";
+        assert_eq!(cpu_model_from_cpuinfo(text).as_deref(), Some("Intel(R) Xeon(R) CPU @ 2.20GHz"));
+        assert_eq!(cpu_model_from_cpuinfo("processor : 0\n"), None);
+        assert!(Machine::current().cpus >= 1);
+    }
+
+    #[test]
+    fn spectrum_rises_and_ends_at_the_max() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+        for v in 1..=10_000u64 {
+            h.record(v * 100).unwrap(); // 0.1 ms .. 1000 ms in µs
+        }
+        let s = spectrum_from_histogram(&h, 1000.0);
+        assert!(s.len() > 40, "{}", s.len());
+        assert!((s[0].percentile - 50.0).abs() < 1e-9);
+        assert!((s[0].latency_ms - 500.0).abs() < 1.0, "{:?}", s[0]);
+        assert!(s.windows(2).all(|w| w[0].percentile < w[1].percentile && w[0].latency_ms <= w[1].latency_ms));
+        let last = s.last().unwrap();
+        assert_eq!(last.percentile, 100.0);
+        assert!((last.latency_ms - 1000.0).abs() < 1.0);
+        // Never beyond what 10,000 samples can resolve (99.99 %), apart from the max.
+        assert!(s[s.len() - 2].percentile <= 99.99 + 1e-9);
+        assert!(spectrum_from_histogram(&Histogram::<u64>::new(3).unwrap(), 1000.0).is_empty());
+    }
+
+    #[test]
+    fn worst_status() {
+        assert_eq!(Status::worst([Status::Pass, Status::Pass]), Status::Pass);
+        assert_eq!(Status::worst([Status::Pass, Status::Unknown]), Status::Unknown);
+        assert_eq!(Status::worst([Status::Unknown, Status::Fail, Status::Pass]), Status::Fail);
+        assert_eq!(Status::worst([]), Status::Pass);
+    }
+}
