@@ -5,7 +5,52 @@ pub mod admin;
 pub mod build_info;
 pub mod cli;
 pub mod ipc;
+pub mod listen;
+pub mod master;
 pub mod metrics;
 pub mod routes;
 pub mod shop;
+pub mod single;
 pub mod worker;
+
+use anyhow::Result;
+
+/// Exit codes of the `reference-server` binary (see docs/CLUSTER.md).
+pub mod exit {
+    /// Stopped on request (SIGINT, `--on-sigterm stop`, SIGQUIT).
+    pub const OK: u8 = 0;
+    /// A runtime error after start-up; a worker that fails also exits 1.
+    pub const RUNTIME: u8 = 1;
+    /// Bad flags or a start-up error (address in use, unwritable path...).
+    pub const STARTUP: u8 = 2;
+    /// Crash-loop protection gave up: a worker slot kept dying at start-up.
+    pub const GAVE_UP: u8 = 3;
+}
+
+/// An error before the server was up; exits with [`exit::STARTUP`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub struct StartupError(pub anyhow::Error);
+
+/// Tag an error as a start-up error.
+pub fn startup<T>(r: Result<T>) -> Result<T> {
+    r.map_err(|e| StartupError(e).into())
+}
+
+/// Run as whatever this process was started as: worker, single process or
+/// master. Returns the exit code.
+pub fn run(cli: &cli::Cli) -> Result<u8> {
+    if let Some(env) = worker::WorkerEnv::from_env()? {
+        worker::run(cli, env)?;
+        return Ok(exit::OK);
+    }
+    match cli.cluster_size() {
+        None => single::run(cli),
+        Some(n) => master::run(cli, n),
+    }
+}
+
+/// The exit code for an error returned by [`run`].
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.downcast_ref::<StartupError>().is_some() { exit::STARTUP } else { exit::RUNTIME }
+}

@@ -56,10 +56,7 @@ mod tests {
         let mut c = CrashLoop::default();
         let base = MS(100);
         let delays: Vec<_> = (0..7).map(|_| c.on_crash(MS(10), MS(2000), base, 8)).collect();
-        assert_eq!(
-            delays,
-            [100, 200, 400, 800, 1600, 3200, 6400].map(|ms| Verdict::Respawn(MS(ms)))
-        );
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 6400].map(|ms| Verdict::Respawn(MS(ms))));
         assert_eq!(c.on_crash(MS(10), MS(2000), base, 8), Verdict::GiveUp);
     }
 

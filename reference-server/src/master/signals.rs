@@ -2,7 +2,7 @@
 //! byte to a self-pipe (async-signal-safe); the poll loop reads the pipe to
 //! wake and then acts on the counters.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
@@ -31,7 +31,8 @@ pub struct SignalInbox {
 impl SignalInbox {
     /// Install the handlers. Call once, in the master only.
     pub fn install() -> Result<Self> {
-        let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).context("creating the signal pipe")?;
+        let (read, write) =
+            nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).context("creating the signal pipe")?;
         WAKE_FD.store(write.as_raw_fd(), Ordering::SeqCst);
         for (i, sig) in HANDLED.iter().enumerate() {
             let action = move || {

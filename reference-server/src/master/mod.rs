@@ -1,0 +1,554 @@
+//! The master: binds the public listener once, forks+execs the workers,
+//! respawns them, rolls restarts and stops them, and serves the admin
+//! address. Single-threaded, no async runtime: one `poll(2)` loop over the
+//! signal self-pipe, every worker's IPC socket and the admin sockets, with a
+//! timeout for the next timer (heartbeat, start and drain deadlines, crash
+//! backoff). It is never on the request path.
+//!
+//! Every lifecycle event is one line on stderr, `[master +<secs>s] ...`;
+//! docs/CLUSTER.md lists them, tests and the benchmark read them.
+
+pub mod backoff;
+pub mod pool;
+pub mod rolling;
+pub mod signals;
+pub mod spawn;
+
+use std::os::fd::AsFd;
+use std::process::ExitStatus;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::Signal;
+
+use self::backoff::Verdict;
+use self::pool::{Kill, Phase, Slot, Worker};
+use self::rolling::{Rolling, Step, StepPhase};
+use self::signals::SignalInbox;
+use self::spawn::Spawner;
+use crate::admin::{AdminServer, AdminSource};
+use crate::cli::{Cli, OnSigterm};
+use crate::ipc::{Counters, WorkerMsg};
+use crate::metrics::{Metrics, Reason, SlotLabel};
+use crate::{build_info, exit, listen, shop, startup};
+
+/// The longest the loop sleeps with no timer due: a bound, not a tick.
+const MAX_SLEEP: Duration = Duration::from_secs(1);
+/// A worker must be `ready` this long after fork at the latest (or within
+/// the hang timeout, if longer); otherwise it is treated as hung.
+const MIN_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One lifecycle line on stderr, stamped with time since the master started.
+pub fn log(msg: &str) {
+    static T0: OnceLock<Instant> = OnceLock::new();
+    let t = T0.get_or_init(Instant::now).elapsed().as_secs_f64();
+    eprintln!("[master +{t:.3}s] {msg}");
+}
+
+fn wlog(w: &Worker, msg: &str) {
+    log(&format!("worker {} slot {} pid {} {msg}", w.id, w.slot, w.pid));
+}
+
+/// Run the master with `workers` workers until stopped. Returns the exit code.
+pub fn run(cli: &Cli, workers: usize) -> Result<u8> {
+    log("starting");
+    let listener = startup(listen::bind(cli.listen, cli.backlog))?;
+    let admin_listener = startup(listen::bind_admin(cli.admin, cli.listen))?;
+    let public = startup(listener.local_addr().context("reading the public address"))?;
+    let admin_addr = startup(admin_listener.local_addr().context("reading the admin address"))?;
+    startup(shop::prepare(&cli.shop).context("preparing the shop store"))?;
+    let signals = startup(SignalInbox::install())?;
+    let spawner = startup(Spawner::new(&listener))?;
+    let mut admin = startup(AdminServer::new(admin_listener).context("setting up the admin server"))?;
+    log(&format!(
+        "listening on {public}, admin on {admin_addr}, {workers} workers, version {} build {}",
+        build_info::VERSION,
+        build_info::build_id()
+    ));
+    let mut master = Master {
+        cli,
+        spawner,
+        workers: Vec::new(),
+        slots: Vec::new(),
+        target: workers.max(1),
+        next_id: 1,
+        metrics: Metrics::new(),
+        rolling: None,
+        stop: None,
+    };
+    for slot in 0..master.target {
+        master.slots.push(Slot::default());
+        // A binary that cannot even be exec'd is a start-up error.
+        startup(master.spawn(slot))?;
+    }
+    let code = master.run_loop(&signals, &mut admin);
+    // The listener lives until every worker is gone (they hold copies anyway).
+    drop(listener);
+    code
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Stop {
+    immediate: bool,
+    code: u8,
+}
+
+struct Master<'a> {
+    cli: &'a Cli,
+    spawner: Spawner,
+    workers: Vec<Worker>,
+    slots: Vec<Slot>,
+    /// Wanted number of worker slots (SIGTTIN/SIGTTOU change it).
+    target: usize,
+    next_id: u64,
+    metrics: Metrics,
+    rolling: Option<Rolling>,
+    stop: Option<Stop>,
+}
+
+impl Master<'_> {
+    fn run_loop(&mut self, signals: &SignalInbox, admin: &mut AdminServer) -> Result<u8> {
+        loop {
+            let timeout = self.poll_timeout();
+            {
+                let mut fds = vec![PollFd::new(signals.fd(), PollFlags::POLLIN)];
+                for sock in self.workers.iter().filter_map(Worker::ipc) {
+                    fds.push(PollFd::new(sock.as_fd(), PollFlags::POLLIN));
+                }
+                for (fd, wants_write) in admin.poll_fds() {
+                    let flags = if wants_write { PollFlags::POLLIN | PollFlags::POLLOUT } else { PollFlags::POLLIN };
+                    fds.push(PollFd::new(fd, flags));
+                }
+                match poll(&mut fds, timeout) {
+                    Ok(_) | Err(Errno::EINTR) => {}
+                    Err(e) => return Err(anyhow::Error::new(e).context("poll failed in the master loop")),
+                }
+            }
+            // Everything below is non-blocking, so handling all sources on
+            // every wake-up is simpler than dispatching on revents.
+            for (sig, n) in signals.take() {
+                self.on_signal(sig, n);
+            }
+            self.read_ipc();
+            self.reap();
+            self.timers();
+            if self.stop.is_none() {
+                self.roll();
+                self.reconcile();
+            }
+            admin.pump(&View { m: self });
+            if let Some(stop) = self.stop {
+                if self.workers.is_empty() {
+                    log(&format!("all workers gone; exit {}", stop.code));
+                    return Ok(stop.code);
+                }
+            }
+        }
+    }
+
+    fn spawn(&mut self, slot: usize) -> Result<()> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let (child, ipc) = self.spawner.spawn(id, slot)?;
+        let w = Worker::new(id, slot, child, ipc);
+        wlog(&w, "started");
+        self.workers.push(w);
+        Ok(())
+    }
+
+    fn start_timeout(&self) -> Duration {
+        self.cli.hang_timeout.max(MIN_START_TIMEOUT)
+    }
+
+    /// Time until the next timer is due, capped at [`MAX_SLEEP`].
+    fn poll_timeout(&self) -> PollTimeout {
+        let now = Instant::now();
+        let mut next = now + MAX_SLEEP;
+        for w in self.workers.iter().filter(|w| w.killed.is_none()) {
+            let due = match w.phase {
+                Phase::Starting => w.started + self.start_timeout(),
+                Phase::Ready => {
+                    let hang = w.last_beat + self.cli.hang_timeout;
+                    match w.ready_at {
+                        Some(r) if !w.stable => hang.min(r + self.cli.min_uptime),
+                        _ => hang,
+                    }
+                }
+                Phase::Draining { deadline, .. } => deadline,
+            };
+            next = next.min(due);
+        }
+        if self.stop.is_none() {
+            for at in self.slots.iter().take(self.target).filter_map(|s| s.respawn_at) {
+                next = next.min(at);
+            }
+        }
+        // Round up, so a timer is never polled for just before it is due.
+        let ms = next.saturating_duration_since(now).as_micros().div_ceil(1000);
+        PollTimeout::from(u16::try_from(ms).unwrap_or(u16::MAX))
+    }
+
+    fn on_signal(&mut self, sig: Signal, n: usize) {
+        if sig != Signal::SIGCHLD {
+            log(&format!("received {sig}{}", if n > 1 { format!(" x{n}") } else { String::new() }));
+        }
+        match sig {
+            Signal::SIGQUIT => self.stop_now(),
+            Signal::SIGINT if n >= 2 || self.stop.is_some() => self.stop_now(),
+            Signal::SIGINT => self.stop_graceful(exit::OK),
+            Signal::SIGTERM => match self.cli.on_sigterm {
+                OnSigterm::Restart => self.begin_rolling("SIGTERM"),
+                OnSigterm::Stop => self.stop_graceful(exit::OK),
+            },
+            Signal::SIGHUP => self.begin_rolling("SIGHUP"),
+            Signal::SIGTTIN => {
+                self.target += n;
+                log(&format!("worker count now {}", self.target));
+            }
+            Signal::SIGTTOU => {
+                // Never below one worker: stopping is what SIGINT is for.
+                self.target = self.target.saturating_sub(n).max(1);
+                log(&format!("worker count now {}", self.target));
+            }
+            _ => {} // SIGCHLD only wakes the loop; `reap` runs every time.
+        }
+    }
+
+    fn stop_graceful(&mut self, code: u8) {
+        if self.stop.is_some() {
+            return;
+        }
+        log(&format!("stopping: draining every worker (drain timeout {:?})", self.cli.drain_timeout));
+        self.stop = Some(Stop { immediate: false, code });
+        if self.rolling.take().is_some() {
+            log("rolling restart abandoned: stopping");
+        }
+        let drain_timeout = self.cli.drain_timeout;
+        for w in self.workers.iter_mut().filter(|w| w.is_live()) {
+            w.shutdown(drain_timeout);
+            wlog(w, "shutdown sent (stop)");
+        }
+    }
+
+    fn stop_now(&mut self) {
+        log("stopping now: SIGKILL to every worker");
+        let code = self.stop.map_or(exit::OK, |s| s.code);
+        self.stop = Some(Stop { immediate: true, code });
+        self.rolling = None;
+        for w in self.workers.iter_mut().filter(|w| w.killed.is_none()) {
+            w.kill(Kill::Immediate);
+        }
+    }
+
+    /// Start a rolling restart, unless one is running: a signal during a
+    /// rolling restart is logged and ignored, never queued (send SIGHUP again
+    /// after `rolling restart end` to deploy a binary replaced meanwhile).
+    fn begin_rolling(&mut self, why: &str) {
+        if self.stop.is_some() {
+            log(&format!("{why} ignored: stopping"));
+            return;
+        }
+        if self.rolling.is_some() {
+            log(&format!("{why} ignored: a rolling restart is already in progress"));
+            return;
+        }
+        let mut old: Vec<&Worker> = self.workers.iter().filter(|w| w.is_live()).collect();
+        old.sort_by_key(|w| (w.slot, w.id));
+        let ids: Vec<u64> = old.iter().map(|w| w.id).collect();
+        log(&format!("rolling restart begin ({why}, {} workers)", ids.len()));
+        self.metrics.rolling_restarts.inc();
+        self.rolling = Some(Rolling::new(ids));
+    }
+
+    /// Advance the rolling restart as far as it can go now.
+    fn roll(&mut self) {
+        let Some(r) = self.rolling.as_mut() else {
+            return;
+        };
+        loop {
+            let Some(step) = r.current else {
+                let Some(old) = r.queue.pop_front() else {
+                    log(&format!(
+                        "rolling restart end ({} replaced in {} ms)",
+                        r.replaced,
+                        r.started.elapsed().as_millis()
+                    ));
+                    self.rolling = None;
+                    return;
+                };
+                // A worker that crashed or was retired meanwhile was already
+                // replaced by a fresh exec (or needs none).
+                if let Some(w) = self.workers.iter().find(|w| w.id == old && w.is_live() && w.slot < self.target) {
+                    wlog(w, "rolling: starting its replacement");
+                    r.current = Some(Step { old, slot: w.slot, phase: StepPhase::WaitReady });
+                }
+                continue;
+            };
+            let old = self.workers.iter().position(|w| w.id == step.old);
+            match step.phase {
+                StepPhase::WaitReady => {
+                    let Some(i) = old.filter(|&i| self.workers[i].is_live()) else {
+                        r.current = None;
+                        continue;
+                    };
+                    let ready = self
+                        .workers
+                        .iter()
+                        .any(|w| w.slot == step.slot && w.id != step.old && w.is_live() && w.phase == Phase::Ready);
+                    if !ready {
+                        return;
+                    }
+                    let w = &mut self.workers[i];
+                    w.shutdown(self.cli.drain_timeout);
+                    wlog(w, "shutdown sent (rolling)");
+                    self.metrics.restart(Reason::Rolling);
+                    r.current = Some(Step { phase: StepPhase::WaitExit, ..step });
+                    return;
+                }
+                StepPhase::WaitExit => {
+                    if old.is_some() {
+                        return;
+                    }
+                    r.replaced += 1;
+                    r.current = None;
+                }
+            }
+        }
+    }
+
+    /// Give every wanted slot its worker(s); retire workers beyond the target.
+    fn reconcile(&mut self) {
+        let drain_timeout = self.cli.drain_timeout;
+        for w in self.workers.iter_mut().filter(|w| w.is_live() && w.slot >= self.target) {
+            w.shutdown(drain_timeout);
+            wlog(w, "shutdown sent (worker count lowered)");
+        }
+        while self.slots.len() < self.target {
+            self.slots.push(Slot::default());
+        }
+        let extra = self.rolling.as_ref().and_then(Rolling::wants_extra);
+        let now = Instant::now();
+        for slot in 0..self.target {
+            let live = self.workers.iter().filter(|w| w.slot == slot && w.is_live()).count();
+            let want = if extra == Some(slot) { 2 } else { 1 };
+            if live >= want || self.slots[slot].respawn_at.is_some_and(|at| now < at) {
+                continue;
+            }
+            self.slots[slot].respawn_at = None;
+            for _ in live..want {
+                if let Err(e) = self.spawn(slot) {
+                    log(&format!("slot {slot}: cannot start a worker: {e:#}"));
+                    self.on_crash(slot, Duration::ZERO);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Crash-loop protection for a slot whose worker died unexpectedly.
+    fn on_crash(&mut self, slot: usize, uptime: Duration) {
+        let cli = self.cli;
+        let s = &mut self.slots[slot];
+        match s.crashes.on_crash(uptime, cli.min_uptime, cli.crash_backoff, cli.max_crashes) {
+            Verdict::Respawn(delay) => {
+                s.respawn_at = Some(Instant::now() + delay);
+                if s.crashes.early_crashes > 0 {
+                    log(&format!(
+                        "slot {slot}: early crash {} of {}; respawn in {} ms",
+                        s.crashes.early_crashes,
+                        cli.max_crashes,
+                        delay.as_millis()
+                    ));
+                }
+            }
+            Verdict::GiveUp => {
+                log(&format!(
+                    "giving up: slot {slot} crashed {} times in a row within {:?} of starting",
+                    s.crashes.early_crashes, cli.min_uptime
+                ));
+                self.stop_graceful(exit::GAVE_UP);
+            }
+        }
+    }
+
+    fn read_ipc(&mut self) {
+        let now = Instant::now();
+        for w in &mut self.workers {
+            let inbox = w.read_ipc();
+            for bad in inbox.bad {
+                wlog(w, &format!("sent a bad message (ignored): {bad}"));
+            }
+            for msg in inbox.msgs {
+                match msg {
+                    WorkerMsg::Ready { version, build_id, .. } => {
+                        if w.phase == Phase::Starting {
+                            w.phase = Phase::Ready;
+                        }
+                        w.ready_at = Some(now);
+                        w.last_beat = now;
+                        w.version = version;
+                        w.build_id = build_id;
+                        let ms = now.duration_since(w.started).as_millis();
+                        wlog(w, &format!("ready in {ms} ms, build {}", w.build_id));
+                    }
+                    WorkerMsg::Heartbeat { counters } => {
+                        w.last_beat = now;
+                        fold(&self.metrics, w, counters);
+                    }
+                    WorkerMsg::Drained { counters, drain_ms } => {
+                        fold(&self.metrics, w, counters);
+                        wlog(w, &format!("drained in {drain_ms} ms"));
+                    }
+                }
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        let mut i = 0;
+        while i < self.workers.len() {
+            match self.workers[i].child.try_wait() {
+                Ok(None) => i += 1,
+                Ok(Some(status)) => {
+                    let w = self.workers.remove(i);
+                    self.on_exit(w, Some(status));
+                }
+                Err(e) => {
+                    // Not our child any more (cannot happen unless someone
+                    // reaped it behind our back): forget it rather than spin.
+                    wlog(&self.workers[i], &format!("cannot be waited for ({e}); forgetting it"));
+                    let w = self.workers.remove(i);
+                    self.on_exit(w, None);
+                }
+            }
+        }
+    }
+
+    fn on_exit(&mut self, mut w: Worker, status: Option<ExitStatus>) {
+        // Counters sent just before the exit still count.
+        let inbox = w.read_ipc();
+        for msg in inbox.msgs {
+            if let WorkerMsg::Heartbeat { counters } | WorkerMsg::Drained { counters, .. } = msg {
+                fold(&self.metrics, &mut w, counters);
+            }
+        }
+        let how = match status {
+            Some(s) => describe_status(s),
+            None => "unknown status".to_string(),
+        };
+        let uptime = w.started.elapsed();
+        match (w.phase, w.killed) {
+            (Phase::Draining { since, .. }, killed) => {
+                let took = since.elapsed();
+                self.metrics.drains.inc();
+                self.metrics.drain_seconds.observe(took.as_secs_f64());
+                let note = if killed == Some(Kill::DrainTimeout) { ", killed at the drain timeout" } else { "" };
+                wlog(&w, &format!("exited ({how}) {} ms after shutdown{note}", took.as_millis()));
+            }
+            (_, Some(kill)) => wlog(&w, &format!("exited ({how}) after SIGKILL ({kill:?})")),
+            _ if self.stop.is_some() => wlog(&w, &format!("exited ({how}) while stopping")),
+            _ => {
+                wlog(&w, &format!("exited unexpectedly ({how}) after {} ms", uptime.as_millis()));
+                self.metrics.restart(Reason::Crash);
+                self.on_crash(w.slot, uptime);
+            }
+        }
+    }
+
+    /// Hang detection, crash-count reset, drain deadlines.
+    fn timers(&mut self) {
+        let now = Instant::now();
+        let start_timeout = self.start_timeout();
+        for w in self.workers.iter_mut().filter(|w| w.killed.is_none()) {
+            match w.phase {
+                Phase::Starting if now.duration_since(w.started) > start_timeout => {
+                    wlog(w, &format!("not ready after {} ms: killing it as hung", start_timeout.as_millis()));
+                    w.kill(Kill::Hang);
+                    self.metrics.restart(Reason::Hang);
+                }
+                Phase::Ready if now.duration_since(w.last_beat) > self.cli.hang_timeout => {
+                    let ms = now.duration_since(w.last_beat).as_millis();
+                    wlog(w, &format!("no heartbeat for {ms} ms: killing it as hung"));
+                    w.kill(Kill::Hang);
+                    self.metrics.restart(Reason::Hang);
+                }
+                Phase::Ready
+                    if !w.stable && w.ready_at.is_some_and(|r| now.duration_since(r) >= self.cli.min_uptime) =>
+                {
+                    w.stable = true;
+                    if let Some(s) = self.slots.get_mut(w.slot) {
+                        s.crashes.on_stable();
+                    }
+                }
+                Phase::Draining { deadline, .. } if now >= deadline => {
+                    wlog(w, &format!("still draining after {:?}: SIGKILL", self.cli.drain_timeout));
+                    w.kill(Kill::DrainTimeout);
+                    self.metrics.drain_timeouts.inc();
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Fold a worker's cumulative counters into the cluster totals as a delta,
+/// so totals never go down when the worker is replaced.
+fn fold(metrics: &Metrics, w: &mut Worker, counters: Counters) {
+    let delta = counters.requests.saturating_sub(w.counters.requests);
+    if delta > 0 {
+        metrics.add_requests(w.slot, delta);
+    }
+    w.counters = counters;
+}
+
+fn describe_status(s: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (s.code(), s.signal()) {
+        (Some(c), _) => format!("exit code {c}"),
+        (None, Some(sig)) => match Signal::try_from(sig) {
+            Ok(sig) => format!("signal {sig}"),
+            Err(_) => format!("signal {sig}"),
+        },
+        _ => format!("{s}"),
+    }
+}
+
+/// The admin server's view of the master.
+struct View<'a, 'c> {
+    m: &'a Master<'c>,
+}
+
+impl AdminSource for View<'_, '_> {
+    fn metrics(&self) -> String {
+        let m = &self.m.metrics;
+        let serving = self.m.workers.iter().filter(|w| w.is_live() && w.phase == Phase::Ready).count();
+        m.workers_up.set(serving as i64);
+        for slot in 0..self.m.slots.len() {
+            let in_slot = self.m.workers.iter().filter(|w| w.slot == slot);
+            let (fl, conns) = in_slot.fold((0, 0), |(f, c), w| (f + w.counters.in_flight, c + w.counters.connections));
+            let label = SlotLabel { slot: slot as u32 };
+            m.in_flight.get_or_create(&label).set(fl as i64);
+            m.connections.get_or_create(&label).set(conns as i64);
+        }
+        m.encode()
+    }
+
+    fn workers(&self) -> serde_json::Value {
+        let m = self.m;
+        serde_json::json!({
+            "mode": "cluster",
+            "master_pid": std::process::id(),
+            "target": m.target,
+            "rolling_restart": m.rolling.is_some(),
+            "stopping": m.stop.map(|s| if s.immediate { "immediate" } else { "graceful" }),
+            "workers": m.workers.iter().map(Worker::describe).collect::<Vec<_>>(),
+        })
+    }
+
+    fn audit(&self) -> Result<String> {
+        shop::audit_json(&self.m.cli.shop)
+    }
+}
