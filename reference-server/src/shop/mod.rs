@@ -1,32 +1,148 @@
-//! The shop: catalog, carts, checkout, doorbusters, orders, on a store shared
-//! by every worker. Placeholder until the shop issue lands.
+//! The shop: catalog, product pages with an inventory check, carts,
+//! checkout with CPU-heavy pricing, limited-stock doorbusters and orders, on
+//! a store shared by every worker (docs/SHOP_API.md).
+//!
+//! The seam with the rest of the server is this module's five items:
+//! [`ShopArgs`] (flags), [`prepare`] (once, before any worker), [`open`]
+//! (once per worker), [`router`] (the public routes) and [`audit_json`] (the
+//! admin audit). Not for: sockets, worker ids, draining (`worker`), or the
+//! admin address itself (`admin`).
+//!
+//! Blocking on purpose: handlers call the store and the CPU work inline on
+//! the worker's one event loop, with no `spawn_blocking`. A worker is meant
+//! to behave like a Node process with a synchronous database driver: while
+//! it prices a checkout or waits for SQLite's write lock, that worker (and
+//! only it) serves nothing else, which is exactly the load shape the cluster
+//! exists to spread. A blocking pool would hide that cost in threads the
+//! harness cannot see. Store transactions are kept short (pricing happens
+//! before the write lock is taken) and the busy timeout is below the
+//! master's hang timeout, so a waiting worker is never mistaken for a hung one.
 
+pub mod cpu;
+pub mod model;
+pub mod routes;
+pub mod sqlite;
+pub mod store;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
 use axum::Router;
+use clap::Parser;
+
+use crate::cli::parse_duration;
+use store::Store;
 
 /// Shop flags (catalog size, stock, CPU costs, database path).
 #[derive(Debug, Clone, clap::Args)]
-pub struct ShopArgs {}
+pub struct ShopArgs {
+    /// The shop's SQLite database file (WAL mode), shared by every worker.
+    #[arg(long, default_value = "reference-shop.db")]
+    pub db: PathBuf,
 
-/// Create and seed the store once, before any worker starts.
-pub fn prepare(_args: &ShopArgs) -> anyhow::Result<()> {
-    Ok(())
+    /// Delete the database (orders, carts, stock) at start-up and seed it
+    /// afresh. Without it an existing database is kept as it is.
+    #[arg(long)]
+    pub reset_db: bool,
+
+    /// Regular catalog SKUs: sku-0001 .. sku-NNNN.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub catalog_size: u64,
+
+    /// Units of stock per regular SKU.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(i64).range(0..))]
+    pub stock: i64,
+
+    /// Doorbuster SKUs: door-1 .. door-K, listed first.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub doorbusters: u64,
+
+    /// Units of stock per doorbuster.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(0..))]
+    pub doorbuster_stock: i64,
+
+    /// CPU work per product page (the inventory check), in work units of
+    /// about 1 µs each on the reference machine (release build); 0 = none.
+    #[arg(long, default_value_t = 200)]
+    pub inventory_cost: u64,
+
+    /// CPU work per checkout (pricing, tax, fraud score), in work units of
+    /// about 1 µs each on the reference machine: the default is about 5 ms.
+    #[arg(long, default_value_t = 5000)]
+    pub pricing_cost: u64,
+
+    /// Largest request body in bytes; larger ones get 413.
+    #[arg(long, default_value_t = 16 * 1024)]
+    pub max_body: usize,
+
+    /// How long a worker waits for another worker's database write lock
+    /// before answering 503. Keep it below --hang-timeout.
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    pub db_busy_timeout: Duration,
 }
 
-/// Per-worker handle on the shop.
+impl ShopArgs {
+    /// The command line's defaults, with the database at `db`.
+    pub fn with_db(db: impl Into<PathBuf>) -> Self {
+        #[derive(Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            shop: ShopArgs,
+        }
+        let mut args = Defaults::parse_from(["shop"]).shop;
+        args.db = db.into();
+        args
+    }
+
+    fn seed(&self) -> sqlite::Seed {
+        sqlite::Seed {
+            catalog_size: self.catalog_size,
+            stock: self.stock,
+            doorbusters: self.doorbusters,
+            doorbuster_stock: self.doorbuster_stock,
+        }
+    }
+}
+
+/// Create the database (WAL mode) and seed it, once, before any worker
+/// starts. An existing database is kept unless `--reset-db`; workers never
+/// seed, so a respawned worker finds the stock as the others left it.
+pub fn prepare(args: &ShopArgs) -> anyhow::Result<()> {
+    sqlite::prepare(&args.db, args.seed(), args.reset_db, args.db_busy_timeout)
+}
+
+/// Per-worker handle on the shop: the store plus the CPU costs.
 #[derive(Clone)]
-pub struct Shop {}
+pub struct Shop {
+    store: Arc<dyn Store>,
+    inventory_cost: u64,
+    pricing_cost: u64,
+    max_body: usize,
+}
+
+impl Shop {
+    /// A shop over any store (the seam for other backends and for tests).
+    pub fn new(store: Arc<dyn Store>, args: &ShopArgs) -> Self {
+        Self { store, inventory_cost: args.inventory_cost, pricing_cost: args.pricing_cost, max_body: args.max_body }
+    }
+}
 
 /// Open the store prepared by [`prepare`]; called once in each worker.
-pub fn open(_args: &ShopArgs) -> anyhow::Result<Shop> {
-    Ok(Shop {})
+pub fn open(args: &ShopArgs) -> anyhow::Result<Shop> {
+    let store = sqlite::SqliteStore::open(&args.db, args.db_busy_timeout)?;
+    Ok(Shop::new(Arc::new(store), args))
 }
 
 /// The shop's public routes.
-pub fn router(_shop: Shop) -> Router {
-    Router::new()
+pub fn router(shop: Shop) -> Router {
+    routes::router(shop)
 }
 
-/// The audit document served on the admin address, as JSON text.
-pub fn audit_json(_args: &ShopArgs) -> anyhow::Result<String> {
-    Ok("{}".to_string())
+/// The audit document served on the admin address, as JSON text: read
+/// through a fresh connection in one snapshot (the caller holds no store).
+pub fn audit_json(args: &ShopArgs) -> anyhow::Result<String> {
+    let audit = sqlite::audit_at(&args.db, args.db_busy_timeout)?;
+    serde_json::to_string(&audit).context("serialising the audit")
 }

@@ -1,0 +1,532 @@
+//! The embedded store: one SQLite database file in WAL mode, shared by every
+//! worker process, each holding its own connection. Cross-process
+//! correctness comes from SQLite's locking: every write is a short
+//! `BEGIN IMMEDIATE` transaction (the write lock is taken up front, so two
+//! checkouts never both read stock and then both decrement it), and a worker
+//! that finds the lock held waits up to the busy timeout. A `CHECK
+//! (stock_left >= 0)` constraint makes overselling impossible even for a bug
+//! in the code above it, and `orders.idempotency_key UNIQUE` makes a second
+//! order for one key impossible.
+//!
+//! Durability: `synchronous=NORMAL` in WAL mode; a committed transaction
+//! survives the death of any process (the fault this project injects), not
+//! necessarily a power cut.
+//!
+//! Not for: anything but this schema; the routes see only [`Store`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use serde_json::json;
+
+use super::cpu::PriceLine;
+use super::model::{
+    self, Audit, AuditOrder, AuditStock, Cart, CartLine, CheckoutOutcome, MAX_CART_LINES, Order, OrderLine, Product,
+    ProductPage,
+};
+use super::store::{PlaceOrder, Store, StoreError};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS products(
+    sku TEXT PRIMARY KEY,
+    pos INTEGER NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    price_cents INTEGER NOT NULL CHECK (price_cents >= 0),
+    doorbuster INTEGER NOT NULL,
+    initial INTEGER NOT NULL CHECK (initial >= 0),
+    stock_left INTEGER NOT NULL CHECK (stock_left >= 0)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cart_lines(
+    cart_id TEXT NOT NULL,
+    sku TEXT NOT NULL REFERENCES products(sku),
+    qty INTEGER NOT NULL CHECK (qty BETWEEN 1 AND 100),
+    PRIMARY KEY (cart_id, sku)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS orders(
+    order_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    cart_id TEXT NOT NULL,
+    idempotency_key TEXT UNIQUE,
+    subtotal_cents INTEGER NOT NULL,
+    discount_cents INTEGER NOT NULL,
+    tax_cents INTEGER NOT NULL,
+    total_cents INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS order_lines(
+    order_id INTEGER NOT NULL REFERENCES orders(order_id),
+    sku TEXT NOT NULL,
+    qty INTEGER NOT NULL CHECK (qty > 0),
+    unit_price_cents INTEGER NOT NULL,
+    PRIMARY KEY (order_id, sku)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS order_lines_sku ON order_lines(sku);
+CREATE TABLE IF NOT EXISTS idempotency(
+    key TEXT PRIMARY KEY,
+    cart_id TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+/// What the catalog is seeded with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seed {
+    pub catalog_size: u64,
+    pub stock: i64,
+    pub doorbusters: u64,
+    pub doorbuster_stock: i64,
+}
+
+impl Seed {
+    fn describe(&self) -> String {
+        format!(
+            "catalog={} stock={} doorbusters={} doorbuster_stock={}",
+            self.catalog_size, self.stock, self.doorbusters, self.doorbuster_stock
+        )
+    }
+}
+
+const ADJECTIVES: [&str; 8] = ["Cozy", "Turbo", "Classic", "Smart", "Mini", "Deluxe", "Eco", "Pro"];
+const NOUNS: [&str; 8] = ["Blanket", "Blender", "Headphones", "Kettle", "Lamp", "Backpack", "Drone", "Sneakers"];
+const DOORBUSTERS: [&str; 5] = ["65\" OLED TV", "Game Console", "Robot Vacuum", "Laptop", "Espresso Machine"];
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn db_err(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy(e),
+        _ => StoreError::Db(e),
+    }
+}
+
+fn open_conn(path: &Path, flags: OpenFlags, busy: Duration) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(busy)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+/// Create the database file if needed and seed it if it has no catalog.
+/// Runs once, before any worker starts. With `reset`, the file (and its WAL)
+/// is deleted first. An existing catalog is kept as it is (orders, carts and
+/// stock included), even if the seed flags differ; that is reported.
+pub fn prepare(path: &Path, seed: Seed, reset: bool, busy: Duration) -> anyhow::Result<()> {
+    if reset {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            let p = PathBuf::from(p);
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("--reset-db: removing {}", p.display())),
+            }
+        }
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE;
+    let mut conn =
+        open_conn(path, flags, busy).with_context(|| format!("opening the shop database {}", path.display()))?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .with_context(|| format!("switching {} to WAL mode", path.display()))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        bail!("{} refused WAL mode (got {mode}); is it on a network filesystem?", path.display());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(SCHEMA).with_context(|| format!("creating the schema in {}", path.display()))?;
+    let existing: i64 = tx.query_row("SELECT count(*) FROM products", [], |r| r.get(0))?;
+    if existing > 0 {
+        let old: Option<String> =
+            tx.query_row("SELECT value FROM meta WHERE key = 'seed'", [], |r| r.get(0)).optional()?;
+        let old = old.unwrap_or_else(|| "unknown".into());
+        if old != seed.describe() {
+            eprintln!(
+                "[shop] keeping the existing catalog in {} ({old}); flags ask for {}; pass --reset-db to reseed",
+                path.display(),
+                seed.describe()
+            );
+        }
+        tx.commit()?;
+        return Ok(());
+    }
+    {
+        let mut ins = tx.prepare(
+            "INSERT INTO products(sku, pos, name, price_cents, doorbuster, initial, stock_left)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+        )?;
+        let mut pos = 0i64;
+        for i in 1..=seed.doorbusters {
+            pos += 1;
+            let name = format!("Doorbuster {} #{i}", DOORBUSTERS[(i as usize - 1) % DOORBUSTERS.len()]);
+            let price = 9_900 + 10_000 * ((i as i64 - 1) % 5);
+            ins.execute(params![model::doorbuster_sku(i), pos, name, price, true, seed.doorbuster_stock])?;
+        }
+        for i in 1..=seed.catalog_size {
+            pos += 1;
+            let n = i as usize;
+            let name = format!("{} {} {i:04}", ADJECTIVES[n % 8], NOUNS[(n / 8) % 8]);
+            // Prices spread over 1.99 .. 199.99, deterministic per index.
+            let price = 199 + (i as i64 * 7_919) % 19_801;
+            ins.execute(params![model::regular_sku(i), pos, name, price, false, seed.stock])?;
+        }
+    }
+    tx.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('seed', ?1)", [seed.describe()])?;
+    tx.commit().with_context(|| format!("seeding {}", path.display()))?;
+    Ok(())
+}
+
+/// One worker's connection to the shared database.
+pub struct SqliteStore {
+    // The Mutex is never contended inside a worker (one event loop, no
+    // await while held); it makes the store Sync for the router and lets
+    // in-process tests share one store across threads.
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Open a database that [`prepare`] created; never creates or seeds.
+    pub fn open(path: &Path, busy: Duration) -> anyhow::Result<Self> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE;
+        let conn = open_conn(path, flags, busy)
+            .with_context(|| format!("opening the shop database {} (was it prepared?)", path.display()))?;
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM products", [], |r| r.get(0))
+            .with_context(|| format!("{} has no shop schema (was it prepared?)", path.display()))?;
+        if n == 0 {
+            bail!("{} has an empty catalog (was it prepared?)", path.display());
+        }
+        Ok(Self { conn: Mutex::new(conn) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock dropped its Transaction, which
+        // rolled back; the connection itself is still sound.
+        self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn product_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Product> {
+    Ok(Product {
+        sku: r.get(0)?,
+        name: r.get(1)?,
+        price_cents: r.get(2)?,
+        doorbuster: r.get(3)?,
+        stock_left: r.get(4)?,
+    })
+}
+
+fn read_cart(conn: &Connection, cart_id: &str) -> rusqlite::Result<Cart> {
+    let mut st = conn.prepare_cached("SELECT sku, qty FROM cart_lines WHERE cart_id = ?1 ORDER BY sku")?;
+    let lines = st
+        .query_map([cart_id], |r| Ok(CartLine { sku: r.get(0)?, qty: r.get(1)? }))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Cart { cart_id: cart_id.to_string(), lines })
+}
+
+fn read_priced(conn: &Connection, cart_id: &str) -> rusqlite::Result<Vec<PriceLine>> {
+    let mut st = conn.prepare_cached(
+        "SELECT c.sku, c.qty, p.price_cents, p.doorbuster FROM cart_lines c JOIN products p ON p.sku = c.sku
+         WHERE c.cart_id = ?1 ORDER BY c.sku",
+    )?;
+    st.query_map([cart_id], |r| {
+        Ok(PriceLine { sku: r.get(0)?, qty: r.get(1)?, unit_price_cents: r.get(2)?, doorbuster: r.get(3)? })
+    })?
+    .collect()
+}
+
+fn read_replay(conn: &Connection, key: &str, cart_id: &str) -> Result<Option<CheckoutOutcome>, StoreError> {
+    let row: Option<(String, u16, String)> = conn
+        .prepare_cached("SELECT cart_id, status, body FROM idempotency WHERE key = ?1")
+        .and_then(|mut st| st.query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
+        .map_err(db_err)?;
+    match row {
+        None => Ok(None),
+        Some((first_cart, _, _)) if first_cart != cart_id => {
+            Err(StoreError::KeyReused { key: key.to_string(), first_cart, cart_id: cart_id.to_string() })
+        }
+        Some((_, status, body)) => Ok(Some(CheckoutOutcome { status, body, replayed: true })),
+    }
+}
+
+fn order_lines(conn: &Connection, order_id: i64) -> rusqlite::Result<Vec<OrderLine>> {
+    let mut st =
+        conn.prepare_cached("SELECT sku, qty, unit_price_cents FROM order_lines WHERE order_id = ?1 ORDER BY sku")?;
+    st.query_map([order_id], |r| Ok(OrderLine { sku: r.get(0)?, qty: r.get(1)?, unit_price_cents: r.get(2)? }))?
+        .collect()
+}
+
+impl Store for SqliteStore {
+    fn products(&self, page: u64, per_page: u64) -> Result<ProductPage, StoreError> {
+        let conn = self.lock();
+        let total: u64 = conn.query_row("SELECT count(*) FROM products", [], |r| r.get(0)).map_err(db_err)?;
+        let offset = page.saturating_sub(1).saturating_mul(per_page);
+        let mut st = conn
+            .prepare_cached(
+                "SELECT sku, name, price_cents, doorbuster, stock_left FROM products ORDER BY pos LIMIT ?1 OFFSET ?2",
+            )
+            .map_err(db_err)?;
+        let products = st
+            .query_map(params![per_page as i64, offset.min(i64::MAX as u64) as i64], product_row)
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(db_err)?;
+        Ok(ProductPage { products, page, per_page, total })
+    }
+
+    fn product(&self, sku: &str) -> Result<Option<Product>, StoreError> {
+        let conn = self.lock();
+        conn.prepare_cached("SELECT sku, name, price_cents, doorbuster, stock_left FROM products WHERE sku = ?1")
+            .and_then(|mut st| st.query_row([sku], product_row).optional())
+            .map_err(db_err)
+    }
+
+    fn cart(&self, cart_id: &str) -> Result<Cart, StoreError> {
+        read_cart(&self.lock(), cart_id).map_err(db_err)
+    }
+
+    fn set_line(&self, cart_id: &str, sku: &str, qty: i64) -> Result<Cart, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+        let known: Option<i64> =
+            tx.query_row("SELECT 1 FROM products WHERE sku = ?1", [sku], |r| r.get(0)).optional().map_err(db_err)?;
+        if known.is_none() {
+            return Err(StoreError::UnknownSku(sku.to_string()));
+        }
+        let (lines, has_sku): (usize, bool) = tx
+            .query_row(
+                "SELECT count(*), coalesce(sum(sku = ?2), 0) FROM cart_lines WHERE cart_id = ?1",
+                params![cart_id, sku],
+                |r| Ok((r.get(0)?, r.get::<_, i64>(1)? > 0)),
+            )
+            .map_err(db_err)?;
+        if !has_sku && lines >= MAX_CART_LINES {
+            return Err(StoreError::CartFull { cart_id: cart_id.to_string(), max: MAX_CART_LINES });
+        }
+        tx.execute(
+            "INSERT INTO cart_lines(cart_id, sku, qty) VALUES (?1, ?2, ?3)
+             ON CONFLICT(cart_id, sku) DO UPDATE SET qty = excluded.qty",
+            params![cart_id, sku, qty],
+        )
+        .map_err(db_err)?;
+        let cart = read_cart(&tx, cart_id).map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        Ok(cart)
+    }
+
+    fn remove_line(&self, cart_id: &str, sku: &str) -> Result<Cart, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+        tx.execute("DELETE FROM cart_lines WHERE cart_id = ?1 AND sku = ?2", [cart_id, sku]).map_err(db_err)?;
+        let cart = read_cart(&tx, cart_id).map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        Ok(cart)
+    }
+
+    fn cart_for_pricing(&self, cart_id: &str) -> Result<Vec<PriceLine>, StoreError> {
+        read_priced(&self.lock(), cart_id).map_err(db_err)
+    }
+
+    fn replay(&self, key: &str, cart_id: &str) -> Result<Option<CheckoutOutcome>, StoreError> {
+        read_replay(&self.lock(), key, cart_id)
+    }
+
+    fn place_order(&self, req: PlaceOrder<'_>) -> Result<CheckoutOutcome, StoreError> {
+        let mut conn = self.lock();
+        // IMMEDIATE: take the write lock before reading stock, so the read
+        // and the decrement are one atomic step across every process.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+        if let Some(key) = req.idempotency_key {
+            // Checked again under the lock: the same key may have raced us
+            // from another worker since the caller's lock-free look-up.
+            if let Some(done) = read_replay(&tx, key, req.cart_id)? {
+                return Ok(done);
+            }
+        }
+        let lines = read_priced(&tx, req.cart_id).map_err(db_err)?;
+        let outcome = if lines.is_empty() {
+            let body = json!({ "error": format!("cart {:?} is empty (add items before checkout)", req.cart_id) });
+            CheckoutOutcome { status: 400, body: body.to_string(), replayed: false }
+        } else {
+            let pricing = if lines == req.priced { req.pricing } else { (req.reprice)(&lines) };
+            let mut short = None;
+            for l in &lines {
+                let left: i64 = tx
+                    .prepare_cached("SELECT stock_left FROM products WHERE sku = ?1")
+                    .and_then(|mut st| st.query_row([&l.sku], |r| r.get(0)))
+                    .map_err(db_err)?;
+                if left < l.qty {
+                    short = Some(l.sku.clone());
+                    break;
+                }
+            }
+            if let Some(sku) = short {
+                let body = json!({ "error": "sold out", "sku": sku });
+                CheckoutOutcome { status: 409, body: body.to_string(), replayed: false }
+            } else {
+                let created_ms = now_ms();
+                tx.execute(
+                    "INSERT INTO orders(cart_id, idempotency_key, subtotal_cents, discount_cents, tax_cents,
+                                        total_cents, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        req.cart_id,
+                        req.idempotency_key,
+                        pricing.subtotal_cents,
+                        pricing.discount_cents,
+                        pricing.tax_cents,
+                        pricing.total_cents,
+                        created_ms
+                    ],
+                )
+                .map_err(db_err)?;
+                let order_id = tx.last_insert_rowid();
+                for l in &lines {
+                    let changed = tx
+                        .prepare_cached(
+                            "UPDATE products SET stock_left = stock_left - ?2 WHERE sku = ?1 AND stock_left >= ?2",
+                        )
+                        .and_then(|mut st| st.execute(params![l.sku, l.qty]))
+                        .map_err(db_err)?;
+                    if changed != 1 {
+                        // Impossible under the write lock; refuse rather than oversell.
+                        return Err(StoreError::Corrupt(format!("stock of {} changed under the write lock", l.sku)));
+                    }
+                    tx.prepare_cached(
+                        "INSERT INTO order_lines(order_id, sku, qty, unit_price_cents) VALUES (?1, ?2, ?3, ?4)",
+                    )
+                    .and_then(|mut st| st.execute(params![order_id, l.sku, l.qty, l.unit_price_cents]))
+                    .map_err(db_err)?;
+                }
+                tx.execute("DELETE FROM cart_lines WHERE cart_id = ?1", [req.cart_id]).map_err(db_err)?;
+                let order = Order {
+                    order_id,
+                    cart_id: req.cart_id.to_string(),
+                    lines: lines
+                        .iter()
+                        .map(|l| OrderLine { sku: l.sku.clone(), qty: l.qty, unit_price_cents: l.unit_price_cents })
+                        .collect(),
+                    subtotal_cents: pricing.subtotal_cents,
+                    discount_cents: pricing.discount_cents,
+                    tax_cents: pricing.tax_cents,
+                    total_cents: pricing.total_cents,
+                    idempotency_key: req.idempotency_key.map(str::to_string),
+                    created_ms,
+                };
+                let body = serde_json::to_string(&order).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                CheckoutOutcome { status: 201, body, replayed: false }
+            }
+        };
+        if let Some(key) = req.idempotency_key {
+            tx.execute(
+                "INSERT INTO idempotency(key, cart_id, status, body, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![key, req.cart_id, outcome.status, outcome.body, now_ms()],
+            )
+            .map_err(db_err)?;
+        }
+        // The order exists once this returns, before any byte of the 201.
+        tx.commit().map_err(db_err)?;
+        Ok(outcome)
+    }
+
+    fn order(&self, order_id: i64) -> Result<Option<Order>, StoreError> {
+        let conn = self.lock();
+        let head = conn
+            .prepare_cached(
+                "SELECT cart_id, idempotency_key, subtotal_cents, discount_cents, tax_cents, total_cents, created_ms
+                 FROM orders WHERE order_id = ?1",
+            )
+            .and_then(|mut st| {
+                st.query_row([order_id], |r| {
+                    Ok(Order {
+                        order_id,
+                        cart_id: r.get(0)?,
+                        idempotency_key: r.get(1)?,
+                        subtotal_cents: r.get(2)?,
+                        discount_cents: r.get(3)?,
+                        tax_cents: r.get(4)?,
+                        total_cents: r.get(5)?,
+                        created_ms: r.get(6)?,
+                        lines: Vec::new(),
+                    })
+                })
+                .optional()
+            })
+            .map_err(db_err)?;
+        let Some(mut order) = head else { return Ok(None) };
+        order.lines = order_lines(&conn, order_id).map_err(db_err)?;
+        Ok(Some(order))
+    }
+
+    fn audit(&self) -> Result<Audit, StoreError> {
+        let mut conn = self.lock();
+        read_audit(&mut conn)
+    }
+}
+
+/// Orders and stock from one read transaction (one WAL snapshot), so an
+/// order committed mid-audit is either wholly in it or wholly out.
+fn read_audit(conn: &mut Connection) -> Result<Audit, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred).map_err(db_err)?;
+    let mut orders: Vec<AuditOrder> = Vec::new();
+    {
+        let mut st = tx
+            .prepare(
+                "SELECT o.order_id, o.idempotency_key, o.cart_id, o.total_cents, o.created_ms,
+                        l.sku, l.qty, l.unit_price_cents
+                 FROM orders o LEFT JOIN order_lines l ON l.order_id = o.order_id
+                 ORDER BY o.order_id, l.sku",
+            )
+            .map_err(db_err)?;
+        let mut rows = st.query([]).map_err(db_err)?;
+        while let Some(r) = rows.next().map_err(db_err)? {
+            let id: i64 = r.get(0).map_err(db_err)?;
+            if orders.last().is_none_or(|o| o.order_id != id) {
+                orders.push(AuditOrder {
+                    order_id: id,
+                    idempotency_key: r.get(1).map_err(db_err)?,
+                    cart_id: r.get(2).map_err(db_err)?,
+                    total_cents: r.get(3).map_err(db_err)?,
+                    created_ms: r.get(4).map_err(db_err)?,
+                    lines: Vec::new(),
+                });
+            }
+            let sku: Option<String> = r.get(5).map_err(db_err)?;
+            if let (Some(sku), Some(o)) = (sku, orders.last_mut()) {
+                o.lines.push(OrderLine {
+                    sku,
+                    qty: r.get(6).map_err(db_err)?,
+                    unit_price_cents: r.get(7).map_err(db_err)?,
+                });
+            }
+        }
+    }
+    let stock = {
+        let mut st = tx
+            .prepare(
+                "SELECT p.sku, p.initial, p.stock_left, coalesce(s.sold, 0)
+                 FROM products p LEFT JOIN (SELECT sku, sum(qty) AS sold FROM order_lines GROUP BY sku) s
+                   ON s.sku = p.sku
+                 ORDER BY p.pos",
+            )
+            .map_err(db_err)?;
+        st.query_map([], |r| Ok(AuditStock { sku: r.get(0)?, initial: r.get(1)?, left: r.get(2)?, sold: r.get(3)? }))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(db_err)?
+    };
+    tx.commit().map_err(db_err)?;
+    Ok(Audit { orders, stock })
+}
+
+/// The audit read through a fresh connection, for the master (which holds
+/// no store). Opens without CREATE and only reads.
+pub fn audit_at(path: &Path, busy: Duration) -> anyhow::Result<Audit> {
+    let mut conn = open_conn(path, OpenFlags::SQLITE_OPEN_READ_WRITE, busy)
+        .with_context(|| format!("opening the shop database {} for the audit", path.display()))?;
+    read_audit(&mut conn).with_context(|| format!("reading the audit from {}", path.display()))
+}
