@@ -12,3 +12,5 @@ pub mod client;
 pub mod ledger;
 pub mod recorder;
 pub mod report;
+pub mod target;
+pub mod audit;

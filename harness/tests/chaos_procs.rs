@@ -14,7 +14,7 @@ struct Group(Child);
 
 impl Group {
     fn spawn(script: &str) -> Group {
-        let child = Command::new("sh").arg("-c").arg(script).process_group(0).spawn().unwrap();
+        let child = Command::new("sh").arg("-c").arg(script).process_group(0).spawn().expect("spawn sh");
         Group(child)
     }
     fn pid(&self) -> Pid {

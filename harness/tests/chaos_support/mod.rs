@@ -1,0 +1,126 @@
+//! Shared helpers for the chaos tests: a tiny foreign pre-fork server (Python,
+//! so the chaos code is shown to work on servers other than ours), free ports,
+//! target specs, and the reference server's binary.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use harness::scenario::{LaunchSpec, TargetSpec};
+
+/// A pre-fork HTTP server in the style of gunicorn: the master binds one
+/// listening socket, forks N workers that accept on it, respawns a worker that
+/// dies, and on SIGTERM/SIGINT stops its workers and exits. With 0 workers it
+/// is a single process that serves by itself. Every response is
+/// `200 ok` with the worker's pid in X-Worker-Id.
+pub const PREFORK_PY: &str = r#"
+import os, signal, socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", port))
+s.listen(128)
+
+def serve():
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    while True:
+        c, _ = s.accept()
+        try:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = c.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            c.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\nx-worker-id: %d\r\n\r\nok" % os.getpid())
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+def spawn():
+    pid = os.fork()
+    if pid == 0:
+        try:
+            serve()
+        finally:
+            os._exit(0)
+    return pid
+
+if n == 0:
+    serve()  # single process: the master serves
+workers = set(spawn() for _ in range(n))
+stopping = False
+
+def stop(*_):
+    global stopping
+    stopping = True
+    for p in list(workers):
+        try:
+            os.kill(p, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGINT, stop)
+while workers:
+    try:
+        pid, _ = os.wait()
+    except ChildProcessError:
+        break
+    workers.discard(pid)
+    if not stopping:
+        workers.add(spawn())
+"#;
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn launch(argv: &[&str]) -> LaunchSpec {
+    LaunchSpec {
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        env: BTreeMap::new(),
+        stop_signal: "SIGTERM".into(),
+        stop_timeout: Duration::from_secs(10),
+    }
+}
+
+pub fn target_spec(port: u16, launch: Option<LaunchSpec>) -> TargetSpec {
+    TargetSpec {
+        base_url: format!("http://127.0.0.1:{port}"),
+        ready_path: "/".into(),
+        ready_timeout: Duration::from_secs(20),
+        launch,
+        pid_file: None,
+    }
+}
+
+/// Launch spec for the Python pre-fork server with `workers` workers on `port`;
+/// the script is written into `dir`.
+pub fn prefork(dir: &Path, port: u16, workers: usize) -> LaunchSpec {
+    let script = dir.join("prefork.py");
+    std::fs::write(&script, PREFORK_PY).unwrap();
+    let port = port.to_string();
+    let workers = workers.to_string();
+    launch(&["python3", "-u", script.to_str().unwrap(), &port, &workers])
+}
+
+/// The reference server binary built into this test's target dir, or a clear
+/// panic saying how to build it.
+pub fn reference_server() -> PathBuf {
+    // tests run from .../debug/deps/<test>-<hash>; the binaries are in .../debug.
+    let exe = std::env::current_exe().unwrap();
+    let debug = exe.parent().and_then(Path::parent).unwrap();
+    let bin = debug.join("reference-server");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first with `cargo build -p reference-server` (same CARGO_TARGET_DIR)",
+        bin.display()
+    );
+    bin
+}

@@ -1,0 +1,139 @@
+//! The target's lifecycle (target.rs) with real processes: launch and wait
+//! ready, a clear error when the target dies or never answers, stop (graceful,
+//! then forced), kill-on-drop, attach by pid file, naive restart, and
+//! "healthy again" after a worker is killed.
+#![allow(clippy::unwrap_used)]
+
+mod chaos_support;
+
+use std::time::Duration;
+
+use chaos_support::*;
+use harness::procs;
+use harness::target::{Health, Stopped, Target, TargetError};
+use nix::sys::signal::Signal;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launches_a_prefork_server_finds_its_workers_and_stops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let spec = target_spec(port, Some(prefork(dir.path(), port, 2)));
+    let target = Target::start(&spec, None, dir.path()).await.unwrap();
+    let master = target.pid().unwrap();
+    let tree = target.worker_tree().unwrap();
+    assert_eq!(tree.master, master);
+    assert_eq!(tree.workers.len(), 2, "{tree:?}");
+    assert_eq!(target.probe().await, Ok(200));
+
+    let stopped = target.stop(None).await.unwrap();
+    assert!(matches!(stopped, Stopped::Graceful(_)), "{stopped:?}");
+    assert!(!procs::is_alive(master));
+    for w in tree.workers {
+        assert!(!procs::is_alive(w.pid), "worker {} outlived the stop", w.pid);
+    }
+    assert!(dir.path().join("target-stdout.log").is_file());
+}
+
+#[tokio::test]
+async fn a_target_that_exits_early_is_reported_with_its_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = target_spec(free_port(), Some(launch(&["sh", "-c", "echo 'cannot bind: boom' >&2; exit 3"])));
+    let err = Target::start(&spec, None, dir.path()).await.err().unwrap();
+    let text = err.to_string();
+    assert!(matches!(err, TargetError::ExitedEarly { .. }), "{text}");
+    assert!(text.contains("exit code 3") && text.contains("cannot bind: boom"), "{text}");
+}
+
+#[tokio::test]
+async fn a_target_that_never_answers_times_out_and_is_killed_on_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = target_spec(free_port(), None);
+    spec.ready_timeout = Duration::from_millis(500);
+    let target = Target::launch(&spec, &launch(&["sh", "-c", "echo starting >&2; exec sleep 60"]), dir.path()).unwrap();
+    let pid = target.pid().unwrap();
+    let err = target.wait_ready().await.unwrap_err().to_string();
+    assert!(err.contains("did not answer") && err.contains("starting"), "{err}");
+    drop(target);
+    // The group was SIGKILLed; the process is at most a zombie waiting for tokio's reaper.
+    let mut gone = false;
+    for _ in 0..250 {
+        if !procs::is_alive(pid) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "pid {pid} survived the Target's drop");
+}
+
+#[tokio::test]
+async fn stop_escalates_to_sigkill_after_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = target_spec(free_port(), None);
+    let mut l = launch(&["sh", "-c", "trap '' TERM; while :; do sleep 1; done"]);
+    l.stop_timeout = Duration::from_millis(300);
+    let target = Target::launch(&spec, &l, dir.path()).unwrap();
+    let pid = target.pid().unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await; // let the trap be set
+    assert_eq!(target.stop(None).await.unwrap(), Stopped::Killed);
+    assert!(!procs::is_alive(pid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attaches_by_pid_file_and_restarts_naively() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let spec = target_spec(port, Some(prefork(dir.path(), port, 0)));
+    let target = Target::start(&spec, None, dir.path()).await.unwrap();
+    let first = target.pid().unwrap();
+    assert!(target.worker_tree().unwrap().workers.is_empty());
+
+    // Attach a second handle by pid file: it sees the same process, and
+    // does not stop what it did not start.
+    let pid_file = dir.path().join("server.pid");
+    std::fs::write(&pid_file, format!("{first}\n")).unwrap();
+    let mut attach_spec = target_spec(port, None);
+    attach_spec.pid_file = Some(pid_file.clone());
+    let attached = Target::start(&attach_spec, None, dir.path()).await.unwrap();
+    assert_eq!(attached.pid(), Some(first));
+    assert_eq!(attached.stop(None).await.unwrap(), Stopped::NotOurs);
+    assert!(procs::is_alive(first));
+    assert!(attached.restart(Duration::from_secs(1)).await.is_err());
+
+    std::fs::write(&pid_file, "not a pid").unwrap();
+    let err = Target::start(&attach_spec, None, dir.path()).await.err().unwrap().to_string();
+    assert!(err.contains("server.pid") && err.contains("not a pid"), "{err}");
+
+    // Naive restart: a new process, ready again.
+    let (old, new) = target.restart(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(old, first);
+    assert_ne!(new, first);
+    assert!(!procs::is_alive(first));
+    assert_eq!(target.probe().await, Ok(200));
+    let log = std::fs::read_to_string(dir.path().join("target-stderr.log")).unwrap();
+    assert!(log.contains("launch #2"), "{log}");
+    target.stop(None).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_again_after_a_worker_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let spec = target_spec(port, Some(prefork(dir.path(), port, 2)));
+    let target = Target::start(&spec, None, dir.path()).await.unwrap();
+    let before = target.worker_tree().unwrap().pids();
+    assert_eq!(before.len(), 2);
+
+    harness::target::signal(before[0], Signal::SIGKILL).unwrap();
+    let health = Health { workers: 2, gone: vec![before[0]], settle: Duration::from_millis(300) };
+    target.wait_healthy(&health, Duration::from_secs(20)).await.unwrap();
+    let after = target.worker_tree().unwrap().pids();
+    assert_eq!(after.len(), 2);
+    assert!(!after.contains(&before[0]) && after.contains(&before[1]), "{before:?} -> {after:?}");
+
+    // Asking for a worker count the target never reaches times out with the reason.
+    let impossible = Health { workers: 3, gone: vec![], settle: Duration::ZERO };
+    let err = target.wait_healthy(&impossible, Duration::from_millis(400)).await.unwrap_err().to_string();
+    assert!(err.contains("2 workers, expected 3"), "{err}");
+    target.stop(None).await.unwrap();
+}
