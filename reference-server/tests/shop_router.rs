@@ -1,4 +1,6 @@
 //! The shop's handlers in-process (router + oneshot, no socket): the happy path, sold-out, idempotent replay, the audit, and the bad-input table.
+// Tests may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
 
 use axum::Router;
 use axum::body::Body;
@@ -162,6 +164,9 @@ async fn sold_out_reserves_nothing_and_idempotent_retries_replay() {
     assert_eq!((door2["left"].as_i64(), door2["sold"].as_i64()), (Some(0), Some(3)));
 }
 
+/// (name, method, uri, headers, body, expected status)
+type Case<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)], Option<&'a str>, u16);
+
 #[tokio::test]
 async fn bad_input_table() {
     let f = fixture();
@@ -174,7 +179,7 @@ async fn bad_input_table() {
     let json_ct: &[(&str, &str)] = &[JSON];
     let with_long_key: &[(&str, &str)] = &[JSON, ("idempotency-key", &long_key)];
     #[rustfmt::skip]
-    let cases: Vec<(&str, &str, &str, &[(&str, &str)], Option<&str>, u16)> = vec![
+    let cases: Vec<Case> = vec![
         ("malformed JSON",        "POST", "/carts/dave/items", json_ct, Some(r#"{"sku":"#), 400),
         ("empty body",            "POST", "/carts/dave/items", json_ct, Some(""), 400),
         ("JSON array",            "POST", "/carts/dave/items", json_ct, Some("[1,2]"), 422),

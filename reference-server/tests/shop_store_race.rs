@@ -1,4 +1,6 @@
 //! The store's cross-connection guarantees without any server: threads, each with its own `Shop` (own SQLite connection, as each worker process has) on one database file, race doorbuster checkouts and same-key retries.
+// Tests may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::{Arc, Barrier};
 use std::thread;
