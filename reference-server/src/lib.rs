@@ -15,6 +15,16 @@ pub mod worker;
 
 use anyhow::Result;
 
+/// Write one line to stderr in a single `write(2)`: master and workers share
+/// the stream, and `eprintln!` may split a line into pieces that interleave.
+pub fn log_line(line: &str) {
+    use std::io::Write;
+    let mut buf = String::with_capacity(line.len() + 1);
+    buf.push_str(line);
+    buf.push('\n');
+    let _ = std::io::stderr().lock().write_all(buf.as_bytes());
+}
+
 /// Exit codes of the `reference-server` binary (see docs/CLUSTER.md).
 pub mod exit {
     /// Stopped on request (SIGINT, `--on-sigterm stop`, SIGQUIT).

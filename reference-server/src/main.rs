@@ -16,7 +16,7 @@ fn main() -> ExitCode {
             } else {
                 "reference-server"
             };
-            eprintln!("{who}: error: {e:#}");
+            reference_server::log_line(&format!("{who}: error: {e:#}"));
             ExitCode::from(reference_server::exit_code(&e))
         }
     }

@@ -24,7 +24,7 @@ use crate::{build_info, exit, listen, shop, startup};
 pub const WORKER_ID: &str = "single";
 
 fn log(msg: &str) {
-    eprintln!("[single] {msg}");
+    crate::log_line(&format!("[single] {msg}"));
 }
 
 /// Run the single process until a signal drains it. Returns the exit code.

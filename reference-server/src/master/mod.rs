@@ -45,7 +45,7 @@ const MIN_START_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn log(msg: &str) {
     static T0: OnceLock<Instant> = OnceLock::new();
     let t = T0.get_or_init(Instant::now).elapsed().as_secs_f64();
-    eprintln!("[master +{t:.3}s] {msg}");
+    crate::log_line(&format!("[master +{t:.3}s] {msg}"));
 }
 
 fn wlog(w: &Worker, msg: &str) {

@@ -110,10 +110,13 @@ pub fn run(cli: &Cli, env: WorkerEnv) -> Result<()> {
                 match lines.next_line().await {
                     Ok(Some(line)) => match serde_json::from_str::<MasterMsg>(&line) {
                         Ok(MasterMsg::Shutdown) => break,
-                        Err(e) => eprintln!("[worker] ignoring bad message from master: {e}: {line}"),
+                        Err(e) => crate::log_line(&format!(
+                            "[worker {}] ignoring bad message from master: {e}: {line}",
+                            env.id
+                        )),
                     },
                     Ok(None) | Err(_) => {
-                        eprintln!("[worker] lost the master; draining");
+                        crate::log_line(&format!("[worker {}] lost the master; draining", env.id));
                         break;
                     }
                 }

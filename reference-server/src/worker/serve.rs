@@ -72,7 +72,7 @@ pub async fn serve(
                 Err(e) => {
                     // EMFILE and friends: the connection stays queued in the
                     // shared backlog for another worker or a later accept.
-                    eprintln!("[worker {}] accept failed: {e}", cfg.worker_id);
+                    crate::log_line(&format!("[worker {}] accept failed: {e}", cfg.worker_id));
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             },

@@ -1,0 +1,460 @@
+//! Helpers for the cluster tests: start the real binary on loopback port 0
+//! (kill on drop), read its lifecycle log, and a tiny blocking HTTP/1.1
+//! client for keep-alive and new-connection request loops.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_reference-server");
+
+/// One stderr line and when the test saw it.
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub at: Instant,
+    pub text: String,
+}
+
+impl Line {
+    /// The master's own timestamp, `[master +1.234s]`, in ms.
+    pub fn master_ms(&self) -> Option<f64> {
+        let rest = self.text.strip_prefix("[master +")?;
+        let secs: f64 = rest.split('s').next()?.parse().ok()?;
+        Some(secs * 1000.0)
+    }
+
+    /// `pid N` in a worker line.
+    pub fn pid(&self) -> Option<i32> {
+        let mut words = self.text.split_whitespace();
+        words.by_ref().find(|w| *w == "pid")?;
+        words.next()?.parse().ok()
+    }
+}
+
+type Log = Arc<Mutex<Vec<Line>>>;
+
+/// A running `reference-server`, killed (with its workers) on drop.
+pub struct Server {
+    child: Child,
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+    log: Log,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Start the test binary with `args` plus loopback port-0 addresses.
+    pub fn start(args: &[&str]) -> Server {
+        Self::start_exe(Path::new(BIN), args)
+    }
+
+    /// Start `exe` (e.g. a copy of the binary) with `args`.
+    pub fn start_exe(exe: &Path, args: &[&str]) -> Server {
+        // The shop's store defaults to a file in the working directory: a
+        // temp dir keeps every test's store apart.
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(exe)
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--heartbeat-interval", "100ms"])
+            .args(args)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log: Log = Arc::default();
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for text in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("  | {text}");
+                sink.lock().unwrap().push(Line { at: Instant::now(), text });
+            }
+        });
+        let mut server =
+            Server { child, public: "0.0.0.0:0".parse().unwrap(), admin: "0.0.0.0:0".parse().unwrap(), log, _dir: dir };
+        let line = server
+            .wait_log(0, |l| l.contains("listening on "), Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("server never said where it listens; log:\n{}", server.dump()));
+        let addr_after = |key: &str| -> SocketAddr {
+            let rest = &line.text[line.text.find(key).unwrap() + key.len()..];
+            rest.split([',', ' ']).next().unwrap().parse().unwrap()
+        };
+        server.public = addr_after("listening on ");
+        server.admin = addr_after("admin on ");
+        server
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: &str) {
+        signal(self.pid(), sig);
+    }
+
+    pub fn lines(&self) -> Vec<Line> {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn dump(&self) -> String {
+        self.lines().iter().map(|l| l.text.as_str()).collect::<Vec<_>>().join("\n")
+    }
+
+    /// First line at index >= `from` matching `pred`, waiting up to `timeout`.
+    pub fn wait_log(&self, from: usize, pred: impl Fn(&str) -> bool, timeout: Duration) -> Option<Line> {
+        let until = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.lines().into_iter().skip(from).find(|l| pred(&l.text)) {
+                return Some(l);
+            }
+            if Instant::now() > until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Like `wait_log` but panics with the log on timeout.
+    pub fn expect_log(&self, from: usize, what: &str, pred: impl Fn(&str) -> bool, timeout: Duration) -> Line {
+        self.wait_log(from, pred, timeout)
+            .unwrap_or_else(|| panic!("no log line for: {what} within {timeout:?}; log:\n{}", self.dump()))
+    }
+
+    pub fn mark(&self) -> usize {
+        self.log.lock().unwrap().len()
+    }
+
+    /// GET an admin path; the body as JSON or text.
+    pub fn admin_get(&self, path: &str) -> Resp {
+        get_new_conn(self.admin, path).unwrap_or_else(|e| panic!("admin {path}: {e}"))
+    }
+
+    pub fn workers(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.admin_get("/workers").body).unwrap()
+    }
+
+    /// Wait until `n` workers are ready and no rolling restart runs.
+    /// Returns their (id, pid).
+    pub fn wait_ready(&self, n: usize) -> Vec<(u64, i32)> {
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let w = self.workers();
+            let ready: Vec<(u64, i32)> = w["workers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|w| w["state"] == "ready")
+                .map(|w| (w["id"].as_u64().unwrap(), w["pid"].as_i64().unwrap() as i32))
+                .collect();
+            if ready.len() == n && w["workers"].as_array().unwrap().len() == n && w["rolling_restart"] == false {
+                return ready;
+            }
+            assert!(Instant::now() < until, "never saw {n} ready workers; last /workers: {w}\nlog:\n{}", self.dump());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A metric's value from the admin /metrics page (exact series name).
+    pub fn metric(&self, series: &str) -> f64 {
+        let text = String::from_utf8(self.admin_get("/metrics").body).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let until = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            if Instant::now() > until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Every worker pid the master ever logged.
+    pub fn worker_pids(&self) -> BTreeSet<i32> {
+        self.lines().iter().filter(|l| l.text.contains(" started")).filter_map(Line::pid).collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for pid in self.worker_pids() {
+            if is_our_process(pid) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Send `sig` (e.g. "SIGKILL") to `pid`.
+pub fn signal(pid: i32, sig: &str) {
+    let sig: nix::sys::signal::Signal = sig.parse().unwrap_or_else(|_| panic!("unknown signal {sig}"));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap_or_else(|e| panic!("kill {sig} {pid}: {e}"));
+}
+
+/// Alive (and not a zombie) and running our binary.
+pub fn is_our_process(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat.rsplit(')').next().unwrap_or("").split_whitespace().next().unwrap_or("");
+    let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    state != "Z" && String::from_utf8_lossy(&cmd).contains("reference-server")
+}
+
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit(')').next().unwrap_or("").split_whitespace().next() != Some("Z"),
+        Err(_) => false,
+    }
+}
+
+// ---------------------------------------------------------------- client
+
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn closes(&self) -> bool {
+        self.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"))
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// One HTTP/1.1 connection.
+pub struct Conn {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    pub requests: u64,
+    pub opened: Instant,
+    pub worker: Option<String>,
+}
+
+pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl Conn {
+    pub fn open(addr: SocketAddr) -> std::io::Result<Conn> {
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            reader: BufReader::new(stream.try_clone()?),
+            writer: stream,
+            requests: 0,
+            opened: Instant::now(),
+            worker: None,
+        })
+    }
+
+    /// Send a GET and read the whole response. Any short read is an error.
+    pub fn get(&mut self, path: &str) -> std::io::Result<Resp> {
+        use std::io::{Error, ErrorKind};
+        self.requests += 1;
+        write!(self.writer, "GET {path} HTTP/1.1\r\nHost: test\r\nUser-Agent: cluster-test\r\n\r\n")?;
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            return Err(Error::new(ErrorKind::UnexpectedEof, "connection closed before a response"));
+        }
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Error::new(ErrorKind::InvalidData, format!("bad status line {line:?}")))?;
+        let mut headers = Vec::new();
+        loop {
+            line.clear();
+            if self.reader.read_line(&mut line)? == 0 {
+                return Err(Error::new(ErrorKind::UnexpectedEof, "closed inside the response head"));
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            let (k, v) = l.split_once(':').ok_or_else(|| Error::new(ErrorKind::InvalidData, "bad header"))?;
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+        let mut resp = Resp { status, headers, body: Vec::new() };
+        if let Some(len) = resp.header("content-length") {
+            let len: usize = len.parse().map_err(|_| Error::new(ErrorKind::InvalidData, "bad content-length"))?;
+            resp.body = vec![0; len];
+            self.reader.read_exact(&mut resp.body)?;
+        } else if resp.header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+            loop {
+                line.clear();
+                self.reader.read_line(&mut line)?;
+                let size = usize::from_str_radix(line.trim(), 16)
+                    .map_err(|_| Error::new(ErrorKind::InvalidData, format!("bad chunk size {line:?}")))?;
+                let mut chunk = vec![0; size + 2];
+                self.reader.read_exact(&mut chunk)?;
+                if size == 0 {
+                    break;
+                }
+                resp.body.extend_from_slice(&chunk[..size]);
+            }
+        } else {
+            self.reader.read_to_end(&mut resp.body)?;
+        }
+        if let Some(w) = resp.header("x-worker-id") {
+            self.worker = Some(w.to_string());
+        }
+        Ok(resp)
+    }
+}
+
+pub fn get_new_conn(addr: SocketAddr, path: &str) -> std::io::Result<Resp> {
+    Conn::open(addr)?.get(path)
+}
+
+// ---------------------------------------------------------------- load loops
+
+/// One failed request.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub error: String,
+    /// The worker the connection had been talking to (None: fresh connection).
+    pub worker: Option<String>,
+    pub conn_opened: Instant,
+    pub at: Instant,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    pub ok: u64,
+    pub failures: Vec<Failure>,
+    pub workers: BTreeSet<String>,
+    /// (time, worker) of every success.
+    pub oks: Vec<(Instant, String)>,
+}
+
+impl Tally {
+    fn merge(&mut self, o: Tally) {
+        self.ok += o.ok;
+        self.failures.extend(o.failures);
+        self.workers.extend(o.workers);
+        self.oks.extend(o.oks);
+    }
+}
+
+/// Request loops on threads until stopped.
+pub struct Traffic {
+    stop: Arc<AtomicBool>,
+    handles: Vec<JoinHandle<Tally>>,
+}
+
+impl Traffic {
+    /// `keepalive` threads reuse a connection until the server says close;
+    /// `fresh` threads open a new connection per request. Each cycles `paths`.
+    pub fn start(addr: SocketAddr, keepalive: usize, fresh: usize, paths: &[&str]) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+        let mut handles = Vec::new();
+        for i in 0..keepalive + fresh {
+            let stop = Arc::clone(&stop);
+            let paths = paths.clone();
+            let reuse = i < keepalive;
+            handles.push(std::thread::spawn(move || request_loop(addr, reuse, &paths, i, &stop)));
+        }
+        Traffic { stop, handles }
+    }
+
+    pub fn stop(self) -> Tally {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut all = Tally::default();
+        for h in self.handles {
+            all.merge(h.join().unwrap());
+        }
+        all
+    }
+}
+
+fn request_loop(addr: SocketAddr, reuse: bool, paths: &[String], seed: usize, stop: &AtomicBool) -> Tally {
+    let mut tally = Tally::default();
+    let mut conn: Option<Conn> = None;
+    let mut n = seed;
+    while !stop.load(Ordering::SeqCst) {
+        let path = &paths[n % paths.len()];
+        n += 1;
+        let c = match conn.take() {
+            Some(c) => c,
+            None => match Conn::open(addr) {
+                Ok(c) => c,
+                Err(e) => {
+                    let now = Instant::now();
+                    tally.failures.push(Failure {
+                        error: format!("connect: {e}"),
+                        worker: None,
+                        conn_opened: now,
+                        at: now,
+                    });
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+            },
+        };
+        let mut c = c;
+        let worker_before = c.worker.clone();
+        match c.get(path) {
+            Ok(r) if (200..300).contains(&r.status) => {
+                tally.ok += 1;
+                let w = r.header("x-worker-id").unwrap_or("?").to_string();
+                tally.workers.insert(w.clone());
+                tally.oks.push((Instant::now(), w));
+                if reuse && !r.closes() {
+                    conn = Some(c);
+                }
+            }
+            Ok(r) => tally.failures.push(Failure {
+                error: format!("status {} on request {} of the connection", r.status, c.requests),
+                worker: worker_before,
+                conn_opened: c.opened,
+                at: Instant::now(),
+            }),
+            Err(e) => tally.failures.push(Failure {
+                error: format!("{e} on request {} of the connection", c.requests),
+                worker: worker_before,
+                conn_opened: c.opened,
+                at: Instant::now(),
+            }),
+        }
+        // A little air, so the loops do not starve a 2-core box.
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    tally
+}
+
+/// Copy the binary into `dir`, executable.
+pub fn copy_binary(dir: &Path) -> PathBuf {
+    let dest = dir.join("reference-server");
+    std::fs::copy(BIN, &dest).unwrap();
+    dest
+}
