@@ -21,6 +21,10 @@ pub const TIME_CHART: (u32, u32) = (680, 280);
 pub const SPECTRUM_CHART: (u32, u32) = (1360, 440);
 
 const FONT: &str = "sans-serif";
+/// Room above each time chart's plotting area for two staggered rows of
+/// fault names, so they never sit under the legend or the data. Chart titles
+/// are the HTML figure captions.
+const FAULT_LABEL_ROOM: u32 = 36;
 const P50: RGBColor = RGBColor(31, 119, 180);
 const P99: RGBColor = RGBColor(255, 127, 14);
 const MAX: RGBColor = RGBColor(150, 150, 150);
@@ -166,7 +170,7 @@ where
     Ok(())
 }
 
-/// Fault names along the top of the plotting area, staggered so neighbours do not overlap.
+/// Fault names just above the plotting area, in two staggered rows so neighbours do not overlap.
 fn label_faults<Y: Ranged<ValueType = f64>>(
     root: &Area<'_>,
     chart: &ChartContext<'_, SVGBackend<'_>, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
@@ -176,8 +180,8 @@ fn label_faults<Y: Ranged<ValueType = f64>>(
     let (_, py) = chart.plotting_area().get_pixel_range();
     for (i, f) in faults.iter().enumerate() {
         let (px, _) = chart.backend_coord(&(f.start_s, y_top));
-        let pos = (px + 3, py.start + 2 + 12 * (i as i32 % 3));
-        root.draw(&Text::new(f.name.clone(), pos, (FONT, 11).into_font().color(&FAULT)))
+        let pos = (px - 2, py.start - 17 - 16 * (i as i32 % 2));
+        root.draw(&Text::new(f.name.clone(), pos, (FONT, 14).into_font().color(&FAULT)))
             .map_err(|e| anyhow!("fault label: {e}"))?;
     }
     Ok(())
@@ -215,8 +219,8 @@ pub fn latency_over_time(run: &RunData, axes: &TimeAxes) -> Result<String> {
     svg_chart(TIME_CHART, |root| {
         let y = axes.latency_ms.clone();
         let mut chart = ChartBuilder::on(root)
-            .caption(format!("{}: latency per second", run.label), (FONT, 16))
             .margin(8)
+            .margin_top(FAULT_LABEL_ROOM)
             .x_label_area_size(32)
             .y_label_area_size(62)
             .build_cartesian_2d(0.0..axes.duration_s, y.clone().log_scale())
@@ -227,6 +231,7 @@ pub fn latency_over_time(run: &RunData, axes: &TimeAxes) -> Result<String> {
             .x_label_formatter(&|v| format!("{v:.0}"))
             .y_label_formatter(&|v| fmt_ms(*v))
             .light_line_style(WHITE.mix(0.0))
+            .label_style((FONT, 15))
             .draw()
             .map_err(|e| anyhow!("latency axes: {e}"))?;
         shade_faults(&mut chart, &run.faults, y.clone(), axes.duration_s)?;
@@ -261,7 +266,7 @@ pub fn latency_over_time(run: &RunData, axes: &TimeAxes) -> Result<String> {
             .position(SeriesLabelPosition::UpperRight)
             .background_style(WHITE.mix(0.85))
             .border_style(MAX)
-            .label_font((FONT, 12))
+            .label_font((FONT, 15))
             .draw()
             .map_err(|e| anyhow!("latency legend: {e}"))?;
         label_faults(root, &chart, &run.faults, y.end)
@@ -286,8 +291,8 @@ fn stacked(
 ) -> Result<String> {
     svg_chart(TIME_CHART, |root| {
         let mut chart = ChartBuilder::on(root)
-            .caption(format!("{}: {title}", run.label), (FONT, 16))
             .margin(8)
+            .margin_top(FAULT_LABEL_ROOM)
             .x_label_area_size(32)
             .y_label_area_size(62)
             .build_cartesian_2d(0.0..axes.duration_s, 0.0..y_max)
@@ -299,6 +304,7 @@ fn stacked(
             .y_desc("per second")
             .y_label_formatter(&|v| format!("{v:.0}"))
             .light_line_style(WHITE.mix(0.0))
+            .label_style((FONT, 15))
             .draw()
             .map_err(|e| anyhow!("{title} axes: {e}"))?;
         shade_faults(&mut chart, &run.faults, 0.0..y_max, axes.duration_s)?;
@@ -329,7 +335,7 @@ fn stacked(
                 .position(SeriesLabelPosition::UpperRight)
                 .background_style(WHITE.mix(0.85))
                 .border_style(MAX)
-                .label_font((FONT, 12))
+                .label_font((FONT, 15))
                 .draw()
                 .map_err(|e| anyhow!("{title} legend: {e}"))?;
         }
@@ -367,8 +373,8 @@ pub fn failures_over_time(run: &RunData, axes: &TimeAxes) -> Result<String> {
 pub fn active_over_time(run: &RunData, axes: &TimeAxes) -> Result<String> {
     svg_chart(TIME_CHART, |root| {
         let mut chart = ChartBuilder::on(root)
-            .caption(format!("{}: active shoppers", run.label), (FONT, 16))
             .margin(8)
+            .margin_top(FAULT_LABEL_ROOM)
             .x_label_area_size(32)
             .y_label_area_size(62)
             .build_cartesian_2d(0.0..axes.duration_s, 0.0..axes.active_max)
@@ -380,6 +386,7 @@ pub fn active_over_time(run: &RunData, axes: &TimeAxes) -> Result<String> {
             .y_desc("shoppers")
             .y_label_formatter(&|v| format!("{v:.0}"))
             .light_line_style(WHITE.mix(0.0))
+            .label_style((FONT, 15))
             .draw()
             .map_err(|e| anyhow!("active axes: {e}"))?;
         shade_faults(&mut chart, &run.faults, 0.0..axes.active_max, axes.duration_s)?;
@@ -410,7 +417,6 @@ pub fn spectrum(runs: &[RunData]) -> Result<String> {
         let hi = runs.iter().flat_map(|r| r.spectrum.iter()).map(|p| p.latency_ms).fold(0.0, f64::max);
         let y = log_range(lo, hi);
         let mut chart = ChartBuilder::on(root)
-            .caption("Latency by percentile (ok requests, whole run)", (FONT, 18))
             .margin(10)
             .x_label_area_size(40)
             .y_label_area_size(70)
@@ -423,6 +429,7 @@ pub fn spectrum(runs: &[RunData]) -> Result<String> {
             .x_desc("percentile (log scale of nines)")
             .y_label_formatter(&|v| fmt_ms(*v))
             .light_line_style(WHITE.mix(0.0))
+            .label_style((FONT, 15))
             .draw()
             .map_err(|e| anyhow!("spectrum axes: {e}"))?;
         // Our own ticks at the median and each nine: 50%, 90%, 99%, 99.9%...
@@ -444,7 +451,7 @@ pub fn spectrum(runs: &[RunData]) -> Result<String> {
             let label = fmt_percentile(100.0 * (1.0 - 1.0 / x));
             // Keep the last label inside the picture.
             let px = px.min(SPECTRUM_CHART.0 as i32 - 60);
-            root.draw(&Text::new(label, (px - 14, py.end + 6), (FONT, 13).into_font()))
+            root.draw(&Text::new(label, (px - 14, py.end + 6), (FONT, 16).into_font()))
                 .map_err(|e| anyhow!("spectrum tick: {e}"))?;
         }
         let mut any = false;
@@ -473,7 +480,7 @@ pub fn spectrum(runs: &[RunData]) -> Result<String> {
                 .position(SeriesLabelPosition::UpperLeft)
                 .background_style(WHITE.mix(0.85))
                 .border_style(MAX)
-                .label_font((FONT, 14))
+                .label_font((FONT, 17))
                 .draw()
                 .map_err(|e| anyhow!("spectrum legend: {e}"))?;
         } else {

@@ -35,6 +35,7 @@ h3 { margin: 18px 0 6px; font-size: 16px; }
 .headline { font-size: 18px; margin: 10px 0; max-width: 1100px; }
 .row { display: flex; flex-wrap: wrap; gap: 16px; }
 .row > figure { flex: 1 1 600px; margin: 0; min-width: 0; }
+figcaption { font-weight: 600; font-size: 15px; margin: 0 0 4px; }
 figure svg { width: 100%; height: auto; display: block; border: 1px solid var(--line); border-radius: 4px; }
 table { border-collapse: collapse; font-size: 14px; margin: 6px 0 12px; }
 th, td { border: 1px solid var(--line); padding: 4px 8px; text-align: right; vertical-align: top; }
@@ -262,11 +263,14 @@ fn key_numbers(runs: &[RunData]) -> Markup {
     }
 }
 
-fn figure_row(runs: &[RunData], charts: &Charts, index: usize) -> Markup {
+fn figure_row(runs: &[RunData], charts: &Charts, index: usize, title: &str) -> Markup {
     html! {
         div.row {
             @for (run, svgs) in runs.iter().zip(&charts.per_run) {
-                figure data-run=(run.label) { (PreEscaped(&svgs[index])) }
+                figure data-run=(run.label) {
+                    figcaption { (run.label) ": " (title) }
+                    (PreEscaped(&svgs[index]))
+                }
             }
         }
     }
@@ -281,27 +285,30 @@ fn chart_sections(runs: &[RunData], charts: &Charts) -> Markup {
              timeout shows as the time the harness waited). Shaded bands are the injected faults, from the \
              moment each started until the target served normally again. Both runs share the same axes."
         }
-        (figure_row(runs, charts, 0))
+        (figure_row(runs, charts, 0, "latency per second"))
         h2 { "Throughput and failures" }
         p.caption {
             "Requests finished per second, stacked: ok, refused as sold out (an expected answer), then failures \
              by class. The second row shows only the failures, on their own scale, so a handful is visible."
         }
-        (figure_row(runs, charts, 1))
-        (figure_row(runs, charts, 2))
+        (figure_row(runs, charts, 1, "requests per second by result"))
+        (figure_row(runs, charts, 2, "failed attempts per second by class"))
         h2 { "Active shoppers" }
         p.caption {
             "Shoppers who have arrived and not finished their journey. Arrivals follow the schedule whatever \
              the server does, so a slow server shows as shoppers piling up."
         }
-        (figure_row(runs, charts, 3))
+        (figure_row(runs, charts, 3, "active shoppers"))
         h2 { "Latency by percentile" }
         p.caption {
             "How slow the slowest requests were, for the whole run: read across to a percentile, up to the \
              latency. The x axis stretches the tail (each step is one more nine), as HdrHistogram plots do; \
              lower is better. The maximum is in the legend."
         }
-        figure #spectrum { (PreEscaped(&charts.spectrum)) }
+        figure #spectrum {
+            figcaption { "Latency by percentile, ok requests, whole run" }
+            (PreEscaped(&charts.spectrum))
+        }
     }
 }
 

@@ -49,8 +49,10 @@ pub fn regenerate(run_dir: &Path) -> Result<PathBuf> {
     let path = run_dir.join(REPORT_JSON);
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("reading {} (is {} a run folder?)", path.display(), run_dir.display()))?;
-    let data: ReportData =
-        serde_json::from_str(&text).with_context(|| format!("{} is not valid report data", path.display()))?;
+    let de = &mut serde_json::Deserializer::from_str(&text);
+    let data: ReportData = serde_path_to_error::deserialize(de).map_err(|e| {
+        anyhow::anyhow!("{} is not valid report data: at `{}`: {}", path.display(), e.path(), e.inner())
+    })?;
     write_html(run_dir, &data)
 }
 

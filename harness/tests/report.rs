@@ -1,0 +1,175 @@
+//! The report files from synthetic data: index.html is self-contained (no
+//! external loads, no scripts), has every chart and escapes text; junit.xml is
+//! well-formed; `regenerate` rebuilds the page from report.json alone.
+
+// Test helpers panic on purpose: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use harness::report::model::{GateRow, Status};
+use harness::report::{self, ReportData, demo};
+
+fn sample() -> ReportData {
+    demo::synthetic(40, 3)
+}
+
+/// Everything in the page that would make the browser fetch something.
+/// All text in the page is escaped, so every literal `<` opens a tag: look at
+/// tag names and attributes, and at the CSS.
+fn external_references(html: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for tag in html.split('<').skip(1) {
+        let tag = tag.split('>').next().unwrap_or("").to_ascii_lowercase();
+        let name = tag.split_whitespace().next().unwrap_or("");
+        if ["script", "link", "iframe", "object", "embed", "img", "image", "use", "audio", "video", "source"]
+            .contains(&name)
+        {
+            found.push(format!("<{name}>"));
+        }
+        // The SVG namespace is an identifier, never fetched.
+        let attrs = tag.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
+        for attr in ["src=", "srcset=", "data=", "action=", "poster=", "background="] {
+            if attrs.split_whitespace().any(|a| a.starts_with(attr)) {
+                found.push(format!("{attr} in <{name}>"));
+            }
+        }
+        for a in attrs.split_whitespace().filter(|a| a.starts_with("href=") || a.starts_with("xlink:href=")) {
+            let value = a.split_once('=').map(|(_, v)| v).unwrap_or("");
+            if !(value.starts_with("\"#") || value.starts_with("'#")) {
+                found.push(format!("{a} in <{name}>"));
+            }
+        }
+        if attrs.contains("http:") || attrs.contains("https:") || attrs.contains("url(") {
+            found.push(format!("a URL in <{name}>"));
+        }
+    }
+    for css in html.split("<style>").skip(1).map(|s| s.split("</style>").next().unwrap_or("")) {
+        for needle in ["url(", "@import", "@font-face"] {
+            if css.contains(needle) {
+                found.push(format!("{needle} in CSS"));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn page_is_self_contained_with_every_chart() {
+    let data = sample();
+    let html = report::html::render(&data).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert_eq!(external_references(&html), Vec::<String>::new());
+    // 4 time charts per run + the spectrum.
+    assert_eq!(html.matches("<svg").count(), 4 * data.runs.len() + 1);
+    assert_eq!(html.matches("</svg>").count(), 4 * data.runs.len() + 1);
+    for must in [
+        "id=\"verdict\"",
+        "id=\"key-numbers\"",
+        "id=\"spectrum\"",
+        "Latency by percentile",
+        "Per endpoint",
+        "Faults",
+        "Audit",
+        "schedule slip",
+        "How the load was scaled to this machine",
+        "The cluster dropped 0 of",
+        "2 worker kills, 1 rolling restart and 1 hang",
+        &data.machine.cpu_model,
+    ] {
+        assert!(html.contains(must), "page lacks {must:?}");
+    }
+    // Every fault is named on its run's time charts (4 charts each).
+    for run in &data.runs {
+        for f in &run.faults {
+            let label = format!("\n{}\n</text>", f.name);
+            assert_eq!(html.matches(&label).count(), 4, "fault {} not marked on every chart of {}", f.name, run.label);
+        }
+    }
+}
+
+#[test]
+fn the_checker_finds_external_references() {
+    // The self-containment check itself must be able to fail.
+    let bad = "<html><img src=\"a.png\"><a href=\"https://x.example/\">x</a><style>b{background:url(x.png)}</style>\
+               <script src=\"y.js\"></script><a href=\"#verdict\">ok</a></html>";
+    let found = external_references(bad);
+    for expected in ["<img>", "src= in <img>", "<script>", "src= in <script>", "url( in CSS", "a URL in <a>"] {
+        assert!(found.contains(&expected.to_string()), "{expected} not found in {found:?}");
+    }
+    assert!(found.iter().any(|f| f.starts_with("href=\"https")), "{found:?}");
+    assert!(!found.iter().any(|f| f.contains("#verdict")), "{found:?}");
+    // Escaped text that merely mentions a URL is not a load.
+    assert_eq!(external_references("<p>see &lt;img src=x&gt; at https://example.org</p>"), Vec::<String>::new());
+}
+
+#[test]
+fn all_text_is_escaped() {
+    let mut data = sample();
+    data.title = "<script>alert(1)</script> & co".into();
+    data.scenario.description = "<img src=x onerror=alert(2)>".into();
+    data.runs[0].label = "single \"<b>\"".into();
+    data.runs[0].faults[0].name = "<kill>&".into();
+    data.verdict.push(GateRow { gate: "<gate>".into(), status: Status::Fail, detail: "a < b & c > d".into() });
+    let html = report::html::render(&data).unwrap();
+    for raw in ["<script>alert(1)", "<img src=x", "<b>", "<kill>", "<gate>", "a < b"] {
+        assert!(!html.contains(raw), "unescaped {raw:?} in page");
+    }
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; co"));
+    assert!(html.contains("&lt;kill&gt;&amp;"));
+    assert!(html.contains("FAIL: 1 of 6 gates failed"));
+    assert_eq!(external_references(&html), Vec::<String>::new());
+}
+
+#[test]
+fn write_then_regenerate_from_report_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let data = sample();
+    let written = report::write(&run_dir, &data).unwrap();
+    let first = std::fs::read_to_string(&written.index_html).unwrap();
+    let saved: ReportData = serde_json::from_str(&std::fs::read_to_string(&written.report_json).unwrap()).unwrap();
+    assert_eq!(saved, data);
+
+    std::fs::remove_file(&written.index_html).unwrap();
+    let path = report::regenerate(&run_dir).unwrap();
+    assert_eq!(path, written.index_html);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), first, "regenerated page differs");
+
+    let junit = std::fs::read_to_string(&written.junit_xml).unwrap();
+    assert!(junit.starts_with("<?xml"));
+    assert_eq!(junit.matches("<testcase").count(), data.verdict.len());
+    assert_eq!(junit.matches("<error").count(), 1, "the unknown baseline gate is an error: {junit}");
+}
+
+#[test]
+fn regenerate_names_the_missing_or_bad_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = format!("{:#}", report::regenerate(dir.path()).unwrap_err());
+    assert!(err.contains("report.json") && err.contains("is") && err.contains("a run folder"), "{err}");
+    std::fs::write(dir.path().join("report.json"), "{\"title\": 3}").unwrap();
+    let err = format!("{:#}", report::regenerate(dir.path()).unwrap_err());
+    assert!(err.contains("not valid report data") && err.contains("title"), "{err}");
+}
+
+#[test]
+fn runs_without_data_still_render() {
+    let mut data = sample();
+    data.verdict.clear();
+    for run in &mut data.runs {
+        run.seconds.clear();
+        run.spectrum.clear();
+        run.endpoints.clear();
+        run.faults.clear();
+        run.audit = None;
+    }
+    let html = report::html::render(&data).unwrap();
+    assert!(html.contains("UNKNOWN: no gates were checked"));
+    assert!(html.contains("no failed attempts"));
+    assert!(html.contains("no ok requests recorded"));
+    assert!(html.contains("No faults were injected in this run."));
+    assert_eq!(html.matches("<svg").count(), 4 * data.runs.len() + 1);
+
+    data.runs.truncate(1);
+    let html = report::html::render(&data).unwrap();
+    assert_eq!(html.matches("<svg").count(), 5);
+    assert!(!html.contains("p99 latency ("), "a single run has no comparison sentence");
+}
