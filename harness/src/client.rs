@@ -88,6 +88,14 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// Frees the read buffer of a connection that will sit idle for a while
+    /// (a thinking shopper's); the next response allocates a fresh one.
+    pub fn park(&mut self) {
+        self.buf = Vec::new();
+    }
+}
+
 /// One request to send. `headers` must not contain `Host` or `Content-Length`.
 pub struct Request<'a> {
     pub method: &'a str,
@@ -208,7 +216,7 @@ async fn exchange(
         Some(c) => c,
         None => {
             let stream = connector.connect().await.map_err(|e| connect_failure(&e))?;
-            Conn { stream, buf: Vec::with_capacity(4096), last_used: Instant::now(), served: 0 }
+            Conn { stream, buf: Vec::new(), last_used: Instant::now(), served: 0 }
         }
     };
     *phase = Phase::Send;

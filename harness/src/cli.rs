@@ -1,0 +1,155 @@
+//! Command-line interface: argument parsing and the mapping of results to
+//! exit codes (docs/EXIT_CODES.md). Everything else is in the library.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::engine::EngineOptions;
+use crate::run::{self, RunOptions};
+use crate::scenario;
+
+/// Exit codes: the run passed every gate.
+pub const EXIT_PASS: i32 = 0;
+/// A gate failed.
+pub const EXIT_GATE_FAILED: i32 = 1;
+/// The run was invalid or could not start (bad scenario, limits, target unreachable).
+pub const EXIT_INVALID: i32 = 2;
+
+#[derive(Debug, Parser)]
+#[command(name = "harness", version, about = "Black Friday load-and-chaos harness")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Play a scenario against its target and write reports/<run>/.
+    Run {
+        /// The scenario file (JSON).
+        scenario: PathBuf,
+        /// Base URL of the target, replacing the scenario's (e.g. http://127.0.0.1:8080).
+        #[arg(long)]
+        target: Option<String>,
+        /// Output folder (default reports/<scenario name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Multiply every arrival rate by this factor.
+        #[arg(long, default_value_t = 1.0)]
+        rate_scale: f64,
+        /// Allow a target that is not on loopback.
+        #[arg(long)]
+        allow_remote: bool,
+        /// Replace the scenario's random seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// No live progress line.
+        #[arg(long)]
+        quiet: bool,
+        /// Seconds shoppers may still run after the last arrival before the
+        /// run is cut off (and invalid). Default: the longest journey the
+        /// scenario's timeouts allow, plus 5 s.
+        #[arg(long)]
+        drain_timeout: Option<f64>,
+    },
+    /// Check a scenario file and say what is wrong with it.
+    Validate {
+        /// The scenario file (JSON).
+        file: PathBuf,
+    },
+}
+
+/// Runs the command; returns the process exit code.
+pub fn main_with(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Validate { file } => match scenario::load(&file) {
+            Ok(s) => {
+                println!(
+                    "{}: ok (scenario {:?}, {} shoppers, {} journeys, {} faults)",
+                    file.display(),
+                    s.name,
+                    s.shoppers,
+                    s.journeys.len(),
+                    s.chaos.len()
+                );
+                EXIT_PASS
+            }
+            Err(e) => {
+                eprintln!("harness: {e}");
+                EXIT_INVALID
+            }
+        },
+        Command::Run { scenario: path, target, out, rate_scale, allow_remote, seed, quiet, drain_timeout } => {
+            let s = match scenario::load(&path) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("harness: {e}");
+                    return EXIT_INVALID;
+                }
+            };
+            let drain_timeout = match drain_timeout {
+                None => None,
+                Some(x) if x.is_finite() && x >= 0.0 => Some(std::time::Duration::from_secs_f64(x)),
+                Some(x) => {
+                    eprintln!("harness: --drain-timeout {x}: must be a number of seconds >= 0");
+                    return EXIT_INVALID;
+                }
+            };
+            let opts = RunOptions {
+                target,
+                out,
+                rate_scale,
+                allow_remote,
+                seed,
+                progress: !quiet,
+                engine: EngineOptions { drain_timeout },
+            };
+            let dir = opts.out.clone().unwrap_or_else(|| PathBuf::from("reports").join(&s.name));
+            match run::run_blocking(s, &opts) {
+                Ok(summary) => {
+                    print_result(&summary, &dir);
+                    summary.exit_code
+                }
+                Err(e) => {
+                    eprintln!("harness: cannot run: {e}");
+                    EXIT_INVALID
+                }
+            }
+        }
+    }
+}
+
+fn print_result(s: &crate::summary::Summary, dir: &std::path::Path) {
+    let t = &s.totals;
+    println!(
+        "{}: {} operations: {} ok, {} refused, {} dropped; {} first-attempt failures ({} recovered); p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {:.0} ops/s",
+        s.scenario.name,
+        t.operations,
+        t.ok,
+        t.refused,
+        t.dropped,
+        t.first_attempt_failures,
+        t.recovered,
+        s.latency.overall.p50_ms,
+        s.latency.overall.p99_ms,
+        s.latency.overall.max_ms,
+        s.throughput.goodput_per_s
+    );
+    for (class, n) in t.attempts_failed_by_class.iter().filter(|(_, n)| **n > 0) {
+        println!("  failed attempts {class}: {n}");
+    }
+    if s.schedule_slip.harness_limited {
+        println!(
+            "  WARNING: the harness fell behind its schedule (slip p99 {:.1} ms > {} ms): latencies include its own lateness",
+            s.schedule_slip.p99_ms, s.schedule_slip.limit_ms
+        );
+    }
+    for g in &s.gates {
+        println!("  gate {}: {} ({})", g.name, if g.passed { "pass" } else { "FAIL" }, g.detail);
+    }
+    for p in &s.validity.problems {
+        println!("  INVALID: {p}");
+    }
+    println!("verdict: {} (exit {}); report in {}", s.verdict.as_str(), s.exit_code, dir.display());
+}

@@ -1,0 +1,563 @@
+//! The request engine: plays a [`Schedule`] against the target on an open
+//! model and feeds every attempt to the ledger and the recorder.
+//!
+//! Open model: each shopper starts at its scheduled arrival whether or not the
+//! server keeps up; a slow server makes shoppers pile up, it never slows the
+//! arrivals. Every attempt has an *intended* send time (arrival; previous step
+//! end + think; previous attempt end + backoff) and its latency is measured
+//! from there, so time spent waiting for a pool connection, or for a harness
+//! that woke late, counts (no coordinated omission). How late the harness
+//! itself started each attempt (schedule slip) is recorded separately, so a
+//! saturated harness shows as such instead of as a slow server.
+//!
+//! One engine loop, parameterised by the connection model (shared pool, or
+//! one connection per shopper). Not for: building the schedule (schedule.rs),
+//! judging the result (gates.rs), faults (chaos runs alongside, writing into
+//! the same `EventLog`).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::client::{self, Conn, Connector, Request};
+use crate::events::EventLog;
+use crate::ledger::{self, AttemptRecord, Ledger};
+use crate::outcome::{FailureClass, Outcome};
+use crate::progress::Snapshot;
+use crate::recorder::Recorder;
+use crate::scenario::{ConnectionModel, Scenario, ShopperCtx, Step};
+use crate::schedule::{PlannedShopper, Schedule};
+
+/// The ledger and the recorder, updated together under one lock so that a
+/// reader never sees an attempt in one and not the other.
+pub struct Book {
+    pub ledger: Ledger,
+    pub recorder: Recorder,
+}
+
+/// What a running engine exposes to the progress line (and to tests).
+#[derive(Default)]
+pub struct Live {
+    pub active_shoppers: AtomicU64,
+    pub peak_active_shoppers: AtomicU64,
+    pub arrived: AtomicU64,
+    pub finished_shoppers: AtomicU64,
+    /// Set when the run must stop early (Ctrl-C, a fault runner giving up):
+    /// no new shopper starts and running ones are cut off; the run is invalid.
+    pub stop: AtomicBool,
+    /// Refreshed by the engine's ticker for the progress line.
+    pub snapshot: Arc<Mutex<Snapshot>>,
+}
+
+/// Knobs that are not in the scenario.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// How long shoppers may still run after the last arrival before the run
+    /// is cut off (which makes it invalid). `None`: the longest a journey can
+    /// take by the scenario's own timeouts, think times and retries, plus 5 s.
+    pub drain_timeout: Option<Duration>,
+}
+
+/// What the engine hands back once every shopper has finished or been cut off.
+pub struct EngineOutcome {
+    pub book: Book,
+    /// Shoppers still running when the drain timeout ended the run.
+    pub cut_off_shoppers: u64,
+    /// The run was stopped early through [`Live::stop`].
+    pub interrupted: bool,
+    /// Run clock (ms) when the last shopper finished or was cut off.
+    pub end_ms: f64,
+    pub peak_active_shoppers: u64,
+}
+
+struct Shared {
+    scenario: Arc<Scenario>,
+    connector: Arc<Connector>,
+    events: EventLog,
+    book: Mutex<Book>,
+    live: Arc<Live>,
+    pool: Option<Pool>,
+    idle_timeout: Duration,
+    /// Per journey, per step: the step's index in the recorder, and whether
+    /// its response's `order_id` is recorded (audit checkout steps).
+    step_index: Vec<Vec<(usize, bool)>>,
+}
+
+impl Shared {
+    fn book(&self) -> MutexGuard<'_, Book> {
+        // A panic while holding the lock is a bug; the counts are still the
+        // best record there is, so keep going with them.
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The shared keep-alive pool: at most `size` connections, idle ones reused
+/// most-recently-used first (so surplus ones age out by the idle timeout).
+struct Pool {
+    permits: Semaphore,
+    idle: Mutex<Vec<Conn>>,
+}
+
+impl Pool {
+    fn take_idle(&self, idle_timeout: Duration) -> Option<Conn> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        while let Some(c) = idle.pop() {
+            if c.usable(now, idle_timeout) {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    fn put_back(&self, c: Conn) {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+    }
+}
+
+/// Step names in recorder order (journey by journey, step by step).
+pub fn step_names(s: &Scenario) -> Vec<String> {
+    s.journeys.iter().flat_map(|j| j.steps.iter().map(|st| st.name.clone())).collect()
+}
+
+/// The longest one journey can take by the scenario's own limits.
+pub fn longest_journey(s: &Scenario) -> Duration {
+    let think_max = match s.think {
+        crate::scenario::ThinkTime::None => Duration::ZERO,
+        crate::scenario::ThinkTime::Constant(d) => d,
+        crate::scenario::ThinkTime::Uniform { max, .. } => max,
+        crate::scenario::ThinkTime::Exponential { max, .. } => max,
+    };
+    s.journeys
+        .iter()
+        .map(|j| {
+            j.steps
+                .iter()
+                .map(|st| {
+                    let n = st.retry.attempts.max(1);
+                    st.timeout * n + st.retry.backoff * (n - 1) + think_max
+                })
+                .sum::<Duration>()
+        })
+        .max()
+        .unwrap_or(Duration::ZERO)
+}
+
+/// Runs the schedule to the end. `events` provides the run clock: shopper
+/// arrivals are relative to `events.start()`. Must be called inside a tokio
+/// runtime with the time and net drivers.
+pub async fn run(
+    scenario: Arc<Scenario>,
+    schedule: &Schedule,
+    connector: Arc<Connector>,
+    events: EventLog,
+    ledger: Ledger,
+    live: Arc<Live>,
+    opts: &EngineOptions,
+) -> EngineOutcome {
+    let names = step_names(&scenario);
+    let checkout: Vec<String> = scenario.audit.as_ref().map(|a| a.checkout_steps.clone()).unwrap_or_default();
+    let mut step_index = Vec::new();
+    let mut k = 0;
+    for j in &scenario.journeys {
+        let mut v = Vec::new();
+        for st in &j.steps {
+            v.push((k, checkout.contains(&st.name)));
+            k += 1;
+        }
+        step_index.push(v);
+    }
+    let (pool, idle_timeout) = match scenario.connections {
+        ConnectionModel::Pool { size, idle_timeout } => (
+            Some(Pool { permits: Semaphore::new(size.max(1)), idle: Mutex::new(Vec::with_capacity(size)) }),
+            idle_timeout,
+        ),
+        ConnectionModel::PerShopper { idle_timeout } => (None, idle_timeout),
+    };
+    let drain = opts.drain_timeout.unwrap_or_else(|| longest_journey(&scenario) + Duration::from_secs(5));
+    let shared = Arc::new(Shared {
+        scenario,
+        connector,
+        events: events.clone(),
+        book: Mutex::new(Book { ledger, recorder: Recorder::new(names) }),
+        live: live.clone(),
+        pool,
+        idle_timeout,
+        step_index,
+    });
+
+    // The ticker closes recorder seconds even when nothing completes.
+    let planned = schedule.shoppers.len() as u64;
+    let ticker = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut iv = tokio::time::interval(Duration::from_millis(200));
+            iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                iv.tick().await;
+                let live = &shared.live;
+                let active = live.active_shoppers.load(Ordering::Relaxed);
+                let now = shared.events.now_ms();
+                let mut snap = {
+                    let mut book = shared.book();
+                    book.recorder.tick(now, active);
+                    let t = book.ledger.totals();
+                    let mut snap = Snapshot {
+                        attempts: t.attempts,
+                        failed_attempts: t.attempts_failed,
+                        dropped: t.dropped,
+                        ..Snapshot::default()
+                    };
+                    if let Some(row) = book.recorder.series().last() {
+                        snap.last_second_attempts = row.ok + row.refused + row.failed;
+                        snap.last_second_p99_ms = row.p99_ms;
+                        snap.last_second_slip_ms = row.slip_max_ms;
+                    }
+                    snap
+                };
+                snap.elapsed_s = now / 1000.0;
+                snap.active_shoppers = active;
+                snap.arrived = live.arrived.load(Ordering::Relaxed);
+                snap.planned = planned;
+                *live.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = snap;
+            }
+        })
+    };
+
+    let start = tokio::time::Instant::from_std(events.start());
+    events.emit("arrivals_start", json!({"planned_shoppers": schedule.shoppers.len()}));
+    let mut tasks = JoinSet::new();
+    let mut interrupted = false;
+    for planned in &schedule.shoppers {
+        let at = start + planned.arrival;
+        // Sleep in slices so a stop request is seen promptly.
+        loop {
+            if live.stop.load(Ordering::Relaxed) {
+                interrupted = true;
+                break;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= at {
+                break;
+            }
+            tokio::time::sleep_until(at.min(now + Duration::from_millis(100))).await;
+        }
+        if interrupted {
+            break;
+        }
+        // Reap finished shoppers as we go so the set stays small.
+        while tasks.try_join_next().is_some() {}
+        live.arrived.fetch_add(1, Ordering::Relaxed);
+        let active = live.active_shoppers.fetch_add(1, Ordering::Relaxed) + 1;
+        live.peak_active_shoppers.fetch_max(active, Ordering::Relaxed);
+        tasks.spawn(shopper(shared.clone(), *planned));
+    }
+    events.emit("arrivals_end", json!({"arrived": live.arrived.load(Ordering::Relaxed), "interrupted": interrupted}));
+
+    // Drain: wait for the shoppers still in their journeys, up to the drain
+    // timeout (or a stop request).
+    let deadline = tokio::time::Instant::now() + drain;
+    let mut cut_off = 0u64;
+    loop {
+        if tasks.is_empty() {
+            break;
+        }
+        if live.stop.load(Ordering::Relaxed) {
+            interrupted = true;
+        }
+        let now = tokio::time::Instant::now();
+        if interrupted || now >= deadline {
+            cut_off = tasks.len() as u64;
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+            break;
+        }
+        let slice = deadline.min(now + Duration::from_millis(100));
+        let _ = tokio::time::timeout_at(slice, tasks.join_next()).await;
+    }
+    ticker.abort();
+    if cut_off > 0 {
+        events.emit(
+            "shoppers_cut_off",
+            json!({"shoppers": cut_off, "reason": if interrupted { "interrupted" } else { "drain timeout" }, "drain_timeout_ms": drain.as_millis() as u64}),
+        );
+    }
+    let end_ms = events.now_ms();
+    let shared = match Arc::try_unwrap(shared) {
+        Ok(s) => s,
+        Err(_) => unreachable_shared(),
+    };
+    let mut book = shared.book.into_inner().unwrap_or_else(|p| p.into_inner());
+    book.recorder.finish(end_ms);
+    EngineOutcome {
+        book,
+        cut_off_shoppers: cut_off,
+        interrupted,
+        end_ms,
+        peak_active_shoppers: live.peak_active_shoppers.load(Ordering::Relaxed),
+    }
+}
+
+// Every clone of `Shared` lives in the ticker or a shopper task, and both
+// are finished (joined or aborted and joined) before this point.
+fn unreachable_shared() -> ! {
+    panic!("engine state still shared after every task ended (engine bug)")
+}
+
+/// Decrements the active-shopper gauge when a shopper ends, even if aborted.
+struct ActiveGuard(Arc<Live>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active_shoppers.fetch_sub(1, Ordering::Relaxed);
+        self.0.finished_shoppers.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+async fn shopper(shared: Arc<Shared>, planned: PlannedShopper) {
+    let _guard = ActiveGuard(shared.live.clone());
+    let scenario = shared.scenario.clone();
+    let Some(journey) = scenario.journeys.get(planned.journey) else { return };
+    let start = shared.events.start();
+    let mut ctx = ShopperCtx::new(planned.id, planned.seed);
+    let mut own: Option<Conn> = None;
+    let mut intended = start + planned.arrival;
+    for (i, step) in journey.steps.iter().enumerate() {
+        if i > 0 {
+            intended += scenario.think.sample(&mut ctx.rng);
+            if let Some(c) = own.as_mut() {
+                // A thinking shopper keeps its connection but not its buffer:
+                // 30,000 idle shoppers must not hold 30,000 read buffers.
+                c.park();
+            }
+        }
+        let (global, is_checkout) = shared.step_index[planned.journey][i];
+        let (last, end) = operation(&shared, step, global, is_checkout, &mut ctx, &mut own, intended).await;
+        intended = end;
+        if last != Outcome::Ok {
+            // A refusal ends the journey by definition; a dropped step leaves
+            // the shopper without the state later steps need.
+            break;
+        }
+    }
+}
+
+struct Rendered {
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Option<String>,
+}
+
+fn render(
+    step: &Step,
+    data: &std::collections::BTreeMap<String, Vec<serde_json::Value>>,
+    ctx: &mut ShopperCtx,
+) -> Result<Rendered, String> {
+    let path = step.path.render(data, ctx).map_err(|e| e.to_string())?;
+    let mut headers = Vec::with_capacity(step.headers.len() + 1);
+    for (k, t) in &step.headers {
+        headers.push((k.clone(), t.render(data, ctx).map_err(|e| e.to_string())?));
+    }
+    if let Some(key) = &ctx.idem
+        && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("idempotency-key"))
+    {
+        headers.push(("Idempotency-Key".to_string(), key.clone()));
+    }
+    let body = match &step.body {
+        Some(t) => Some(t.render(data, ctx).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    Ok(Rendered { path, headers, body })
+}
+
+/// Runs one step with its retries. Returns the last attempt's outcome and
+/// when it ended.
+async fn operation(
+    shared: &Shared,
+    step: &Step,
+    global: usize,
+    is_checkout: bool,
+    ctx: &mut ShopperCtx,
+    own: &mut Option<Conn>,
+    first_intended: Instant,
+) -> (Outcome, Instant) {
+    let op = shared.book().ledger.begin_operation();
+    ctx.idem = step.idempotency_key.then(|| ctx.new_idempotency_key(&step.name));
+    // Rendered once: a retry resends the same request (same picks, same key).
+    let rendered = render(step, &shared.scenario.data, ctx);
+    let keep_body = !step.extract.is_empty() || is_checkout;
+    let mut scratch = Vec::new();
+    let mut intended = first_intended;
+    let mut first_failed = false;
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        tokio::time::sleep_until(intended.into()).await;
+        let started = Instant::now();
+        shared.book().ledger.begin_attempt();
+        let deadline = tokio::time::Instant::from_std(started + step.timeout);
+        let (outcome, status, reused, worker, detail, order_id) = match &rendered {
+            Err(e) => (Outcome::Failed(FailureClass::LocalError), None, false, None, Some(e.clone()), None),
+            Ok(r) => {
+                let req = Request {
+                    method: &step.method,
+                    path: &r.path,
+                    headers: &r.headers,
+                    body: r.body.as_deref().map(str::as_bytes),
+                };
+                let a = send(shared, own, &req, keep_body, deadline, &mut scratch).await;
+                classify(step, is_checkout, a, ctx)
+            }
+        };
+        let ended = Instant::now();
+        let rec = {
+            let ev = &shared.events;
+            let (kind, class) = ledger::split(outcome);
+            AttemptRecord {
+                op,
+                shopper: ctx.shopper,
+                step: step.name.clone(),
+                attempt,
+                intended_ms: ev.ms_at(intended),
+                start_ms: ev.ms_at(started),
+                end_ms: ev.ms_at(ended),
+                outcome: kind,
+                class,
+                status,
+                reused,
+                worker,
+                idem: ctx.idem.clone(),
+                order_id,
+            }
+        };
+        let latency_us = ended.saturating_duration_since(intended).as_micros() as u64;
+        let slip_us = started.saturating_duration_since(intended).as_micros() as u64;
+        {
+            let mut book = shared.book();
+            book.ledger.end_attempt(&rec);
+            book.recorder.record(global, outcome, latency_us, slip_us, rec.end_ms);
+        }
+        if let Outcome::Failed(c) = outcome {
+            shared.events.emit_at(
+                rec.end_ms,
+                "attempt_failed",
+                json!({
+                    "op": op, "shopper": ctx.shopper, "step": step.name, "attempt": attempt,
+                    "class": c.as_str(), "status": status, "reused": reused, "worker": rec.worker,
+                    "intended_ms": rec.intended_ms, "detail": detail,
+                }),
+            );
+            if attempt == 1 {
+                first_failed = true;
+            }
+            if step.retry.retries(c, attempt) {
+                intended = ended + step.retry.backoff;
+                continue;
+            }
+        }
+        shared.book().ledger.end_operation(outcome, first_failed);
+        return (outcome, ended);
+    }
+}
+
+/// Sends on the model's connection: a pooled one (waiting for a free slot
+/// counts toward the attempt's timeout and latency) or the shopper's own.
+async fn send(
+    shared: &Shared,
+    own: &mut Option<Conn>,
+    req: &Request<'_>,
+    keep_body: bool,
+    deadline: tokio::time::Instant,
+    scratch: &mut Vec<u8>,
+) -> client::Attempt {
+    match &shared.pool {
+        None => {
+            if own.as_ref().is_some_and(|c| !c.usable(Instant::now(), shared.idle_timeout)) {
+                *own = None;
+            }
+            client::send(&shared.connector, own, req, keep_body, deadline, scratch).await
+        }
+        Some(pool) => {
+            let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, pool.permits.acquire()).await else {
+                return client::Attempt {
+                    result: Err(client::TransportFailure {
+                        class: FailureClass::ConnectTimeout,
+                        detail: "no pool connection became free within the step timeout".into(),
+                        status: None,
+                        worker_id: None,
+                    }),
+                    reused: false,
+                };
+            };
+            let mut slot = pool.take_idle(shared.idle_timeout);
+            let a = client::send(&shared.connector, &mut slot, req, keep_body, deadline, scratch).await;
+            if let Some(c) = slot {
+                pool.put_back(c);
+            }
+            a
+        }
+    }
+}
+
+type Classified = (Outcome, Option<u16>, bool, Option<String>, Option<String>, Option<i64>);
+
+/// Turns a transport result into the attempt's outcome: expected status ->
+/// ok (if the body yields what the step extracts), refusal status ->
+/// refused, 5xx -> server error, anything else -> unexpected status.
+fn classify(step: &Step, is_checkout: bool, a: client::Attempt, ctx: &mut ShopperCtx) -> Classified {
+    let reused = a.reused;
+    let r = match a.result {
+        Err(f) => return (Outcome::Failed(f.class), f.status, reused, f.worker_id, Some(f.detail), None),
+        Ok(r) => r,
+    };
+    let status = Some(r.status);
+    let (outcome, detail, order_id) = if step.expect.contains(&r.status) {
+        let mut order_id = None;
+        let mut detail = None;
+        let mut outcome = Outcome::Ok;
+        if step.extract.is_empty() && !is_checkout {
+            // Nothing to read from the body.
+        } else {
+            match serde_json::from_slice::<serde_json::Value>(r.body.as_deref().unwrap_or_default()) {
+                Err(e) => {
+                    if !step.extract.is_empty() {
+                        outcome = Outcome::Failed(FailureClass::InvalidBody);
+                        detail = Some(format!("body is not JSON: {e}"));
+                    }
+                }
+                Ok(v) => {
+                    if is_checkout {
+                        order_id = v.pointer("/order_id").and_then(serde_json::Value::as_i64);
+                    }
+                    for x in &step.extract {
+                        match v.pointer(&x.json_pointer) {
+                            Some(serde_json::Value::String(s)) => {
+                                ctx.vars.insert(x.var.clone(), s.clone());
+                            }
+                            Some(serde_json::Value::Null) | None => {
+                                outcome = Outcome::Failed(FailureClass::InvalidBody);
+                                detail = Some(format!("no value at {} for var {}", x.json_pointer, x.var));
+                                break;
+                            }
+                            Some(other) => {
+                                ctx.vars.insert(x.var.clone(), other.to_string());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (outcome, detail, order_id)
+    } else if step.refuse.contains(&r.status) {
+        (Outcome::Refused, None, None)
+    } else if r.status >= 500 {
+        (Outcome::Failed(FailureClass::ServerError), Some(format!("status {}", r.status)), None)
+    } else {
+        (Outcome::Failed(FailureClass::UnexpectedStatus), Some(format!("status {}", r.status)), None)
+    };
+    (outcome, status, reused, r.worker_id, detail, order_id)
+}

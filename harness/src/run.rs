@@ -1,0 +1,335 @@
+//! One run, start to finish: prepare (overrides, target, limits, output
+//! folder) -> wait for the target -> execute (engine + side tasks such as the
+//! fault runner, sharing one `EventLog`) -> conclude (validity, gates,
+//! interval logs, summary.json).
+//!
+//! The stages are separate public functions so that the target lifecycle
+//! (launch before `execute`, stop after), the chaos fault runner (a
+//! [`SideTask`] given to `execute`) and the audit (reads the ledger after
+//! `execute`, its result given to `conclude`) plug in without this module
+//! knowing them. [`run_blocking`] chains the stages for `harness run`.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+
+use crate::client::{self, Connector, Request};
+use crate::engine::{self, EngineOptions, EngineOutcome, Live};
+use crate::events::EventLog;
+use crate::gates::{self, Measured};
+use crate::ledger::{LEDGER_FILE, Ledger};
+use crate::limits;
+use crate::recorder::{INTERVALS_FILE, TOTALS_FILE};
+use crate::scenario::{ConnectionModel, Scenario};
+use crate::schedule::{self, Schedule};
+use crate::summary::{self, Summary};
+
+pub const EVENTS_FILE: &str = "events.jsonl";
+
+/// Options from the command line (everything else is in the scenario).
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Replaces the scenario's `target.base_url`.
+    pub target: Option<String>,
+    /// Output folder (created); default `reports/<scenario name>`.
+    pub out: Option<PathBuf>,
+    /// Multiplies every arrival rate.
+    pub rate_scale: f64,
+    pub allow_remote: bool,
+    /// Replaces the scenario's seed.
+    pub seed: Option<u64>,
+    /// Show the live progress line.
+    pub progress: bool,
+    pub engine: EngineOptions,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            target: None,
+            out: None,
+            rate_scale: 1.0,
+            allow_remote: false,
+            seed: None,
+            progress: false,
+            engine: EngineOptions::default(),
+        }
+    }
+}
+
+/// Why a run could not start (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Scenario(#[from] crate::scenario::ScenarioError),
+    #[error("{0}")]
+    Target(String),
+    #[error("{0}")]
+    Limits(String),
+    #[error("{path}: {source}")]
+    Output { path: PathBuf, source: std::io::Error },
+}
+
+fn out_err(path: &Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
+    move |source| StartError::Output { path: path.to_path_buf(), source }
+}
+
+/// Everything decided before traffic starts.
+pub struct Prepared {
+    pub scenario: Arc<Scenario>,
+    pub schedule: Schedule,
+    pub connector: Arc<Connector>,
+    pub dir: PathBuf,
+    pub rate_scale: f64,
+    pub engine: EngineOptions,
+    pub progress: bool,
+}
+
+/// Applies the overrides, builds the schedule, checks the target address and
+/// the machine's limits, and creates the output folder.
+pub fn prepare(mut scenario: Scenario, opts: &RunOptions) -> Result<Prepared, StartError> {
+    if let Some(t) = &opts.target {
+        scenario.target.base_url = t.trim_end_matches('/').to_string();
+    }
+    if let Some(seed) = opts.seed {
+        scenario.seed = seed;
+    }
+    if !(opts.rate_scale.is_finite() && opts.rate_scale > 0.0) {
+        return Err(StartError::Limits(format!("--rate-scale {}: must be a positive number", opts.rate_scale)));
+    }
+    let target = limits::resolve_target(&scenario.target.base_url, opts.allow_remote).map_err(StartError::Target)?;
+    let longest = engine::longest_journey(&scenario);
+    let conns = limits::concurrent_connections(&scenario, opts.rate_scale, longest);
+    limits::ensure_nofile(conns + limits::FD_OVERHEAD).map_err(StartError::Limits)?;
+    let ports = limits::ports_needed(&scenario, opts.rate_scale, longest);
+    let sources =
+        limits::source_addresses(target.addr, ports, limits::ephemeral_ports()).map_err(StartError::Limits)?;
+    let schedule = schedule::build(&scenario, opts.rate_scale);
+    let dir = opts.out.clone().unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name));
+    std::fs::create_dir_all(&dir).map_err(out_err(&dir))?;
+    Ok(Prepared {
+        connector: Arc::new(Connector::new(target.addr, target.authority, sources)),
+        scenario: Arc::new(scenario),
+        schedule,
+        dir,
+        rate_scale: opts.rate_scale,
+        engine: opts.engine.clone(),
+        progress: opts.progress,
+    })
+}
+
+/// Polls `target.ready_path` until it answers with a status below 500, or
+/// the scenario's `ready_timeout` passes.
+pub async fn wait_ready(p: &Prepared) -> Result<(), StartError> {
+    let t = &p.scenario.target;
+    let give_up = Instant::now() + t.ready_timeout;
+    let mut scratch = Vec::new();
+    loop {
+        let mut slot = None;
+        let req = Request { method: "GET", path: &t.ready_path, headers: &[], body: None };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let a = client::send(&p.connector, &mut slot, &req, false, deadline, &mut scratch).await;
+        let why = match a.result {
+            Ok(r) if r.status < 500 => return Ok(()),
+            Ok(r) => format!("status {}", r.status),
+            Err(f) => f.detail,
+        };
+        if Instant::now() >= give_up {
+            return Err(StartError::Target(format!(
+                "target {} not ready after {:?} (GET {}: {why}); is the server running? (--target URL to point elsewhere)",
+                t.base_url, t.ready_timeout, t.ready_path
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A task that runs alongside the traffic, e.g. the chaos fault runner. It
+/// gets the run's event log (same clock as the ledger) and the live handle
+/// (to read progress or to stop the run, which makes it invalid).
+pub type SideTask = Box<dyn FnOnce(EventLog, Arc<Live>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// How long side tasks may still run after the last shopper finished.
+const SIDE_TASK_GRACE: Duration = Duration::from_secs(30);
+
+/// The result of the traffic phase.
+pub struct Executed {
+    pub outcome: EngineOutcome,
+    pub events: EventLog,
+    pub wall_start: SystemTime,
+    pub ledger_path: PathBuf,
+    pub live: Arc<Live>,
+    /// Problems found while running that make the run invalid.
+    pub problems: Vec<String>,
+}
+
+/// Plays the schedule. The run clock's zero is the start of arrivals.
+pub async fn execute(p: &Prepared, side: Vec<SideTask>, live: Arc<Live>) -> Result<Executed, StartError> {
+    let ledger_path = p.dir.join(LEDGER_FILE);
+    let ledger = Ledger::create(&ledger_path).map_err(out_err(&ledger_path))?;
+    let events_path = p.dir.join(EVENTS_FILE);
+    let wall_start = SystemTime::now();
+    let events = EventLog::create(&events_path).map_err(out_err(&events_path))?;
+    events.emit(
+        "run_start",
+        json!({
+            "scenario": p.scenario.name, "seed": p.scenario.seed, "rate_scale": p.rate_scale,
+            "target": p.scenario.target.base_url, "planned_shoppers": p.schedule.shoppers.len(),
+            "sources": p.connector.sources.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        }),
+    );
+    let side: Vec<_> = side.into_iter().map(|t| tokio::spawn(t(events.clone(), live.clone()))).collect();
+    let progress = p.progress.then(|| crate::progress::spawn(live.snapshot.clone(), Duration::from_secs(5)));
+    let outcome = engine::run(
+        p.scenario.clone(),
+        &p.schedule,
+        p.connector.clone(),
+        events.clone(),
+        ledger,
+        live.clone(),
+        &p.engine,
+    )
+    .await;
+    if let Some(h) = progress {
+        h.abort();
+        crate::progress::finish();
+    }
+    let grace = tokio::time::Instant::now() + SIDE_TASK_GRACE;
+    for h in side {
+        let abort = h.abort_handle();
+        if tokio::time::timeout_at(grace, h).await.is_err() {
+            abort.abort();
+            events.emit("side_task_aborted", json!({"after_ms": SIDE_TASK_GRACE.as_millis() as u64}));
+        }
+    }
+    let mut problems = Vec::new();
+    if outcome.interrupted {
+        problems.push("the run was interrupted before every shopper finished".to_string());
+    }
+    if outcome.cut_off_shoppers > 0 {
+        problems.push(format!(
+            "{} shopper(s) were still in their journeys when the run ended (drain timeout)",
+            outcome.cut_off_shoppers
+        ));
+    }
+    events.emit("run_end", json!({"end_ms": outcome.end_ms, "cut_off_shoppers": outcome.cut_off_shoppers}));
+    Ok(Executed { outcome, events, wall_start, ledger_path, live, problems })
+}
+
+/// Checks the ledger, evaluates the gates, writes the interval logs and
+/// `summary.json`. `audit`: `None` if no audit ran, else its result.
+pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>>) -> Result<Summary, StartError> {
+    let book = &mut ex.outcome.book;
+    let mut problems = std::mem::take(&mut ex.problems);
+    if let Err(e) = book.ledger.finish() {
+        problems.push(e);
+    }
+    let totals = book.ledger.totals().clone();
+    if let Err(e) = totals.check() {
+        problems.push(format!("ledger does not add up: {e}"));
+    }
+    if let Err(e) = ex.events.flush() {
+        problems.push(format!("cannot write the event log: {e}"));
+    }
+    let rec = &book.recorder;
+    rec.write_logs(&p.dir, ex.wall_start).map_err(out_err(&p.dir))?;
+    let duration_s = (ex.outcome.end_ms / 1000.0).max(1e-3);
+    let goodput = (totals.ok + totals.refused) as f64 / duration_s;
+    let gate_results = gates::evaluate(
+        &p.scenario.gates,
+        &Measured {
+            totals: &totals,
+            recorder: rec,
+            goodput_rps: goodput,
+            audit: audit.as_ref(),
+            audit_configured: p.scenario.audit.is_some(),
+        },
+    );
+    let valid = problems.is_empty();
+    let verdict = gates::verdict(valid, &gate_results);
+    let (model, pool_size, idle) = match p.scenario.connections {
+        ConnectionModel::Pool { size, idle_timeout } => ("pool", Some(size as u64), idle_timeout),
+        ConnectionModel::PerShopper { idle_timeout } => ("per_shopper", None, idle_timeout),
+    };
+    let s = Summary {
+        schema_version: summary::SCHEMA_VERSION,
+        harness_version: env!("CARGO_PKG_VERSION").to_string(),
+        scenario: summary::ScenarioInfo {
+            name: p.scenario.name.clone(),
+            seed: p.scenario.seed,
+            rate_scale: p.rate_scale,
+            target: p.scenario.target.base_url.clone(),
+            connection_model: model.to_string(),
+            pool_size,
+            idle_timeout_ms: idle.as_millis() as u64,
+            planned_shoppers: p.schedule.shoppers.len() as u64,
+        },
+        run: summary::RunInfo {
+            started_unix_ms: ex.wall_start.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+            duration_s: round3(duration_s),
+            arrivals_duration_s: round3(p.schedule.duration.as_secs_f64()),
+            shoppers_arrived: ex.live.arrived.load(Ordering::Relaxed),
+            peak_active_shoppers: ex.outcome.peak_active_shoppers,
+            cut_off_shoppers: ex.outcome.cut_off_shoppers,
+            interrupted: ex.outcome.interrupted,
+            source_addresses: p.connector.sources.iter().map(|s| s.to_string()).collect(),
+        },
+        verdict,
+        exit_code: verdict.exit_code(),
+        validity: summary::Validity { valid, problems },
+        totals: summary::TotalsOut::from(&totals),
+        throughput: summary::Throughput {
+            attempts_per_s: round3((totals.attempts - totals.open_attempts) as f64 / duration_s),
+            goodput_per_s: round3(goodput),
+        },
+        latency: summary::latency(rec),
+        schedule_slip: summary::slip(rec),
+        gates: gate_results,
+        files: summary::Files {
+            ledger: LEDGER_FILE.into(),
+            events: EVENTS_FILE.into(),
+            latency_intervals: INTERVALS_FILE.into(),
+            latency_totals: TOTALS_FILE.into(),
+        },
+        series: rec.series().to_vec(),
+    };
+    summary::write(&p.dir, &s).map_err(out_err(&p.dir))?;
+    ex.events.emit("verdict", json!({"verdict": verdict.as_str(), "valid": s.validity.valid}));
+    let _ = ex.events.flush();
+    Ok(s)
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// `harness run`: prepare, wait for the target, execute (Ctrl-C stops the
+/// run, which makes it invalid), conclude. Builds its own runtime.
+pub fn run_blocking(scenario: Scenario, opts: &RunOptions) -> Result<Summary, StartError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StartError::Limits(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(async {
+        let p = prepare(scenario, opts)?;
+        wait_ready(&p).await?;
+        let live = Arc::new(Live::default());
+        let stopper = {
+            let live = live.clone();
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!("\nharness: interrupted; stopping (the run will be marked invalid)");
+                    live.stop.store(true, Ordering::Relaxed);
+                }
+            })
+        };
+        let ex = execute(&p, Vec::new(), live).await?;
+        stopper.abort();
+        conclude(&p, ex, None)
+    })
+}

@@ -1,0 +1,209 @@
+//! `summary.json`: the machine-readable result of one run. Versioned
+//! (`schema_version`), documented in docs/SUMMARY.md, with a JSON Schema in
+//! harness/summary.schema.json that a test checks real output against.
+//! Adding a field is a minor change; renaming or removing one bumps
+//! `schema_version`.
+//!
+//! Not for computing anything: it copies numbers from the ledger, the
+//! recorder and the gates.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::gates::{GateResult, Verdict};
+use crate::ledger::Totals;
+use crate::outcome::FailureClass;
+use crate::recorder::{Percentiles, Recorder, SecondRow};
+
+pub const SCHEMA_VERSION: u32 = 1;
+pub const SUMMARY_FILE: &str = "summary.json";
+
+/// Schedule slip above this at p99 means the harness, not the server, was
+/// the bottleneck for part of the run.
+pub const SLIP_P99_LIMIT_MS: f64 = 10.0;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub schema_version: u32,
+    pub harness_version: String,
+    pub scenario: ScenarioInfo,
+    pub run: RunInfo,
+    pub verdict: Verdict,
+    pub exit_code: i32,
+    pub validity: Validity,
+    pub totals: TotalsOut,
+    pub throughput: Throughput,
+    pub latency: Latency,
+    pub schedule_slip: Slip,
+    pub gates: Vec<GateResult>,
+    pub files: Files,
+    /// One row per second of the run.
+    pub series: Vec<SecondRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioInfo {
+    pub name: String,
+    pub seed: u64,
+    pub rate_scale: f64,
+    pub target: String,
+    /// `pool` or `per_shopper`.
+    pub connection_model: String,
+    pub pool_size: Option<u64>,
+    pub idle_timeout_ms: u64,
+    pub planned_shoppers: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// Wall-clock time of the run clock's zero (ms since the Unix epoch).
+    pub started_unix_ms: u64,
+    /// From the run clock's zero to the end of the last shopper.
+    pub duration_s: f64,
+    /// When the last arrival was planned (the schedule's length).
+    pub arrivals_duration_s: f64,
+    pub shoppers_arrived: u64,
+    pub peak_active_shoppers: u64,
+    pub cut_off_shoppers: u64,
+    pub interrupted: bool,
+    /// Local source addresses the connections were spread over (empty: one, kernel-chosen).
+    pub source_addresses: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Validity {
+    pub valid: bool,
+    /// Why the run is invalid (empty when valid).
+    pub problems: Vec<String>,
+}
+
+/// Ledger counts. Every failure class appears in the `*_by_class` maps, with 0 if none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TotalsOut {
+    pub operations: u64,
+    pub ok: u64,
+    pub refused: u64,
+    pub dropped: u64,
+    pub dropped_by_class: BTreeMap<String, u64>,
+    pub first_attempt_failures: u64,
+    pub first_attempt_failures_by_class: BTreeMap<String, u64>,
+    pub recovered: u64,
+    pub retries: u64,
+    pub attempts: u64,
+    pub attempts_ok: u64,
+    pub attempts_refused: u64,
+    pub attempts_failed: u64,
+    pub attempts_failed_by_class: BTreeMap<String, u64>,
+    pub attempts_failed_on_reused_connection: u64,
+    pub open_attempts: u64,
+    pub open_operations: u64,
+}
+
+impl TotalsOut {
+    pub fn from(t: &Totals) -> Self {
+        let all = |m: &BTreeMap<FailureClass, u64>| -> BTreeMap<String, u64> {
+            FailureClass::ALL.iter().map(|c| (c.as_str().to_string(), m.get(c).copied().unwrap_or(0))).collect()
+        };
+        TotalsOut {
+            operations: t.operations,
+            ok: t.ok,
+            refused: t.refused,
+            dropped: t.dropped,
+            dropped_by_class: all(&t.dropped_by_class),
+            first_attempt_failures: t.first_attempt_failures,
+            first_attempt_failures_by_class: all(&t.first_attempt_failures_by_class),
+            recovered: t.recovered,
+            retries: t.retries,
+            attempts: t.attempts,
+            attempts_ok: t.attempts_ok,
+            attempts_refused: t.attempts_refused,
+            attempts_failed: t.attempts_failed,
+            attempts_failed_by_class: all(&t.attempts_failed_by_class),
+            attempts_failed_on_reused_connection: t.attempts_failed_on_reused,
+            open_attempts: t.open_attempts,
+            open_operations: t.open_operations,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Throughput {
+    /// Attempts ended per second of the run.
+    pub attempts_per_s: f64,
+    /// Operations ended ok or refused per second (what `min_throughput_rps` gates).
+    pub goodput_per_s: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// All attempts of all steps, every outcome.
+    pub overall: Percentiles,
+    /// All steps, split by outcome key (`ok`, `refused`, or a failure class).
+    pub by_outcome: BTreeMap<String, Percentiles>,
+    pub steps: BTreeMap<String, StepLatency>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepLatency {
+    pub all: Percentiles,
+    pub by_outcome: BTreeMap<String, Percentiles>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Slip {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// p99 slip above `limit_ms`: the harness was the bottleneck; latency
+    /// figures then include the harness's own lateness.
+    pub harness_limited: bool,
+    pub limit_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Files {
+    pub ledger: String,
+    pub events: String,
+    pub latency_intervals: String,
+    pub latency_totals: String,
+}
+
+pub fn latency(rec: &Recorder) -> Latency {
+    Latency {
+        overall: Percentiles::of(rec.overall()),
+        by_outcome: rec.per_outcome().iter().map(|(k, h)| (k.to_string(), Percentiles::of(h))).collect(),
+        steps: rec
+            .per_step()
+            .into_iter()
+            .map(|s| {
+                let by = s.by_outcome.iter().map(|(k, h)| (k.to_string(), Percentiles::of(h))).collect();
+                (s.name.to_string(), StepLatency { all: Percentiles::of(s.all), by_outcome: by })
+            })
+            .collect(),
+    }
+}
+
+pub fn slip(rec: &Recorder) -> Slip {
+    let p = Percentiles::of(rec.slip());
+    Slip {
+        p50_ms: p.p50_ms,
+        p99_ms: p.p99_ms,
+        max_ms: p.max_ms,
+        harness_limited: p.p99_ms > SLIP_P99_LIMIT_MS,
+        limit_ms: SLIP_P99_LIMIT_MS,
+    }
+}
+
+/// Writes `summary.json` (pretty-printed) into `dir`.
+pub fn write(dir: &Path, s: &Summary) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(s).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join(SUMMARY_FILE), text + "\n")
+}
+
+/// Reads a `summary.json` back (report, compare).
+pub fn read(path: &Path) -> Result<Summary, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
