@@ -1,6 +1,9 @@
 //! The shipped scenario files (scenarios/*.json) load and validate, and the JSON
 //! Schema file is valid JSON that describes every top-level field.
 
+// Tests unwrap what they built themselves; a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 use harness::scenario::{self, FaultAction};

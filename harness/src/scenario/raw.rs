@@ -286,7 +286,25 @@ fn strip_position(message: &str) -> String {
     }
 }
 
-/// serde quotes names with backticks; scenario messages quote with double quotes.
+/// serde quotes names and values with backticks; scenario messages quote
+/// names with double quotes and leave numbers bare.
 fn tidy(message: &str) -> String {
-    message.replace('`', "\"")
+    if message.matches('`').count() % 2 == 1 {
+        return message.replace('`', "\"");
+    }
+    let mut out = String::with_capacity(message.len());
+    let mut parts = message.split('`');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    let rest: Vec<&str> = parts.collect();
+    for (i, part) in rest.iter().enumerate() {
+        // Odd-numbered pieces (0, 2, ... here) are the quoted ones, when the backticks pair up.
+        if i % 2 == 0 && i + 1 < rest.len() {
+            if part.parse::<f64>().is_ok() { out.push_str(part) } else { out.push_str(&format!("\"{part}\"")) }
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
 }

@@ -194,6 +194,7 @@ pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
     if raw.arrival.is_empty() {
         v.err("arrival", "needs at least one stage, e.g. {\"duration\": \"10s\", \"rate\": 100}");
     }
+    let errors_before_stages = v.errors.len();
     let mut arrival = Vec::new();
     for (i, st) in raw.arrival.iter().enumerate() {
         let p = format!("arrival[{i}]");
@@ -229,7 +230,12 @@ pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
     }
     let expected: f64 = arrival.iter().map(Stage::expected_arrivals).sum();
     let arrival_end: Duration = arrival.iter().map(|s| s.duration).sum();
-    if !arrival.is_empty() && raw.shoppers > 0 && expected < raw.shoppers as f64 {
+    // Only when every stage is well-formed: otherwise the count would be a consequence of that error.
+    if !arrival.is_empty()
+        && v.errors.len() == errors_before_stages
+        && raw.shoppers > 0
+        && expected < raw.shoppers as f64
+    {
         v.err(
             "arrival",
             format!(
@@ -468,7 +474,7 @@ pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
     let audit = raw.audit.as_ref().map(|a| {
         v.http_url("audit.url", &a.url);
         for (i, s) in a.checkout_steps.iter().enumerate() {
-            if !step_names.contains_key(s) {
+            if !step_names.contains_key(s) && !raw.journeys.is_empty() {
                 v.err(format!("audit.checkout_steps[{i}]"), format!("no step named {s:?}{}", known_steps(&step_names)));
             }
         }
@@ -495,6 +501,7 @@ pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
                 let p = format!("gates.latency[{i}]");
                 if let Some(s) = &lg.step
                     && !step_names.contains_key(s)
+                    && !raw.journeys.is_empty()
                 {
                     v.err(format!("{p}.step"), format!("no step named {s:?}{}", known_steps(&step_names)));
                 }
