@@ -21,3 +21,4 @@ pub mod progress;
 pub mod summary;
 pub mod run;
 pub mod cli;
+pub mod chaos;

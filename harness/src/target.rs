@@ -166,6 +166,12 @@ pub struct Health {
     pub settle: Duration,
 }
 
+/// Why the target is not steady: not yet, or never again (it exited).
+enum Check {
+    NotYet(String),
+    Gone(String),
+}
+
 /// How the target was stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stopped {
@@ -421,24 +427,7 @@ impl Target {
         let mut why = String::from("not checked yet");
         loop {
             let now = Instant::now();
-            let check = async {
-                if self.pid().is_none() && !self.is_external() {
-                    return Err(match self.exit_status() {
-                        Some(s) => format!("the target exited ({s})"),
-                        None => "the target's process is gone".to_string(),
-                    });
-                }
-                let pids = self.worker_tree().map_err(|e| e.to_string())?.pids();
-                if pids.len() != health.workers {
-                    return Err(format!("{} workers, expected {}", pids.len(), health.workers));
-                }
-                if let Some(old) = health.gone.iter().find(|p| pids.contains(p)) {
-                    return Err(format!("worker {old} is still running"));
-                }
-                self.probe().await.map_err(|e| format!("not ready: {e}"))?;
-                Ok(pids)
-            };
-            match check.await {
+            match self.steady_check(health).await {
                 Ok(pids) => {
                     let since = match candidate.take() {
                         Some((since, set)) if set == pids => since,
@@ -449,7 +438,8 @@ impl Target {
                     }
                     candidate = Some((since, pids));
                 }
-                Err(e) => {
+                Err(Check::Gone(why)) => return Err(TargetError::Unhealthy { timeout, why }),
+                Err(Check::NotYet(e)) => {
                     candidate = None;
                     why = e;
                 }
@@ -459,6 +449,25 @@ impl Target {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// One look at the target: its worker pids if it is steady right now.
+    async fn steady_check(&self, health: &Health) -> Result<Vec<Pid>, Check> {
+        if self.pid().is_none() && !self.is_external() {
+            return Err(Check::Gone(match self.exit_status() {
+                Some(s) => format!("the target exited ({s})"),
+                None => "the target's process is gone".to_string(),
+            }));
+        }
+        let pids = self.worker_tree().map_err(|e| Check::NotYet(e.to_string()))?.pids();
+        if pids.len() != health.workers {
+            return Err(Check::NotYet(format!("{} workers, expected {}", pids.len(), health.workers)));
+        }
+        if let Some(old) = health.gone.iter().find(|p| pids.contains(p)) {
+            return Err(Check::NotYet(format!("worker {old} is still running")));
+        }
+        self.probe().await.map_err(|e| Check::NotYet(format!("not ready: {e}")))?;
+        Ok(pids)
     }
 
     /// Stop a launched target: its stop signal to the master, then SIGKILL to
