@@ -151,6 +151,30 @@ fn regenerate_names_the_missing_or_bad_file() {
 }
 
 #[test]
+fn baseline_files_are_compared_and_bad_ones_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let old = write("old.json", r#"{"totals": {"dropped": 0}, "latency": {"overall": {"p99_ms": 100.0}}}"#);
+    let new = write("new.json", r#"{"totals": {"dropped": 4}, "latency": {"overall": {"p99_ms": 90.0}}}"#);
+    let options = report::baseline::BaselineOptions::default();
+    let cmp = report::compare_baseline_files(&new, &old, &options).unwrap();
+    assert_eq!(cmp.status(), Status::Fail);
+    let failed: Vec<&str> = cmp.failures().map(|c| c.detail.as_str()).collect();
+    assert_eq!(failed, ["dropped requests increased from 0 to 4"]);
+
+    let bad = write("bad.json", "{not json");
+    let err = format!("{:#}", report::compare_baseline_files(&new, &bad, &options).unwrap_err());
+    assert!(err.contains("bad.json is not JSON"), "{err}");
+    let err =
+        format!("{:#}", report::compare_baseline_files(&dir.path().join("nope.json"), &old, &options).unwrap_err());
+    assert!(err.contains("reading") && err.contains("nope.json"), "{err}");
+}
+
+#[test]
 fn runs_without_data_still_render() {
     let mut data = sample();
     data.verdict.clear();
@@ -171,5 +195,5 @@ fn runs_without_data_still_render() {
     data.runs.truncate(1);
     let html = report::html::render(&data).unwrap();
     assert_eq!(html.matches("<svg").count(), 5);
-    assert!(!html.contains("p99 latency ("), "a single run has no comparison sentence");
+    assert!(!html.contains("'s p99 latency ("), "a single run has no comparison sentence");
 }

@@ -14,15 +14,21 @@ use super::model::{GateRow, Status};
 
 /// Dropped operations of the whole run.
 pub const DROPPED: &[&str] = &["totals", "dropped"];
-/// Whole-run percentiles, keyed by percentile name ("p99").
-pub const OVERALL_PERCENTILES: &[&str] = &["overall", "percentiles_ms"];
+/// Whole-run latency percentiles (all attempts), keyed `<percentile>_ms`.
+pub const OVERALL_PERCENTILES: &[&str] = &["latency", "overall"];
 /// Per-step objects, keyed by step name; each has [`STEP_PERCENTILES`].
-pub const STEPS: &[&str] = &["steps"];
-pub const STEP_PERCENTILES: &[&str] = &["percentiles_ms"];
+pub const STEPS: &[&str] = &["latency", "steps"];
+pub const STEP_PERCENTILES: &[&str] = &["all"];
+
+/// The summary's field for a percentile name: "p99" -> "p99_ms", "p99_9" -> "p99_9_ms".
+pub fn percentile_field(percentile: &str) -> String {
+    format!("{percentile}_ms")
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BaselineOptions {
-    /// Percentile key as written in the summary, e.g. "p99" (default) or "p50".
+    /// Percentile name as in the summary's fields without `_ms`: "p50", "p90",
+    /// "p99" (default), "p99_9" or "max".
     pub percentile: String,
     /// Largest allowed slowdown as a fraction: 0.20 (default) lets p99 grow by 20 %.
     pub max_regression: f64,
@@ -44,7 +50,7 @@ impl Default for BaselineOptions {
 pub struct BaselineCheck {
     /// e.g. "baseline: dropped did not increase", "baseline: p99 (checkout)".
     pub name: String,
-    /// The key path read, e.g. "overall.percentiles_ms.p99".
+    /// The key path read, e.g. "latency.overall.p99_ms".
     pub key: String,
     pub baseline: Option<f64>,
     pub current: Option<f64>,
@@ -92,8 +98,9 @@ fn dotted(path: &[&str]) -> String {
 pub fn compare(current: &Value, baseline: &Value, options: &BaselineOptions) -> BaselineComparison {
     let mut checks = vec![check_dropped(current, baseline)];
     let pct = options.percentile.as_str();
+    let field = percentile_field(pct);
     let mut overall: Vec<&str> = OVERALL_PERCENTILES.to_vec();
-    overall.push(pct);
+    overall.push(&field);
     checks.push(check_percentile(format!("baseline: {pct} latency"), &overall, current, baseline, options));
     if options.per_step {
         let names = |v: &Value| -> Vec<String> {
@@ -107,7 +114,7 @@ pub fn compare(current: &Value, baseline: &Value, options: &BaselineOptions) -> 
             let mut path: Vec<&str> = STEPS.to_vec();
             path.push(&step);
             path.extend_from_slice(STEP_PERCENTILES);
-            path.push(pct);
+            path.push(&field);
             checks.push(check_percentile(
                 format!("baseline: {pct} latency of {step}"),
                 &path,
@@ -183,15 +190,16 @@ mod tests {
     use serde_json::json;
 
     fn summary(dropped: Option<u64>, p99: Option<f64>, steps: &[(&str, f64)]) -> Value {
-        let mut v = json!({"totals": {}, "overall": {"percentiles_ms": {"p50": 1.0}}, "steps": {}});
+        // The shape of summary.rs's `Summary` (only the fields compared).
+        let mut v = json!({"totals": {}, "latency": {"overall": {"p50_ms": 1.0}, "steps": {}}});
         if let Some(d) = dropped {
             v["totals"]["dropped"] = json!(d);
         }
         if let Some(p) = p99 {
-            v["overall"]["percentiles_ms"]["p99"] = json!(p);
+            v["latency"]["overall"]["p99_ms"] = json!(p);
         }
         for (name, p) in steps {
-            v["steps"][*name] = json!({"percentiles_ms": {"p99": p}});
+            v["latency"]["steps"][*name] = json!({"all": {"p99_ms": p}});
         }
         v
     }
@@ -297,6 +305,37 @@ mod tests {
         }
     }
 
+    /// The key paths must find numbers in what summary.rs really writes.
+    #[test]
+    fn key_paths_match_the_summary_types() {
+        use crate::recorder::Percentiles;
+        use crate::summary::{Latency, StepLatency, TotalsOut};
+        let p = |v: f64| Percentiles { count: 10, p50_ms: v, p90_ms: v, p99_ms: v, p99_9_ms: v, max_ms: v, mean_ms: v };
+        let totals = |dropped| TotalsOut::from(&crate::ledger::Totals { dropped, ..Default::default() });
+        let latency = |v: f64| Latency {
+            overall: p(v),
+            by_outcome: Default::default(),
+            steps: [("checkout".to_string(), StepLatency { all: p(v), by_outcome: Default::default() })].into(),
+        };
+        let summary = |dropped, v| json!({"totals": totals(dropped), "latency": latency(v)});
+        let options = BaselineOptions { per_step: true, ..Default::default() };
+        let cmp = compare(&summary(1, 200.0), &summary(0, 100.0), &options);
+        let got: Vec<(Status, Option<f64>, Option<f64>)> =
+            cmp.checks.iter().map(|c| (c.status, c.baseline, c.current)).collect();
+        assert_eq!(
+            got,
+            [
+                (Status::Fail, Some(0.0), Some(1.0)),
+                (Status::Fail, Some(100.0), Some(200.0)),
+                (Status::Fail, Some(100.0), Some(200.0))
+            ]
+        );
+        for name in ["p50", "p90", "p99_9", "max"] {
+            let o = BaselineOptions { percentile: name.into(), ..Default::default() };
+            assert_eq!(compare(&summary(0, 1.0), &summary(0, 1.0), &o).status(), Status::Pass, "{name}");
+        }
+    }
+
     #[test]
     fn failures_say_which_and_by_how_much() {
         let cmp = compare(
@@ -307,7 +346,7 @@ mod tests {
         let msgs: Vec<&str> = cmp.failures().map(|c| c.detail.as_str()).collect();
         assert_eq!(msgs.len(), 2);
         assert_eq!(msgs[0], "dropped requests increased from 2 to 7");
-        assert!(msgs[1].contains("overall.percentiles_ms.p99") && msgs[1].contains("+50.0%"), "{}", msgs[1]);
+        assert!(msgs[1].contains("latency.overall.p99_ms") && msgs[1].contains("+50.0%"), "{}", msgs[1]);
         let missing = compare(&json!({}), &summary(Some(0), Some(1.0), &[]), &BaselineOptions::default());
         assert!(missing.checks[0].detail.contains("current summary has no number at `totals.dropped`"));
     }

@@ -246,10 +246,10 @@ fn key_numbers(runs: &[RunData]) -> Markup {
         ("dropped (failed after retries)", |r| fmt_count(r.totals.dropped)),
         ("first attempts that failed", |r| fmt_count(r.totals.first_attempt_failures)),
         ("throughput (ok/s)", |r| format!("{:.1}", r.totals.throughput_rps)),
-        ("p50 latency", |r| fmt_ms(r.totals.p50_ms)),
-        ("p99 latency", |r| fmt_ms(r.totals.p99_ms)),
-        ("p99.9 latency", |r| fmt_ms(r.totals.p999_ms)),
-        ("max latency", |r| fmt_ms(r.totals.max_ms)),
+        ("p50 latency (ok requests)", |r| fmt_ms(r.totals.p50_ms)),
+        ("p99 latency (ok requests)", |r| fmt_ms(r.totals.p99_ms)),
+        ("p99.9 latency (ok requests)", |r| fmt_ms(r.totals.p999_ms)),
+        ("max latency (ok requests)", |r| fmt_ms(r.totals.max_ms)),
         ("injected faults", |r| fmt_count(r.faults.len() as u64)),
     ];
     html! {
