@@ -42,7 +42,7 @@ fn max_ms(h: &Histogram<u64>) -> f64 {
 
 /// The operations whose last attempt failed (dropped), by op id. An
 /// operation's last attempt is its highest attempt number.
-fn dropped_ops(records: &[AttemptRecord]) -> HashMap<u64, bool> {
+pub(super) fn dropped_ops(records: &[AttemptRecord]) -> HashMap<u64, bool> {
     let mut last: HashMap<u64, (u32, bool)> = HashMap::new();
     for r in records {
         let failed = r.outcome == OutcomeKind::Failed;

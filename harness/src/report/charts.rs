@@ -139,7 +139,9 @@ fn svg_chart(size: (u32, u32), draw: impl FnOnce(&Area<'_>) -> Result<()>) -> Re
     Ok(svg)
 }
 
-/// Shade each fault's window (start to recovery, or to its end) and label it.
+/// Shade each fault's window and mark its start. The window runs until the
+/// target served normally again; a fault that never recovered is shaded to
+/// the end of the chart (as attribution closes its window at the run's end).
 /// Drawn before the data so lines stay on top.
 fn shade_faults<'a, Y>(
     chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
@@ -153,7 +155,7 @@ where
 {
     let min_width = duration_s * 0.004;
     for f in faults {
-        let end = fault_end(f).max(f.start_s + min_width);
+        let end = f.recovered_s.unwrap_or(duration_s).max(f.start_s + min_width);
         chart
             .draw_series(std::iter::once(Rectangle::new(
                 [(f.start_s, y.start.clone()), (end, y.end.clone())],

@@ -13,6 +13,7 @@ pub mod demo;
 pub mod html;
 pub mod junit;
 pub mod model;
+pub mod rundir;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,265 @@
+//! Read a finished run folder (`ledger.csv`, `events.jsonl`, `summary.json`,
+//! as written by `harness run`) into the report's [`RunData`], and turn the
+//! summary's gates into verdict rows. This is the I/O edge of the report;
+//! the conversions themselves are in build.rs.
+//!
+//! Not for: running anything, or the audit (its report is passed in, since
+//! the run folder does not keep it).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow};
+use serde_json::Value;
+
+use super::build::{self, FaultInfo, RunInputs};
+use super::model::{GateRow, RunData, Status};
+use crate::attribution::{self, AttemptView, FaultWindow, FinalOutcome};
+use crate::audit::AuditReport;
+use crate::ledger::{self, AttemptRecord, LEDGER_FILE, OutcomeKind};
+use crate::outcome::FailureClass;
+use crate::run::EVENTS_FILE;
+use crate::summary::{self, SUMMARY_FILE, Summary};
+
+/// What the run folder does not say.
+pub struct RunDirOptions<'a> {
+    /// "single process", "cluster".
+    pub label: &'a str,
+    /// How the target was started, for the page.
+    pub target: &'a str,
+    /// Step name -> "METHOD path template", for the per-endpoint table.
+    pub requests: &'a BTreeMap<String, String>,
+    pub audit: Option<&'a AuditReport>,
+}
+
+/// One fault occurrence as the event log tells it.
+#[derive(Debug, Clone, PartialEq)]
+struct FaultEvents {
+    name: String,
+    occurrence: u64,
+    action: String,
+    detail: String,
+    start_ms: f64,
+    end_ms: Option<f64>,
+    outcome: String,
+    recovered_ms: Option<f64>,
+}
+
+fn num(v: &Value, key: &str) -> Option<f64> {
+    v.get(key).and_then(Value::as_f64)
+}
+
+fn text(v: &Value, key: &str) -> String {
+    v.get(key).and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+/// Faults from `fault_start` / `fault_end` / `fault_recovered` events, in
+/// start order. A periodic fault's occurrences are named `name#2`, `name#3`...
+fn faults_from_events(events: &[Value]) -> Vec<FaultEvents> {
+    let mut faults: Vec<FaultEvents> = Vec::new();
+    let mut index: HashMap<(String, u64), usize> = HashMap::new();
+    for e in events {
+        let kind = e.get("kind").and_then(Value::as_str).unwrap_or_default();
+        let Some(name) = e.get("fault").and_then(Value::as_str) else { continue };
+        let occurrence = e.get("occurrence").and_then(Value::as_u64).unwrap_or(1);
+        let key = (name.to_string(), occurrence);
+        let t = num(e, "t_ms").unwrap_or(0.0);
+        match kind {
+            "fault_start" => {
+                index.insert(key, faults.len());
+                faults.push(FaultEvents {
+                    name: name.to_string(),
+                    occurrence,
+                    action: text(e, "action"),
+                    detail: text(e, "detail"),
+                    start_ms: t,
+                    end_ms: None,
+                    outcome: String::new(),
+                    recovered_ms: None,
+                });
+            }
+            "fault_end" => {
+                if let Some(f) = index.get(&key).map(|&i| &mut faults[i]) {
+                    f.end_ms = Some(t);
+                    f.outcome = text(e, "outcome");
+                }
+            }
+            "fault_recovered" => {
+                if let Some(f) = index.get(&key).map(|&i| &mut faults[i]) {
+                    f.recovered_ms = Some(num(e, "recovered_ms").unwrap_or(t));
+                }
+            }
+            _ => {}
+        }
+    }
+    let repeated: Vec<String> = faults.iter().filter(|f| f.occurrence > 1).map(|f| f.name.clone()).collect();
+    for f in &mut faults {
+        if repeated.contains(&f.name) {
+            f.name = format!("{}#{}", f.name, f.occurrence);
+        }
+    }
+    faults.sort_by(|a, b| a.start_ms.total_cmp(&b.start_ms));
+    faults
+}
+
+/// Every failed attempt, with how its operation ended.
+fn failed_attempts(records: &[AttemptRecord]) -> Vec<AttemptView> {
+    let dropped = build::dropped_ops(records);
+    records
+        .iter()
+        .filter(|r| r.outcome == OutcomeKind::Failed)
+        .map(|r| AttemptView {
+            op: r.op,
+            step: r.step.clone(),
+            attempt: r.attempt,
+            start_ms: r.start_ms,
+            end_ms: r.end_ms,
+            class: r.class.unwrap_or(FailureClass::LocalError),
+            final_outcome: if dropped.get(&r.op).copied().unwrap_or(false) {
+                FinalOutcome::Dropped
+            } else {
+                FinalOutcome::Recovered
+            },
+        })
+        .collect()
+}
+
+fn ledger_totals(t: &summary::TotalsOut) -> ledger::Totals {
+    ledger::Totals {
+        operations: t.operations,
+        ok: t.ok,
+        refused: t.refused,
+        dropped: t.dropped,
+        first_attempt_failures: t.first_attempt_failures,
+        recovered: t.recovered,
+        retries: t.retries,
+        attempts: t.attempts,
+        attempts_ok: t.attempts_ok,
+        attempts_refused: t.attempts_refused,
+        attempts_failed: t.attempts_failed,
+        ..Default::default()
+    }
+}
+
+/// Read `dir`'s summary, ledger and event log into one run of the report.
+pub fn run_from_dir(dir: &Path, o: &RunDirOptions<'_>) -> Result<(RunData, Summary)> {
+    let summary = summary::read(&dir.join(SUMMARY_FILE)).map_err(|e| anyhow!("reading the run's summary: {e}"))?;
+    let records = ledger::read_records(&dir.join(LEDGER_FILE)).map_err(|e| anyhow!("reading the ledger: {e}"))?;
+    let events_path = dir.join(EVENTS_FILE);
+    let events = crate::events::read(&events_path).with_context(|| format!("reading {}", events_path.display()))?;
+    let faults = faults_from_events(&events);
+    let windows: Vec<FaultWindow> = faults
+        .iter()
+        .map(|f| FaultWindow {
+            name: f.name.clone(),
+            action: f.action.clone(),
+            start_ms: f.start_ms,
+            recovered_ms: f.recovered_ms,
+        })
+        .collect();
+    let info: Vec<FaultInfo> = faults
+        .iter()
+        .map(|f| FaultInfo {
+            detail: f.detail.clone(),
+            end_ms: f.end_ms.unwrap_or(f.start_ms),
+            outcome: f.outcome.clone(),
+        })
+        .collect();
+    let run_end_ms = summary.run.duration_s * 1000.0;
+    let attribution = attribution::attribute(&windows, &failed_attempts(&records), run_end_ms);
+    let totals = ledger_totals(&summary.totals);
+    let run = build::run(&RunInputs {
+        label: o.label,
+        target: o.target,
+        records: &records,
+        totals: &totals,
+        series: &summary.series,
+        requests: o.requests,
+        attribution: &attribution,
+        fault_info: &info,
+        audit: o.audit,
+        duration_s: summary.run.duration_s,
+        slip_limit_ms: summary.schedule_slip.limit_ms,
+    });
+    Ok((run, summary))
+}
+
+/// The run's gates as verdict rows named "<label>: <gate>", plus a row for
+/// the run's validity: an invalid run (interrupted, ledger not adding up...)
+/// is unknown, never a pass.
+pub fn gate_rows(label: &str, summary: &Summary) -> Vec<GateRow> {
+    let mut rows = Vec::new();
+    let v = &summary.validity;
+    rows.push(GateRow {
+        gate: format!("{label}: the run is valid"),
+        status: if v.valid { Status::Pass } else { Status::Unknown },
+        detail: if v.valid { "every shopper finished and the ledger adds up".into() } else { v.problems.join("; ") },
+    });
+    for g in &summary.gates {
+        rows.push(GateRow {
+            gate: format!("{label}: {}", g.name),
+            status: if g.passed { Status::Pass } else { Status::Fail },
+            detail: g.detail.clone(),
+        });
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn faults_are_read_from_events_and_repeats_numbered() {
+        let events = vec![
+            json!({"t_ms": 5000.0, "kind": "fault_start", "fault": "kill", "action": "kill_worker", "detail": "SIGKILL random", "occurrence": 2, "pids": [7]}),
+            json!({"t_ms": 1000.0, "kind": "fault_start", "fault": "kill", "action": "kill_worker", "detail": "SIGKILL random", "occurrence": 1, "pids": [5]}),
+            json!({"t_ms": 1001.0, "kind": "fault_end", "fault": "kill", "action": "kill_worker", "occurrence": 1, "pids": [5], "outcome": "ok"}),
+            json!({"t_ms": 1900.0, "kind": "fault_recovered", "fault": "kill", "occurrence": 1, "recovered_ms": 1800.0, "recovery_ms": 800.0}),
+            json!({"t_ms": 3000.0, "kind": "fault_start", "fault": "reload", "action": "signal_master", "detail": "SIGHUP", "pids": [1]}),
+            json!({"t_ms": 3002.0, "kind": "fault_end", "fault": "reload", "action": "signal_master", "pids": [1], "outcome": "error: no such process"}),
+            json!({"t_ms": 10.0, "kind": "attempt_started"}),
+        ];
+        let f = faults_from_events(&events);
+        let names: Vec<&str> = f.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["kill#1", "reload", "kill#2"]);
+        assert_eq!((f[0].end_ms, f[0].recovered_ms, f[0].outcome.as_str()), (Some(1001.0), Some(1800.0), "ok"));
+        assert_eq!((f[1].detail.as_str(), f[1].recovered_ms), ("SIGHUP", None));
+        assert_eq!(f[1].outcome, "error: no such process");
+        assert_eq!(f[2].end_ms, None, "no end event yet");
+    }
+
+    #[test]
+    fn failed_attempts_know_how_their_operation_ended() {
+        let rec = |op, attempt, o: crate::outcome::Outcome| {
+            let (outcome, class) = ledger::split(o);
+            AttemptRecord {
+                op,
+                shopper: 1,
+                step: "s".into(),
+                attempt,
+                intended_ms: 0.0,
+                start_ms: 1.0,
+                end_ms: 2.0,
+                outcome,
+                class,
+                status: None,
+                reused: false,
+                worker: None,
+                idem: None,
+                order_id: None,
+            }
+        };
+        use crate::outcome::Outcome::{Failed, Ok};
+        let refused = FailureClass::ConnectRefused;
+        let records =
+            [rec(1, 1, Failed(refused)), rec(1, 2, Ok), rec(2, 1, Failed(refused)), rec(2, 2, Failed(refused))];
+        let f = failed_attempts(&records);
+        let got: Vec<(u64, u32, FinalOutcome)> = f.iter().map(|a| (a.op, a.attempt, a.final_outcome)).collect();
+        assert_eq!(
+            got,
+            [(1, 1, FinalOutcome::Recovered), (2, 1, FinalOutcome::Dropped), (2, 2, FinalOutcome::Dropped)]
+        );
+    }
+}
