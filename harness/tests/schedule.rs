@@ -192,6 +192,14 @@ fn rate_scale_multiplies_rates() {
     assert_eq!(schedule::build(&s, 0.5).shoppers.len(), 500);
     assert_eq!(schedule::build(&s, 0.0).shoppers.len(), 0);
     assert_eq!(schedule::build(&s, f64::NAN).shoppers.len(), 0);
+    // Absurd scales are capped by the shopper count and never panic.
+    let mut capped = s.clone();
+    capped.shoppers = 10_000;
+    for scale in [1e300, f64::MAX, f64::INFINITY] {
+        let sched = schedule::build(&capped, scale);
+        assert!(sched.shoppers.len() <= 10_000);
+        assert!(sched.shoppers.iter().all(|p| p.arrival <= Duration::from_secs(10)));
+    }
 }
 
 #[test]

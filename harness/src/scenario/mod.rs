@@ -13,7 +13,7 @@ mod raw;
 mod template;
 mod validate;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -343,6 +343,3 @@ pub const SIGNALS: [&str; 13] = [
     "SIGHUP", "SIGINT", "SIGQUIT", "SIGKILL", "SIGUSR1", "SIGUSR2", "SIGTERM", "SIGCONT", "SIGSTOP", "SIGTSTP",
     "SIGTTIN", "SIGTTOU", "SIGWINCH",
 ];
-
-/// For templates: values a shopper has extracted so far.
-pub type Vars = HashMap<String, String>;
