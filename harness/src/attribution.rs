@@ -181,10 +181,87 @@ pub fn attribute(windows: &[FaultWindow], failed: &[AttemptView], run_end_ms: f6
     Attribution { faults, outside }
 }
 
+/// The failed attempts of a ledger, as views. An operation's final outcome is
+/// that of its last attempt (highest attempt number): failed means dropped,
+/// ok or refused means recovered. Operations still open (a cut-off run) count
+/// as dropped: nothing recovered them.
+pub fn views_from_records(records: &[crate::ledger::AttemptRecord]) -> Vec<AttemptView> {
+    let mut last: HashMap<u64, (u32, bool)> = HashMap::new();
+    for r in records {
+        let failed = matches!(r.outcome(), crate::outcome::Outcome::Failed(_));
+        let e = last.entry(r.op).or_insert((r.attempt, failed));
+        if r.attempt >= e.0 {
+            *e = (r.attempt, failed);
+        }
+    }
+    records
+        .iter()
+        .filter_map(|r| match r.outcome() {
+            crate::outcome::Outcome::Failed(class) => Some(AttemptView {
+                op: r.op,
+                step: r.step.clone(),
+                attempt: r.attempt,
+                start_ms: r.start_ms,
+                end_ms: r.end_ms,
+                class,
+                final_outcome: if last[&r.op].1 { FinalOutcome::Dropped } else { FinalOutcome::Recovered },
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use FailureClass::*;
+    use crate::ledger::{AttemptRecord, split};
+    use crate::outcome::Outcome;
+
+    fn record(op: u64, attempt: u32, o: Outcome, end: f64) -> AttemptRecord {
+        let (outcome, class) = split(o);
+        AttemptRecord {
+            op,
+            shopper: op,
+            step: "checkout".into(),
+            attempt,
+            intended_ms: end - 2.0,
+            start_ms: end - 1.0,
+            end_ms: end,
+            outcome,
+            class,
+            status: None,
+            reused: false,
+            worker: None,
+            idem: None,
+            order_id: None,
+        }
+    }
+
+    #[test]
+    fn ledger_records_map_to_views_with_final_outcomes() {
+        let recs = [
+            record(1, 1, Outcome::Failed(ResetBeforeResponse), 10.0),
+            record(2, 1, Outcome::Ok, 11.0),
+            record(1, 2, Outcome::Ok, 12.0),
+            record(3, 1, Outcome::Failed(ConnectRefused), 13.0),
+            record(3, 2, Outcome::Failed(ConnectRefused), 14.0),
+            record(4, 1, Outcome::Failed(ServerError), 15.0),
+            record(4, 2, Outcome::Refused, 16.0),
+        ];
+        let views = views_from_records(&recs);
+        let got: Vec<(u64, u32, FinalOutcome)> = views.iter().map(|v| (v.op, v.attempt, v.final_outcome)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, 1, FinalOutcome::Recovered),
+                (3, 1, FinalOutcome::Dropped),
+                (3, 2, FinalOutcome::Dropped),
+                (4, 1, FinalOutcome::Recovered),
+            ]
+        );
+        assert_eq!(views[0].start_ms, 9.0);
+    }
 
     fn w(name: &str, start: f64, recovered: Option<f64>) -> FaultWindow {
         FaultWindow { name: name.into(), action: "kill_worker".into(), start_ms: start, recovered_ms: recovered }

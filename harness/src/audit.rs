@@ -359,6 +359,29 @@ fn stock_problems(doc: &AuditDoc) -> Vec<StockProblem> {
     out
 }
 
+/// The checkout operations of a ledger: every attempt of a step named in
+/// `checkout_steps`, grouped by operation, in attempt order. The ledger does
+/// not record the cart id, so keyless failed checkouts cannot be linked by cart.
+pub fn checkouts_from_records(records: &[crate::ledger::AttemptRecord], checkout_steps: &[String]) -> Vec<CheckoutView> {
+    let mut ops: BTreeMap<u64, Vec<&crate::ledger::AttemptRecord>> = BTreeMap::new();
+    for r in records.iter().filter(|r| checkout_steps.contains(&r.step)) {
+        ops.entry(r.op).or_default().push(r);
+    }
+    ops.into_iter()
+        .map(|(op, mut attempts)| {
+            attempts.sort_by_key(|r| r.attempt);
+            CheckoutView {
+                op,
+                step: attempts[0].step.clone(),
+                idempotency_key: attempts.iter().find_map(|r| r.idem.clone()),
+                cart_id: None,
+                order_id: attempts.iter().find_map(|r| r.order_id),
+                attempts: attempts.iter().map(|r| r.outcome()).collect(),
+            }
+        })
+        .collect()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error("audit url {url}: {why}")]
@@ -557,6 +580,39 @@ mod tests {
         let err = parse(br#"{"orders":[{"order_id":"x","lines":[]}],"stock":[]}"#).unwrap_err();
         assert!(err.contains("orders[0].order_id"), "{err}");
         assert!(parse(b"<html>").is_err());
+    }
+
+    #[test]
+    fn ledger_records_group_into_checkouts() {
+        use crate::ledger::{AttemptRecord, split};
+        let rec = |op: u64, step: &str, attempt: u32, o: Outcome, order_id: Option<i64>| {
+            let (outcome, class) = split(o);
+            AttemptRecord {
+                op,
+                shopper: 1,
+                step: step.into(),
+                attempt,
+                intended_ms: 0.0,
+                start_ms: 0.0,
+                end_ms: 1.0,
+                outcome,
+                class,
+                status: None,
+                reused: false,
+                worker: None,
+                idem: Some(format!("key-{op}")),
+                order_id,
+            }
+        };
+        let recs = [
+            rec(5, "checkout", 2, Outcome::Ok, Some(77)),
+            rec(4, "add", 1, Outcome::Ok, None),
+            rec(5, "checkout", 1, Outcome::Failed(ResponseTimeout), None),
+        ];
+        let cs = checkouts_from_records(&recs, &["checkout".to_string()]);
+        assert_eq!(cs.len(), 1);
+        assert_eq!(cs[0].attempts, vec![Outcome::Failed(ResponseTimeout), Outcome::Ok]);
+        assert_eq!((cs[0].order_id, cs[0].idempotency_key.as_deref()), (Some(77), Some("key-5")));
     }
 
     #[test]

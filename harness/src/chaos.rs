@@ -220,16 +220,9 @@ pub struct ChaosHandle {
     scheduler: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// Validate the faults against the target and start the runner. The target
-/// must be ready: its current worker count is the steady state faults
-/// recover to. Must be called inside a tokio runtime.
-pub fn start(
-    faults: &[FaultSpec],
-    seed: u64,
-    target: Arc<Target>,
-    log: EventLog,
-    opts: ChaosOptions,
-) -> Result<ChaosHandle, ChaosError> {
+/// Check, before the run, that every fault can work on this target: known
+/// signals, a pid to signal, a launched target for a naive restart.
+pub fn validate(faults: &[FaultSpec], target: &Target) -> Result<(), ChaosError> {
     for f in faults {
         let bad = |why: String| ChaosError::Invalid { fault: f.name.clone(), why };
         match &f.action {
@@ -250,6 +243,20 @@ pub fn start(
             )));
         }
     }
+    Ok(())
+}
+
+/// Validate the faults against the target and start the runner. The target
+/// must be ready: its current worker count is the steady state faults
+/// recover to. Must be called inside a tokio runtime.
+pub fn start(
+    faults: &[FaultSpec],
+    seed: u64,
+    target: Arc<Target>,
+    log: EventLog,
+    opts: ChaosOptions,
+) -> Result<ChaosHandle, ChaosError> {
+    validate(faults, &target)?;
     let baseline_workers = if target.pid().is_some() { target.worker_tree()?.workers.len() } else { 0 };
     log.emit("chaos_ready", json!({"faults": faults.len(), "baseline_workers": baseline_workers}));
     let shared = Arc::new(Shared {

@@ -22,3 +22,4 @@ pub mod summary;
 pub mod run;
 pub mod cli;
 pub mod chaos;
+pub mod lifecycle;

@@ -124,3 +124,27 @@ pub fn reference_server() -> PathBuf {
     );
     bin
 }
+
+/// Launch spec for the reference server in cluster mode (`workers` > 0) or
+/// single-process mode (`workers` == 0), its database in `dir`, on `port`
+/// (public) and `admin` (admin). Extra flags are appended.
+pub fn reference_launch(dir: &Path, port: u16, admin: u16, workers: usize, extra: &[&str]) -> LaunchSpec {
+    let bin = reference_server();
+    let db = dir.join("shop.db");
+    let (listen, admin, workers) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{admin}"), workers.to_string());
+    let mut argv = vec![
+        bin.to_str().unwrap(),
+        "--listen",
+        &listen,
+        "--admin",
+        &admin,
+        "--workers",
+        &workers,
+        "--db",
+        db.to_str().unwrap(),
+    ];
+    argv.extend_from_slice(extra);
+    let mut l = launch(&argv);
+    l.stop_signal = "SIGINT".into();
+    l
+}

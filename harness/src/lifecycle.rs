@@ -1,0 +1,231 @@
+//! One run with everything around the traffic: launch (or attach to) the
+//! target and wait until it is ready, play the traffic with the fault runner
+//! alongside (a `run::SideTask` sharing the run's event log), then resume any
+//! paused worker and wait until the target is healthy, attribute every failed
+//! attempt to a fault window, audit the shop's data against the ledger, hand
+//! the audit's verdict to the gates, and stop the target.
+//!
+//! It chains run.rs's stages (prepare -> execute -> conclude) and adds the
+//! target, chaos, attribution and audit around them; it does not change how
+//! traffic is played or judged. Its own results go to `chaos.json` in the run
+//! folder (schema in docs/CHAOS.md) and into the event log.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::attribution::{self, Attribution, FaultWindow};
+use crate::audit::{self, AuditReport, Verdict};
+use crate::chaos::{self, ChaosError, ChaosHandle, ChaosOptions, ChaosReport, FaultRecord};
+use crate::engine::Live;
+use crate::ledger;
+use crate::run::{self, RunOptions, SideTask, StartError};
+use crate::scenario::{LaunchSpec, Scenario};
+use crate::summary::Summary;
+use crate::target::Target;
+
+/// File name of the chaos/attribution/audit results inside a run folder.
+pub const CHAOS_FILE: &str = "chaos.json";
+
+/// Knobs beyond the scenario and `RunOptions`.
+#[derive(Debug, Clone)]
+pub struct LifecycleOptions {
+    /// Launch command that replaces the scenario's `target.launch` (e.g. from
+    /// the command line).
+    pub launch: Option<LaunchSpec>,
+    pub chaos: ChaosOptions,
+    /// How long the target may take to be healthy again after the run.
+    pub health_timeout: Duration,
+    /// Budget of one audit GET.
+    pub audit_timeout: Duration,
+}
+
+impl Default for LifecycleOptions {
+    fn default() -> Self {
+        LifecycleOptions {
+            launch: None,
+            chaos: ChaosOptions::default(),
+            health_timeout: Duration::from_secs(60),
+            audit_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What `chaos.json` holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChaosSummary {
+    pub faults: Vec<FaultRecord>,
+    /// Fault occurrences the run ended before ("name#n").
+    pub skipped: Vec<String>,
+    pub healthy_at_end: bool,
+    pub end_health: String,
+    pub attribution: Attribution,
+    /// None when the scenario has no audit.
+    pub audit: Option<AuditReport>,
+    /// How the target was stopped ("graceful: exit code 0", "killed", ...).
+    pub target_stop: String,
+}
+
+pub struct FullRun {
+    pub summary: Summary,
+    pub chaos: ChaosSummary,
+}
+
+/// The gate's view of an audit: only `pass` passes.
+pub fn audit_gate(report: &AuditReport) -> Result<(), String> {
+    match report.verdict {
+        Verdict::Pass => Ok(()),
+        Verdict::Fail => Err(format!("audit failed: {}", report.reason)),
+        Verdict::Unknown => Err(format!("audit verdict unknown: {}", report.reason)),
+    }
+}
+
+type Slot = Arc<Mutex<Option<Result<ChaosHandle, ChaosError>>>>;
+
+/// The fault runner as a side task: it starts with the run's event log (so
+/// fault times and request times share one clock) and parks its handle in
+/// `slot` for `run` to finish after the traffic.
+fn chaos_task(scenario: &Scenario, target: Arc<Target>, opts: ChaosOptions, slot: Slot) -> SideTask {
+    let faults = scenario.chaos.clone();
+    let seed = scenario.seed;
+    Box::new(move |events, _live| {
+        Box::pin(async move {
+            let started = chaos::start(&faults, seed, target, events, opts);
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(started);
+        })
+    })
+}
+
+/// Prepare, start the target, execute with chaos, recover, attribute, audit,
+/// conclude, stop the target.
+pub async fn run(
+    scenario: Scenario,
+    opts: &RunOptions,
+    lo: &LifecycleOptions,
+    live: Arc<Live>,
+) -> Result<FullRun, StartError> {
+    let p = run::prepare(scenario, opts)?;
+    let target = Arc::new(
+        Target::start(&p.scenario.target, lo.launch.as_ref(), &p.dir)
+            .await
+            .map_err(|e| StartError::Target(e.to_string()))?,
+    );
+    chaos::validate(&p.scenario.chaos, &target).map_err(|e| StartError::Target(e.to_string()))?;
+    let chaos_opts = ChaosOptions { log_dir: Some(p.dir.clone()), ..lo.chaos.clone() };
+    let slot: Slot = Arc::default();
+    let side = chaos_task(&p.scenario, Arc::clone(&target), chaos_opts, Arc::clone(&slot));
+    let mut ex = run::execute(&p, vec![side], live).await?;
+
+    // Resume paused workers and wait until the target is healthy, before
+    // anything reads the shop.
+    let started = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let chaos_report = match started {
+        Some(Ok(handle)) => handle.finish(lo.health_timeout).await,
+        Some(Err(e)) => {
+            ex.problems.push(format!("the fault runner could not start: {e}"));
+            ChaosReport::default()
+        }
+        None => {
+            ex.problems.push("the fault runner did not start".to_string());
+            ChaosReport::default()
+        }
+    };
+
+    // The ledger file is read back for attribution and audit: flush it first.
+    let records = match ex.outcome.book.ledger.finish().and_then(|()| ledger::read_records(&ex.ledger_path)) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            ex.problems.push(format!("cannot read the ledger back for attribution and audit: {e}"));
+            None
+        }
+    };
+    let records = records.unwrap_or_default();
+    let windows: Vec<FaultWindow> = chaos_report.faults.iter().map(FaultRecord::window).collect();
+    let attribution = attribution::attribute(&windows, &attribution::views_from_records(&records), ex.outcome.end_ms);
+    for f in &attribution.faults {
+        ex.events.emit("fault_attribution", json!(f));
+    }
+    ex.events.emit(
+        "failures_outside_faults",
+        json!({
+            "first_attempt_failures": attribution.outside.counts.first_attempt_failures,
+            "retry_failures": attribution.outside.counts.retry_failures,
+            "recovered": attribution.outside.counts.recovered,
+            "dropped": attribution.outside.counts.dropped,
+        }),
+    );
+
+    let audit_report = match &p.scenario.audit {
+        None => None,
+        Some(spec) => {
+            let totals = ex.outcome.book.ledger.totals();
+            // A cut-off or interrupted run, open attempts, or a target that is
+            // not healthy: whatever the audit finds cannot make it a pass.
+            let complete = ex.problems.is_empty()
+                && totals.open_attempts == 0
+                && totals.open_operations == 0
+                && chaos_report.healthy_at_end;
+            let checkouts = audit::checkouts_from_records(&records, &spec.checkout_steps);
+            let report = audit::run(&spec.url, &checkouts, complete, lo.audit_timeout).await;
+            ex.events.emit(
+                "audit",
+                json!({
+                    "verdict": report.verdict.as_str(), "reason": report.reason,
+                    "orders": report.orders_in_audit, "checkouts": report.checkouts,
+                    "acknowledged": report.acknowledged, "lost": report.lost.len(),
+                    "duplicates": report.duplicates.len(), "failed_but_applied": report.failed_but_applied.len(),
+                    "oversold": report.oversold.len(), "recovered": report.recovered,
+                }),
+            );
+            Some(report)
+        }
+    };
+    let gate = audit_report.as_ref().map(audit_gate);
+    let summary = run::conclude(&p, ex, gate)?;
+
+    let target_stop = match target.stop(None).await {
+        Ok(s) => format!("{s:?}"),
+        Err(e) => format!("error: {e}"),
+    };
+    let chaos = ChaosSummary {
+        faults: chaos_report.faults,
+        skipped: chaos_report.skipped,
+        healthy_at_end: chaos_report.healthy_at_end,
+        end_health: chaos_report.end_health,
+        attribution,
+        audit: audit_report,
+        target_stop,
+    };
+    let path = p.dir.join(CHAOS_FILE);
+    let text = serde_json::to_string_pretty(&chaos)
+        .map_err(|e| StartError::Output { path: path.clone(), source: std::io::Error::other(e) })?;
+    std::fs::write(&path, text).map_err(|source| StartError::Output { path: path.clone(), source })?;
+    Ok(FullRun { summary, chaos })
+}
+
+/// `run` on its own runtime, with Ctrl-C stopping the traffic (the run is
+/// then invalid; the target is still stopped in order).
+pub fn run_blocking(scenario: Scenario, opts: &RunOptions, lo: &LifecycleOptions) -> Result<FullRun, StartError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StartError::Limits(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(async {
+        let live = Arc::new(Live::default());
+        let stopper = {
+            let live = live.clone();
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!("\nharness: interrupted; stopping (the run will be marked invalid)");
+                    live.stop.store(true, Ordering::Relaxed);
+                }
+            })
+        };
+        let result = run(scenario, opts, lo, live).await;
+        stopper.abort();
+        result
+    })
+}
