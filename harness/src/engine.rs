@@ -244,7 +244,7 @@ pub async fn run(
             if now >= at {
                 break;
             }
-            tokio::time::sleep_until(at.min(now + Duration::from_millis(100))).await;
+            crate::timer::sleep_until(at.min(now + Duration::from_millis(100)).into_std()).await;
         }
         if interrupted {
             break;
@@ -280,6 +280,7 @@ pub async fn run(
         let _ = tokio::time::timeout_at(slice, tasks.join_next()).await;
     }
     ticker.abort();
+    let _ = ticker.await;
     if cut_off > 0 {
         events.emit(
             "shoppers_cut_off",
@@ -287,11 +288,14 @@ pub async fn run(
         );
     }
     let end_ms = events.now_ms();
-    let shared = match Arc::try_unwrap(shared) {
-        Ok(s) => s,
-        Err(_) => unreachable_shared(),
+    // Every other holder of `shared` (ticker, shoppers) has ended by now.
+    let mut book = match Arc::try_unwrap(shared) {
+        Ok(s) => s.book.into_inner().unwrap_or_else(|p| p.into_inner()),
+        Err(shared) => std::mem::replace(
+            &mut *shared.book(),
+            Book { ledger: Ledger::in_memory(), recorder: Recorder::new(Vec::new()) },
+        ),
     };
-    let mut book = shared.book.into_inner().unwrap_or_else(|p| p.into_inner());
     book.recorder.finish(end_ms);
     EngineOutcome {
         book,
@@ -300,12 +304,6 @@ pub async fn run(
         end_ms,
         peak_active_shoppers: live.peak_active_shoppers.load(Ordering::Relaxed),
     }
-}
-
-// Every clone of `Shared` lives in the ticker or a shopper task, and both
-// are finished (joined or aborted and joined) before this point.
-fn unreachable_shared() -> ! {
-    panic!("engine state still shared after every task ended (engine bug)")
 }
 
 /// Decrements the active-shopper gauge when a shopper ends, even if aborted.
@@ -396,7 +394,7 @@ async fn operation(
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        tokio::time::sleep_until(intended.into()).await;
+        crate::timer::sleep_until(intended).await;
         let started = Instant::now();
         shared.book().ledger.begin_attempt();
         let deadline = tokio::time::Instant::from_std(started + step.timeout);

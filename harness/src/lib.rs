@@ -23,3 +23,4 @@ pub mod run;
 pub mod cli;
 pub mod chaos;
 pub mod lifecycle;
+pub mod timer;
