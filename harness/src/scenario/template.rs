@@ -85,13 +85,28 @@ impl ShopperCtx {
         ShopperCtx { shopper, rng: Rng::seed_from_u64(seed), vars: HashMap::new(), idem: None }
     }
 
-    /// A fresh idempotency key for one step of this shopper, drawn from its rng
-    /// (so reproducible) and unique enough across shoppers: the shopper id is
-    /// part of it. Set it in `idem` before rendering and keep it for retries.
+    /// A fresh idempotency key for one step of this shopper. Unique within a
+    /// run (the shopper id and a draw from its rng are part of it) and across
+    /// runs (a per-process nonce is too): a rerun against the same shop must
+    /// never have an old order replayed for a new checkout. The rng draw keeps
+    /// the shopper's later random values the same for a seed. Set it in `idem`
+    /// before rendering and keep it for the step's retries.
     pub fn new_idempotency_key(&mut self, step: &str) -> String {
         let r: u64 = self.rng.random();
-        format!("{}-{}-{r:016x}", self.shopper, step.replace(|c: char| !c.is_ascii_alphanumeric(), "_"))
+        let step = step.replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+        format!("{:08x}-{}-{step}-{r:016x}", run_nonce(), self.shopper)
     }
+}
+
+/// Differs between runs (processes): the start time and the pid.
+fn run_nonce() -> u32 {
+    static NONCE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *NONCE.get_or_init(|| {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        // Fold the 128-bit time and the pid into 32 bits; collisions need the same nanosecond and pid.
+        let mixed = nanos ^ (nanos >> 32) ^ (nanos >> 64) ^ (u128::from(std::process::id()) << 7);
+        mixed as u32
+    })
 }
 
 impl Template {
@@ -331,6 +346,26 @@ mod tests {
         assert!(matches!(t.render(&data(), &mut ctx), Err(RenderError::MissingList { .. })));
         let t = Template::parse("{{idem}}", Escape::None).unwrap();
         assert!(matches!(t.render(&data(), &mut ctx), Err(RenderError::NoIdempotencyKey { .. })));
+    }
+
+    #[test]
+    fn idempotency_keys_differ_per_step_and_shopper_and_keep_the_rng_in_step() {
+        let mut a = ShopperCtx::new(1, 5);
+        let mut b = ShopperCtx::new(2, 5);
+        let (ka1, ka2, kb) = (
+            a.new_idempotency_key("check out"),
+            a.new_idempotency_key("check out"),
+            b.new_idempotency_key("check out"),
+        );
+        assert_ne!(ka1, ka2);
+        assert_ne!(ka1, kb);
+        assert!(ka1.contains("-1-check_out-"), "{ka1}");
+        // One draw per key, as with any other random value.
+        let mut c = ShopperCtx::new(1, 5);
+        let _: u64 = c.rng.random();
+        let _: u64 = c.rng.random();
+        let t = Template::parse("{{rand.0.1000000}}", Escape::None).unwrap();
+        assert_eq!(t.render(&data(), &mut a).unwrap(), t.render(&data(), &mut c).unwrap());
     }
 
     #[test]
