@@ -14,7 +14,7 @@
 use std::hint::black_box;
 
 /// Rounds of [`mix`] per work unit; calibrated so one unit is about 1 µs.
-pub const ROUNDS_PER_UNIT: u64 = 320;
+pub const ROUNDS_PER_UNIT: u64 = 275;
 
 /// Tax rate in basis points (8.25 %).
 pub const TAX_BPS: i64 = 825;
@@ -50,7 +50,7 @@ pub fn work(seed: u64, units: u64) -> u64 {
             z = mix(z.wrapping_add(0x9E37_79B9_7F4A_7C15));
         }
         // One barrier per unit keeps the optimiser from collapsing the loop
-        // without costing much against the 320 rounds inside.
+        // without costing much against the rounds inside.
         z = black_box(z);
     }
     z

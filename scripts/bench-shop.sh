@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# Shop benchmark (make bench-shop): what one worker costs.
+#   1. the CPU cost flags on this machine (µs per work unit, ms per checkout);
+#   2. requests/s of ONE worker for GET /products/{sku} with --inventory-cost 0,
+#      against a bare hyper hello-world and the worker's own /healthz, each
+#      alone on the same pinned core, loaded by wrk pinned to another core;
+#   3. checkout throughput of one worker at the default --pricing-cost
+#      (wrk alternates add-item and checkout on fresh carts), cross-checked
+#      against the orders the audit counts.
+# Env: BENCH_DURATION (s, default 10), BENCH_CONNECTIONS (default 32),
+#      BENCH_PORT_BASE (default 18180), CARGO_TARGET_DIR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DUR=${BENCH_DURATION:-10}
+CONNS=${BENCH_CONNECTIONS:-32}
+PORT=${BENCH_PORT_BASE:-18180}
+TARGET_DIR=${CARGO_TARGET_DIR:-$(pwd)/target}
+BIN=$TARGET_DIR/release/reference-server
+HELLO=$TARGET_DIR/release/examples/hello
+CPU=$TARGET_DIR/release/examples/shop_cpu
+
+need() {
+    command -v "$1" >/dev/null && return
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "installing $2 (apt-get)"
+        apt-get install -y "$2" >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y "$2" >/dev/null; }
+    fi
+    command -v "$1" >/dev/null || { echo "bench-shop: needs $1 (Debian package $2)" >&2; exit 2; }
+}
+need wrk wrk
+need curl curl
+need taskset util-linux
+
+cargo build --release -q -p reference-server --bin reference-server --example hello --example shop_cpu
+
+NPROC=$(nproc)
+if [ "$NPROC" -ge 2 ]; then SERVER_CPU=0; CLIENT_CPU=1; else SERVER_CPU=0; CLIENT_CPU=0; fi
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+    sleep 0.5
+    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+wait_up() { # url
+    for _ in $(seq 1 200); do curl -sf -o /dev/null "$1" && return 0; sleep 0.05; done
+    echo "bench-shop: $1 never answered" >&2; exit 1
+}
+
+stop() { # pid
+    kill -INT "$1" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.05; done
+    kill -KILL "$1" 2>/dev/null || true
+}
+
+# wrk's "Requests/sec:" figure for one run; its full output goes to $WORK/$name.txt.
+load() { # name url [extra wrk args...]
+    local name=$1 url=$2; shift 2
+    taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "$@" "$url" >"$WORK/$name.txt"
+    if grep -q "Non-2xx" "$WORK/$name.txt"; then
+        echo "bench-shop: $name got non-2xx answers:" >&2; cat "$WORK/$name.txt" >&2; exit 1
+    fi
+    awk '/Requests\/sec/ {print $2}' "$WORK/$name.txt"
+}
+p50() { awk '/ 50%/ {print $2}' "$WORK/$1.txt"; }
+
+start_shop() { # extra shop args...
+    taskset -c "$SERVER_CPU" "$BIN" --workers 1 --listen "127.0.0.1:$PORT" --admin "127.0.0.1:$((PORT + 1))" \
+        --db "$WORK/shop.db" --reset-db "$@" 2>"$WORK/server.log" &
+    SHOP_PID=$!
+    PIDS+=("$SHOP_PID")
+    wait_up "http://127.0.0.1:$PORT/healthz"
+}
+
+echo "== machine"
+echo "nproc: $NPROC; cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); kernel: $(uname -r)"
+echo "load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the box skews every figure)"
+echo "server pinned to cpu $SERVER_CPU, wrk (1 thread) pinned to cpu $CLIENT_CPU; ${DUR}s per run"
+echo
+echo "== CPU cost flags on this machine"
+"$CPU"
+echo
+
+echo "== one event loop, GET, $CONNS keep-alive connections"
+taskset -c "$SERVER_CPU" "$HELLO" "127.0.0.1:$((PORT + 2))" 2>/dev/null &
+HELLO_PID=$!
+PIDS+=("$HELLO_PID")
+wait_up "http://127.0.0.1:$((PORT + 2))/"
+HELLO_RPS=$(load hello "http://127.0.0.1:$((PORT + 2))/")
+# Background jobs of a script ignore SIGINT; hello has no drain anyway.
+kill -TERM "$HELLO_PID" 2>/dev/null || true
+wait "$HELLO_PID" 2>/dev/null || true
+
+start_shop --inventory-cost 0
+HEALTH_RPS=$(load healthz "http://127.0.0.1:$PORT/healthz")
+PRODUCT_RPS=$(load product "http://127.0.0.1:$PORT/products/sku-0042")
+stop "$SHOP_PID"
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+printf "%-40s %10s req/s  p50 %s\n" "hyper hello-world" "$HELLO_RPS" "$(p50 hello)"
+printf "%-40s %10s req/s  p50 %s  (%s of hello)\n" "worker GET /healthz (worker layer+axum)" "$HEALTH_RPS" \
+    "$(p50 healthz)" "$(ratio "$HEALTH_RPS" "$HELLO_RPS")"
+printf "%-40s %10s req/s  p50 %s  (%s of hello)\n" "worker GET /products/{sku} (+SQLite)" "$PRODUCT_RPS" \
+    "$(p50 product)" "$(ratio "$PRODUCT_RPS" "$HELLO_RPS")"
+echo
+
+echo "== checkout, one worker, default --pricing-cost, 4 connections"
+cat >"$WORK/checkout.lua" <<'LUA'
+-- Each wrk thread has one connection and alternates: add an item to a fresh
+-- cart, then check that cart out, so requests/s = 2 x checkouts/s. The step
+-- advances on each response (wrk may call request() once more than it
+-- sends); repeating an add is harmless, it sets the line's quantity.
+local threads = {}
+function setup(thread)
+    table.insert(threads, thread)
+    thread:set("tid", #threads)
+end
+local n, adding = 1, true
+function request()
+    local cart = "bench-" .. tid .. "-" .. n
+    local h = { ["Content-Type"] = "application/json" }
+    if adding then
+        return wrk.format("POST", "/carts/" .. cart .. "/items", h, '{"sku":"sku-0007","qty":1}')
+    end
+    return wrk.format("POST", "/checkout", h, '{"cart_id":"' .. cart .. '"}')
+end
+function response(status, headers, body)
+    if status >= 300 then io.stderr:write("checkout bench: " .. status .. " " .. body .. "\n") end
+    if not adding then n = n + 1 end
+    adding = not adding
+end
+LUA
+start_shop
+taskset -c "$CLIENT_CPU" wrk -t4 -c4 -d"${DUR}s" --latency -s "$WORK/checkout.lua" "http://127.0.0.1:$PORT" \
+    >"$WORK/checkout.txt" 2>"$WORK/checkout.err"
+if grep -q "Non-2xx" "$WORK/checkout.txt"; then
+    echo "bench-shop: checkout run got non-2xx answers:" >&2; cat "$WORK/checkout.txt" "$WORK/checkout.err" >&2; exit 1
+fi
+PAIR_RPS=$(awk '/Requests\/sec/ {print $2}' "$WORK/checkout.txt")
+ORDERS=$(curl -sf "http://127.0.0.1:$((PORT + 1))/audit" | grep -o '"order_id"' | wc -l)
+stop "$SHOP_PID"
+awk -v r="$PAIR_RPS" -v o="$ORDERS" -v d="$DUR" 'BEGIN {
+    printf "checkouts/s per worker: %.1f (from wrk: %.1f req/s / 2; audit counts %d orders = %.1f/s)\n", r / 2, r, o, o / d
+}'
+echo "wrk latency (add-item and checkout mixed):"
+grep -A4 "Latency Distribution" "$WORK/checkout.txt" | tail -4
