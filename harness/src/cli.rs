@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::engine::EngineOptions;
-use crate::run::{self, RunOptions};
+use crate::lifecycle::{self, LifecycleOptions};
+use crate::run::RunOptions;
 use crate::scenario;
 
 /// Exit codes: the run passed every gate.
@@ -106,10 +107,12 @@ pub fn main_with(cli: Cli) -> i32 {
                 engine: EngineOptions { drain_timeout },
             };
             let dir = opts.out.clone().unwrap_or_else(|| PathBuf::from("reports").join(&s.name));
-            match run::run_blocking(s, &opts) {
-                Ok(summary) => {
-                    print_result(&summary, &dir);
-                    summary.exit_code
+            // The full lifecycle: launch or attach to the target and wait for
+            // it, faults alongside the traffic, attribution, audit, stop.
+            match lifecycle::run_blocking(s, &opts, &LifecycleOptions::default()) {
+                Ok(full) => {
+                    print_result(&full.summary, &dir);
+                    full.summary.exit_code
                 }
                 Err(e) => {
                     eprintln!("harness: cannot run: {e}");

@@ -1,0 +1,63 @@
+//! summary.json from a real run matches harness/summary.schema.json (and the
+//! schema can fail); the run folder holds the ledger, events and interval logs.
+
+mod support;
+
+use support::{Behavior, TestServer, run, scenario};
+
+fn validator() -> jsonschema::Validator {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("summary.schema.json");
+    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    jsonschema::draft202012::new(&schema).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_summary_matches_the_schema_and_the_run_folder_is_complete() {
+    let srv = TestServer::start(Behavior::Status503EveryKth(3)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut json = scenario(&srv.url(), 30, 50.0, r#"{"model": "pool", "size": 4}"#, r#""path": "/x""#);
+    json = json.replacen(
+        "\"journeys\"",
+        r#""gates": {"max_dropped": 100, "min_throughput_rps": 1, "latency": [{"percentile": 99, "max": "2s"}, {"step": "s", "percentile": 50, "max": "1s"}]},
+  "journeys""#,
+        1,
+    );
+    let (s, recs) = run(&json, dir.path()).await;
+    assert_eq!(s.verdict.as_str(), "pass", "{:?}", s.gates);
+    assert_eq!(s.gates.len(), 4);
+
+    let text = std::fs::read_to_string(dir.path().join("summary.json")).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let v = validator();
+    let errors: Vec<String> = v.iter_errors(&doc).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert_eq!(doc["totals"]["attempts_failed_by_class"]["server_error"], 10);
+    assert_eq!(doc["totals"]["attempts_failed_by_class"]["connect_refused"], 0);
+    assert!(!doc["series"].as_array().unwrap().is_empty());
+
+    // The schema can fail: a missing field, an unknown one, a bad verdict.
+    let mut bad = doc.clone();
+    bad["totals"].as_object_mut().unwrap().remove("dropped");
+    bad["colour"] = serde_json::json!("blue");
+    bad["verdict"] = serde_json::json!("maybe");
+    let paths: Vec<String> = v.iter_errors(&bad).map(|e| e.instance_path().to_string()).collect();
+    for p in ["/totals", "", "/verdict"] {
+        assert!(paths.contains(&p.to_string()), "{p} not flagged: {paths:?}");
+    }
+
+    // Ledger, events and interval logs.
+    assert_eq!(recs.len() as u64, s.totals.attempts);
+    let events = harness::events::read(&dir.path().join("events.jsonl")).unwrap();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
+    for k in ["run_start", "arrivals_start", "arrivals_end", "run_end", "verdict"] {
+        assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
+    }
+    assert_eq!(kinds.iter().filter(|k| **k == "attempt_failed").count(), 10);
+    let intervals = std::fs::read_to_string(dir.path().join("latency-intervals.hlog")).unwrap();
+    assert!(intervals.contains("Tag=all,") && intervals.contains("Tag=step:s,"), "{intervals}");
+    let totals = std::fs::read_to_string(dir.path().join("latency-totals.hlog")).unwrap();
+    assert!(totals.contains("Tag=step:s:server_error,"), "{totals}");
+    // summary.json reads back into the type the report uses.
+    let back = harness::summary::read(&dir.path().join("summary.json")).unwrap();
+    assert_eq!(back, s);
+}
