@@ -5,6 +5,7 @@ mod support;
 
 use support::{Behavior, TestServer, run, scenario};
 
+#[allow(clippy::unwrap_used)] // test helper: a panic is a test failure
 fn validator() -> jsonschema::Validator {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("summary.schema.json");
     let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
