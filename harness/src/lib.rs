@@ -2,25 +2,25 @@
 //! recording -> verdict -> report. Each stage is a module that takes the
 //! previous stage's output.
 
-pub mod outcome;
-pub mod scenario;
-pub mod schedule;
-pub mod events;
-pub mod procs;
 pub mod attribution;
+pub mod audit;
+pub mod chaos;
+pub mod cli;
 pub mod client;
+pub mod engine;
+pub mod events;
+pub mod gates;
 pub mod ledger;
+pub mod lifecycle;
+pub mod limits;
+pub mod outcome;
+pub mod procs;
+pub mod progress;
 pub mod recorder;
 pub mod report;
-pub mod target;
-pub mod audit;
-pub mod engine;
-pub mod gates;
-pub mod limits;
-pub mod progress;
-pub mod summary;
 pub mod run;
-pub mod cli;
-pub mod chaos;
-pub mod lifecycle;
+pub mod scenario;
+pub mod schedule;
+pub mod summary;
+pub mod target;
 pub mod timer;
