@@ -195,13 +195,17 @@ pub fn headline(runs: &[RunData]) -> Vec<String> {
     for run in runs {
         let t = &run.totals;
         let saved = t.first_attempt_failures.saturating_sub(t.dropped);
+        let during = if run.faults.is_empty() {
+            "with no faults injected".to_string()
+        } else {
+            format!("during {}", describe_faults(&run.faults))
+        };
         let mut line = format!(
-            "The {} dropped {} of {} requests ({}) during {}",
+            "The {} dropped {} of {} requests ({}) {during}",
             run.label,
             fmt_count(t.dropped),
             fmt_count(t.operations),
             fmt_pct(t.dropped, t.operations),
-            describe_faults(&run.faults),
         );
         if t.first_attempt_failures > 0 {
             line.push_str(&format!(

@@ -14,6 +14,7 @@ pub mod html;
 pub mod junit;
 pub mod model;
 pub mod rundir;
+pub mod verdict;
 
 use std::path::{Path, PathBuf};
 
