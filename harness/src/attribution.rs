@@ -214,9 +214,9 @@ pub fn views_from_records(records: &[crate::ledger::AttemptRecord]) -> Vec<Attem
 #[cfg(test)]
 mod tests {
     use super::*;
-    use FailureClass::*;
     use crate::ledger::{AttemptRecord, split};
     use crate::outcome::Outcome;
+    use FailureClass::*;
 
     fn record(op: u64, attempt: u32, o: Outcome, end: f64) -> AttemptRecord {
         let (outcome, class) = split(o);

@@ -362,7 +362,10 @@ fn stock_problems(doc: &AuditDoc) -> Vec<StockProblem> {
 /// The checkout operations of a ledger: every attempt of a step named in
 /// `checkout_steps`, grouped by operation, in attempt order. The ledger does
 /// not record the cart id, so keyless failed checkouts cannot be linked by cart.
-pub fn checkouts_from_records(records: &[crate::ledger::AttemptRecord], checkout_steps: &[String]) -> Vec<CheckoutView> {
+pub fn checkouts_from_records(
+    records: &[crate::ledger::AttemptRecord],
+    checkout_steps: &[String],
+) -> Vec<CheckoutView> {
     let mut ops: BTreeMap<u64, Vec<&crate::ledger::AttemptRecord>> = BTreeMap::new();
     for r in records.iter().filter(|r| checkout_steps.contains(&r.step)) {
         ops.entry(r.op).or_default().push(r);

@@ -22,6 +22,7 @@ use crate::audit::{self, AuditReport, Verdict};
 use crate::chaos::{self, ChaosError, ChaosHandle, ChaosOptions, ChaosReport, FaultRecord};
 use crate::engine::Live;
 use crate::ledger;
+use crate::procs::Pid;
 use crate::run::{self, RunOptions, SideTask, StartError};
 use crate::scenario::{LaunchSpec, Scenario};
 use crate::summary::Summary;
@@ -36,6 +37,9 @@ pub struct LifecycleOptions {
     /// Launch command that replaces the scenario's `target.launch` (e.g. from
     /// the command line).
     pub launch: Option<LaunchSpec>,
+    /// Attach to this running target (master pid) instead of launching one
+    /// or reading the scenario's pid file.
+    pub attach_pid: Option<Pid>,
     pub chaos: ChaosOptions,
     /// How long the target may take to be healthy again after the run.
     pub health_timeout: Duration,
@@ -47,6 +51,7 @@ impl Default for LifecycleOptions {
     fn default() -> Self {
         LifecycleOptions {
             launch: None,
+            attach_pid: None,
             chaos: ChaosOptions::default(),
             health_timeout: Duration::from_secs(60),
             audit_timeout: Duration::from_secs(30),
@@ -108,11 +113,14 @@ pub async fn run(
     live: Arc<Live>,
 ) -> Result<FullRun, StartError> {
     let p = run::prepare(scenario, opts)?;
-    let target = Arc::new(
-        Target::start(&p.scenario.target, lo.launch.as_ref(), &p.dir)
-            .await
-            .map_err(|e| StartError::Target(e.to_string()))?,
-    );
+    let started = match (lo.attach_pid, &lo.launch) {
+        (Some(pid), None) => Target::attach_ready(&p.scenario.target, pid).await,
+        (Some(_), Some(_)) => {
+            return Err(StartError::Target("give a launch command or a pid to attach to, not both".into()));
+        }
+        (None, launch) => Target::start(&p.scenario.target, launch.as_ref(), &p.dir).await,
+    };
+    let target = Arc::new(started.map_err(|e| StartError::Target(e.to_string()))?);
     chaos::validate(&p.scenario.chaos, &target).map_err(|e| StartError::Target(e.to_string()))?;
     let chaos_opts = ChaosOptions { log_dir: Some(p.dir.clone()), ..lo.chaos.clone() };
     let slot: Slot = Arc::default();

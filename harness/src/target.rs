@@ -311,6 +311,13 @@ impl Target {
         Ok(Target::new(spec, Kind::Launched(Box::new(l))))
     }
 
+    /// Attach to a running target by its (master) pid and wait until it is ready.
+    pub async fn attach_ready(spec: &TargetSpec, pid: Pid) -> Result<Target, TargetError> {
+        let target = Target::attach(spec, pid)?;
+        target.wait_ready().await?;
+        Ok(target)
+    }
+
     /// Attach to a running target by its (master) pid.
     pub fn attach(spec: &TargetSpec, pid: Pid) -> Result<Target, TargetError> {
         if !procs::is_alive(pid) {
@@ -562,6 +569,27 @@ impl Drop for Target {
     }
 }
 
+/// A launch spec from a command line (`--launch "reference-server --workers 4"`),
+/// split like a POSIX shell would. Environment, stop signal and stop timeout
+/// come from `base` (the scenario's own launch) when there is one, otherwise
+/// the scenario defaults (SIGINT, 10 s).
+pub fn launch_from_command_line(cmd: &str, base: Option<&LaunchSpec>) -> Result<LaunchSpec, String> {
+    let argv =
+        shlex::split(cmd).ok_or_else(|| format!("cannot split the command line {cmd:?} (unbalanced quotes?)"))?;
+    if argv.is_empty() {
+        return Err("the launch command line is empty".to_string());
+    }
+    Ok(match base {
+        Some(b) => LaunchSpec { argv, ..b.clone() },
+        None => LaunchSpec {
+            argv,
+            env: Default::default(),
+            stop_signal: "SIGINT".to_string(),
+            stop_timeout: Duration::from_secs(10),
+        },
+    })
+}
+
 /// Read a pid file: one decimal pid, surrounding whitespace allowed.
 pub fn read_pid_file(path: &Path) -> Result<Pid, TargetError> {
     let text = std::fs::read_to_string(path)
@@ -574,4 +602,56 @@ pub fn read_pid_file(path: &Path) -> Result<Pid, TargetError> {
         return Err(TargetError::PidFile { path: path.to_path_buf(), why: format!("pid {pid} is not a process id") });
     }
     Ok(pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_with_or_without_prefix() {
+        assert_eq!(parse_signal("SIGTERM"), Ok(Signal::SIGTERM));
+        assert_eq!(parse_signal("hup"), Ok(Signal::SIGHUP));
+        assert!(parse_signal("SIGNOPE").unwrap_err().contains("SIGNOPE"));
+    }
+
+    #[test]
+    fn command_lines_split_like_a_shell_and_keep_the_scenario_stop() {
+        let l = launch_from_command_line("server --name 'a b' --x=\"1 2\"", None).unwrap();
+        assert_eq!(l.argv, vec!["server", "--name", "a b", "--x=1 2"]);
+        assert_eq!(l.stop_signal, "SIGINT");
+        let base = LaunchSpec {
+            argv: vec!["old".into()],
+            env: [("K".to_string(), "V".to_string())].into(),
+            stop_signal: "SIGTERM".into(),
+            stop_timeout: Duration::from_secs(3),
+        };
+        let l = launch_from_command_line("new --flag", Some(&base)).unwrap();
+        assert_eq!((l.argv[0].as_str(), l.stop_signal.as_str(), l.env.len()), ("new", "SIGTERM", 1));
+        assert!(launch_from_command_line("  ", None).is_err());
+        assert!(launch_from_command_line("x 'unbalanced", None).is_err());
+    }
+
+    #[test]
+    fn pid_files_are_checked() {
+        let dir = std::env::temp_dir().join(format!("harness-pidfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("t.pid");
+        std::fs::write(&p, " 4242\n").unwrap();
+        assert_eq!(read_pid_file(&p).unwrap(), 4242);
+        std::fs::write(&p, "-3").unwrap();
+        assert!(read_pid_file(&p).unwrap_err().to_string().contains("not a process id"));
+        assert!(read_pid_file(&dir.join("missing.pid")).unwrap_err().to_string().contains("missing.pid"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn urls_are_split_and_bad_ones_named() {
+        let (addr, host, path) = resolve("http://127.0.0.1:9090/audit?x=1").await.unwrap();
+        assert_eq!((addr.port(), host.as_str(), path.as_str()), (9090, "127.0.0.1:9090", "/audit?x=1"));
+        let (addr, _, path) = resolve("http://127.0.0.1").await.unwrap();
+        assert_eq!((addr.port(), path.as_str()), (80, "/"));
+        assert!(matches!(resolve("https://127.0.0.1/").await, Err(GetError::Url(m)) if m.contains("http://")));
+        assert!(matches!(resolve("http:///x").await, Err(GetError::Url(_))));
+    }
 }
