@@ -236,3 +236,21 @@ async fn bad_input_table() {
     assert_eq!(cart.status, StatusCode::OK);
     assert_eq!(cart.json()["lines"], json!([{"sku": "sku-0001", "qty": 1}]));
 }
+
+#[tokio::test]
+async fn a_held_write_lock_is_a_503_then_clears() {
+    let mut f = fixture();
+    f.args.db_busy_timeout = std::time::Duration::from_millis(100);
+    let app = shop::router(shop::open(&f.args).unwrap());
+    // Another "worker" holds SQLite's write lock (e.g. it was SIGSTOPped mid-transaction).
+    let mut other = rusqlite::Connection::open(&f.args.db).unwrap();
+    let tx = other.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).unwrap();
+    let busy = post(&app, "/carts/frank/items", json!({"sku": "sku-0001", "qty": 1})).await;
+    assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE, "{}", busy.text);
+    assert!(busy.json()["error"].as_str().unwrap().contains("busy"), "{}", busy.text);
+    // Reads go on under WAL while a writer holds the lock.
+    assert_eq!(send(&app, "GET", "/products/sku-0001", &[], None).await.status, StatusCode::OK);
+    drop(tx);
+    let ok = post(&app, "/carts/frank/items", json!({"sku": "sku-0001", "qty": 1})).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+}
