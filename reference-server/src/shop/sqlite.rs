@@ -119,6 +119,9 @@ fn open_conn(path: &Path, flags: OpenFlags, busy: Duration) -> rusqlite::Result<
 /// is deleted first. An existing catalog is kept as it is (orders, carts and
 /// stock included), even if the seed flags differ; that is reported.
 pub fn prepare(path: &Path, seed: Seed, reset: bool, busy: Duration) -> anyhow::Result<()> {
+    if seed.catalog_size == 0 && seed.doorbusters == 0 {
+        bail!("the catalog would be empty: --catalog-size and --doorbusters are both 0");
+    }
     if reset {
         for suffix in ["", "-wal", "-shm", "-journal"] {
             let mut p = path.as_os_str().to_owned();
@@ -197,11 +200,12 @@ impl SqliteStore {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE;
         let conn = open_conn(path, flags, busy)
             .with_context(|| format!("opening the shop database {} (was it prepared?)", path.display()))?;
-        let n: i64 = conn
-            .query_row("SELECT count(*) FROM products", [], |r| r.get(0))
+        let seeded: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'seed'", [], |r| r.get(0))
+            .optional()
             .with_context(|| format!("{} has no shop schema (was it prepared?)", path.display()))?;
-        if n == 0 {
-            bail!("{} has an empty catalog (was it prepared?)", path.display());
+        if seeded.is_none() {
+            bail!("{} was never seeded (was it prepared?)", path.display());
         }
         Ok(Self { conn: Mutex::new(conn) })
     }

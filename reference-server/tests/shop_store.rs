@@ -1,0 +1,82 @@
+//! The store's life cycle: prepare seeds once and keeps data across restarts unless --reset-db, workers never seed, and bad set-ups fail with a message naming the file.
+// Tests may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use axum::body::Body;
+use axum::http::Request;
+use reference_server::shop::{self, ShopArgs};
+use serde_json::Value;
+use tower::ServiceExt;
+
+fn args(dir: &tempfile::TempDir) -> ShopArgs {
+    let mut a = ShopArgs::with_db(dir.path().join("shop.db"));
+    a.catalog_size = 3;
+    a.doorbusters = 1;
+    a.doorbuster_stock = 5;
+    a.pricing_cost = 1;
+    a
+}
+
+async fn status(a: &ShopArgs, method: &str, uri: &str, body: &str) -> u16 {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    shop::router(shop::open(a).unwrap()).oneshot(req).await.unwrap().status().as_u16()
+}
+
+fn audit(a: &ShopArgs) -> Value {
+    serde_json::from_str(&shop::audit_json(a).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn orders_survive_a_restart_and_reset_wipes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = args(&dir);
+    shop::prepare(&a).unwrap();
+    assert_eq!(status(&a, "POST", "/carts/c/items", r#"{"sku":"door-1","qty":2}"#).await, 200);
+    assert_eq!(status(&a, "POST", "/checkout", r#"{"cart_id":"c"}"#).await, 201);
+
+    // A restart of the whole server prepares again: nothing is reseeded,
+    // even when the seed flags changed.
+    a.doorbuster_stock = 50;
+    shop::prepare(&a).unwrap();
+    let kept = audit(&a);
+    assert_eq!(kept["orders"].as_array().unwrap().len(), 1);
+    assert_eq!(kept["stock"][0], serde_json::json!({"sku": "door-1", "initial": 5, "left": 3, "sold": 2}));
+
+    a.reset_db = true;
+    shop::prepare(&a).unwrap();
+    let fresh = audit(&a);
+    assert_eq!(fresh["orders"], serde_json::json!([]));
+    assert_eq!(fresh["stock"][0], serde_json::json!({"sku": "door-1", "initial": 50, "left": 50, "sold": 0}));
+    assert_eq!(fresh["stock"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn workers_refuse_an_unprepared_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = args(&dir);
+    let err = shop::open(&a).err().expect("open must not create a database").to_string();
+    assert!(err.contains("shop.db") && err.contains("prepared"), "{err}");
+    assert!(!a.db.exists(), "a worker must never create the database");
+    let err = shop::audit_json(&a).unwrap_err();
+    assert!(format!("{err:#}").contains("shop.db"), "{err:#}");
+}
+
+#[test]
+fn bad_setups_name_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = args(&dir);
+    a.catalog_size = 0;
+    a.doorbusters = 0;
+    let err = shop::prepare(&a).unwrap_err().to_string();
+    assert!(err.contains("--catalog-size"), "{err}");
+
+    let mut a = args(&dir);
+    a.db = dir.path().join("no-such-dir").join("shop.db");
+    let err = format!("{:#}", shop::prepare(&a).unwrap_err());
+    assert!(err.contains("no-such-dir"), "{err}");
+}
