@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -274,16 +275,20 @@ async fn sigkilled_workers_lose_no_acknowledged_order() {
         }
     }
 
+    let decided = Arc::new(AtomicUsize::new(0));
     let mut set = JoinSet::new();
     for i in 0..carts {
-        let (http, url) = (http.clone(), c.url("/checkout"));
+        let (http, url, decided) = (http.clone(), c.url("/checkout"), Arc::clone(&decided));
         set.spawn(async move {
             // Retry on anything but a decision, with the same key, as a careful client would.
             let key = format!("kill-{i}");
             let mut failed_attempts = 0;
             for _ in 0..30 {
                 match post(&http, &url, Some(&key), json!({"cart_id": format!("k-{i}")})).await {
-                    Ok(a) if a.status == 201 || a.status == 409 => return (i, a, failed_attempts),
+                    Ok(a) if a.status == 201 || a.status == 409 => {
+                        decided.fetch_add(1, Ordering::SeqCst);
+                        return (i, a, failed_attempts);
+                    }
                     Ok(_) | Err(_) => failed_attempts += 1,
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -291,12 +296,16 @@ async fn sigkilled_workers_lose_no_acknowledged_order() {
             panic!("checkout {i} never got a decision");
         });
     }
-    // Two rounds of SIGKILL while the checkouts are queued and in flight.
+    // Two SIGKILLs while most checkouts are still queued or in flight: all
+    // were sent at once, so after the first decisions the rest are waiting
+    // on a worker, whatever the build's speed.
     let mut killed = Vec::new();
-    for delay in [300, 700] {
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-        let pids = c.ready_workers(1).await;
-        let pid = pids[0];
+    for after in [5, 40] {
+        let until = Instant::now() + Duration::from_secs(60);
+        while decided.load(Ordering::SeqCst) < after && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let pid = c.ready_workers(1).await[0];
         kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
         killed.push(pid);
     }
