@@ -85,7 +85,8 @@ impl TimeAxes {
         let hi = lat().fold(0.0, f64::max);
         let latency_ms = log_range(lo, hi);
         let rate_max = points().map(|p| (p.ok + p.refused + p.failed()) as f64).fold(1.0, f64::max) * 1.1;
-        let failure_rate_max = points().map(|p| p.failed() as f64).fold(1.0, f64::max) * 1.15;
+        // At least 5 so a run without failures still gets whole-number ticks.
+        let failure_rate_max = points().map(|p| p.failed() as f64).fold(5.0, f64::max) * 1.15;
         let active_max = points().map(|p| p.active as f64).fold(1.0, f64::max) * 1.1;
         TimeAxes { duration_s, latency_ms, rate_max, failure_rate_max, active_max }
     }
@@ -117,6 +118,11 @@ pub fn fmt_ms(v: f64) -> String {
     } else {
         format!("{v:.2} ms")
     }
+}
+
+/// An axis tick: whole numbers without decimals, anything else with one.
+pub fn fmt_tick(v: f64) -> String {
+    if (v - v.round()).abs() < 1e-6 { format!("{v:.0}") } else { format!("{v:.1}") }
 }
 
 /// The label of a percentile on the "nines" axis: 50%, 90%, 99.9%...
@@ -230,7 +236,7 @@ pub fn latency_over_time(run: &RunData, axes: &TimeAxes) -> Result<String> {
         chart
             .configure_mesh()
             .x_desc("seconds since start")
-            .x_label_formatter(&|v| format!("{v:.0}"))
+            .x_label_formatter(&|v| fmt_tick(*v))
             .y_label_formatter(&|v| fmt_ms(*v))
             .light_line_style(WHITE.mix(0.0))
             .label_style((FONT, 15))
@@ -302,9 +308,9 @@ fn stacked(
         chart
             .configure_mesh()
             .x_desc("seconds since start")
-            .x_label_formatter(&|v| format!("{v:.0}"))
+            .x_label_formatter(&|v| fmt_tick(*v))
             .y_desc("per second")
-            .y_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| fmt_tick(*v))
             .light_line_style(WHITE.mix(0.0))
             .label_style((FONT, 15))
             .draw()
@@ -384,9 +390,9 @@ pub fn active_over_time(run: &RunData, axes: &TimeAxes) -> Result<String> {
         chart
             .configure_mesh()
             .x_desc("seconds since start")
-            .x_label_formatter(&|v| format!("{v:.0}"))
+            .x_label_formatter(&|v| fmt_tick(*v))
             .y_desc("shoppers")
-            .y_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| fmt_tick(*v))
             .light_line_style(WHITE.mix(0.0))
             .label_style((FONT, 15))
             .draw()
@@ -524,6 +530,9 @@ mod tests {
         assert_eq!(fmt_ms(120.0), "120 ms");
         assert_eq!(fmt_ms(1500.0), "1.5 s");
         assert_eq!(fmt_ms(25_000.0), "25 s");
+        assert_eq!(fmt_tick(2.0), "2");
+        assert_eq!(fmt_tick(2.5), "2.5");
+        assert_eq!(fmt_tick(250.0), "250");
         assert_eq!(fmt_percentile(50.0), "50%");
         assert_eq!(fmt_percentile(99.9), "99.9%");
         assert_eq!(fmt_percentile(100.0 * (1.0 - 1.0 / 10_000.0)), "99.99%");
