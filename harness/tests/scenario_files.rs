@@ -73,28 +73,49 @@ fn blackfriday_has_the_promised_shape() {
     assert!(s.journeys.iter().flat_map(|j| &j.steps).any(|st| st.refuse.contains(&409)));
 }
 
+/// Every top-level field a scenario may have (what raw.rs accepts).
+const TOP_LEVEL: [&str; 15] = [
+    "name",
+    "description",
+    "seed",
+    "target",
+    "shoppers",
+    "arrival",
+    "arrival_process",
+    "think",
+    "defaults",
+    "journeys",
+    "connections",
+    "data",
+    "gates",
+    "chaos",
+    "audit",
+];
+
+#[test]
+fn the_parser_accepts_exactly_the_documented_top_level_fields() {
+    // An unknown field's error lists the accepted ones: they must be TOP_LEVEL.
+    let err = scenario::parse(r#"{"zzz": 1}"#).unwrap_err().to_string();
+    for f in TOP_LEVEL {
+        assert!(err.contains(&format!("\"{f}\"")), "parser does not list {f}: {err}");
+    }
+    assert_eq!(err.matches(", \"").count() + 1, TOP_LEVEL.len(), "{err}");
+}
+
+#[test]
+fn the_docs_describe_every_top_level_field() {
+    let doc = std::fs::read_to_string(scenarios_dir().join("../docs/SCENARIOS.md")).unwrap();
+    for f in TOP_LEVEL {
+        assert!(doc.contains(&format!("| `{f}` |")), "docs/SCENARIOS.md has no table row for {f}");
+    }
+}
+
 #[test]
 fn schema_is_json_and_names_every_top_level_field() {
     let text = std::fs::read_to_string(scenarios_dir().join("scenario.schema.json")).unwrap();
     let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
     let props = schema["properties"].as_object().expect("schema has top-level properties");
-    for field in [
-        "name",
-        "description",
-        "seed",
-        "target",
-        "shoppers",
-        "arrival",
-        "arrival_process",
-        "think",
-        "defaults",
-        "journeys",
-        "connections",
-        "data",
-        "gates",
-        "chaos",
-        "audit",
-    ] {
+    for field in TOP_LEVEL {
         assert!(props.contains_key(field), "schema lacks top-level field {field}");
     }
     assert_eq!(schema["additionalProperties"], serde_json::json!(false));
