@@ -94,6 +94,22 @@ impl Cluster {
         }
     }
 
+    /// Stop gracefully while letting this runtime run, so the test's idle
+    /// client connections close at once instead of waiting out the
+    /// server's keep-alive timeout (a blocking Drop would freeze them).
+    async fn stop(mut self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGINT);
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(status.success(), "cluster exited with {status}");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Drop kills it and prints the log.
+    }
+
     /// The audit, checked for what must hold in any state: stock never
     /// negative and initial = left + sold for every SKU.
     async fn audit(&self) -> Value {
@@ -120,6 +136,9 @@ fn children(pid: u32) -> Vec<i32> {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return; // stopped already; its pid may belong to someone else now
+        }
         let workers = children(self.child.id());
         let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGINT);
         let until = Instant::now() + Duration::from_secs(10);
@@ -209,6 +228,8 @@ async fn doorbuster_race_across_workers_sells_exactly_the_stock() {
     assert_eq!(created, audited, "the audit lists exactly the acknowledged orders");
     let door = audit["stock"].as_array().unwrap().iter().find(|s| s["sku"] == "door-1").unwrap().clone();
     assert_eq!(door, json!({"sku": "door-1", "initial": stock, "left": 0, "sold": stock}));
+    drop(http);
+    c.stop().await;
 }
 
 /// A client whose one keep-alive connection is served by the worker it names.
@@ -256,6 +277,8 @@ async fn one_idempotency_key_on_two_workers_makes_one_order() {
     assert_eq!(keys.len(), rounds);
     let door = audit["stock"].as_array().unwrap().iter().find(|s| s["sku"] == "door-2").unwrap().clone();
     assert_eq!(door["sold"], 2 * rounds as i64, "stock reserved once per key");
+    drop((a, b));
+    c.stop().await;
 }
 
 #[tokio::test]
@@ -350,4 +373,6 @@ async fn sigkilled_workers_lose_no_acknowledged_order() {
     );
     assert_eq!(acknowledged, orders.len(), "every order in the audit was acknowledged to its client");
     assert!(acknowledged > 0);
+    drop(http);
+    c.stop().await;
 }
