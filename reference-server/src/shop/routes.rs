@@ -6,7 +6,6 @@
 
 use std::hint::black_box;
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -69,13 +68,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(Self(v)),
-            Err(rej) => Err(json_rejection(rej)),
+            Err(rej) => Err(ApiError::new(rej.status(), rej.body_text())),
         }
     }
-}
-
-fn json_rejection(rej: JsonRejection) -> ApiError {
-    ApiError::new(rej.status(), rej.body_text())
 }
 
 /// `axum::extract::Path` answering its rejections in JSON.
@@ -86,13 +81,9 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         match Path::<T>::from_request_parts(parts, state).await {
             Ok(Path(v)) => Ok(Self(v)),
-            Err(rej) => Err(path_rejection(rej)),
+            Err(rej) => Err(ApiError::new(rej.status(), rej.body_text())),
         }
     }
-}
-
-fn path_rejection(rej: PathRejection) -> ApiError {
-    ApiError::new(rej.status(), rej.body_text())
 }
 
 /// `axum::extract::Query` answering its rejections in JSON.
@@ -103,13 +94,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         match Query::<T>::from_request_parts(parts, state).await {
             Ok(Query(v)) => Ok(Self(v)),
-            Err(rej) => Err(query_rejection(rej)),
+            Err(rej) => Err(ApiError::new(rej.status(), rej.body_text())),
         }
     }
-}
-
-fn query_rejection(rej: QueryRejection) -> ApiError {
-    ApiError::new(rej.status(), rej.body_text())
 }
 
 /// The shop's public routes over `shop`.
