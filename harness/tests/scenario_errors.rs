@@ -296,9 +296,16 @@ fn load_names_the_file() {
 fn never_panics_on_mangled_input() {
     // Every prefix of a valid file, and every single-byte corruption of a region of it.
     let text = serde_json::to_string_pretty(&base()).unwrap();
+    // Messages never leak internal type names.
+    let check = |t: &str| {
+        if let Err(e) = scenario::parse(t) {
+            let m = e.to_string();
+            assert!(!m.contains("Raw") && !m.contains("struct "), "{m}");
+        }
+    };
     for end in 0..text.len() {
         if text.is_char_boundary(end) {
-            let _ = scenario::parse(&text[..end]);
+            check(&text[..end]);
         }
     }
     let bytes = text.as_bytes();
@@ -307,8 +314,27 @@ fn never_panics_on_mangled_input() {
             let mut m = bytes.to_vec();
             m[i] = b;
             if let Ok(s) = String::from_utf8(m) {
-                let _ = scenario::parse(&s);
+                check(&s);
             }
         }
+    }
+}
+
+#[test]
+fn wrong_types_for_whole_sections_say_what_was_expected() {
+    let err = scenario::parse("[]").unwrap_err().to_string();
+    assert!(err.contains("expected a scenario object"), "{err}");
+    assert!(!err.contains("Raw"), "no internal type names: {err}");
+    for (pointer, value, path, words) in [
+        ("/target", json!("http://x"), "target", "expected a target object"),
+        ("/arrival/0", json!(5), "arrival[0]", "expected a stage object"),
+        ("/journeys/0/steps/0", json!("GET /"), "journeys[0].steps[0]", "expected a step object"),
+        ("/journeys/1/steps/1/retry", json!(3), "journeys[1].steps[1].retry", "expected a retry object"),
+        ("/chaos/0", json!([]), "chaos[0]", "expected a fault object"),
+    ] {
+        let err = error_of(&edit(base(), pointer, Some(value)));
+        let text = err.to_string();
+        assert_eq!(err.paths(), vec![path], "{text}");
+        assert!(text.contains(words) && !text.contains("Raw"), "{text}");
     }
 }

@@ -35,7 +35,7 @@ impl<'de> Deserialize<'de> for Dur {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a scenario object")]
 pub(crate) struct RawScenario {
     pub name: String,
     #[serde(default)]
@@ -70,7 +70,7 @@ fn default_seed() -> u64 {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a target object such as {\"base_url\": \"http://127.0.0.1:8080\"}")]
 pub(crate) struct RawTarget {
     pub base_url: String,
     #[serde(default)]
@@ -84,7 +84,7 @@ pub(crate) struct RawTarget {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a launch object such as {\"argv\": [\"./server\"]}")]
 pub(crate) struct RawLaunch {
     pub argv: Vec<String>,
     #[serde(default)]
@@ -96,7 +96,7 @@ pub(crate) struct RawLaunch {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a stage object such as {\"duration\": \"10s\", \"rate\": 100}")]
 pub(crate) struct RawStage {
     pub duration: Dur,
     #[serde(default)]
@@ -108,7 +108,10 @@ pub(crate) struct RawStage {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a think object such as {\"kind\": \"uniform\", \"min\": \"10ms\", \"max\": \"50ms\"}"
+)]
 pub(crate) struct RawThink {
     pub kind: String,
     #[serde(default)]
@@ -123,7 +126,7 @@ pub(crate) struct RawThink {
 
 /// Values every step gets unless it sets its own.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a defaults object")]
 pub(crate) struct RawDefaults {
     #[serde(default)]
     pub timeout: Option<Dur>,
@@ -134,7 +137,7 @@ pub(crate) struct RawDefaults {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a journey object with name, weight and steps")]
 pub(crate) struct RawJourney {
     pub name: String,
     #[serde(default = "default_weight")]
@@ -147,7 +150,7 @@ fn default_weight() -> f64 {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a step object with at least name and path")]
 pub(crate) struct RawStep {
     pub name: String,
     #[serde(default)]
@@ -172,7 +175,10 @@ pub(crate) struct RawStep {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a retry object such as {\"attempts\": 3, \"on\": [\"connect_refused\"], \"backoff\": \"100ms\"}"
+)]
 pub(crate) struct RawRetry {
     #[serde(default)]
     pub attempts: Option<u32>,
@@ -183,7 +189,7 @@ pub(crate) struct RawRetry {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a connections object such as {\"model\": \"pool\", \"size\": 64}")]
 pub(crate) struct RawConnections {
     pub model: String,
     #[serde(default)]
@@ -193,7 +199,7 @@ pub(crate) struct RawConnections {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a gates object")]
 pub(crate) struct RawGates {
     #[serde(default)]
     pub max_dropped: Option<u64>,
@@ -208,7 +214,7 @@ pub(crate) struct RawGates {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a latency gate such as {\"percentile\": 99, \"max\": \"1s\"}")]
 pub(crate) struct RawLatencyGate {
     #[serde(default)]
     pub step: Option<String>,
@@ -218,7 +224,7 @@ pub(crate) struct RawLatencyGate {
 
 /// One fault; which of the optional fields apply depends on `action`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a fault object with name, at and action")]
 pub(crate) struct RawFault {
     pub name: String,
     pub at: Dur,
@@ -242,7 +248,7 @@ pub(crate) struct RawFault {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "an audit object such as {\"url\": \"http://127.0.0.1:9090/audit\"}")]
 pub(crate) struct RawAudit {
     pub url: String,
     #[serde(default)]
@@ -265,7 +271,7 @@ pub(crate) fn from_str(text: &str) -> Result<RawScenario, ScenarioError> {
                 line,
                 column,
             },
-            _ => ScenarioError::Syntax { file: None, line, column, message },
+            _ => ScenarioError::Syntax { file: None, line, column, message: tidy(&message) },
         }
     })?;
     // Trailing characters after the document are a syntax error too.
@@ -273,7 +279,7 @@ pub(crate) fn from_str(text: &str) -> Result<RawScenario, ScenarioError> {
         file: None,
         line: e.line(),
         column: e.column(),
-        message: strip_position(&e.to_string()),
+        message: tidy(&strip_position(&e.to_string())),
     })?;
     Ok(raw)
 }
