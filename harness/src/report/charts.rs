@@ -92,32 +92,40 @@ impl TimeAxes {
     }
 }
 
-/// A log axis range covering lo..hi with some room, in whole decades' thirds.
+/// A log axis range covering lo..hi from one power of ten to another, so
+/// every decade gets a label and no other labels are needed (plotters fills
+/// short log ranges with 200, 300, ... 900 labels that run into each other).
 fn log_range(lo: f64, hi: f64) -> Range<f64> {
     if !lo.is_finite() || hi <= 0.0 {
         return 0.1..1000.0;
     }
-    let lo = (lo * 0.7).max(0.01);
-    let hi = (hi * 1.5).max(lo * 10.0);
+    let lo = 10f64.powf(lo.max(0.001).log10().floor());
+    let hi = 10f64.powf((hi * 1.2).log10().ceil()).max(lo * 10.0);
     lo..hi
+}
+
+/// Label count for a log axis from `log_range`: one per decade.
+fn decade_labels(range: &Range<f64>) -> usize {
+    (range.end / range.start).log10().round().max(1.0) as usize + 1
 }
 
 fn fault_end(f: &FaultRow) -> f64 {
     f.recovered_s.or(f.end_s).unwrap_or(f.start_s).max(f.start_s)
 }
 
-/// "12 ms", "0.4 ms", "1.5 s".
+/// "12 ms", "0.25 ms", "3.4 ms", "1 ms", "1.5 s".
 pub fn fmt_ms(v: f64) -> String {
-    if v >= 1000.0 {
-        let s = v / 1000.0;
-        if s >= 10.0 { format!("{s:.0} s") } else { format!("{s:.1} s") }
-    } else if v >= 10.0 {
-        format!("{v:.0} ms")
-    } else if v >= 1.0 {
-        format!("{v:.1} ms")
+    let (value, unit) = if v >= 1000.0 { (v / 1000.0, "s") } else { (v, "ms") };
+    let text = if value >= 10.0 {
+        format!("{value:.0}")
+    } else if value >= 1.0 || unit == "s" {
+        format!("{value:.1}")
     } else {
-        format!("{v:.2} ms")
-    }
+        format!("{value:.2}")
+    };
+    // "1.0 s" reads as more precise than it is; axis ticks land on whole numbers.
+    let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.') } else { &text };
+    format!("{text} {unit}")
 }
 
 /// An axis tick: whole numbers without decimals, anything else with one.
@@ -237,6 +245,7 @@ pub fn latency_over_time(run: &RunData, axes: &TimeAxes) -> Result<String> {
             .configure_mesh()
             .x_desc("seconds since start")
             .x_label_formatter(&|v| fmt_tick(*v))
+            .y_labels(decade_labels(&y))
             .y_label_formatter(&|v| fmt_ms(*v))
             .light_line_style(WHITE.mix(0.0))
             .label_style((FONT, 15))
@@ -434,7 +443,9 @@ pub fn spectrum(runs: &[RunData]) -> Result<String> {
             .configure_mesh()
             .disable_x_mesh()
             .x_labels(0)
+            .x_label_formatter(&|_| String::new())
             .x_desc("percentile (log scale of nines)")
+            .y_labels(decade_labels(&y))
             .y_label_formatter(&|v| fmt_ms(*v))
             .light_line_style(WHITE.mix(0.0))
             .label_style((FONT, 15))
@@ -483,9 +494,10 @@ pub fn spectrum(runs: &[RunData]) -> Result<String> {
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(3)));
         }
         if any {
+            // Lower right: percentile curves rise to the right, so it is the emptiest corner.
             chart
                 .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
+                .position(SeriesLabelPosition::LowerRight)
                 .background_style(WHITE.mix(0.85))
                 .border_style(MAX)
                 .label_font((FONT, 17))
@@ -526,7 +538,11 @@ mod tests {
     #[test]
     fn formats() {
         assert_eq!(fmt_ms(0.25), "0.25 ms");
-        assert_eq!(fmt_ms(3.0), "3.0 ms");
+        assert_eq!(fmt_ms(3.0), "3 ms");
+        assert_eq!(fmt_ms(3.45), "3.5 ms");
+        assert_eq!(fmt_ms(0.1), "0.1 ms");
+        assert_eq!(fmt_ms(1000.0), "1 s");
+        assert_eq!(fmt_ms(0.0), "0 ms");
         assert_eq!(fmt_ms(120.0), "120 ms");
         assert_eq!(fmt_ms(1500.0), "1.5 s");
         assert_eq!(fmt_ms(25_000.0), "25 s");
@@ -537,6 +553,15 @@ mod tests {
         assert_eq!(fmt_percentile(99.9), "99.9%");
         assert_eq!(fmt_percentile(100.0 * (1.0 - 1.0 / 10_000.0)), "99.99%");
         assert_eq!(fmt_percentile(0.0), "0%");
+    }
+
+    #[test]
+    fn log_ranges_run_from_decade_to_decade() {
+        assert_eq!(log_range(7.0, 833.0), 1.0..1000.0);
+        assert_eq!(log_range(7.0, 900.0), 1.0..10_000.0, "room above the highest value");
+        assert_eq!(log_range(150.0, 160.0), 100.0..1000.0);
+        assert_eq!(log_range(f64::INFINITY, 0.0), 0.1..1000.0);
+        assert_eq!(decade_labels(&(1.0..1000.0)), 4);
     }
 
     #[test]
