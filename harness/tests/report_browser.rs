@@ -34,6 +34,10 @@ const FLAGS: &[&str] = &[
 ];
 const TIMEOUT: Duration = Duration::from_secs(120);
 
+/// One browser at a time: the tests run in parallel threads, and three
+/// Chromiums at once on a loaded 2-core machine only make each slower.
+static BROWSER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn chromium() -> PathBuf {
     if let Some(p) = std::env::var_os("CHROMIUM") {
         return PathBuf::from(p);
@@ -69,6 +73,7 @@ fn run(mut cmd: Command, dir: &Path, name: &str) -> (ExitStatus, String, String)
     let out = dir.join(format!("{name}.stdout"));
     let err = dir.join(format!("{name}.stderr"));
     cmd.stdin(Stdio::null()).stdout(File::create(&out).unwrap()).stderr(File::create(&err).unwrap()).process_group(0);
+    let _one_at_a_time = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("starting {name}: {e}"));
     let _group = Group(child.id() as i32);
     let start = Instant::now();
