@@ -309,7 +309,8 @@ pub fn spectrum_from_histogram(hist: &Histogram<u64>, units_per_ms: f64) -> Vec<
     loop {
         // x from 2 (the median) upwards.
         let x = 2.0 * 10f64.powf(f64::from(k) / 20.0);
-        if x > len || x > 1e7 {
+        // The median is always shown, even from a single sample.
+        if k > 0 && (x > len || x > 1e7) {
             break;
         }
         let q = 1.0 - 1.0 / x;
@@ -349,6 +350,10 @@ mod tests {
         // Never beyond what 10,000 samples can resolve (99.99 %), apart from the max.
         assert!(s[s.len() - 2].percentile <= 99.99 + 1e-9);
         assert!(spectrum_from_histogram(&Histogram::<u64>::new(3).unwrap(), 1000.0).is_empty());
+        let mut one = Histogram::<u64>::new(3).unwrap();
+        one.record(2000).unwrap();
+        let s = spectrum_from_histogram(&one, 1000.0);
+        assert_eq!(s.iter().map(|p| p.percentile).collect::<Vec<_>>(), [50.0, 100.0]);
     }
 
     #[test]
