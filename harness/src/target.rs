@@ -29,6 +29,10 @@ use crate::scenario::{LaunchSpec, TargetSpec};
 const POLL: Duration = Duration::from_millis(100);
 /// One readiness probe's budget.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the worker set must stay the same after readiness before the
+/// target counts as started: a pre-fork server answers as soon as its first
+/// worker accepts, while the others may still be forking.
+const SETTLE: Duration = Duration::from_millis(300);
 /// How much of the target's stderr an error quotes.
 const STDERR_TAIL_BYTES: u64 = 2048;
 
@@ -287,7 +291,7 @@ impl Target {
     /// Start the target the way the scenario says: launch it (`launch`
     /// overrides the scenario's own launch command, e.g. from the command
     /// line), or attach to the pid in its pid file, or use it as it is; then
-    /// wait until it is ready.
+    /// wait until it is ready and its worker set has settled.
     pub async fn start(spec: &TargetSpec, launch: Option<&LaunchSpec>, run_dir: &Path) -> Result<Target, TargetError> {
         let target = match (launch.or(spec.launch.as_ref()), &spec.pid_file) {
             (Some(l), _) => Target::launch(spec, l, run_dir)?,
@@ -295,6 +299,7 @@ impl Target {
             (None, None) => Target::new(spec, Kind::External),
         };
         target.wait_ready().await?;
+        target.wait_settled(SETTLE, target.ready_timeout).await?;
         Ok(target)
     }
 
@@ -315,6 +320,7 @@ impl Target {
     pub async fn attach_ready(spec: &TargetSpec, pid: Pid) -> Result<Target, TargetError> {
         let target = Target::attach(spec, pid)?;
         target.wait_ready().await?;
+        target.wait_settled(SETTLE, target.ready_timeout).await?;
         Ok(target)
     }
 
@@ -414,6 +420,24 @@ impl Target {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// Wait until the worker set has not changed for `settle` (at most
+    /// `timeout`; a target whose workers keep changing is used as it is then).
+    /// Returns the settled tree.
+    pub async fn wait_settled(&self, settle: Duration, timeout: Duration) -> Result<WorkerTree, TargetError> {
+        let deadline = Instant::now() + timeout;
+        let mut tree = self.worker_tree()?;
+        let mut since = Instant::now();
+        while since.elapsed() < settle && Instant::now() < deadline {
+            tokio::time::sleep(POLL.min(settle)).await;
+            let now = self.worker_tree()?;
+            if now.pids() != tree.pids() {
+                since = Instant::now();
+                tree = now;
+            }
+        }
+        Ok(tree)
     }
 
     fn launched_pid(&self) -> Option<Pid> {
@@ -540,6 +564,7 @@ impl Target {
             l.pid
         };
         self.wait_ready().await?;
+        self.wait_settled(SETTLE, self.ready_timeout).await?;
         Ok((old, new))
     }
 }
