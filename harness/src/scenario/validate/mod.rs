@@ -4,6 +4,9 @@
 //! faults inside the arrival profile, ...). Collects every problem, each with
 //! its field path, instead of stopping at the first. Not for I/O.
 
+mod chaos;
+mod steps;
+
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,7 +21,6 @@ use super::*;
 
 /// Beyond this the schedule alone would take hundreds of MB; split the run.
 const MAX_SHOPPERS: u64 = 10_000_000;
-const METHODS: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"];
 /// Headers the engine writes itself; a scenario setting them would break framing or keys.
 const RESERVED_HEADERS: [&str; 5] = ["host", "content-length", "transfer-encoding", "connection", "idempotency-key"];
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -270,7 +272,11 @@ pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
         ),
     };
     // Parsed once here so that a bad default is reported once, at its own path.
-    let parsed_default_headers = v.headers("defaults.headers", &default_headers);
+    let step_defaults = steps::StepDefaults {
+        timeout: default_timeout,
+        retry: default_retry,
+        headers: v.headers("defaults.headers", &default_headers),
+    };
 
     // data lists (before journeys: templates refer to them)
     for (name, list) in &raw.data {
@@ -283,159 +289,7 @@ pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
     }
 
     // journeys
-    if raw.journeys.is_empty() {
-        v.err("journeys", "needs at least one journey");
-    }
-    let mut journey_names = HashSet::new();
-    let mut step_names: BTreeMap<String, String> = BTreeMap::new();
-    let mut journeys = Vec::new();
-    for (ji, j) in raw.journeys.iter().enumerate() {
-        let jp = format!("journeys[{ji}]");
-        if j.name.trim().is_empty() {
-            v.err(format!("{jp}.name"), "must not be empty");
-        } else if !journey_names.insert(j.name.clone()) {
-            v.err(format!("{jp}.name"), format!("journey name {:?} is used twice", j.name));
-        }
-        if !(j.weight.is_finite() && j.weight > 0.0) {
-            v.err(format!("{jp}.weight"), format!("{} is not a weight (expected a number > 0)", j.weight));
-        }
-        if j.steps.is_empty() {
-            v.err(format!("{jp}.steps"), "needs at least one step");
-        }
-        let mut extracted: HashSet<String> = HashSet::new();
-        let mut steps = Vec::new();
-        for (si, s) in j.steps.iter().enumerate() {
-            let sp = format!("{jp}.steps[{si}]");
-            if s.name.trim().is_empty() {
-                v.err(format!("{sp}.name"), "must not be empty");
-            } else if let Some(other) = step_names.get(&s.name) {
-                v.err(
-                    format!("{sp}.name"),
-                    format!("step name {:?} is already used at {other} (step names are unique per scenario)", s.name),
-                );
-            } else {
-                step_names.insert(s.name.clone(), sp.clone());
-            }
-            let method = s.method.clone().unwrap_or_else(|| "GET".to_string());
-            if !METHODS.contains(&method.as_str()) {
-                v.err(
-                    format!("{sp}.method"),
-                    format!("unknown method {method:?} (expected one of {})", METHODS.join(", ")),
-                );
-            }
-            if !s.path.starts_with('/') {
-                v.err(format!("{sp}.path"), format!("{:?} must start with \"/\"", s.path));
-            }
-            let path = v.template(&format!("{sp}.path"), &s.path, Escape::Path);
-            // Step headers override defaults of the same name (case-insensitively).
-            let mut headers: Vec<(String, Template)> = parsed_default_headers
-                .iter()
-                .filter(|(k, _)| !s.headers.keys().any(|sk| sk.eq_ignore_ascii_case(k)))
-                .cloned()
-                .collect();
-            headers.extend(v.headers(&format!("{sp}.headers"), &s.headers));
-            let body = match &s.body {
-                None | Some(serde_json::Value::Null) => None,
-                Some(serde_json::Value::String(text)) => v.template(&format!("{sp}.body"), text, Escape::None),
-                Some(value) => v.template(&format!("{sp}.body"), &value.to_string(), Escape::JsonString),
-            };
-            // Placeholders must refer to data lists that exist and to variables
-            // extracted by an earlier step of the same journey.
-            let mut templates: Vec<(String, &Template)> = Vec::new();
-            if let Some(t) = &path {
-                templates.push((format!("{sp}.path"), t));
-            }
-            for (k, t) in &headers {
-                let hp = if s.headers.contains_key(k) {
-                    format!("{sp}.headers.{k}")
-                } else {
-                    format!("defaults.headers.{k}")
-                };
-                templates.push((hp, t));
-            }
-            if let Some(t) = &body {
-                templates.push((format!("{sp}.body"), t));
-            }
-            for (tp, t) in templates {
-                let refs = t.references();
-                for var in refs.vars {
-                    if !extracted.contains(&var) {
-                        v.err(
-                            &tp,
-                            format!(
-                                "{{{{var.{var}}}}} is not extracted by an earlier step of journey {:?} \
-                                 (add \"extract\": {{\"{var}\": \"/json/pointer\"}} to an earlier step)",
-                                j.name
-                            ),
-                        );
-                    }
-                }
-                for list in refs.lists {
-                    if !raw.data.contains_key(&list) {
-                        let known: Vec<&str> = raw.data.keys().map(String::as_str).collect();
-                        v.err(
-                            &tp,
-                            format!("{{{{pick.{list}}}}}: no data list {list:?} (data has: {})", join_or_none(&known)),
-                        );
-                    }
-                }
-                if refs.idem && !s.idempotency_key {
-                    v.err(&tp, "{{idem}} needs \"idempotency_key\": true on the step");
-                }
-            }
-            let expect = s.expect.clone().unwrap_or_else(|| vec![200]);
-            if expect.is_empty() {
-                v.err(format!("{sp}.expect"), "must list at least one status");
-            }
-            for (field, list) in [("expect", &expect), ("refuse", &s.refuse)] {
-                for (i, code) in list.iter().enumerate() {
-                    if !(100..=599).contains(code) {
-                        v.err(format!("{sp}.{field}[{i}]"), format!("{code} is not an HTTP status (100..=599)"));
-                    }
-                }
-            }
-            for (i, code) in s.refuse.iter().enumerate() {
-                if expect.contains(code) {
-                    v.err(
-                        format!("{sp}.refuse[{i}]"),
-                        format!("{code} is also in expect; a status is ok or a refusal"),
-                    );
-                }
-            }
-            let timeout = s.timeout.map_or(default_timeout, |t| v.positive(&format!("{sp}.timeout"), t.0));
-            let retry = s.retry.as_ref().map_or_else(|| default_retry.clone(), |r| v.retry(&format!("{sp}.retry"), r));
-            let mut extract = Vec::new();
-            for (var, pointer) in &s.extract {
-                let ep = format!("{sp}.extract.{var}");
-                if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-                    v.err(&ep, "variable names may use letters, digits, _ and - only");
-                }
-                if !valid_pointer(pointer) {
-                    v.err(
-                        &ep,
-                        format!("{pointer:?} is not a JSON pointer (RFC 6901), e.g. \"/order_id\" or \"/lines/0/sku\""),
-                    );
-                }
-                extract.push(Extract { var: var.clone(), json_pointer: pointer.clone() });
-            }
-            steps.push(Step {
-                name: s.name.clone(),
-                method,
-                path: path.unwrap_or_else(|| Template::literal(&s.path, Escape::Path)),
-                headers,
-                body,
-                expect,
-                refuse: s.refuse.clone(),
-                timeout,
-                retry,
-                extract,
-                idempotency_key: s.idempotency_key,
-            });
-            // Extracted after this step's response: usable from the next step on.
-            extracted.extend(s.extract.keys().cloned());
-        }
-        journeys.push(Journey { name: j.name.clone(), weight: j.weight, steps });
-    }
+    let (journeys, step_names) = steps::journeys(&mut v, &raw, &step_defaults);
 
     // connections
     let connections = match &raw.connections {
@@ -532,7 +386,7 @@ pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
     let mut fault_names = HashSet::new();
     let mut chaos = Vec::new();
     for (i, f) in raw.chaos.iter().enumerate() {
-        if let Some(spec) = fault(&mut v, i, f, arrival_end, &mut fault_names) {
+        if let Some(spec) = chaos::fault(&mut v, i, f, arrival_end, &mut fault_names) {
             chaos.push(spec);
         }
     }
@@ -616,137 +470,6 @@ fn think(v: &mut V, th: &RawThink) -> ThinkTime {
         }
     }
     result
-}
-
-fn fault(v: &mut V, i: usize, f: &RawFault, arrival_end: Duration, names: &mut HashSet<String>) -> Option<FaultSpec> {
-    let p = format!("chaos[{i}]");
-    if f.name.trim().is_empty() {
-        v.err(format!("{p}.name"), "must not be empty");
-    } else if !names.insert(f.name.clone()) {
-        v.err(format!("{p}.name"), format!("fault name {:?} is used twice", f.name));
-    }
-    let count = f.count.unwrap_or(1);
-    if count == 0 {
-        v.err(format!("{p}.count"), "must be at least 1");
-    }
-    if count > 1 && f.every.is_none() {
-        v.err(format!("{p}.every"), "required when count > 1 (the time between occurrences)");
-    }
-    if let Some(e) = f.every {
-        v.positive(&format!("{p}.every"), e.0);
-    }
-    let pick = |v: &mut V, given: &Option<String>| match given.as_deref() {
-        None | Some("random") => Pick::Random,
-        Some("oldest") => Pick::Oldest,
-        Some("busiest") => Pick::Busiest,
-        Some(other) => {
-            v.err(format!("{p}.pick"), format!("unknown pick {other:?} (expected random, oldest or busiest)"));
-            Pick::Random
-        }
-    };
-    let (allowed, action): (&[&str], Option<FaultAction>) = match f.action.as_str() {
-        "kill_worker" => (
-            &["signal", "pick"],
-            Some(FaultAction::KillWorker {
-                signal: v.signal(&format!("{p}.signal"), f.signal.as_deref().unwrap_or("SIGKILL")),
-                pick: pick(v, &f.pick),
-            }),
-        ),
-        "signal_master" => {
-            let signal = match &f.signal {
-                Some(s) => v.signal(&format!("{p}.signal"), s),
-                None => {
-                    v.err(
-                        format!("{p}.signal"),
-                        "required for action \"signal_master\", e.g. \"SIGTERM\" or \"SIGHUP\"",
-                    );
-                    String::new()
-                }
-            };
-            (&["signal"], Some(FaultAction::SignalMaster { signal }))
-        }
-        "hang_worker" => {
-            let duration = match f.duration {
-                Some(d) => v.positive(&format!("{p}.duration"), d.0),
-                None => {
-                    v.err(
-                        format!("{p}.duration"),
-                        "required for action \"hang_worker\" (how long the worker stays stopped)",
-                    );
-                    Duration::ZERO
-                }
-            };
-            (&["pick", "duration"], Some(FaultAction::HangWorker { pick: pick(v, &f.pick), duration }))
-        }
-        "command" => {
-            let argv = f.argv.clone().unwrap_or_default();
-            if argv.is_empty() || argv[0].is_empty() {
-                v.err(format!("{p}.argv"), "required for action \"command\": the program and its arguments");
-            }
-            let timeout = f.timeout.map_or(Duration::from_secs(60), |t| v.positive(&format!("{p}.timeout"), t.0));
-            (&["argv", "timeout"], Some(FaultAction::Command { argv, timeout }))
-        }
-        "naive_restart" => (
-            &["stop_timeout"],
-            Some(FaultAction::NaiveRestart { stop_timeout: f.stop_timeout.map_or(Duration::from_secs(10), |d| d.0) }),
-        ),
-        other => {
-            v.err(
-                format!("{p}.action"),
-                format!("unknown action {other:?} (expected kill_worker, signal_master, hang_worker, command or naive_restart)"),
-            );
-            (&[], None)
-        }
-    };
-    if action.is_some() {
-        let given = [
-            ("signal", f.signal.is_some()),
-            ("pick", f.pick.is_some()),
-            ("duration", f.duration.is_some()),
-            ("argv", f.argv.is_some()),
-            ("timeout", f.timeout.is_some()),
-            ("stop_timeout", f.stop_timeout.is_some()),
-        ];
-        for (field, set) in given {
-            if set && !allowed.contains(&field) {
-                let takes = if allowed.is_empty() { "nothing else".to_string() } else { allowed.join(", ") };
-                v.err(format!("{p}.{field}"), format!("not used by action {:?} (it takes {takes})", f.action));
-            }
-        }
-    }
-    let spec = FaultSpec {
-        name: f.name.clone(),
-        at: f.at.0,
-        every: f.every.map(|d| d.0),
-        count: count.max(1),
-        action: action?,
-    };
-    if let Some(last) = spec.times().last()
-        && *last >= arrival_end
-        && !arrival_end.is_zero()
-    {
-        let field = if spec.count > 1 { "count" } else { "at" };
-        v.err(
-            format!("{p}.{field}"),
-            format!(
-                "fires at {} but arrivals end at {}; faults must fall within the arrival profile",
-                format_duration(*last),
-                format_duration(arrival_end)
-            ),
-        );
-    }
-    Some(spec)
-}
-
-fn valid_pointer(p: &str) -> bool {
-    if p.is_empty() {
-        return true;
-    }
-    if !p.starts_with('/') {
-        return false;
-    }
-    let b = p.as_bytes();
-    b.iter().enumerate().all(|(i, &c)| c != b'~' || matches!(b.get(i + 1), Some(b'0' | b'1')))
 }
 
 fn join_or_none(items: &[&str]) -> String {
