@@ -109,6 +109,8 @@ fn db_err(e: rusqlite::Error) -> StoreError {
 fn open_conn(path: &Path, flags: OpenFlags, busy: Duration) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(busy)?;
+    // Room for every statement the store runs (about 20), so none is re-parsed.
+    conn.set_prepared_statement_cache_capacity(64);
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(conn)
@@ -217,6 +219,13 @@ impl SqliteStore {
     }
 }
 
+/// Run a write through the connection's statement cache: the hot paths
+/// run the same few statements thousands of times, and parsing SQL each
+/// time showed up in profiles.
+fn exec<P: rusqlite::Params>(conn: &Connection, sql: &str, params: P) -> Result<usize, StoreError> {
+    conn.prepare_cached(sql).and_then(|mut st| st.execute(params)).map_err(db_err)
+}
+
 fn product_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Product> {
     Ok(Product {
         sku: r.get(0)?,
@@ -270,7 +279,10 @@ fn order_lines(conn: &Connection, order_id: i64) -> rusqlite::Result<Vec<OrderLi
 impl Store for SqliteStore {
     fn products(&self, page: u64, per_page: u64) -> Result<ProductPage, StoreError> {
         let conn = self.lock();
-        let total: u64 = conn.query_row("SELECT count(*) FROM products", [], |r| r.get(0)).map_err(db_err)?;
+        let total: u64 = conn
+            .prepare_cached("SELECT count(*) FROM products")
+            .and_then(|mut st| st.query_row([], |r| r.get(0)))
+            .map_err(db_err)?;
         let offset = page.saturating_sub(1).saturating_mul(per_page);
         let mut st = conn
             .prepare_cached(
@@ -298,27 +310,26 @@ impl Store for SqliteStore {
     fn set_line(&self, cart_id: &str, sku: &str, qty: i64) -> Result<Cart, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
-        let known: Option<i64> =
-            tx.query_row("SELECT 1 FROM products WHERE sku = ?1", [sku], |r| r.get(0)).optional().map_err(db_err)?;
+        let known: Option<i64> = tx
+            .prepare_cached("SELECT 1 FROM products WHERE sku = ?1")
+            .and_then(|mut st| st.query_row([sku], |r| r.get(0)).optional())
+            .map_err(db_err)?;
         if known.is_none() {
             return Err(StoreError::UnknownSku(sku.to_string()));
         }
         let (lines, has_sku): (usize, bool) = tx
-            .query_row(
-                "SELECT count(*), coalesce(sum(sku = ?2), 0) FROM cart_lines WHERE cart_id = ?1",
-                params![cart_id, sku],
-                |r| Ok((r.get(0)?, r.get::<_, i64>(1)? > 0)),
-            )
+            .prepare_cached("SELECT count(*), coalesce(sum(sku = ?2), 0) FROM cart_lines WHERE cart_id = ?1")
+            .and_then(|mut st| st.query_row(params![cart_id, sku], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? > 0))))
             .map_err(db_err)?;
         if !has_sku && lines >= MAX_CART_LINES {
             return Err(StoreError::CartFull { cart_id: cart_id.to_string(), max: MAX_CART_LINES });
         }
-        tx.execute(
+        exec(
+            &tx,
             "INSERT INTO cart_lines(cart_id, sku, qty) VALUES (?1, ?2, ?3)
              ON CONFLICT(cart_id, sku) DO UPDATE SET qty = excluded.qty",
             params![cart_id, sku, qty],
-        )
-        .map_err(db_err)?;
+        )?;
         let cart = read_cart(&tx, cart_id).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
         Ok(cart)
@@ -327,7 +338,7 @@ impl Store for SqliteStore {
     fn remove_line(&self, cart_id: &str, sku: &str) -> Result<Cart, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
-        tx.execute("DELETE FROM cart_lines WHERE cart_id = ?1 AND sku = ?2", [cart_id, sku]).map_err(db_err)?;
+        exec(&tx, "DELETE FROM cart_lines WHERE cart_id = ?1 AND sku = ?2", [cart_id, sku])?;
         let cart = read_cart(&tx, cart_id).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
         Ok(cart)
@@ -375,7 +386,8 @@ impl Store for SqliteStore {
                 CheckoutOutcome { status: 409, body: body.to_string(), replayed: false }
             } else {
                 let created_ms = now_ms();
-                tx.execute(
+                exec(
+                    &tx,
                     "INSERT INTO orders(cart_id, idempotency_key, subtotal_cents, discount_cents, tax_cents,
                                         total_cents, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![
@@ -387,27 +399,25 @@ impl Store for SqliteStore {
                         pricing.total_cents,
                         created_ms
                     ],
-                )
-                .map_err(db_err)?;
+                )?;
                 let order_id = tx.last_insert_rowid();
                 for l in &lines {
-                    let changed = tx
-                        .prepare_cached(
-                            "UPDATE products SET stock_left = stock_left - ?2 WHERE sku = ?1 AND stock_left >= ?2",
-                        )
-                        .and_then(|mut st| st.execute(params![l.sku, l.qty]))
-                        .map_err(db_err)?;
+                    let changed = exec(
+                        &tx,
+                        "UPDATE products SET stock_left = stock_left - ?2 WHERE sku = ?1 AND stock_left >= ?2",
+                        params![l.sku, l.qty],
+                    )?;
                     if changed != 1 {
                         // Impossible under the write lock; refuse rather than oversell.
                         return Err(StoreError::Corrupt(format!("stock of {} changed under the write lock", l.sku)));
                     }
-                    tx.prepare_cached(
+                    exec(
+                        &tx,
                         "INSERT INTO order_lines(order_id, sku, qty, unit_price_cents) VALUES (?1, ?2, ?3, ?4)",
-                    )
-                    .and_then(|mut st| st.execute(params![order_id, l.sku, l.qty, l.unit_price_cents]))
-                    .map_err(db_err)?;
+                        params![order_id, l.sku, l.qty, l.unit_price_cents],
+                    )?;
                 }
-                tx.execute("DELETE FROM cart_lines WHERE cart_id = ?1", [req.cart_id]).map_err(db_err)?;
+                exec(&tx, "DELETE FROM cart_lines WHERE cart_id = ?1", [req.cart_id])?;
                 let order = Order {
                     order_id,
                     cart_id: req.cart_id.to_string(),
@@ -427,11 +437,11 @@ impl Store for SqliteStore {
             }
         };
         if let Some(key) = req.idempotency_key {
-            tx.execute(
+            exec(
+                &tx,
                 "INSERT INTO idempotency(key, cart_id, status, body, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![key, req.cart_id, outcome.status, outcome.body, now_ms()],
-            )
-            .map_err(db_err)?;
+            )?;
         }
         // The order exists once this returns, before any byte of the 201.
         tx.commit().map_err(db_err)?;
