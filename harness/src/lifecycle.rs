@@ -214,8 +214,9 @@ pub async fn run(
     Ok(FullRun { summary, chaos })
 }
 
-/// `run` on its own runtime, with Ctrl-C stopping the traffic (the run is
-/// then invalid; the target is still stopped in order).
+/// `run` on its own runtime, with Ctrl-C or SIGTERM stopping the traffic (the
+/// run is then invalid; paused workers are resumed and the target is still
+/// stopped in order).
 pub fn run_blocking(scenario: Scenario, opts: &RunOptions, lo: &LifecycleOptions) -> Result<FullRun, StartError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -226,7 +227,20 @@ pub fn run_blocking(scenario: Scenario, opts: &RunOptions, lo: &LifecycleOptions
         let stopper = {
             let live = live.clone();
             tokio::spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
+                // SIGTERM too (a CI job's timeout): stop in order, so the
+                // target is stopped and no worker is left frozen.
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                let terminated = async {
+                    match term.as_mut() {
+                        Some(t) => t.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let got = tokio::select! {
+                    r = tokio::signal::ctrl_c() => r.is_ok(),
+                    _ = terminated => true,
+                };
+                if got {
                     eprintln!("\nharness: interrupted; stopping (the run will be marked invalid)");
                     live.stop.store(true, Ordering::Relaxed);
                 }

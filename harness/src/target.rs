@@ -266,6 +266,12 @@ fn spawn(
     for f in [&mut out, &mut err] {
         let _ = writeln!(f, "--- harness: launch #{launch_no} of {:?} ---", spec.argv);
     }
+    // If the harness dies without cleaning up (SIGKILL, OOM), the kernel sends
+    // the target its stop signal, so it does not outlive the run. The signal
+    // fires when the *thread* that spawned it exits: the harness spawns from
+    // its main thread or a runtime worker thread, which live as long as the run.
+    let death_signal = parse_signal(&spec.stop_signal).map_err(TargetError::BadSignal)?;
+    let harness_pid = nix::unistd::getpid();
     let mut cmd = tokio::process::Command::new(argv0);
     cmd.args(args)
         .envs(&spec.env)
@@ -275,6 +281,18 @@ fn spawn(
         // Own process group: the harness can kill the whole tree, and a
         // terminal's Ctrl-C reaches the harness, which then stops it in order.
         .process_group(0);
+    // SAFETY: the closure runs between fork and exec and only makes two
+    // async-signal-safe system calls (prctl, getppid).
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(death_signal).map_err(std::io::Error::from)?;
+            // The harness may have died before prctl: then nobody will signal us.
+            if nix::unistd::getppid() != harness_pid {
+                return Err(std::io::Error::other("the harness exited while starting the target"));
+            }
+            Ok(())
+        });
+    }
     cmd.spawn().map_err(|source| TargetError::Spawn { argv0: argv0.clone(), source })
 }
 

@@ -137,3 +137,55 @@ async fn healthy_again_after_a_worker_is_killed() {
     assert!(err.contains("2 workers, expected 3"), "{err}");
     target.stop(None).await.unwrap();
 }
+
+/// Helper process for the next test: launches a target, reports its pid, and
+/// waits to be killed. Runs only when the next test starts it.
+#[tokio::test]
+#[ignore = "helper process, started by a_target_outlives_no_harness"]
+async fn helper_launch_and_wait_to_be_killed() {
+    let Ok(pid_file) = std::env::var("CHAOS_TEST_PID_FILE") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let spec = target_spec(free_port(), None);
+    let target = Target::launch(&spec, &launch(&["sleep", "60"]), dir.path()).unwrap();
+    std::fs::write(&pid_file, target.pid().unwrap().to_string()).unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+}
+
+#[test]
+fn a_target_outlives_no_harness() {
+    // A "harness" (this test binary, running the helper above) launches a
+    // target and is SIGKILLed: no Drop runs, yet the kernel stops the target.
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("target.pid");
+    let mut harness = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "helper_launch_and_wait_to_be_killed", "--nocapture"])
+        .env("CHAOS_TEST_PID_FILE", &pid_file)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut target_pid = None;
+    for _ in 0..500 {
+        if let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+            target_pid = Some(pid);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let target_pid = target_pid.expect("the helper never launched its target");
+    assert!(procs::is_alive(target_pid));
+    harness.kill().unwrap();
+    harness.wait().unwrap();
+    let mut gone = false;
+    for _ in 0..500 {
+        // Reparented to init (or a subreaper) and reaped, or a zombie: not alive.
+        if !procs::is_alive(target_pid) {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if !gone {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(target_pid), Signal::SIGKILL);
+    }
+    assert!(gone, "target {target_pid} outlived its SIGKILLed harness");
+}
