@@ -267,6 +267,8 @@ fn json_syntax_errors_give_line_and_column() {
     let err = scenario::parse(text).unwrap_err();
     assert!(matches!(err, ScenarioError::Syntax { line: 3, .. }), "{err:?}");
     assert!(err.to_string().starts_with("line 3 column 18: invalid JSON"), "{err}");
+    // The offending line, with a caret under column 18.
+    assert!(err.to_string().ends_with("\n  3 |   \"shoppers\": 10,,\n    |                  ^"), "{err}");
     let err = scenario::parse("").unwrap_err();
     assert!(err.to_string().contains("line 1 column 0"), "{err}");
     let err = scenario::parse(&format!("{} trailing", base())).unwrap_err();

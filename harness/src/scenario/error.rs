@@ -34,9 +34,10 @@ pub enum ScenarioError {
         #[source]
         source: std::io::Error,
     },
-    /// The text is not JSON at all.
-    #[error("{}line {line} column {column}: invalid JSON: {message}", file_prefix(file))]
-    Syntax { file: Option<PathBuf>, line: usize, column: usize, message: String },
+    /// The text is not JSON at all. `excerpt` is the offending line with a
+    /// caret under the column (empty when there is no such line).
+    #[error("{}line {line} column {column}: invalid JSON: {message}{excerpt}", file_prefix(file))]
+    Syntax { file: Option<PathBuf>, line: usize, column: usize, message: String, excerpt: String },
     /// The JSON does not have the shape of a scenario (a wrong type, an unknown
     /// or missing field), found while deserializing; `line`/`column` locate it.
     #[error("{}{error} (line {line} column {column})", file_prefix(file))]
@@ -70,6 +71,19 @@ impl ScenarioError {
         }
         self
     }
+}
+
+/// "\n  3 | the line\n    |     ^" for a 1-based line and column, or "".
+pub(crate) fn excerpt(text: &str, line: usize, column: usize) -> String {
+    let Some(src) = line.checked_sub(1).and_then(|i| text.lines().nth(i)) else { return String::new() };
+    // Long lines (minified JSON) are cut around the column.
+    let chars: Vec<char> = src.chars().collect();
+    let start = column.saturating_sub(60);
+    let end = (start + 100).min(chars.len());
+    let shown: String = chars.get(start..end).map(|c| c.iter().collect()).unwrap_or_default();
+    let gutter = line.to_string();
+    let caret_at = column.saturating_sub(1).saturating_sub(start);
+    format!("\n  {gutter} | {shown}\n  {} | {}^", " ".repeat(gutter.len()), " ".repeat(caret_at))
 }
 
 fn file_prefix(file: &Option<PathBuf>) -> String {

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
 use super::duration::parse_duration;
-use super::error::{FieldError, ScenarioError};
+use super::error::{FieldError, ScenarioError, excerpt};
 
 /// A duration string such as "250ms", checked while deserializing so that the
 /// error carries the field path.
@@ -271,7 +271,13 @@ pub(crate) fn from_str(text: &str) -> Result<RawScenario, ScenarioError> {
                 line,
                 column,
             },
-            _ => ScenarioError::Syntax { file: None, line, column, message: tidy(&message) },
+            _ => ScenarioError::Syntax {
+                file: None,
+                line,
+                column,
+                message: tidy(&message),
+                excerpt: excerpt(text, line, column),
+            },
         }
     })?;
     // Trailing characters after the document are a syntax error too.
@@ -280,6 +286,7 @@ pub(crate) fn from_str(text: &str) -> Result<RawScenario, ScenarioError> {
         line: e.line(),
         column: e.column(),
         message: tidy(&strip_position(&e.to_string())),
+        excerpt: excerpt(text, e.line(), e.column()),
     })?;
     Ok(raw)
 }
