@@ -7,14 +7,14 @@
 #   3. checkout throughput of one worker at the default --pricing-cost
 #      (wrk alternates add-item and checkout on fresh carts), cross-checked
 #      against the orders the audit counts.
-# Env: BENCH_DURATION (s, default 10), BENCH_CONNECTIONS (default 32),
-#      BENCH_PORT_BASE (default 18180), CARGO_TARGET_DIR.
+# Every server binds 127.0.0.1:0 and the script reads the port it got from
+# its log, so nothing else on the box can collide with it.
+# Env: BENCH_DURATION (s, default 10), BENCH_CONNECTIONS (default 32), CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DUR=${BENCH_DURATION:-10}
 CONNS=${BENCH_CONNECTIONS:-32}
-PORT=${BENCH_PORT_BASE:-18180}
 TARGET_DIR=${CARGO_TARGET_DIR:-$(pwd)/target}
 BIN=$TARGET_DIR/release/reference-server
 HELLO=$TARGET_DIR/release/examples/hello
@@ -46,6 +46,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The address after "$2" in log file $1, once it appears (the server binds port 0).
+addr_from_log() { # log key
+    for _ in $(seq 1 200); do
+        local a
+        a=$(grep -o "$2 [0-9.]*:[0-9]*" "$1" 2>/dev/null | head -1 | awk '{print $NF}')
+        [ -n "$a" ] && { echo "$a"; return 0; }
+        sleep 0.05
+    done
+    echo "bench-shop: no '$2' line in $1:" >&2; cat "$1" >&2; exit 1
+}
+
 wait_up() { # url
     for _ in $(seq 1 200); do curl -sf -o /dev/null "$1" && return 0; sleep 0.05; done
     echo "bench-shop: $1 never answered" >&2; exit 1
@@ -69,11 +80,14 @@ load() { # name url [extra wrk args...]
 p50() { awk '/ 50%/ {print $2}' "$WORK/$1.txt"; }
 
 start_shop() { # extra shop args...
-    taskset -c "$SERVER_CPU" "$BIN" --workers 1 --listen "127.0.0.1:$PORT" --admin "127.0.0.1:$((PORT + 1))" \
+    : >"$WORK/server.log"
+    taskset -c "$SERVER_CPU" "$BIN" --workers 1 --listen 127.0.0.1:0 --admin 127.0.0.1:0 \
         --db "$WORK/shop.db" --reset-db "$@" 2>"$WORK/server.log" &
     SHOP_PID=$!
     PIDS+=("$SHOP_PID")
-    wait_up "http://127.0.0.1:$PORT/healthz"
+    SHOP=$(addr_from_log "$WORK/server.log" "listening on")
+    ADMIN=$(addr_from_log "$WORK/server.log" "admin on")
+    wait_up "http://$SHOP/healthz"
 }
 
 echo "== machine"
@@ -86,18 +100,19 @@ echo "== CPU cost flags on this machine"
 echo
 
 echo "== one event loop, GET, $CONNS keep-alive connections"
-taskset -c "$SERVER_CPU" "$HELLO" "127.0.0.1:$((PORT + 2))" 2>/dev/null &
+taskset -c "$SERVER_CPU" "$HELLO" 127.0.0.1:0 2>"$WORK/hello.log" &
 HELLO_PID=$!
 PIDS+=("$HELLO_PID")
-wait_up "http://127.0.0.1:$((PORT + 2))/"
-HELLO_RPS=$(load hello "http://127.0.0.1:$((PORT + 2))/")
+HELLO_ADDR=$(addr_from_log "$WORK/hello.log" "listening on")
+wait_up "http://$HELLO_ADDR/"
+HELLO_RPS=$(load hello "http://$HELLO_ADDR/")
 # Background jobs of a script ignore SIGINT; hello has no drain anyway.
 kill -TERM "$HELLO_PID" 2>/dev/null || true
 wait "$HELLO_PID" 2>/dev/null || true
 
 start_shop --inventory-cost 0
-HEALTH_RPS=$(load healthz "http://127.0.0.1:$PORT/healthz")
-PRODUCT_RPS=$(load product "http://127.0.0.1:$PORT/products/sku-0042")
+HEALTH_RPS=$(load healthz "http://$SHOP/healthz")
+PRODUCT_RPS=$(load product "http://$SHOP/products/sku-0042")
 stop "$SHOP_PID"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
@@ -135,13 +150,13 @@ function response(status, headers, body)
 end
 LUA
 start_shop
-taskset -c "$CLIENT_CPU" wrk -t4 -c4 -d"${DUR}s" --latency -s "$WORK/checkout.lua" "http://127.0.0.1:$PORT" \
+taskset -c "$CLIENT_CPU" wrk -t4 -c4 -d"${DUR}s" --latency -s "$WORK/checkout.lua" "http://$SHOP" \
     >"$WORK/checkout.txt" 2>"$WORK/checkout.err"
 if grep -q "Non-2xx" "$WORK/checkout.txt"; then
     echo "bench-shop: checkout run got non-2xx answers:" >&2; cat "$WORK/checkout.txt" "$WORK/checkout.err" >&2; exit 1
 fi
 PAIR_RPS=$(awk '/Requests\/sec/ {print $2}' "$WORK/checkout.txt")
-ORDERS=$(curl -sf "http://127.0.0.1:$((PORT + 1))/audit" | grep -o '"order_id"' | wc -l)
+ORDERS=$(curl -sf "http://$ADMIN/audit" | grep -o '"order_id"' | wc -l)
 stop "$SHOP_PID"
 awk -v r="$PAIR_RPS" -v o="$ORDERS" -v d="$DUR" 'BEGIN {
     printf "checkouts/s per worker: %.1f (from wrk: %.1f req/s / 2; audit counts %d orders = %.1f/s)\n", r / 2, r, o, o / d
