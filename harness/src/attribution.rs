@@ -140,7 +140,8 @@ pub fn attribute(windows: &[FaultWindow], failed: &[AttemptView], run_end_ms: f6
             action: w.action.clone(),
             start_ms: w.start_ms,
             recovered_ms: w.recovered_ms,
-            recovery_ms: w.recovered_ms.map(|r| r - w.start_ms),
+            // Rounded to the microsecond like the event log's times.
+            recovery_ms: w.recovered_ms.map(|r| ((r - w.start_ms) * 1000.0).round() / 1000.0),
             counts: FailureCounts::default(),
         })
         .collect();

@@ -60,6 +60,12 @@ impl Default for ChaosOptions {
     }
 }
 
+/// Milliseconds to the microsecond, as the event log writes times
+/// (a difference of two such times carries float noise otherwise).
+fn ms3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
 /// One executed fault.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FaultRecord {
@@ -84,7 +90,7 @@ pub struct FaultRecord {
 impl FaultRecord {
     /// `recovered_at_ms - start_ms`.
     pub fn recovery_ms(&self) -> Option<f64> {
-        self.recovered_at_ms.map(|r| r - self.start_ms)
+        self.recovered_at_ms.map(|r| ms3(r - self.start_ms))
     }
 
     /// The attribution window of this fault.
@@ -350,7 +356,7 @@ async fn execute(shared: Arc<Shared>, p: Planned, stop: watch::Receiver<bool>) {
             let at = log.ms_at(since).max(end_ms);
             log.emit(
                 "fault_recovered",
-                json!({"fault": name, "occurrence": p.occurrence, "recovered_ms": at, "recovery_ms": at - start_ms}),
+                json!({"fault": name, "occurrence": p.occurrence, "recovered_ms": at, "recovery_ms": ms3(at - start_ms)}),
             );
             Some(at)
         }
