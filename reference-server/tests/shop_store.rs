@@ -1,4 +1,4 @@
-//! The store's life cycle: prepare seeds once and keeps data across restarts unless --reset-db, workers never seed, and bad set-ups fail with a message naming the file.
+//! The store's life cycle: prepare seeds once (from flags or a catalog file) and keeps data across restarts unless --reset-db, workers never seed, and bad set-ups fail with a message naming the file.
 // Tests may unwrap: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
@@ -79,4 +79,45 @@ fn bad_setups_name_the_problem() {
     a.db = dir.path().join("no-such-dir").join("shop.db");
     let err = format!("{:#}", shop::prepare(&a).unwrap_err());
     assert!(err.contains("no-such-dir"), "{err}");
+}
+
+#[tokio::test]
+async fn a_catalog_file_seeds_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("catalog.json");
+    std::fs::write(
+        &file,
+        r#"{"products": [
+            {"sku": "tv-55", "name": "55in TV", "price_cents": 29900, "stock": 2, "doorbuster": true},
+            {"sku": "cable", "name": "HDMI cable", "price_cents": 999, "stock": 500}
+        ]}"#,
+    )
+    .unwrap();
+    let mut a = args(&dir);
+    a.catalog_file = Some(file.clone());
+    shop::prepare(&a).unwrap();
+    let audit = audit(&a);
+    assert_eq!(
+        audit["stock"],
+        serde_json::json!([
+            {"sku": "tv-55", "initial": 2, "left": 2, "sold": 0},
+            {"sku": "cable", "initial": 500, "left": 500, "sold": 0}
+        ])
+    );
+    assert_eq!(status(&a, "POST", "/carts/c/items", r#"{"sku":"tv-55","qty":3}"#).await, 200);
+    assert_eq!(status(&a, "POST", "/checkout", r#"{"cart_id":"c"}"#).await, 409);
+    assert_eq!(status(&a, "POST", "/carts/c/items", r#"{"sku":"sku-0001","qty":1}"#).await, 404);
+
+    std::fs::write(
+        &file,
+        r#"{"products": [{"sku": "a", "name": "A", "price_cents": 1, "stock": 1},
+                                            {"sku": "a", "name": "A", "price_cents": 1, "stock": 1}]}"#,
+    )
+    .unwrap();
+    a.reset_db = true;
+    let err = format!("{:#}", shop::prepare(&a).unwrap_err());
+    assert!(err.contains("catalog.json") && err.contains("products[1].sku"), "{err}");
+    std::fs::write(&file, r#"{"products": [{"sku": "a", "name": "A", "price": 1, "stock": 1}]}"#).unwrap();
+    let err = format!("{:#}", shop::prepare(&a).unwrap_err());
+    assert!(err.contains("catalog.json") && err.contains("unknown field"), "{err}");
 }

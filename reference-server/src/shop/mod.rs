@@ -18,6 +18,7 @@
 //! before the write lock is taken) and the busy timeout is below the
 //! master's hang timeout, so a waiting worker is never mistaken for a hung one.
 
+pub mod catalog;
 pub mod cpu;
 pub mod model;
 pub mod routes;
@@ -46,6 +47,12 @@ pub struct ShopArgs {
     /// afresh. Without it an existing database is kept as it is.
     #[arg(long)]
     pub reset_db: bool,
+
+    /// Seed from this catalog file instead of the generated catalog:
+    /// {"products": [{"sku", "name", "price_cents", "stock", "doorbuster"}]}.
+    /// The four catalog flags below are then ignored.
+    #[arg(long)]
+    pub catalog_file: Option<PathBuf>,
 
     /// Regular catalog SKUs: sku-0001 .. sku-NNNN.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
@@ -96,12 +103,13 @@ impl ShopArgs {
         args
     }
 
-    fn seed(&self) -> sqlite::Seed {
-        sqlite::Seed {
-            catalog_size: self.catalog_size,
-            stock: self.stock,
-            doorbusters: self.doorbusters,
-            doorbuster_stock: self.doorbuster_stock,
+    fn catalog(&self) -> anyhow::Result<catalog::Catalog> {
+        match &self.catalog_file {
+            Some(path) => catalog::from_file(path),
+            None if self.catalog_size == 0 && self.doorbusters == 0 => {
+                anyhow::bail!("the catalog would be empty: --catalog-size and --doorbusters are both 0")
+            }
+            None => Ok(catalog::generated(self.catalog_size, self.stock, self.doorbusters, self.doorbuster_stock)),
         }
     }
 }
@@ -110,7 +118,7 @@ impl ShopArgs {
 /// starts. An existing database is kept unless `--reset-db`; workers never
 /// seed, so a respawned worker finds the stock as the others left it.
 pub fn prepare(args: &ShopArgs) -> anyhow::Result<()> {
-    sqlite::prepare(&args.db, args.seed(), args.reset_db, args.db_busy_timeout)
+    sqlite::prepare(&args.db, &args.catalog()?, args.reset_db, args.db_busy_timeout)
 }
 
 /// Per-worker handle on the shop: the store plus the CPU costs.

@@ -22,9 +22,10 @@ use anyhow::{Context, bail};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use serde_json::json;
 
+use super::catalog::{self, Catalog};
 use super::cpu::PriceLine;
 use super::model::{
-    self, Audit, AuditOrder, AuditStock, Cart, CartLine, CheckoutOutcome, MAX_CART_LINES, Order, OrderLine, Product,
+    Audit, AuditOrder, AuditStock, Cart, CartLine, CheckoutOutcome, MAX_CART_LINES, Order, OrderLine, Product,
     ProductPage,
 };
 use super::store::{PlaceOrder, Store, StoreError};
@@ -73,28 +74,6 @@ CREATE TABLE IF NOT EXISTS idempotency(
 ) WITHOUT ROWID;
 ";
 
-/// What the catalog is seeded with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Seed {
-    pub catalog_size: u64,
-    pub stock: i64,
-    pub doorbusters: u64,
-    pub doorbuster_stock: i64,
-}
-
-impl Seed {
-    fn describe(&self) -> String {
-        format!(
-            "catalog={} stock={} doorbusters={} doorbuster_stock={}",
-            self.catalog_size, self.stock, self.doorbusters, self.doorbuster_stock
-        )
-    }
-}
-
-const ADJECTIVES: [&str; 8] = ["Cozy", "Turbo", "Classic", "Smart", "Mini", "Deluxe", "Eco", "Pro"];
-const NOUNS: [&str; 8] = ["Blanket", "Blender", "Headphones", "Kettle", "Lamp", "Backpack", "Drone", "Sneakers"];
-const DOORBUSTERS: [&str; 5] = ["65\" OLED TV", "Game Console", "Robot Vacuum", "Laptop", "Espresso Machine"];
-
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -120,10 +99,8 @@ fn open_conn(path: &Path, flags: OpenFlags, busy: Duration) -> rusqlite::Result<
 /// Runs once, before any worker starts. With `reset`, the file (and its WAL)
 /// is deleted first. An existing catalog is kept as it is (orders, carts and
 /// stock included), even if the seed flags differ; that is reported.
-pub fn prepare(path: &Path, seed: Seed, reset: bool, busy: Duration) -> anyhow::Result<()> {
-    if seed.catalog_size == 0 && seed.doorbusters == 0 {
-        bail!("the catalog would be empty: --catalog-size and --doorbusters are both 0");
-    }
+pub fn prepare(path: &Path, catalog: &Catalog, reset: bool, busy: Duration) -> anyhow::Result<()> {
+    catalog::check(&catalog.products)?;
     if reset {
         for suffix in ["", "-wal", "-shm", "-journal"] {
             let mut p = path.as_os_str().to_owned();
@@ -152,11 +129,11 @@ pub fn prepare(path: &Path, seed: Seed, reset: bool, busy: Duration) -> anyhow::
         let old: Option<String> =
             tx.query_row("SELECT value FROM meta WHERE key = 'seed'", [], |r| r.get(0)).optional()?;
         let old = old.unwrap_or_else(|| "unknown".into());
-        if old != seed.describe() {
+        if old != catalog.describe {
             eprintln!(
                 "[shop] keeping the existing catalog in {} ({old}); flags ask for {}; pass --reset-db to reseed",
                 path.display(),
-                seed.describe()
+                catalog.describe
             );
         }
         tx.commit()?;
@@ -167,23 +144,11 @@ pub fn prepare(path: &Path, seed: Seed, reset: bool, busy: Duration) -> anyhow::
             "INSERT INTO products(sku, pos, name, price_cents, doorbuster, initial, stock_left)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
         )?;
-        let mut pos = 0i64;
-        for i in 1..=seed.doorbusters {
-            pos += 1;
-            let name = format!("Doorbuster {} #{i}", DOORBUSTERS[(i as usize - 1) % DOORBUSTERS.len()]);
-            let price = 9_900 + 10_000 * ((i as i64 - 1) % 5);
-            ins.execute(params![model::doorbuster_sku(i), pos, name, price, true, seed.doorbuster_stock])?;
-        }
-        for i in 1..=seed.catalog_size {
-            pos += 1;
-            let n = i as usize;
-            let name = format!("{} {} {i:04}", ADJECTIVES[n % 8], NOUNS[(n / 8) % 8]);
-            // Prices spread over 1.99 .. 199.99, deterministic per index.
-            let price = 199 + (i as i64 * 7_919) % 19_801;
-            ins.execute(params![model::regular_sku(i), pos, name, price, false, seed.stock])?;
+        for (pos, p) in catalog.products.iter().enumerate() {
+            ins.execute(params![p.sku, pos as i64 + 1, p.name, p.price_cents, p.doorbuster, p.stock])?;
         }
     }
-    tx.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('seed', ?1)", [seed.describe()])?;
+    tx.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('seed', ?1)", [&catalog.describe])?;
     tx.commit().with_context(|| format!("seeding {}", path.display()))?;
     Ok(())
 }
