@@ -204,3 +204,42 @@ async fn faults_that_cannot_work_are_refused_up_front() {
     assert!(err.contains("fault x") && err.contains("SIGNOPE"), "{err}");
     external.stop(None).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_run_against_a_foreign_prefork_server() {
+    // The full lifecycle (launch, traffic, a worker kill, attribution, stop)
+    // on a server that is not ours: no audit, workers found from /proc only.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let launch = prefork(dir.path(), port, 2);
+    let text = serde_json::json!({
+        "name": "foreign",
+        "seed": 5,
+        "target": {
+            "base_url": format!("http://127.0.0.1:{port}"),
+            "launch": { "argv": launch.argv, "stop_signal": "SIGTERM", "stop_timeout": "5s" }
+        },
+        "shoppers": 150,
+        "arrival": [{ "duration": "3s", "rate": 50 }],
+        "journeys": [{ "name": "look", "steps": [
+            { "name": "home", "path": "/", "retry": { "attempts": 3, "on": ["connect_refused", "reset_before_response", "closed_before_response"], "backoff": "20ms" } }
+        ]}],
+        "connections": { "model": "per_shopper" },
+        "chaos": [{ "name": "kill", "at": "1s", "action": "kill_worker", "pick": "oldest" }]
+    })
+    .to_string();
+    let s = harness::scenario::parse(&text).unwrap();
+    let opts = harness::run::RunOptions { out: Some(dir.path().join("run")), ..Default::default() };
+    let lo = harness::lifecycle::LifecycleOptions { chaos: opts(), ..Default::default() };
+    let r = harness::lifecycle::run(s, &opts, &lo, Arc::new(harness::engine::Live::default())).await.unwrap();
+    assert_eq!(r.chaos.faults.len(), 1, "{:?}", r.chaos);
+    let f = &r.chaos.faults[0];
+    assert_eq!(f.outcome, "ok");
+    assert!(f.recovered_at_ms.is_some(), "{f:?}");
+    assert!(r.chaos.audit.is_none());
+    assert!(r.summary.totals.ok > 100, "{:?}", r.summary.totals);
+    // Every failure the run saw is explained by the kill.
+    assert_eq!(r.chaos.attribution.outside.counts.first_attempt_total(), 0, "{:?}", r.chaos.attribution);
+    assert!(r.chaos.target_stop.starts_with("Graceful"), "{}", r.chaos.target_stop);
+    assert!(!procs::is_alive(f.pids[0]));
+}
