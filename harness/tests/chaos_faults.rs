@@ -229,9 +229,9 @@ async fn a_whole_run_against_a_foreign_prefork_server() {
     })
     .to_string();
     let s = harness::scenario::parse(&text).unwrap();
-    let opts = harness::run::RunOptions { out: Some(dir.path().join("run")), ..Default::default() };
+    let run_opts = harness::run::RunOptions { out: Some(dir.path().join("run")), ..Default::default() };
     let lo = harness::lifecycle::LifecycleOptions { chaos: opts(), ..Default::default() };
-    let r = harness::lifecycle::run(s, &opts, &lo, Arc::new(harness::engine::Live::default())).await.unwrap();
+    let r = harness::lifecycle::run(s, &run_opts, &lo, Arc::new(harness::engine::Live::default())).await.unwrap();
     assert_eq!(r.chaos.faults.len(), 1, "{:?}", r.chaos);
     let f = &r.chaos.faults[0];
     assert_eq!(f.outcome, "ok");
