@@ -1,9 +1,13 @@
 //! A worker process: one tokio current-thread runtime (one event loop, like a
 //! Node process), serving the inherited listener, reporting to the master
-//! over the inherited IPC socket. Also the single-process mode's server.
+//! over the inherited IPC socket. The single-process mode shares its serve
+//! path (`serve`) but not this module's IPC side.
 //!
 //! Workers take orders over IPC, not signals: `shutdown` or the loss of the
-//! IPC channel (the master died) both mean drain and exit.
+//! IPC channel (the master died) both mean drain and exit. Terminal signals
+//! (SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU) are ignored, being meant for
+//! the master; a SIGTERM sent to the worker itself drains it like `shutdown`
+//! (the master then sees an exit it did not order and respawns the slot).
 
 pub mod conn;
 pub mod serve;
@@ -14,6 +18,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -88,9 +93,9 @@ pub fn run(cli: &Cli, env: WorkerEnv) -> Result<()> {
 
         let worker_id = env.id.to_string();
         let identity = Identity { worker_id: worker_id.clone(), pid: std::process::id() };
-        let app = routes::app(identity, shop::router(shop));
-        let shared = Arc::new(Shared::default());
         let drain = CancellationToken::new();
+        let app = routes::app(identity, drain.clone(), shop::router(shop));
+        let shared = Arc::new(Shared::default());
 
         // One writer task owns the IPC write half; messages queue to it.
         let (tx, mut rx) = mpsc::unbounded_channel::<WorkerMsg>();
@@ -102,12 +107,22 @@ pub fn run(cli: &Cli, env: WorkerEnv) -> Result<()> {
             }
         });
 
-        // Orders from the master; EOF means it died: drain.
+        // Orders from the master; EOF means it died: drain. SIGTERM sent to
+        // the worker itself (systemd's KillMode=control-group signals every
+        // process in the unit) also drains rather than dropping requests.
+        let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let drain_on_order = drain.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(ipc_read).lines();
             loop {
-                match lines.next_line().await {
+                let next = tokio::select! {
+                    next = lines.next_line() => next,
+                    _ = sigterm.recv() => {
+                        crate::log_line(&format!("[worker {}] SIGTERM; draining", env.id));
+                        break;
+                    }
+                };
+                match next {
                     Ok(Some(line)) => match serde_json::from_str::<MasterMsg>(&line) {
                         Ok(MasterMsg::Shutdown) => break,
                         Err(e) => crate::log_line(&format!(

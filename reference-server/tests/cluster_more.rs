@@ -1,0 +1,180 @@
+//! The cluster beyond issue 2's numbered items: SIGTTIN/SIGTTOU, a second SIGINT, `--on-sigterm stop`, the
+//! master's death, SIGTERM to a worker, long-lived responses ended by a drain, single-process mode, and
+//! start-up errors.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{BIN, Conn, Server, alive, get_new_conn, signal};
+
+const LONG: Duration = Duration::from_secs(30);
+
+#[test]
+fn sigttin_adds_a_worker_and_sigttou_removes_one() {
+    let server = Server::start(&["--workers", "2"]);
+    server.wait_ready(2);
+    server.signal("SIGTTIN");
+    assert_eq!(server.wait_ready(3).len(), 3);
+    let mark = server.mark();
+    server.signal("SIGTTOU");
+    server.expect_log(mark, "a worker retired", |l| l.contains("shutdown sent (worker count lowered)"), LONG);
+    assert_eq!(server.wait_ready(2).len(), 2);
+    // Never below one worker.
+    for _ in 0..3 {
+        server.signal("SIGTTOU");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(server.wait_ready(1).len(), 1);
+    assert_eq!(get_new_conn(server.public, "/healthz").unwrap().status, 200);
+}
+
+#[test]
+fn a_second_sigint_stops_at_once() {
+    let mut server = Server::start(&["--workers", "1"]);
+    let ready = server.wait_ready(1);
+    let public = server.public;
+    let stuck = std::thread::spawn(move || Conn::open(public).unwrap().get("/slow?ms=60000"));
+    std::thread::sleep(Duration::from_millis(400));
+    server.signal("SIGINT");
+    server.expect_log(0, "graceful stop", |l| l.contains("stopping: draining"), LONG);
+    let t0 = Instant::now();
+    server.signal("SIGINT");
+    let status = server.wait_exit(LONG).expect("no exit after the second SIGINT");
+    assert_eq!(status.code(), Some(0));
+    assert!(t0.elapsed() < Duration::from_secs(10), "the second SIGINT did not stop at once");
+    assert!(stuck.join().unwrap().is_err(), "the immediate stop should cut the stuck request");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!alive(ready[0].1), "worker left behind");
+}
+
+#[test]
+fn on_sigterm_stop_makes_sigterm_a_graceful_stop() {
+    let mut server = Server::start(&["--workers", "2", "--on-sigterm", "stop"]);
+    let ready = server.wait_ready(2);
+    let public = server.public;
+    let inflight = std::thread::spawn(move || Conn::open(public).unwrap().get("/slow?ms=800"));
+    std::thread::sleep(Duration::from_millis(300));
+    server.signal("SIGTERM");
+    let r = inflight.join().unwrap().expect("in-flight request cut by a graceful stop");
+    assert_eq!(r.status, 200);
+    assert_eq!(server.wait_exit(LONG).expect("no exit after SIGTERM").code(), Some(0));
+    assert!(!server.dump().contains("rolling restart begin"));
+    std::thread::sleep(Duration::from_millis(100));
+    for (_, pid) in ready {
+        assert!(!alive(pid), "worker {pid} left behind");
+    }
+}
+
+#[test]
+fn a_worker_whose_master_dies_drains_and_exits() {
+    let mut server = Server::start(&["--workers", "2"]);
+    let ready = server.wait_ready(2);
+    let public = server.public;
+    let inflight = std::thread::spawn(move || Conn::open(public).unwrap().get("/slow?ms=700"));
+    std::thread::sleep(Duration::from_millis(300));
+    signal(server.pid(), "SIGKILL");
+    server.wait_exit(LONG).expect("master did not die");
+    let r = inflight.join().unwrap().expect("the orphaned worker cut its in-flight request");
+    assert_eq!(r.status, 200);
+    let until = Instant::now() + LONG;
+    while ready.iter().any(|(_, pid)| alive(*pid)) {
+        assert!(Instant::now() < until, "orphaned workers never exited; log:\n{}", server.dump());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(server.dump().contains("lost the master; draining"), "{}", server.dump());
+}
+
+#[test]
+fn sigterm_to_a_worker_drains_it_and_the_master_respawns_the_slot() {
+    let server = Server::start(&["--workers", "2"]);
+    let ready = server.wait_ready(2);
+    let (id, pid) = ready[0];
+    let public = server.public;
+    // Park a request on each worker; the one on the victim must complete.
+    let inflight: Vec<_> =
+        (0..4).map(|_| std::thread::spawn(move || Conn::open(public).unwrap().get("/slow?ms=700"))).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mark = server.mark();
+    signal(pid, "SIGTERM");
+    for h in inflight {
+        assert_eq!(h.join().unwrap().expect("request cut by a worker's SIGTERM").status, 200);
+    }
+    server.expect_log(
+        mark,
+        "the worker's exit",
+        |l| l.contains(&format!("worker {id} ")) && l.contains("exited"),
+        LONG,
+    );
+    let now: Vec<u64> = server.wait_ready(2).into_iter().map(|(id, _)| id).collect();
+    assert!(!now.contains(&id), "worker {id} was not replaced: {now:?}");
+}
+
+#[test]
+fn a_long_lived_response_is_ended_cleanly_by_the_drain() {
+    let server = Server::start(&["--workers", "1"]);
+    let ready = server.wait_ready(1);
+    let public = server.public;
+    let stream = std::thread::spawn(move || Conn::open(public).unwrap().get("/stream?ms=50"));
+    std::thread::sleep(Duration::from_millis(400));
+    let mark = server.mark();
+    server.signal("SIGHUP");
+    let r = stream.join().unwrap().expect("the long-lived response was cut");
+    let body = String::from_utf8(r.body).unwrap();
+    assert!(body.starts_with("data: tick 0\n\n"), "{body}");
+    assert!(body.ends_with("event: drain\ndata: bye\n\n"), "{body}");
+    let old = format!("worker {} ", ready[0].0);
+    let exit = server.expect_log(mark, "the old worker's exit", |l| l.contains(&old) && l.contains("exited"), LONG);
+    assert!(!exit.text.contains("killed"), "the drain waited for the stream until the timeout: {}", exit.text);
+}
+
+#[test]
+fn single_process_mode_serves_admin_and_drains_on_sigterm() {
+    let mut server = Server::start(&["--single"]);
+    assert!(server.dump().contains("[single]"), "{}", server.dump());
+    let r = get_new_conn(server.public, "/version").unwrap();
+    assert_eq!(r.header("x-worker-id"), Some("single"));
+    assert_eq!(r.json()["worker_id"], "single");
+    for _ in 0..5 {
+        assert_eq!(get_new_conn(server.public, "/healthz").unwrap().status, 200);
+    }
+    assert_eq!(server.metric("reference_requests_total{slot=\"0\"}"), 6.0);
+    assert_eq!(server.metric("reference_workers_up"), 1.0);
+    assert_eq!(server.workers()["mode"], "single");
+    let public = server.public;
+    let inflight = std::thread::spawn(move || Conn::open(public).unwrap().get("/slow?ms=600"));
+    std::thread::sleep(Duration::from_millis(200));
+    server.signal("SIGTERM");
+    let r = inflight.join().unwrap().expect("single mode cut an in-flight request");
+    assert_eq!(r.status, 200);
+    assert!(r.closes());
+    assert_eq!(server.wait_exit(LONG).expect("single mode did not exit").code(), Some(0));
+}
+
+#[test]
+fn workers_zero_is_single_process_mode() {
+    let server = Server::start(&["--workers", "0"]);
+    assert_eq!(get_new_conn(server.public, "/healthz").unwrap().header("x-worker-id"), Some("single"));
+}
+
+#[test]
+fn startup_errors_are_one_line_and_exit_2() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["--listen", addr.as_str(), "--admin", "127.0.0.1:0", "--workers", "1"],
+        vec!["--listen", addr.as_str(), "--admin", "127.0.0.1:0", "--single"],
+        vec!["--listen", "127.0.0.1:0", "--admin", addr.as_str(), "--workers", "1"],
+        vec!["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--backlog", "0"],
+        vec!["--drain-timeout", "5 parsecs"],
+    ] {
+        let out = Command::new(BIN).args(&args).current_dir(dir.path()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        let errors: Vec<_> = stderr.lines().filter(|l| l.contains("error")).collect();
+        assert_eq!(errors.len(), 1, "{args:?}: want one error line, got:\n{stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
