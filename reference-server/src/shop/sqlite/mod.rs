@@ -14,7 +14,7 @@
 //!
 //! Not for: anything but this schema; the routes see only [`Store`].
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -22,70 +22,28 @@ use anyhow::{Context, bail};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use serde_json::json;
 
-use super::catalog::{self, Catalog};
 use super::cpu::PriceLine;
-use super::model::{
-    Audit, AuditOrder, AuditStock, Cart, CartLine, CheckoutOutcome, MAX_CART_LINES, Order, OrderLine, Product,
-    ProductPage,
-};
+use super::model::{Audit, Cart, CartLine, CheckoutOutcome, MAX_CART_LINES, Order, OrderLine, Product, ProductPage};
 use super::store::{PlaceOrder, Store, StoreError};
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS products(
-    sku TEXT PRIMARY KEY,
-    pos INTEGER NOT NULL UNIQUE,
-    name TEXT NOT NULL,
-    price_cents INTEGER NOT NULL CHECK (price_cents >= 0),
-    doorbuster INTEGER NOT NULL,
-    initial INTEGER NOT NULL CHECK (initial >= 0),
-    stock_left INTEGER NOT NULL CHECK (stock_left >= 0)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS cart_lines(
-    cart_id TEXT NOT NULL,
-    sku TEXT NOT NULL REFERENCES products(sku),
-    qty INTEGER NOT NULL CHECK (qty BETWEEN 1 AND 100),
-    PRIMARY KEY (cart_id, sku)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS orders(
-    order_id INTEGER PRIMARY KEY AUTOINCREMENT,
-    cart_id TEXT NOT NULL,
-    idempotency_key TEXT UNIQUE,
-    subtotal_cents INTEGER NOT NULL,
-    discount_cents INTEGER NOT NULL,
-    tax_cents INTEGER NOT NULL,
-    total_cents INTEGER NOT NULL,
-    created_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS order_lines(
-    order_id INTEGER NOT NULL REFERENCES orders(order_id),
-    sku TEXT NOT NULL,
-    qty INTEGER NOT NULL CHECK (qty > 0),
-    unit_price_cents INTEGER NOT NULL,
-    PRIMARY KEY (order_id, sku)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS order_lines_sku ON order_lines(sku);
-CREATE TABLE IF NOT EXISTS idempotency(
-    key TEXT PRIMARY KEY,
-    cart_id TEXT NOT NULL,
-    status INTEGER NOT NULL,
-    body TEXT NOT NULL,
-    created_ms INTEGER NOT NULL
-) WITHOUT ROWID;
-";
+mod audit;
+mod setup;
 
-fn now_ms() -> i64 {
+pub use audit::audit_at;
+pub use setup::prepare;
+
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-fn db_err(e: rusqlite::Error) -> StoreError {
+pub(crate) fn db_err(e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy(e),
         _ => StoreError::Db(e),
     }
 }
 
-fn open_conn(path: &Path, flags: OpenFlags, busy: Duration) -> rusqlite::Result<Connection> {
+pub(crate) fn open_conn(path: &Path, flags: OpenFlags, busy: Duration) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(busy)?;
     // Room for every statement the store runs (about 20), so none is re-parsed.
@@ -93,64 +51,6 @@ fn open_conn(path: &Path, flags: OpenFlags, busy: Duration) -> rusqlite::Result<
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(conn)
-}
-
-/// Create the database file if needed and seed it if it has no catalog.
-/// Runs once, before any worker starts. With `reset`, the file (and its WAL)
-/// is deleted first. An existing catalog is kept as it is (orders, carts and
-/// stock included), even if the seed flags differ; that is reported.
-pub fn prepare(path: &Path, catalog: &Catalog, reset: bool, busy: Duration) -> anyhow::Result<()> {
-    catalog::check(&catalog.products)?;
-    if reset {
-        for suffix in ["", "-wal", "-shm", "-journal"] {
-            let mut p = path.as_os_str().to_owned();
-            p.push(suffix);
-            let p = PathBuf::from(p);
-            match std::fs::remove_file(&p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).with_context(|| format!("--reset-db: removing {}", p.display())),
-            }
-        }
-    }
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE;
-    let mut conn =
-        open_conn(path, flags, busy).with_context(|| format!("opening the shop database {}", path.display()))?;
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-        .with_context(|| format!("switching {} to WAL mode", path.display()))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        bail!("{} refused WAL mode (got {mode}); is it on a network filesystem?", path.display());
-    }
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    tx.execute_batch(SCHEMA).with_context(|| format!("creating the schema in {}", path.display()))?;
-    let existing: i64 = tx.query_row("SELECT count(*) FROM products", [], |r| r.get(0))?;
-    if existing > 0 {
-        let old: Option<String> =
-            tx.query_row("SELECT value FROM meta WHERE key = 'seed'", [], |r| r.get(0)).optional()?;
-        let old = old.unwrap_or_else(|| "unknown".into());
-        if old != catalog.describe {
-            eprintln!(
-                "[shop] keeping the existing catalog in {} ({old}); flags ask for {}; pass --reset-db to reseed",
-                path.display(),
-                catalog.describe
-            );
-        }
-        tx.commit()?;
-        return Ok(());
-    }
-    {
-        let mut ins = tx.prepare(
-            "INSERT INTO products(sku, pos, name, price_cents, doorbuster, initial, stock_left)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-        )?;
-        for (pos, p) in catalog.products.iter().enumerate() {
-            ins.execute(params![p.sku, pos as i64 + 1, p.name, p.price_cents, p.doorbuster, p.stock])?;
-        }
-    }
-    tx.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('seed', ?1)", [&catalog.describe])?;
-    tx.commit().with_context(|| format!("seeding {}", path.display()))?;
-    Ok(())
 }
 
 /// One worker's connection to the shared database.
@@ -329,78 +229,7 @@ impl Store for SqliteStore {
                 return Ok(done);
             }
         }
-        let lines = read_priced(&tx, req.cart_id).map_err(db_err)?;
-        let outcome = if lines.is_empty() {
-            let body = json!({ "error": format!("cart {:?} is empty (add items before checkout)", req.cart_id) });
-            CheckoutOutcome { status: 400, body: body.to_string(), replayed: false }
-        } else {
-            let pricing = if lines == req.priced { req.pricing } else { (req.reprice)(&lines) };
-            let mut short = None;
-            for l in &lines {
-                let left: i64 = tx
-                    .prepare_cached("SELECT stock_left FROM products WHERE sku = ?1")
-                    .and_then(|mut st| st.query_row([&l.sku], |r| r.get(0)))
-                    .map_err(db_err)?;
-                if left < l.qty {
-                    short = Some(l.sku.clone());
-                    break;
-                }
-            }
-            if let Some(sku) = short {
-                let body = json!({ "error": "sold out", "sku": sku });
-                CheckoutOutcome { status: 409, body: body.to_string(), replayed: false }
-            } else {
-                let created_ms = now_ms();
-                exec(
-                    &tx,
-                    "INSERT INTO orders(cart_id, idempotency_key, subtotal_cents, discount_cents, tax_cents,
-                                        total_cents, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![
-                        req.cart_id,
-                        req.idempotency_key,
-                        pricing.subtotal_cents,
-                        pricing.discount_cents,
-                        pricing.tax_cents,
-                        pricing.total_cents,
-                        created_ms
-                    ],
-                )?;
-                let order_id = tx.last_insert_rowid();
-                for l in &lines {
-                    let changed = exec(
-                        &tx,
-                        "UPDATE products SET stock_left = stock_left - ?2 WHERE sku = ?1 AND stock_left >= ?2",
-                        params![l.sku, l.qty],
-                    )?;
-                    if changed != 1 {
-                        // Impossible under the write lock; refuse rather than oversell.
-                        return Err(StoreError::Corrupt(format!("stock of {} changed under the write lock", l.sku)));
-                    }
-                    exec(
-                        &tx,
-                        "INSERT INTO order_lines(order_id, sku, qty, unit_price_cents) VALUES (?1, ?2, ?3, ?4)",
-                        params![order_id, l.sku, l.qty, l.unit_price_cents],
-                    )?;
-                }
-                exec(&tx, "DELETE FROM cart_lines WHERE cart_id = ?1", [req.cart_id])?;
-                let order = Order {
-                    order_id,
-                    cart_id: req.cart_id.to_string(),
-                    lines: lines
-                        .iter()
-                        .map(|l| OrderLine { sku: l.sku.clone(), qty: l.qty, unit_price_cents: l.unit_price_cents })
-                        .collect(),
-                    subtotal_cents: pricing.subtotal_cents,
-                    discount_cents: pricing.discount_cents,
-                    tax_cents: pricing.tax_cents,
-                    total_cents: pricing.total_cents,
-                    idempotency_key: req.idempotency_key.map(str::to_string),
-                    created_ms,
-                };
-                let body = serde_json::to_string(&order).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                CheckoutOutcome { status: 201, body, replayed: false }
-            }
-        };
+        let outcome = decide(&tx, &req)?;
         if let Some(key) = req.idempotency_key {
             exec(
                 &tx,
@@ -444,68 +273,76 @@ impl Store for SqliteStore {
 
     fn audit(&self) -> Result<Audit, StoreError> {
         let mut conn = self.lock();
-        read_audit(&mut conn)
+        audit::read_audit(&mut conn)
     }
 }
 
-/// Orders and stock from one read transaction (one WAL snapshot), so an
-/// order committed mid-audit is either wholly in it or wholly out.
-fn read_audit(conn: &mut Connection) -> Result<Audit, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred).map_err(db_err)?;
-    let mut orders: Vec<AuditOrder> = Vec::new();
-    {
-        let mut st = tx
-            .prepare(
-                "SELECT o.order_id, o.idempotency_key, o.cart_id, o.total_cents, o.created_ms,
-                        l.sku, l.qty, l.unit_price_cents
-                 FROM orders o LEFT JOIN order_lines l ON l.order_id = o.order_id
-                 ORDER BY o.order_id, l.sku",
-            )
+/// Inside the checkout's write transaction: refuse an empty cart (400) or a
+/// short line (409, nothing written), or reserve, create the order and
+/// empty the cart (201).
+fn decide(tx: &Connection, req: &PlaceOrder<'_>) -> Result<CheckoutOutcome, StoreError> {
+    let refuse =
+        |status: u16, body: serde_json::Value| CheckoutOutcome { status, body: body.to_string(), replayed: false };
+    let lines = read_priced(tx, req.cart_id).map_err(db_err)?;
+    if lines.is_empty() {
+        return Ok(refuse(
+            400,
+            json!({ "error": format!("cart {:?} is empty (add items before checkout)", req.cart_id) }),
+        ));
+    }
+    for l in &lines {
+        let left: i64 = tx
+            .prepare_cached("SELECT stock_left FROM products WHERE sku = ?1")
+            .and_then(|mut st| st.query_row([&l.sku], |r| r.get(0)))
             .map_err(db_err)?;
-        let mut rows = st.query([]).map_err(db_err)?;
-        while let Some(r) = rows.next().map_err(db_err)? {
-            let id: i64 = r.get(0).map_err(db_err)?;
-            if orders.last().is_none_or(|o| o.order_id != id) {
-                orders.push(AuditOrder {
-                    order_id: id,
-                    idempotency_key: r.get(1).map_err(db_err)?,
-                    cart_id: r.get(2).map_err(db_err)?,
-                    total_cents: r.get(3).map_err(db_err)?,
-                    created_ms: r.get(4).map_err(db_err)?,
-                    lines: Vec::new(),
-                });
-            }
-            let sku: Option<String> = r.get(5).map_err(db_err)?;
-            if let (Some(sku), Some(o)) = (sku, orders.last_mut()) {
-                o.lines.push(OrderLine {
-                    sku,
-                    qty: r.get(6).map_err(db_err)?,
-                    unit_price_cents: r.get(7).map_err(db_err)?,
-                });
-            }
+        if left < l.qty {
+            return Ok(refuse(409, json!({ "error": "sold out", "sku": l.sku })));
         }
     }
-    let stock = {
-        let mut st = tx
-            .prepare(
-                "SELECT p.sku, p.initial, p.stock_left, coalesce(s.sold, 0)
-                 FROM products p LEFT JOIN (SELECT sku, sum(qty) AS sold FROM order_lines GROUP BY sku) s
-                   ON s.sku = p.sku
-                 ORDER BY p.pos",
-            )
-            .map_err(db_err)?;
-        st.query_map([], |r| Ok(AuditStock { sku: r.get(0)?, initial: r.get(1)?, left: r.get(2)?, sold: r.get(3)? }))
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(db_err)?
+    let pricing = if lines == req.priced { req.pricing } else { (req.reprice)(&lines) };
+    let created_ms = now_ms();
+    exec(
+        tx,
+        "INSERT INTO orders(cart_id, idempotency_key, subtotal_cents, discount_cents, tax_cents, total_cents, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            req.cart_id,
+            req.idempotency_key,
+            pricing.subtotal_cents,
+            pricing.discount_cents,
+            pricing.tax_cents,
+            pricing.total_cents,
+            created_ms
+        ],
+    )?;
+    let order_id = tx.last_insert_rowid();
+    for l in &lines {
+        let sql = "UPDATE products SET stock_left = stock_left - ?2 WHERE sku = ?1 AND stock_left >= ?2";
+        if exec(tx, sql, params![l.sku, l.qty])? != 1 {
+            // Impossible under the write lock; refuse rather than oversell.
+            return Err(StoreError::Corrupt(format!("stock of {} changed under the write lock", l.sku)));
+        }
+        exec(
+            tx,
+            "INSERT INTO order_lines(order_id, sku, qty, unit_price_cents) VALUES (?1, ?2, ?3, ?4)",
+            params![order_id, l.sku, l.qty, l.unit_price_cents],
+        )?;
+    }
+    exec(tx, "DELETE FROM cart_lines WHERE cart_id = ?1", [req.cart_id])?;
+    let order = Order {
+        order_id,
+        cart_id: req.cart_id.to_string(),
+        lines: lines
+            .iter()
+            .map(|l| OrderLine { sku: l.sku.clone(), qty: l.qty, unit_price_cents: l.unit_price_cents })
+            .collect(),
+        subtotal_cents: pricing.subtotal_cents,
+        discount_cents: pricing.discount_cents,
+        tax_cents: pricing.tax_cents,
+        total_cents: pricing.total_cents,
+        idempotency_key: req.idempotency_key.map(str::to_string),
+        created_ms,
     };
-    tx.commit().map_err(db_err)?;
-    Ok(Audit { orders, stock })
-}
-
-/// The audit read through a fresh connection, for the master (which holds
-/// no store). Opens without CREATE and only reads.
-pub fn audit_at(path: &Path, busy: Duration) -> anyhow::Result<Audit> {
-    let mut conn = open_conn(path, OpenFlags::SQLITE_OPEN_READ_WRITE, busy)
-        .with_context(|| format!("opening the shop database {} for the audit", path.display()))?;
-    read_audit(&mut conn).with_context(|| format!("reading the audit from {}", path.display()))
+    let body = serde_json::to_string(&order).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(CheckoutOutcome { status: 201, body, replayed: false })
 }
