@@ -1,6 +1,6 @@
 //! The shop's data as it crosses the HTTP boundary and the store boundary:
 //! request bodies (strict: unknown fields are refused) and the JSON documents
-//! of docs/SHOP_API.md. Not for: storage layout (see `sqlite.rs`).
+//! of docs/SHOP_API.md. Not for: storage layout (see `sqlite/`).
 
 use serde::{Deserialize, Serialize};
 
