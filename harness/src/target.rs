@@ -205,8 +205,13 @@ struct Launched {
 
 enum Kind {
     Launched(Box<Launched>),
-    /// Attached by pid (or pid file): signals and /proc only.
-    Attached(Pid),
+    /// Attached by pid (or pid file): signals and /proc only. With a pid
+    /// file, a master replaced by the user's own deploy (a new pid written
+    /// to the file) is followed.
+    Attached {
+        pid: Pid,
+        pid_file: Option<PathBuf>,
+    },
     /// Neither launched nor attached: readiness only, no process faults.
     External,
 }
@@ -313,7 +318,14 @@ impl Target {
     pub async fn start(spec: &TargetSpec, launch: Option<&LaunchSpec>, run_dir: &Path) -> Result<Target, TargetError> {
         let target = match (launch.or(spec.launch.as_ref()), &spec.pid_file) {
             (Some(l), _) => Target::launch(spec, l, run_dir)?,
-            (None, Some(pid_file)) => Target::attach(spec, read_pid_file(pid_file)?)?,
+            (None, Some(pid_file)) => {
+                let target = Target::attach(spec, read_pid_file(pid_file)?)?;
+                if let Kind::Attached { pid_file: f, .. } = &mut *target.kind.lock().unwrap_or_else(|e| e.into_inner())
+                {
+                    *f = Some(pid_file.clone());
+                }
+                target
+            }
             (None, None) => Target::new(spec, Kind::External),
         };
         target.wait_ready().await?;
@@ -347,7 +359,7 @@ impl Target {
         if !procs::is_alive(pid) {
             return Err(TargetError::NoSuchProcess(pid));
         }
-        Ok(Target::new(spec, Kind::Attached(pid)))
+        Ok(Target::new(spec, Kind::Attached { pid, pid_file: None }))
     }
 
     pub fn base_url(&self) -> &str {
@@ -363,7 +375,15 @@ impl Target {
                 refresh_exit(l);
                 if l.exited.is_some() { None } else { Some(l.pid) }
             }
-            Kind::Attached(pid) => procs::is_alive(*pid).then_some(*pid),
+            Kind::Attached { pid, pid_file } => {
+                if !procs::is_alive(*pid)
+                    && let Some(new) = pid_file.as_deref().and_then(|f| read_pid_file(f).ok())
+                    && procs::is_alive(new)
+                {
+                    *pid = new;
+                }
+                procs::is_alive(*pid).then_some(*pid)
+            }
             Kind::External => None,
         }
     }
@@ -371,6 +391,10 @@ impl Target {
     /// Whether the harness launched this target (and so may restart it).
     pub fn is_launched(&self) -> bool {
         matches!(&*self.kind.lock().unwrap_or_else(|e| e.into_inner()), Kind::Launched(_))
+    }
+
+    fn follows_pid_file(&self) -> bool {
+        matches!(&*self.kind.lock().unwrap_or_else(|e| e.into_inner()), Kind::Attached { pid_file: Some(_), .. })
     }
 
     fn is_external(&self) -> bool {
@@ -502,6 +526,9 @@ impl Target {
 
     /// One look at the target: its worker pids if it is steady right now.
     async fn steady_check(&self, health: &Health) -> Result<Vec<Pid>, Check> {
+        if self.pid().is_none() && self.follows_pid_file() {
+            return Err(Check::NotYet("waiting for a live pid in the pid file".to_string()));
+        }
         if self.pid().is_none() && !self.is_external() {
             return Err(Check::Gone(match self.exit_status() {
                 Some(s) => format!("the target exited ({s})"),

@@ -6,6 +6,7 @@
 
 mod chaos_support;
 
+use std::os::unix::process::CommandExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -242,4 +243,56 @@ async fn a_whole_run_against_a_foreign_prefork_server() {
     assert_eq!(r.chaos.attribution.outside.counts.first_attempt_total(), 0, "{:?}", r.chaos.attribution);
     assert!(r.chaos.target_stop.starts_with("Graceful"), "{}", r.chaos.target_stop);
     assert!(!procs::is_alive(f.pids[0]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attached_target_is_followed_through_its_own_deploy_script() {
+    // The user's deploy replaces the master (new pid in the pid file); the
+    // harness, attached by pid file, follows it and sees it recover.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let script = dir.path().join("prefork.py");
+    std::fs::write(&script, chaos_support::PREFORK_PY).unwrap();
+    let pid_file = dir.path().join("server.pid");
+    let mut old = std::process::Command::new("python3")
+        .args([script.to_str().unwrap(), &port.to_string(), "2"])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let old_pid = old.id() as i32;
+    std::fs::write(&pid_file, old_pid.to_string()).unwrap();
+    // Reap the old master when it exits, so that `kill -0` in the script sees it gone.
+    let reaper = std::thread::spawn(move || old.wait());
+
+    let mut spec = target_spec(port, None);
+    spec.pid_file = Some(pid_file.clone());
+    let target = Arc::new(Target::start(&spec, None, dir.path()).await.unwrap());
+    assert_eq!(target.pid(), Some(old_pid));
+    let deploy = format!(
+        "kill -TERM {old_pid}; while kill -0 {old_pid} 2>/dev/null; do sleep 0.05; done; \
+         setsid python3 {} {port} 2 >/dev/null 2>&1 & echo $! > {}",
+        script.display(),
+        pid_file.display()
+    );
+    let f = fault(
+        "deploy",
+        100,
+        FaultAction::Command { argv: vec!["sh".into(), "-c".into(), deploy], timeout: Duration::from_secs(20) },
+    );
+    let handle =
+        chaos::start(&[f], 1, Arc::clone(&target), EventLog::discard(std::time::Instant::now()), opts()).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let report = handle.finish(Duration::from_secs(20)).await;
+    let new_pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let cleanup = || {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(new_pid), nix::sys::signal::Signal::SIGKILL);
+    };
+    let f = &report.faults[0];
+    if f.outcome != "ok" || f.recovered_at_ms.is_none() || target.pid() != Some(new_pid) {
+        cleanup();
+        panic!("not followed: {report:?}, pid now {:?}, file says {new_pid}", target.pid());
+    }
+    assert_eq!(target.worker_tree().unwrap().workers.len(), 2);
+    cleanup();
+    reaper.join().unwrap().unwrap();
 }
