@@ -73,7 +73,7 @@ impl Metrics {
         let requests = Family::<SlotLabel, Counter>::default();
         let in_flight = Family::<SlotLabel, Gauge>::default();
         let connections = Family::<SlotLabel, Gauge>::default();
-        registry.register("workers_up", "Workers that reported ready and have not exited", workers_up.clone());
+        registry.register("workers_up", "Workers ready and not draining", workers_up.clone());
         registry.register("worker_restarts", "Workers replaced, by reason", restarts.clone());
         registry.register("rolling_restarts", "Rolling restarts started", rolling_restarts.clone());
         registry.register("drains", "Worker drains finished (acked or killed)", drains.clone());

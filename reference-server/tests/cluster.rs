@@ -25,6 +25,7 @@ fn rolling_restart_under_load(sig: &str, extra: &[&str]) -> common::Tally {
     let old: BTreeSet<u64> = server.wait_ready(2).into_iter().map(|(id, _)| id).collect();
     let traffic = Traffic::start(server.public, 4, 2, PATHS);
     std::thread::sleep(Duration::from_millis(700));
+    let counted_before = server.metric_sum("reference_requests_total");
     let mark = server.mark();
     server.signal(sig);
     server.expect_log(mark, "rolling restart end", |l| l.contains("rolling restart end"), LONG);
@@ -36,6 +37,19 @@ fn rolling_restart_under_load(sig: &str, extra: &[&str]) -> common::Tally {
         assert!(tally.workers.contains(&id.to_string()), "no request served by new worker {id}: {:?}", tally.workers);
     }
     assert!(tally.ok > 100, "too little traffic to prove anything: {} ok", tally.ok);
+    // Cluster totals never go down when workers are replaced, and (once the
+    // last heartbeats are in) the server counted every request the clients
+    // saw complete.
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut counted = server.metric_sum("reference_requests_total");
+    while counted < tally.ok as f64 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+        counted = server.metric_sum("reference_requests_total");
+    }
+    assert!(counted >= counted_before, "requests_total went down: {counted_before} -> {counted}");
+    if tally.failures.is_empty() {
+        assert_eq!(counted, tally.ok as f64, "server and clients disagree on the number of requests served");
+    }
     tally
 }
 

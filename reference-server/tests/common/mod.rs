@@ -173,6 +173,16 @@ impl Server {
             .unwrap()
     }
 
+    /// Sum of every series of a metric family, e.g. `reference_requests_total`.
+    pub fn metric_sum(&self, family: &str) -> f64 {
+        let text = String::from_utf8(self.admin_get("/metrics").body).unwrap();
+        let prefix = format!("{family}{{");
+        text.lines()
+            .filter(|l| l.starts_with(&prefix) || l.starts_with(&format!("{family} ")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let until = Instant::now() + timeout;
         loop {
