@@ -178,3 +178,36 @@ fn startup_errors_are_one_line_and_exit_2() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_restart_signal_during_a_rolling_restart_does_not_start_a_second_one() {
+    let server = Server::start(&["--workers", "2"]);
+    server.wait_ready(2);
+    let public = server.public;
+    // Requests in flight on both workers keep each drain busy for a while.
+    let inflight: Vec<_> =
+        (0..4).map(|_| std::thread::spawn(move || Conn::open(public).unwrap().get("/slow?ms=1200"))).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    server.signal("SIGHUP");
+    server.expect_log(0, "the first restart", |l| l.contains("rolling restart begin"), LONG);
+    server.signal("SIGTERM");
+    std::thread::sleep(Duration::from_millis(100));
+    server.signal("SIGHUP");
+    let until = Instant::now() + LONG;
+    let mut most = 0;
+    while !server.dump().contains("rolling restart end") {
+        let n = server.workers()["workers"].as_array().unwrap().len();
+        most = most.max(n);
+        assert!(Instant::now() < until, "the rolling restart never ended:\n{}", server.dump());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(most <= 3, "{most} workers at once: a second restart ran concurrently");
+    for h in inflight {
+        assert_eq!(h.join().unwrap().expect("request cut by the restart").status, 200);
+    }
+    let log = server.dump();
+    assert_eq!(log.matches("rolling restart begin").count(), 1, "{log}");
+    assert_eq!(log.matches("ignored: a rolling restart is already in progress").count(), 2, "{log}");
+    assert_eq!(server.metric("reference_rolling_restarts_total"), 1.0);
+    assert_eq!(server.metric("reference_worker_restarts_total{reason=\"rolling\"}"), 2.0);
+}
