@@ -21,8 +21,8 @@ fn best(runs: usize, mut f: impl FnMut()) -> f64 {
 
 fn main() {
     let defaults = ShopArgs::with_db("unused.db");
-    let units = 100_000;
-    let per_unit_us = best(5, || {
+    let units = 10_000;
+    let per_unit_us = best(30, || {
         black_box(cpu::work(black_box(1), units));
     }) / units as f64
         * 1e6;
