@@ -41,10 +41,15 @@ const MAX_SLEEP: Duration = Duration::from_secs(1);
 /// the hang timeout, if longer); otherwise it is treated as hung.
 const MIN_START_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// When the master started: the zero of its log stamps.
+fn epoch() -> Instant {
+    static T0: OnceLock<Instant> = OnceLock::new();
+    *T0.get_or_init(Instant::now)
+}
+
 /// One lifecycle line on stderr, stamped with time since the master started.
 pub fn log(msg: &str) {
-    static T0: OnceLock<Instant> = OnceLock::new();
-    let t = T0.get_or_init(Instant::now).elapsed().as_secs_f64();
+    let t = epoch().elapsed().as_secs_f64();
     crate::log_line(&format!("[master +{t:.3}s] {msg}"));
 }
 
@@ -54,7 +59,8 @@ fn wlog(w: &Worker, msg: &str) {
 
 /// Run the master with `workers` workers until stopped. Returns the exit code.
 pub fn run(cli: &Cli, workers: usize) -> Result<u8> {
-    log("starting");
+    // Start the clock; a start-up error then prints its one line, nothing else.
+    epoch();
     let listener = startup(listen::bind(cli.listen, cli.backlog))?;
     let admin_listener = startup(listen::bind_admin(cli.admin, cli.listen))?;
     let public = startup(listener.local_addr().context("reading the public address"))?;
