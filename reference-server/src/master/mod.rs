@@ -402,10 +402,10 @@ impl Master<'_> {
                     }
                     WorkerMsg::Heartbeat { counters } => {
                         w.last_beat = now;
-                        fold(&self.metrics, w, counters);
+                        fold(&self.metrics, w.slot, &mut w.counters, counters);
                     }
                     WorkerMsg::Drained { counters, drain_ms } => {
-                        fold(&self.metrics, w, counters);
+                        fold(&self.metrics, w.slot, &mut w.counters, counters);
                         wlog(w, &format!("drained in {drain_ms} ms"));
                     }
                 }
@@ -438,7 +438,7 @@ impl Master<'_> {
         let inbox = w.read_ipc();
         for msg in inbox.msgs {
             if let WorkerMsg::Heartbeat { counters } | WorkerMsg::Drained { counters, .. } = msg {
-                fold(&self.metrics, &mut w, counters);
+                fold(&self.metrics, w.slot, &mut w.counters, counters);
             }
         }
         let how = match status {
@@ -502,12 +502,13 @@ impl Master<'_> {
 
 /// Fold a worker's cumulative counters into the cluster totals as a delta,
 /// so totals never go down when the worker is replaced.
-fn fold(metrics: &Metrics, w: &mut Worker, counters: Counters) {
-    let delta = counters.requests.saturating_sub(w.counters.requests);
+fn fold(metrics: &Metrics, slot: usize, last: &mut Counters, counters: Counters) {
+    let delta = counters.requests.saturating_sub(last.requests);
     if delta > 0 {
-        metrics.add_requests(w.slot, delta);
+        metrics.add_requests(slot, delta);
     }
-    w.counters = counters;
+    // The gauges follow the latest report; the cumulative count only rises.
+    *last = Counters { requests: last.requests.max(counters.requests), ..counters };
 }
 
 fn describe_status(s: ExitStatus) -> String {
@@ -556,5 +557,29 @@ impl AdminSource for View<'_, '_> {
 
     fn audit(&self) -> Result<String> {
         shop::audit_json(&self.m.cli.shop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn requests(n: u64) -> Counters {
+        Counters { requests: n, ..Counters::default() }
+    }
+
+    #[test]
+    fn totals_never_go_down_when_a_worker_is_replaced() {
+        let m = Metrics::new();
+        let mut old = Counters::default();
+        fold(&m, 0, &mut old, requests(5));
+        fold(&m, 0, &mut old, requests(8));
+        // The replacement in the same slot starts counting from zero.
+        let mut new = Counters::default();
+        fold(&m, 0, &mut new, requests(3));
+        // A stale or reordered report never subtracts.
+        fold(&m, 0, &mut new, requests(2));
+        fold(&m, 0, &mut new, requests(4));
+        assert!(m.encode().contains("reference_requests_total{slot=\"0\"} 12"), "{}", m.encode());
     }
 }
