@@ -463,12 +463,15 @@ async fn run_action(
                 _ = tokio::time::sleep(*duration) => {}
                 _ = stop.wait_for(|s| *s) => {}
             }
-            let still_paused = shared.paused.lock().unwrap_or_else(|e| e.into_inner()).remove(&victim);
-            let outcome = if !still_paused || !procs::is_alive(victim) {
-                // Resumed by finish(), or killed by the master as hung: both fine.
-                Ok(())
-            } else {
+            shared.paused.lock().unwrap_or_else(|e| e.into_inner()).remove(&victim);
+            // SIGCONT even if finish() already sent one: its SIGCONT may have
+            // gone out between our registration and our SIGSTOP. A second
+            // SIGCONT is harmless; a worker left stopped is not.
+            let outcome = if procs::is_alive(victim) {
                 target::signal(victim, Signal::SIGCONT).map_err(|e| e.to_string())
+            } else {
+                // The master killed it as hung (and replaced it): fine.
+                Ok(())
             };
             Done { pids: vec![victim], gone: vec![], outcome }
         }
