@@ -82,7 +82,7 @@ fn out_err(path: &Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
 /// Everything decided before traffic starts.
 pub struct Prepared {
     pub scenario: Arc<Scenario>,
-    pub schedule: Schedule,
+    pub schedule: Arc<Schedule>,
     pub connector: Arc<Connector>,
     pub dir: PathBuf,
     pub rate_scale: f64,
@@ -115,7 +115,7 @@ pub fn prepare(mut scenario: Scenario, opts: &RunOptions) -> Result<Prepared, St
     Ok(Prepared {
         connector: Arc::new(Connector::new(target.addr, target.authority, sources)),
         scenario: Arc::new(scenario),
-        schedule,
+        schedule: Arc::new(schedule),
         dir,
         rate_scale: opts.rate_scale,
         engine: opts.engine.clone(),
@@ -187,7 +187,7 @@ pub async fn execute(p: &Prepared, side: Vec<SideTask>, live: Arc<Live>) -> Resu
     let progress = p.progress.then(|| crate::progress::spawn(live.snapshot.clone(), Duration::from_secs(5)));
     let outcome = engine::run(
         p.scenario.clone(),
-        &p.schedule,
+        p.schedule.clone(),
         p.connector.clone(),
         events.clone(),
         ledger,

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Harness benchmark (make bench-harness): how fast and how small the load
+# generator is, next to wrk, in the same run.
+#   1. a trivial server: nginx (Debian), one worker, `return 200 "ok"`,
+#      pinned to one core; generators pinned to the other;
+#   2. wrk -t1 -c64: its request rate (closed loop, 64 keep-alive connections);
+#   3. the harness with a 64-connection keep-alive pool on an open schedule at
+#      rising arrival rates: the rate it achieves, its schedule slip, CPU time
+#      per request (user+sys / requests) and peak RSS, with the full ledger
+#      (ledger.csv, histograms, events) written. Its max rate is the highest
+#      achieved rate whose slip p99 stayed under 10 ms;
+#   4. peak RSS with 30,000 shoppers active at once (each thinks 20 s between
+#      two requests on a 256-connection pool).
+# Env: BENCH_DURATION (s per harness rate, default 3), BENCH_RATES (arrivals/s,
+#      default "50000 100000 150000 200000 250000"), BENCH_PORT (default 18280),
+#      CARGO_TARGET_DIR. Prints a Markdown table for docs/PERFORMANCE.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DUR=${BENCH_DURATION:-3}
+RATES=${BENCH_RATES:-"50000 100000 150000 200000 250000"}
+PORT=${BENCH_PORT:-18280}
+TARGET_DIR=${CARGO_TARGET_DIR:-$(pwd)/target}
+BIN=$TARGET_DIR/release/harness
+
+need() {
+    command -v "$1" >/dev/null && return
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "installing $2 (apt-get)"
+        apt-get install -y "$2" >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y "$2" >/dev/null; }
+    fi
+    command -v "$1" >/dev/null || { echo "bench-harness: needs $1 (Debian package $2)" >&2; exit 2; }
+}
+need wrk wrk
+need nginx nginx-light
+need taskset util-linux
+need curl curl
+[ -x /usr/bin/time ] || need /usr/bin/time time
+
+cargo build --release -q -p harness --bin harness
+
+if [ "$(nproc)" -ge 2 ]; then SERVER_CPU=1; CLIENT_CPU=0; else SERVER_CPU=0; CLIENT_CPU=0; fi
+WORK=$(mktemp -d)
+NGINX_PID=""
+cleanup() {
+    [ -n "$NGINX_PID" ] && kill -QUIT "$NGINX_PID" 2>/dev/null || true
+    sleep 0.3
+    [ -n "$NGINX_PID" ] && kill -KILL "$NGINX_PID" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+mkdir -p "$WORK/nginx/logs"
+cat >"$WORK/nginx/nginx.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/logs/error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    keepalive_requests 100000000;
+    keepalive_timeout 60s;
+    client_body_temp_path $WORK/nginx/body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+    server {
+        listen 127.0.0.1:$PORT backlog=4096;
+        location / { return 200 "ok"; }
+    }
+}
+EOF
+# Raise the fd limit so nginx can hold the 30,000-shopper run's pool.
+ulimit -n "$(ulimit -Hn)"
+taskset -c "$SERVER_CPU" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
+NGINX_PID=$!
+for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.05; done
+curl -sf -o /dev/null "http://127.0.0.1:$PORT/" || { echo "bench-harness: nginx did not start" >&2; exit 1; }
+
+echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(uname -r)"
+echo "server: nginx $(nginx -v 2>&1 | sed 's/.*nginx\///') (1 worker) on cpu $SERVER_CPU; generators on cpu $CLIENT_CPU"
+echo
+
+# --- wrk ----------------------------------------------------------------------
+/usr/bin/time -f "%U %S %M" -o "$WORK/wrk.time" \
+    taskset -c "$CLIENT_CPU" wrk -t1 -c64 -d"${DUR}s" "http://127.0.0.1:$PORT/" >"$WORK/wrk.txt"
+WRK_RPS=$(awk '/^Requests\/sec:/ {print $2}' "$WORK/wrk.txt")
+WRK_REQS=$(awk '/requests in/ {print $1}' "$WORK/wrk.txt")
+read -r WU WS WM <"$WORK/wrk.time"
+WRK_US=$(awk -v u="$WU" -v s="$WS" -v n="$WRK_REQS" 'BEGIN {printf "%.2f", (u+s)*1e6/n}')
+WRK_MB=$(awk -v m="$WM" 'BEGIN {printf "%.1f", m/1024}')
+
+# --- harness at rising rates ------------------------------------------------
+scenario() { # name shoppers rate journey-json pool think-json
+    cat <<EOF
+{
+  "name": "$1",
+  "seed": 1,
+  "target": {"base_url": "http://127.0.0.1:$PORT", "ready_timeout": "5s"},
+  "shoppers": $2,
+  "arrival": [{"duration": "$(awk -v n="$2" -v r="$3" 'BEGIN {printf "%.3f", n/r + 1}')s", "rate": $3}],
+  "arrival_process": "uniform",
+  "think": $6,
+  "connections": {"model": "pool", "size": $5, "idle_timeout": "30s"},
+  "journeys": [{"name": "j", "steps": $4}]
+}
+EOF
+}
+
+ONE_STEP='[{"name": "get", "path": "/"}]'
+echo "| generator | offered rate | achieved req/s | slip p99 | CPU µs/request | peak RSS |"
+echo "| --- | --- | --- | --- | --- | --- |"
+echo "| wrk -t1 -c64 (closed loop) | - | $WRK_RPS | - | $WRK_US | $WRK_MB MB |"
+BEST=0
+for RATE in $RATES; do
+    N=$(awk -v r="$RATE" -v d="$DUR" 'BEGIN {printf "%d", r*d}')
+    scenario "bench-$RATE" "$N" "$RATE" "$ONE_STEP" 64 '{"kind": "none"}' >"$WORK/s.json"
+    /usr/bin/time -f "%U %S %M" -o "$WORK/h.time" \
+        taskset -c "$CLIENT_CPU" "$BIN" run "$WORK/s.json" --quiet --out "$WORK/run-$RATE" >"$WORK/h.txt" 2>&1 || true
+    S="$WORK/run-$RATE/summary.json"
+    [ -f "$S" ] || { echo "bench-harness: no summary at rate $RATE:"; cat "$WORK/h.txt"; exit 1; }
+    read -r ATT DUR_S OK SLIP <<<"$(python3 -c "
+import json,sys; s=json.load(open('$S'))
+print(s['totals']['attempts'], s['run']['duration_s'], s['totals']['ok'], s['schedule_slip']['p99_ms'])")"
+    read -r HU HS HM <"$WORK/h.time"
+    ACH=$(awk -v n="$ATT" -v d="$DUR_S" 'BEGIN {printf "%.0f", n/d}')
+    US=$(awk -v u="$HU" -v s="$HS" -v n="$ATT" 'BEGIN {printf "%.2f", (u+s)*1e6/n}')
+    MB=$(awk -v m="$HM" 'BEGIN {printf "%.1f", m/1024}')
+    LEDGER=$(($(wc -l <"$WORK/run-$RATE/ledger.csv") - 1))
+    [ "$LEDGER" = "$ATT" ] || echo "bench-harness: ledger has $LEDGER records for $ATT attempts" >&2
+    echo "| harness, pool 64 (open model, full ledger) | $RATE/s | $ACH ($OK ok) | ${SLIP} ms | $US | $MB MB |"
+    if awk -v s="$SLIP" 'BEGIN {exit !(s < 10)}'; then BEST=$ACH; else break; fi
+done
+echo
+echo "harness max rate on schedule (slip p99 < 10 ms): $BEST req/s; wrk: $WRK_RPS req/s"
+
+# --- 30,000 shoppers active -------------------------------------------------
+TWO_STEPS='[{"name": "first", "path": "/"}, {"name": "second", "path": "/"}]'
+scenario "bench-30k" 30000 10000 "$TWO_STEPS" 256 '{"kind": "constant", "duration": "20s"}' >"$WORK/s30k.json"
+/usr/bin/time -f "%U %S %M" -o "$WORK/h30k.time" \
+    taskset -c "$CLIENT_CPU" "$BIN" run "$WORK/s30k.json" --quiet --out "$WORK/run-30k" >"$WORK/h30k.txt" 2>&1 || true
+read -r _ _ M30 <"$WORK/h30k.time"
+PEAK=$(python3 -c "import json; print(json.load(open('$WORK/run-30k/summary.json'))['run']['peak_active_shoppers'])")
+echo "30,000 shoppers: peak active $PEAK, peak RSS $(awk -v m="$M30" 'BEGIN {printf "%.1f", m/1024}') MB"
