@@ -169,6 +169,16 @@ fn startup_errors_are_one_line_and_exit_2() {
         vec!["--listen", "127.0.0.1:0", "--admin", addr.as_str(), "--workers", "1"],
         vec!["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--backlog", "0"],
         vec!["--drain-timeout", "5 parsecs"],
+        vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--hang-timeout",
+            "200ms",
+            "--heartbeat-interval",
+            "100ms",
+        ],
     ] {
         let out = Command::new(BIN).args(&args).current_dir(dir.path()).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -19,7 +19,7 @@ use std::process::ExitStatus;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
@@ -33,7 +33,7 @@ use crate::admin::{AdminServer, AdminSource};
 use crate::cli::{Cli, OnSigterm};
 use crate::ipc::{Counters, WorkerMsg};
 use crate::metrics::{Metrics, Reason, SlotLabel};
-use crate::{build_info, exit, listen, shop, startup};
+use crate::{StartupError, build_info, exit, listen, shop, startup};
 
 /// The longest the loop sleeps with no timer due: a bound, not a tick.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
@@ -61,6 +61,14 @@ fn wlog(w: &Worker, msg: &str) {
 pub fn run(cli: &Cli, workers: usize) -> Result<u8> {
     // Start the clock; a start-up error then prints its one line, nothing else.
     epoch();
+    if cli.hang_timeout <= cli.heartbeat_interval * 2 {
+        return Err(StartupError(anyhow!(
+            "--hang-timeout {:?} must be more than twice --heartbeat-interval {:?}, or healthy workers look hung",
+            cli.hang_timeout,
+            cli.heartbeat_interval
+        ))
+        .into());
+    }
     let listener = startup(listen::bind(cli.listen, cli.backlog))?;
     let admin_listener = startup(listen::bind_admin(cli.admin, cli.listen))?;
     let public = startup(listener.local_addr().context("reading the public address"))?;
