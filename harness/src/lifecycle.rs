@@ -192,12 +192,13 @@ pub async fn run(
         }
     };
     let gate = audit_report.as_ref().map(audit_gate);
-    let summary = run::conclude(&p, ex, gate)?;
-
+    let summary = run::conclude(&p, ex, gate);
+    // Stopped in order even when concluding failed (dropping it would SIGKILL).
     let target_stop = match target.stop(None).await {
         Ok(s) => format!("{s:?}"),
         Err(e) => format!("error: {e}"),
     };
+    let summary = summary?;
     let chaos = ChaosSummary {
         faults: chaos_report.faults,
         skipped: chaos_report.skipped,
