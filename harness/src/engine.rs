@@ -237,12 +237,9 @@ pub async fn run(
         let events = events.clone();
         tokio::spawn(async move { arrive_and_drain(shared, &schedule, &live, &events, drain).await })
     };
-    let (cut_off, interrupted) = match arrivals.await {
-        Ok(r) => r,
-        // The loop itself panicked (a bug): whatever shoppers remain are
-        // aborted with it, and their open work makes the run invalid.
-        Err(_) => (0, true),
-    };
+    // If the loop itself panicked (a bug), the shoppers it started are
+    // aborted with it and their open work makes the run invalid.
+    let (cut_off, interrupted) = arrivals.await.unwrap_or((0, true));
     ticker.abort();
     let _ = ticker.await;
     if cut_off > 0 {
