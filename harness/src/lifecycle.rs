@@ -70,7 +70,7 @@ pub struct ChaosSummary {
     pub attribution: Attribution,
     /// None when the scenario has no audit.
     pub audit: Option<AuditReport>,
-    /// How the target was stopped ("graceful: exit code 0", "killed", ...).
+    /// How the target was stopped ("stopped gracefully (exit code 0)", ...).
     pub target_stop: String,
 }
 
@@ -195,7 +195,7 @@ pub async fn run(
     let summary = run::conclude(&p, ex, gate);
     // Stopped in order even when concluding failed (dropping it would SIGKILL).
     let target_stop = match target.stop(None).await {
-        Ok(s) => format!("{s:?}"),
+        Ok(s) => s.to_string(),
         Err(e) => format!("error: {e}"),
     };
     let summary = summary?;

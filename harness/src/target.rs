@@ -170,6 +170,17 @@ pub struct Health {
     pub settle: Duration,
 }
 
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stopped::Graceful(status) => write!(f, "stopped gracefully ({status})"),
+            Stopped::Killed => f.write_str("killed (SIGKILL) after the stop timeout"),
+            Stopped::AlreadyExited(status) => write!(f, "had already exited ({status})"),
+            Stopped::NotOurs => f.write_str("left running (attached, not launched by the harness)"),
+        }
+    }
+}
+
 /// Why the target is not steady: not yet, or never again (it exited).
 enum Check {
     NotYet(String),

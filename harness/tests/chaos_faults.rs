@@ -241,7 +241,7 @@ async fn a_whole_run_against_a_foreign_prefork_server() {
     assert!(r.summary.totals.ok > 100, "{:?}", r.summary.totals);
     // Every failure the run saw is explained by the kill.
     assert_eq!(r.chaos.attribution.outside.counts.first_attempt_total(), 0, "{:?}", r.chaos.attribution);
-    assert!(r.chaos.target_stop.starts_with("Graceful"), "{}", r.chaos.target_stop);
+    assert!(r.chaos.target_stop.starts_with("stopped gracefully"), "{}", r.chaos.target_stop);
     assert!(!procs::is_alive(f.pids[0]));
 }
 
