@@ -9,13 +9,14 @@
 //! docs/CLUSTER.md lists them, tests and the benchmark read them.
 
 pub mod backoff;
+mod health;
 pub mod pool;
 pub mod rolling;
 pub mod signals;
 pub mod spawn;
+mod view;
 
 use std::os::fd::AsFd;
-use std::process::ExitStatus;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -24,15 +25,14 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
 
-use self::backoff::Verdict;
 use self::pool::{Kill, Phase, Slot, Worker};
 use self::rolling::{Rolling, Step, StepPhase};
 use self::signals::SignalInbox;
 use self::spawn::Spawner;
-use crate::admin::{AdminServer, AdminSource};
+use self::view::View;
+use crate::admin::AdminServer;
 use crate::cli::{Cli, OnSigterm};
-use crate::ipc::{Counters, WorkerMsg};
-use crate::metrics::{Metrics, Reason, SlotLabel};
+use crate::metrics::{Metrics, Reason};
 use crate::{StartupError, build_info, exit, listen, shop, startup};
 
 /// The longest the loop sleeps with no timer due: a bound, not a tick.
@@ -360,234 +360,5 @@ impl Master<'_> {
                 }
             }
         }
-    }
-
-    /// Crash-loop protection for a slot whose worker died unexpectedly.
-    fn on_crash(&mut self, slot: usize, uptime: Duration) {
-        let cli = self.cli;
-        let s = &mut self.slots[slot];
-        match s.crashes.on_crash(uptime, cli.min_uptime, cli.crash_backoff, cli.max_crashes) {
-            Verdict::Respawn(delay) => {
-                s.respawn_at = Some(Instant::now() + delay);
-                if s.crashes.early_crashes > 0 {
-                    log(&format!(
-                        "slot {slot}: early crash {} of {}; respawn in {} ms",
-                        s.crashes.early_crashes,
-                        cli.max_crashes,
-                        delay.as_millis()
-                    ));
-                }
-            }
-            Verdict::GiveUp => {
-                log(&format!(
-                    "giving up: slot {slot} crashed {} times in a row within {:?} of starting",
-                    s.crashes.early_crashes, cli.min_uptime
-                ));
-                self.stop_graceful(exit::GAVE_UP);
-            }
-        }
-    }
-
-    fn read_ipc(&mut self) {
-        let now = Instant::now();
-        for w in &mut self.workers {
-            let inbox = w.read_ipc();
-            for bad in inbox.bad {
-                wlog(w, &format!("sent a bad message (ignored): {bad}"));
-            }
-            for msg in inbox.msgs {
-                match msg {
-                    WorkerMsg::Ready { version, build_id, .. } => {
-                        if w.phase == Phase::Starting {
-                            w.phase = Phase::Ready;
-                        }
-                        w.ready_at = Some(now);
-                        w.last_beat = now;
-                        w.version = version;
-                        w.build_id = build_id;
-                        let ms = now.duration_since(w.started).as_millis();
-                        wlog(w, &format!("ready in {ms} ms, build {}", w.build_id));
-                    }
-                    WorkerMsg::Heartbeat { counters } => {
-                        w.last_beat = now;
-                        fold(&self.metrics, w.slot, &mut w.counters, counters);
-                    }
-                    WorkerMsg::Drained { counters, drain_ms } => {
-                        fold(&self.metrics, w.slot, &mut w.counters, counters);
-                        wlog(w, &format!("drained in {drain_ms} ms"));
-                    }
-                }
-            }
-        }
-    }
-
-    fn reap(&mut self) {
-        let mut i = 0;
-        while i < self.workers.len() {
-            match self.workers[i].child.try_wait() {
-                Ok(None) => i += 1,
-                Ok(Some(status)) => {
-                    let w = self.workers.remove(i);
-                    self.on_exit(w, Some(status));
-                }
-                Err(e) => {
-                    // Not our child any more (cannot happen unless someone
-                    // reaped it behind our back): forget it rather than spin.
-                    wlog(&self.workers[i], &format!("cannot be waited for ({e}); forgetting it"));
-                    let w = self.workers.remove(i);
-                    self.on_exit(w, None);
-                }
-            }
-        }
-    }
-
-    fn on_exit(&mut self, mut w: Worker, status: Option<ExitStatus>) {
-        // Counters sent just before the exit still count.
-        let inbox = w.read_ipc();
-        for msg in inbox.msgs {
-            if let WorkerMsg::Heartbeat { counters } | WorkerMsg::Drained { counters, .. } = msg {
-                fold(&self.metrics, w.slot, &mut w.counters, counters);
-            }
-        }
-        let how = match status {
-            Some(s) => describe_status(s),
-            None => "unknown status".to_string(),
-        };
-        let uptime = w.started.elapsed();
-        match (w.phase, w.killed) {
-            (Phase::Draining { since, .. }, killed) => {
-                let took = since.elapsed();
-                self.metrics.drains.inc();
-                self.metrics.drain_seconds.observe(took.as_secs_f64());
-                let note = if killed == Some(Kill::DrainTimeout) { ", killed at the drain timeout" } else { "" };
-                wlog(&w, &format!("exited ({how}) {} ms after shutdown{note}", took.as_millis()));
-            }
-            (_, Some(kill)) => wlog(&w, &format!("exited ({how}) after SIGKILL ({kill:?})")),
-            _ if self.stop.is_some() => wlog(&w, &format!("exited ({how}) while stopping")),
-            _ => {
-                wlog(&w, &format!("exited unexpectedly ({how}) after {} ms", uptime.as_millis()));
-                self.metrics.restart(Reason::Crash);
-                self.on_crash(w.slot, uptime);
-            }
-        }
-    }
-
-    /// Hang detection, crash-count reset, drain deadlines.
-    fn timers(&mut self) {
-        let now = Instant::now();
-        let start_timeout = self.start_timeout();
-        for w in self.workers.iter_mut().filter(|w| w.killed.is_none()) {
-            match w.phase {
-                Phase::Starting if now.duration_since(w.started) > start_timeout => {
-                    wlog(w, &format!("not ready after {} ms: killing it as hung", start_timeout.as_millis()));
-                    w.kill(Kill::Hang);
-                    self.metrics.restart(Reason::Hang);
-                }
-                Phase::Ready if now.duration_since(w.last_beat) > self.cli.hang_timeout => {
-                    let ms = now.duration_since(w.last_beat).as_millis();
-                    wlog(w, &format!("no heartbeat for {ms} ms: killing it as hung"));
-                    w.kill(Kill::Hang);
-                    self.metrics.restart(Reason::Hang);
-                }
-                Phase::Ready
-                    if !w.stable && w.ready_at.is_some_and(|r| now.duration_since(r) >= self.cli.min_uptime) =>
-                {
-                    w.stable = true;
-                    if let Some(s) = self.slots.get_mut(w.slot) {
-                        s.crashes.on_stable();
-                    }
-                }
-                Phase::Draining { deadline, .. } if now >= deadline => {
-                    wlog(w, &format!("still draining after {:?}: SIGKILL", self.cli.drain_timeout));
-                    w.kill(Kill::DrainTimeout);
-                    self.metrics.drain_timeouts.inc();
-                }
-                _ => {}
-            }
-        }
-    }
-}
-
-/// Fold a worker's cumulative counters into the cluster totals as a delta,
-/// so totals never go down when the worker is replaced.
-fn fold(metrics: &Metrics, slot: usize, last: &mut Counters, counters: Counters) {
-    let delta = counters.requests.saturating_sub(last.requests);
-    if delta > 0 {
-        metrics.add_requests(slot, delta);
-    }
-    // The gauges follow the latest report; the cumulative count only rises.
-    *last = Counters { requests: last.requests.max(counters.requests), ..counters };
-}
-
-fn describe_status(s: ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (s.code(), s.signal()) {
-        (Some(c), _) => format!("exit code {c}"),
-        (None, Some(sig)) => match Signal::try_from(sig) {
-            Ok(sig) => format!("signal {sig}"),
-            Err(_) => format!("signal {sig}"),
-        },
-        _ => format!("{s}"),
-    }
-}
-
-/// The admin server's view of the master.
-struct View<'a, 'c> {
-    m: &'a Master<'c>,
-}
-
-impl AdminSource for View<'_, '_> {
-    fn metrics(&self) -> String {
-        let m = &self.m.metrics;
-        let serving = self.m.workers.iter().filter(|w| w.is_live() && w.phase == Phase::Ready).count();
-        m.workers_up.set(serving as i64);
-        for slot in 0..self.m.slots.len() {
-            let in_slot = self.m.workers.iter().filter(|w| w.slot == slot);
-            let (fl, conns) = in_slot.fold((0, 0), |(f, c), w| (f + w.counters.in_flight, c + w.counters.connections));
-            let label = SlotLabel { slot: slot as u32 };
-            m.in_flight.get_or_create(&label).set(fl as i64);
-            m.connections.get_or_create(&label).set(conns as i64);
-        }
-        m.encode()
-    }
-
-    fn workers(&self) -> serde_json::Value {
-        let m = self.m;
-        serde_json::json!({
-            "mode": "cluster",
-            "master_pid": std::process::id(),
-            "target": m.target,
-            "rolling_restart": m.rolling.is_some(),
-            "stopping": m.stop.map(|s| if s.immediate { "immediate" } else { "graceful" }),
-            "workers": m.workers.iter().map(Worker::describe).collect::<Vec<_>>(),
-        })
-    }
-
-    fn audit(&self) -> Result<String> {
-        shop::audit_json(&self.m.cli.shop)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn requests(n: u64) -> Counters {
-        Counters { requests: n, ..Counters::default() }
-    }
-
-    #[test]
-    fn totals_never_go_down_when_a_worker_is_replaced() {
-        let m = Metrics::new();
-        let mut old = Counters::default();
-        fold(&m, 0, &mut old, requests(5));
-        fold(&m, 0, &mut old, requests(8));
-        // The replacement in the same slot starts counting from zero.
-        let mut new = Counters::default();
-        fold(&m, 0, &mut new, requests(3));
-        // A stale or reordered report never subtracts.
-        fold(&m, 0, &mut new, requests(2));
-        fold(&m, 0, &mut new, requests(4));
-        assert!(m.encode().contains("reference_requests_total{slot=\"0\"} 12"), "{}", m.encode());
     }
 }
