@@ -32,6 +32,17 @@ pub struct RunDirOptions<'a> {
     pub audit: Option<&'a AuditReport>,
 }
 
+/// Step name -> "METHOD path template" for every step of the scenario, for
+/// [`RunDirOptions::requests`].
+pub fn requests_of(scenario: &crate::scenario::Scenario) -> BTreeMap<String, String> {
+    scenario
+        .journeys
+        .iter()
+        .flat_map(|j| &j.steps)
+        .map(|s| (s.name.clone(), format!("{} {}", s.method, s.path.source())))
+        .collect()
+}
+
 /// One fault occurrence as the event log tells it.
 #[derive(Debug, Clone, PartialEq)]
 struct FaultEvents {
@@ -228,6 +239,22 @@ mod tests {
         assert_eq!((f[1].detail.as_str(), f[1].recovered_ms), ("SIGHUP", None));
         assert_eq!(f[1].outcome, "error: no such process");
         assert_eq!(f[2].end_ms, None, "no end event yet");
+    }
+
+    #[test]
+    fn requests_name_method_and_path_template() {
+        let s = crate::scenario::parse(
+            r#"{"name": "r", "target": {"base_url": "http://127.0.0.1:1"}, "shoppers": 1,
+                "arrival": [{"duration": "1s", "rate": 1}],
+                "journeys": [{"name": "j", "steps": [
+                    {"name": "view", "path": "/products/{{pick.skus}}"},
+                    {"name": "buy", "method": "POST", "path": "/checkout", "body": {"cart_id": "c"}}]}],
+                "data": {"skus": ["a"]}}"#,
+        )
+        .unwrap();
+        let r = requests_of(&s);
+        assert_eq!(r["view"], "GET /products/{{pick.skus}}");
+        assert_eq!(r["buy"], "POST /checkout");
     }
 
     #[test]
