@@ -434,6 +434,18 @@ fn request_loop(addr: SocketAddr, reuse: bool, paths: &[String], seed: usize, st
         let mut c = c;
         let worker_before = c.worker.clone();
         match c.get(path) {
+            Ok(r) if worker_before.is_some() && r.header("x-worker-id") != worker_before.as_deref() => {
+                // One connection is served by one process, whose id is stable.
+                tally.failures.push(Failure {
+                    error: format!(
+                        "X-Worker-Id changed on one connection: {worker_before:?} -> {:?}",
+                        r.header("x-worker-id")
+                    ),
+                    worker: worker_before,
+                    conn_opened: c.opened,
+                    at: Instant::now(),
+                });
+            }
             Ok(r) if (200..300).contains(&r.status) => {
                 tally.ok += 1;
                 let w = r.header("x-worker-id").unwrap_or("?").to_string();
