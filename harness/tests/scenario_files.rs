@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use harness::outcome::FailureClass;
 use harness::scenario::{self, FaultAction};
 
 fn scenarios_dir() -> PathBuf {
@@ -71,6 +72,15 @@ fn blackfriday_has_the_promised_shape() {
     assert_eq!(audit.url, "http://127.0.0.1:9090/audit");
     assert!(!audit.checkout_steps.is_empty());
     assert!(s.journeys.iter().flat_map(|j| &j.steps).any(|st| st.refuse.contains(&409)));
+    // A killed worker resets the requests it was serving: every step must be
+    // able to recover them, or "zero dropped" could never hold; checkouts may
+    // only be retried under an idempotency key.
+    for st in s.journeys.iter().flat_map(|j| &j.steps) {
+        assert!(st.retry.attempts > 1 && st.retry.on.contains(&FailureClass::ResetBeforeResponse), "{}", st.name);
+        if st.path.source() == "/checkout" {
+            assert!(st.idempotency_key, "{} retries a checkout without an idempotency key", st.name);
+        }
+    }
 }
 
 /// Every top-level field a scenario may have (what raw.rs accepts).
