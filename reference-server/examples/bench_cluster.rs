@@ -1,6 +1,8 @@
 //! Benchmark of the cluster's self-healing and deploy speed, run by
 //! `scripts/bench-cluster.sh`: time from SIGKILL of a worker to its
-//! replacement's `ready`, and idle rolling-restart time for 2 and 4 workers.
+//! replacement's `ready`, idle rolling-restart time for 2 and 4 workers, and
+//! a 2-worker rolling restart under keep-alive load (with the client's count
+//! of failed requests, which must be 0).
 //!
 //! Usage: `bench_cluster <path to reference-server> [rounds]`. Times are taken
 //! on this side: the signal is sent at T0 and the master's lifecycle line
@@ -11,6 +13,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
@@ -20,6 +24,7 @@ use nix::unistd::Pid;
 
 struct Master {
     child: Child,
+    public: SocketAddr,
     admin: SocketAddr,
     lines: Receiver<(Instant, String)>,
     _dir: tempfile::TempDir,
@@ -47,10 +52,14 @@ impl Master {
                 }
             }
         });
-        let mut m = Master { child, admin: "0.0.0.0:0".parse()?, lines, _dir: dir };
+        let mut m = Master { child, public: "0.0.0.0:0".parse()?, admin: "0.0.0.0:0".parse()?, lines, _dir: dir };
         let (_, line) = m.wait_line(|l| l.contains("listening on "), Duration::from_secs(30))?;
-        let rest = line.split("admin on ").nth(1).ok_or_else(|| anyhow!("no admin address in {line}"))?;
-        m.admin = rest.split([',', ' ']).next().unwrap_or_default().parse().context("admin address")?;
+        let addr_after = |key: &str| -> Result<SocketAddr> {
+            let rest = line.split(key).nth(1).ok_or_else(|| anyhow!("no '{key}' in {line}"))?;
+            rest.split([',', ' ']).next().unwrap_or_default().parse().with_context(|| format!("address after '{key}'"))
+        };
+        m.public = addr_after("listening on ")?;
+        m.admin = addr_after("admin on ")?;
         m.wait_ready(workers)?;
         Ok(m)
     }
@@ -123,7 +132,7 @@ fn summary(name: &str, mut ms: Vec<f64>) {
     ms.sort_by(f64::total_cmp);
     let pick = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
     println!(
-        "{name:<34} n={:<3} min {:>7.1} ms  median {:>7.1} ms  p90 {:>7.1} ms  max {:>7.1} ms",
+        "{name:<36} n={:<3} min {:>7.1} ms  median {:>7.1} ms  p90 {:>7.1} ms  max {:>7.1} ms",
         ms.len(),
         pick(0.0),
         pick(0.5),
@@ -162,6 +171,100 @@ fn rolling(bin: &Path, workers: usize, rounds: usize) -> Result<Vec<f64>> {
     Ok(out)
 }
 
+/// Keep-alive GETs in a loop until `stop`; returns (ok, failed).
+fn keepalive_client(addr: SocketAddr, stop: &AtomicBool) -> (u64, u64) {
+    let (mut ok, mut failed) = (0, 0);
+    let mut conn: Option<BufReader<TcpStream>> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let mut c = match conn.take() {
+            Some(c) => c,
+            None => match TcpStream::connect(addr) {
+                Ok(s) => {
+                    // A stuck request fails the run instead of hanging it.
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                    BufReader::new(s)
+                }
+                Err(_) => {
+                    failed += 1;
+                    continue;
+                }
+            },
+        };
+        match get_once(&mut c) {
+            Ok(close) => {
+                ok += 1;
+                if !close {
+                    conn = Some(c);
+                }
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    (ok, failed)
+}
+
+/// One `GET /slow?ms=5`; Ok(true) when the server asked to close.
+fn get_once(c: &mut BufReader<TcpStream>) -> Result<bool> {
+    c.get_mut().write_all(b"GET /slow?ms=5 HTTP/1.1\r\nHost: bench\r\n\r\n")?;
+    let (mut len, mut close, mut status) = (0usize, false, String::new());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if c.read_line(&mut line)? == 0 {
+            bail!("closed before a full response");
+        }
+        let l = line.trim_end().to_ascii_lowercase();
+        if status.is_empty() {
+            status = l;
+            continue;
+        }
+        if l.is_empty() {
+            break;
+        }
+        if let Some(v) = l.strip_prefix("content-length:") {
+            len = v.trim().parse()?;
+        }
+        close |= l == "connection: close";
+    }
+    let mut body = vec![0; len];
+    c.read_exact(&mut body)?;
+    if !status.starts_with("http/1.1 2") {
+        bail!("{status}");
+    }
+    Ok(close)
+}
+
+/// Rolling restart of 2 workers while `clients` keep-alive loops run.
+fn rolling_under_load(bin: &Path, clients: usize, rounds: usize) -> Result<(Vec<f64>, u64, u64)> {
+    let m = Master::start(bin, 2)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            let addr = m.public;
+            std::thread::spawn(move || keepalive_client(addr, &stop))
+        })
+        .collect();
+    let mut out = Vec::new();
+    for _ in 0..rounds {
+        m.wait_ready(2)?;
+        std::thread::sleep(Duration::from_millis(200));
+        m.drain_lines();
+        let t0 = Instant::now();
+        m.signal(Signal::SIGHUP)?;
+        let (at, _) = m.wait_line(|l| l.contains("rolling restart end"), Duration::from_secs(60))?;
+        out.push(at.duration_since(t0).as_secs_f64() * 1000.0);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, 0);
+    for h in handles {
+        let (o, f) = h.join().map_err(|_| anyhow!("a client thread panicked"))?;
+        ok += o;
+        failed += f;
+    }
+    Ok((out, ok, failed))
+}
+
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let bin =
@@ -176,5 +279,9 @@ fn main() -> Result<()> {
     summary("SIGKILL -> replacement ready", kill_to_ready(&bin, rounds)?);
     summary("idle rolling restart, 2 workers", rolling(&bin, 2, rounds)?);
     summary("idle rolling restart, 4 workers", rolling(&bin, 4, rounds)?);
+    let clients = 8;
+    let (ms, ok, failed) = rolling_under_load(&bin, clients, rounds.min(10))?;
+    summary("rolling restart, 2 workers, loaded", ms);
+    println!("  (under {clients} keep-alive clients looping GET /slow?ms=5: {ok} ok, {failed} failed)");
     Ok(())
 }
