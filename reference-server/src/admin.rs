@@ -104,7 +104,12 @@ impl AdminServer {
 
     /// Fds to poll and whether each wants to write.
     pub fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, bool)> {
-        let mut fds = vec![(self.listener.as_fd(), false)];
+        let mut fds = Vec::with_capacity(self.conns.len() + 1);
+        // When full, leave new connections in the backlog rather than wake
+        // the loop for a listener we will not accept from.
+        if self.conns.len() < MAX_CONNS {
+            fds.push((self.listener.as_fd(), false));
+        }
         fds.extend(self.conns.iter().map(|c| (c.stream.as_fd(), c.out.is_some())));
         fds
     }
