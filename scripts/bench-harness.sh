@@ -12,13 +12,13 @@
 #   4. peak RSS with 30,000 shoppers active at once (each thinks 20 s between
 #      two requests on a 256-connection pool).
 # Env: BENCH_DURATION (s per harness rate, default 3), BENCH_RATES (arrivals/s,
-#      default "50000 100000 150000 200000 250000"), BENCH_PORT (default 18280),
+#      default "20000 30000 ... 200000", stops at the first it cannot hold), BENCH_PORT (default 18280),
 #      CARGO_TARGET_DIR. Prints a Markdown table for docs/PERFORMANCE.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DUR=${BENCH_DURATION:-3}
-RATES=${BENCH_RATES:-"50000 100000 150000 200000 250000"}
+RATES=${BENCH_RATES:-"20000 30000 40000 60000 80000 100000 150000 200000"}
 PORT=${BENCH_PORT:-18280}
 TARGET_DIR=${CARGO_TARGET_DIR:-$(pwd)/target}
 BIN=$TARGET_DIR/release/harness
@@ -132,10 +132,11 @@ print(s['totals']['attempts'], s['run']['duration_s'], s['totals']['ok'], s['sch
     LEDGER=$(($(wc -l <"$WORK/run-$RATE/ledger.csv") - 1))
     [ "$LEDGER" = "$ATT" ] || echo "bench-harness: ledger has $LEDGER records for $ATT attempts" >&2
     echo "| harness, pool 64 (open model, full ledger) | $RATE/s | $ACH ($OK ok) | ${SLIP} ms | $US | $MB MB |"
-    if awk -v s="$SLIP" 'BEGIN {exit !(s < 10)}'; then BEST=$ACH; else break; fi
+    # On schedule: slip p99 under 10 ms and at least 97% of the offered rate.
+    if awk -v s="$SLIP" -v a="$ACH" -v r="$RATE" 'BEGIN {exit !(s < 10 && a >= 0.97 * r)}'; then BEST=$ACH; else break; fi
 done
 echo
-echo "harness max rate on schedule (slip p99 < 10 ms): $BEST req/s; wrk: $WRK_RPS req/s"
+echo "harness max rate on schedule (slip p99 < 10 ms, >= 97% of offered): $BEST req/s; wrk: $WRK_RPS req/s"
 
 # --- 30,000 shoppers active -------------------------------------------------
 TWO_STEPS='[{"name": "first", "path": "/"}, {"name": "second", "path": "/"}]'
