@@ -46,6 +46,7 @@ pub struct Metrics {
     pub workers_up: Gauge,
     pub restarts: Family<ReasonLabel, Counter>,
     pub rolling_restarts: Counter,
+    pub rolling_restarts_aborted: Counter,
     pub drains: Counter,
     pub drain_timeouts: Counter,
     pub drain_seconds: Histogram,
@@ -66,6 +67,7 @@ impl Metrics {
         let workers_up = Gauge::default();
         let restarts = Family::<ReasonLabel, Counter>::default();
         let rolling_restarts = Counter::default();
+        let rolling_restarts_aborted = Counter::default();
         let drains = Counter::default();
         let drain_timeouts = Counter::default();
         // 5 ms .. ~40 s
@@ -76,6 +78,11 @@ impl Metrics {
         registry.register("workers_up", "Workers ready and not draining", workers_up.clone());
         registry.register("worker_restarts", "Workers replaced, by reason", restarts.clone());
         registry.register("rolling_restarts", "Rolling restarts started", rolling_restarts.clone());
+        registry.register(
+            "rolling_restarts_aborted",
+            "Rolling restarts abandoned because a replacement kept crashing at start-up",
+            rolling_restarts_aborted.clone(),
+        );
         registry.register("drains", "Worker drains finished (acked or killed)", drains.clone());
         registry.register(
             "drain_timeouts",
@@ -99,6 +106,7 @@ impl Metrics {
             workers_up,
             restarts,
             rolling_restarts,
+            rolling_restarts_aborted,
             drains,
             drain_timeouts,
             drain_seconds,

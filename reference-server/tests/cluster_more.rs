@@ -221,3 +221,32 @@ fn a_restart_signal_during_a_rolling_restart_does_not_start_a_second_one() {
     assert_eq!(server.metric("reference_rolling_restarts_total"), 1.0);
     assert_eq!(server.metric("reference_worker_restarts_total{reason=\"rolling\"}"), 2.0);
 }
+
+#[test]
+fn a_broken_binary_deployed_by_sighup_aborts_the_rolling_restart_and_the_old_workers_keep_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = common::copy_binary(dir.path());
+    let mut server = Server::start_exe(
+        &exe,
+        &["--workers", "2", "--crash-backoff", "20ms", "--max-crashes", "3", "--min-uptime", "5s"],
+    );
+    let before: Vec<u64> = server.wait_ready(2).into_iter().map(|(id, _)| id).collect();
+    let staged = dir.path().join("broken");
+    std::fs::write(&staged, "#!/bin/sh\necho broken build >&2\nexit 1\n").unwrap();
+    std::fs::set_permissions(&staged, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&staged, &exe).unwrap();
+    let mark = server.mark();
+    server.signal("SIGHUP");
+    server.expect_log(mark, "the deploy aborted", |l| l.contains("rolling restart aborted"), LONG);
+    assert!(
+        server.wait_exit(Duration::from_millis(300)).is_none(),
+        "a failed deploy stopped the master:\n{}",
+        server.dump()
+    );
+    let after: Vec<u64> = server.wait_ready(2).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(before, after, "the old workers must keep serving");
+    for _ in 0..10 {
+        assert_eq!(get_new_conn(server.public, "/healthz").unwrap().status, 200);
+    }
+    assert_eq!(server.metric("reference_rolling_restarts_aborted_total"), 1.0);
+}

@@ -32,9 +32,27 @@ impl Master<'_> {
                 }
             }
             Verdict::GiveUp => {
+                let crashes = s.crashes.early_crashes;
+                // A replacement that cannot start (a broken binary deployed
+                // by a rolling restart) while the old worker still serves its
+                // slot: abandon the deploy, keep serving on the old workers.
+                let old_serves = self.workers.iter().any(|w| w.slot == slot && w.is_live());
+                if old_serves && self.rolling.is_some() {
+                    log(&format!(
+                        "rolling restart aborted: the replacement in slot {slot} crashed {crashes} times in a row \
+                         within {:?} of starting; the old workers keep serving",
+                        cli.min_uptime
+                    ));
+                    self.rolling = None;
+                    self.metrics.rolling_restarts_aborted.inc();
+                    let s = &mut self.slots[slot];
+                    s.crashes.on_stable();
+                    s.respawn_at = None;
+                    return;
+                }
                 log(&format!(
-                    "giving up: slot {slot} crashed {} times in a row within {:?} of starting",
-                    s.crashes.early_crashes, cli.min_uptime
+                    "giving up: slot {slot} crashed {crashes} times in a row within {:?} of starting",
+                    cli.min_uptime
                 ));
                 self.stop_graceful(exit::GAVE_UP);
             }
