@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{BIN, Conn, Server, alive, get_new_conn, signal};
+use common::{BIN, Conn, Server, get_new_conn, signal};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -46,7 +46,7 @@ fn a_second_sigint_stops_at_once() {
     assert!(t0.elapsed() < Duration::from_secs(10), "the second SIGINT did not stop at once");
     assert!(stuck.join().unwrap().is_err(), "the immediate stop should cut the stuck request");
     std::thread::sleep(Duration::from_millis(100));
-    assert!(!alive(ready[0].1), "worker left behind");
+    assert!(!server.owns_live(ready[0].1), "worker left behind");
 }
 
 #[test]
@@ -62,9 +62,8 @@ fn on_sigterm_stop_makes_sigterm_a_graceful_stop() {
     assert_eq!(server.wait_exit(LONG).expect("no exit after SIGTERM").code(), Some(0));
     assert!(!server.dump().contains("rolling restart begin"));
     std::thread::sleep(Duration::from_millis(100));
-    for (_, pid) in ready {
-        assert!(!alive(pid), "worker {pid} left behind");
-    }
+    assert_eq!(ready.len(), 2);
+    assert_eq!(server.leftovers(), Vec::<i32>::new(), "workers left behind");
 }
 
 #[test]
@@ -79,7 +78,7 @@ fn a_worker_whose_master_dies_drains_and_exits() {
     let r = inflight.join().unwrap().expect("the orphaned worker cut its in-flight request");
     assert_eq!(r.status, 200);
     let until = Instant::now() + LONG;
-    while ready.iter().any(|(_, pid)| alive(*pid)) {
+    while ready.iter().any(|(_, pid)| server.owns_live(*pid)) {
         assert!(Instant::now() < until, "orphaned workers never exited; log:\n{}", server.dump());
         std::thread::sleep(Duration::from_millis(20));
     }

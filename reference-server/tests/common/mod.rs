@@ -8,12 +8,13 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_reference-server");
+const TAG_VAR: &str = "RS_CLUSTER_TEST_TAG";
 
 /// One stderr line and when the test saw it.
 #[derive(Debug, Clone)]
@@ -43,6 +44,9 @@ type Log = Arc<Mutex<Vec<Line>>>;
 /// A running `reference-server`, killed (with its workers) on drop.
 pub struct Server {
     child: Child,
+    /// In the environment of the master and (inherited) of every worker, so
+    /// "is this pid one of ours?" survives pid reuse on a busy box.
+    tag: String,
     pub public: SocketAddr,
     pub admin: SocketAddr,
     log: Log,
@@ -60,7 +64,10 @@ impl Server {
         // The shop's store defaults to a file in the working directory: a
         // temp dir keeps every test's store apart.
         let dir = tempfile::tempdir().unwrap();
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let tag = format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
         let mut child = Command::new(exe)
+            .env(TAG_VAR, &tag)
             .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--heartbeat-interval", "100ms"])
             .args(args)
             .current_dir(dir.path())
@@ -78,8 +85,14 @@ impl Server {
                 sink.lock().unwrap().push(Line { at: Instant::now(), text });
             }
         });
-        let mut server =
-            Server { child, public: "0.0.0.0:0".parse().unwrap(), admin: "0.0.0.0:0".parse().unwrap(), log, _dir: dir };
+        let mut server = Server {
+            child,
+            tag,
+            public: "0.0.0.0:0".parse().unwrap(),
+            admin: "0.0.0.0:0".parse().unwrap(),
+            log,
+            _dir: dir,
+        };
         let line = server
             .wait_log(0, |l| l.contains("listening on "), Duration::from_secs(30))
             .unwrap_or_else(|| panic!("server never said where it listens; log:\n{}", server.dump()));
@@ -196,6 +209,18 @@ impl Server {
         }
     }
 
+    /// `pid` is a live (not zombie) process started by this server.
+    pub fn owns_live(&self, pid: i32) -> bool {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let needle = format!("{TAG_VAR}={}", self.tag);
+        alive(pid) && environ.split(|&b| b == 0).any(|kv| kv == needle.as_bytes())
+    }
+
+    /// Processes of this server still alive, from every pid it logged.
+    pub fn leftovers(&self) -> Vec<i32> {
+        self.worker_pids().into_iter().filter(|&p| self.owns_live(p)).collect()
+    }
+
     /// Every worker pid the master ever logged.
     pub fn worker_pids(&self) -> BTreeSet<i32> {
         self.lines().iter().filter(|l| l.text.contains(" started")).filter_map(Line::pid).collect()
@@ -207,7 +232,7 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
         for pid in self.worker_pids() {
-            if is_our_process(pid) {
+            if self.owns_live(pid) {
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
             }
         }
@@ -218,16 +243,6 @@ impl Drop for Server {
 pub fn signal(pid: i32, sig: &str) {
     let sig: nix::sys::signal::Signal = sig.parse().unwrap_or_else(|_| panic!("unknown signal {sig}"));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap_or_else(|e| panic!("kill {sig} {pid}: {e}"));
-}
-
-/// Alive (and not a zombie) and running our binary.
-pub fn is_our_process(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat.rsplit(')').next().unwrap_or("").split_whitespace().next().unwrap_or("");
-    let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    state != "Z" && String::from_utf8_lossy(&cmd).contains("reference-server")
 }
 
 pub fn alive(pid: i32) -> bool {
