@@ -34,6 +34,7 @@ struct Resp {
     status: StatusCode,
     content_type: String,
     replayed: bool,
+    closes: bool,
     text: String,
 }
 
@@ -53,8 +54,9 @@ async fn send(app: &Router, method: &str, uri: &str, headers: &[(&str, &str)], b
     let status = resp.status();
     let content_type = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
     let replayed = resp.headers().contains_key("idempotent-replayed");
+    let closes = resp.headers().get("connection").is_some_and(|v| v == "close");
     let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
-    Resp { status, content_type, replayed, text: String::from_utf8(bytes.to_vec()).unwrap() }
+    Resp { status, content_type, replayed, closes, text: String::from_utf8(bytes.to_vec()).unwrap() }
 }
 
 const JSON: (&str, &str) = ("content-type", "application/json");
@@ -230,6 +232,11 @@ async fn bad_input_table() {
         }
     }
     assert!(failures.is_empty(), "bad-input cases answered wrongly:\n{}", failures.join("\n"));
+
+    // A 413 leaves the body unread: the connection must not be reused.
+    let too_big = send(app, "POST", "/carts/dave/items", json_ct, Some(&big)).await;
+    assert!(too_big.closes, "413 without Connection: close");
+    assert!(!send(app, "GET", "/nope", no_ct, None).await.closes, "only a 413 closes");
 
     // Nothing above changed the cart or broke the shop.
     let cart = send(app, "GET", "/carts/dave", &[], None).await;
