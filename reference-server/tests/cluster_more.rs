@@ -249,3 +249,18 @@ fn a_broken_binary_deployed_by_sighup_aborts_the_rolling_restart_and_the_old_wor
     }
     assert_eq!(server.metric("reference_rolling_restarts_aborted_total"), 1.0);
 }
+
+#[test]
+fn sigquit_stops_at_once() {
+    let mut server = Server::start(&["--workers", "2"]);
+    let ready = server.wait_ready(2);
+    let public = server.public;
+    let stuck = std::thread::spawn(move || Conn::open(public).unwrap().get("/slow?ms=60000"));
+    std::thread::sleep(Duration::from_millis(300));
+    server.signal("SIGQUIT");
+    assert_eq!(server.wait_exit(Duration::from_secs(10)).expect("no exit after SIGQUIT").code(), Some(0));
+    assert!(stuck.join().unwrap().is_err(), "SIGQUIT should cut the in-flight request");
+    assert!(server.dump().contains("stopping now: SIGKILL to every worker"), "{}", server.dump());
+    assert_eq!(ready.len(), 2);
+    assert_eq!(server.leftovers(), Vec::<i32>::new(), "workers left behind");
+}
