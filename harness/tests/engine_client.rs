@@ -1,0 +1,67 @@
+//! The client path on its own: connections spread over 127.0.0.0/8 source
+//! addresses when asked, and checkout order ids recorded for the audit.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+
+use harness::client::{Connector, Request, send};
+use support::{Behavior, TestServer, run, scenario};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_spread_over_the_given_source_addresses() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let mut peers = Vec::new();
+        for _ in 0..4 {
+            let (mut s, peer) = listener.accept().await.unwrap();
+            peers.push(peer.ip());
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await.unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await.unwrap();
+        }
+        peers
+    });
+    let sources: Vec<IpAddr> = vec![Ipv4Addr::new(127, 0, 0, 2).into(), Ipv4Addr::new(127, 0, 0, 3).into()];
+    let c = Connector::new(addr, addr.to_string(), sources.clone());
+    let mut scratch = Vec::new();
+    for _ in 0..4 {
+        let mut slot = None;
+        let req = Request { method: "GET", path: "/", headers: &[], body: None };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        let a = send(&c, &mut slot, &req, false, deadline, &mut scratch).await;
+        assert_eq!(a.result.unwrap().status, 200);
+        assert!(slot.is_none(), "connection: close must not be kept");
+    }
+    let peers = server.await.unwrap();
+    let seen: BTreeSet<IpAddr> = peers.into_iter().collect();
+    assert_eq!(seen, sources.into_iter().collect());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkout_steps_record_the_order_id() {
+    let srv = TestServer::start(Behavior::FailFirstPerIdempotencyKey).await;
+    let dir = tempfile::tempdir().unwrap();
+    let step = r#""method": "POST", "path": "/checkout", "body": {"cart_id": "c{{shopper}}"},
+        "idempotency_key": true, "expect": [201],
+        "retry": {"attempts": 2, "on": ["server_error"], "backoff": "5ms"}"#;
+    let mut json = scenario(&srv.url(), 10, 50.0, r#"{"model": "pool", "size": 4}"#, step);
+    json = json.replacen(
+        "\"journeys\"",
+        "\"audit\": {\"url\": \"http://127.0.0.1:9/audit\", \"checkout_steps\": [\"s\"]},\n  \"journeys\"",
+        1,
+    );
+    let (s, recs) = run(&json, dir.path()).await;
+    assert_eq!(s.totals.ok, 10);
+    let ok: Vec<_> = recs.iter().filter(|r| r.class.is_none()).collect();
+    assert_eq!(ok.len(), 10);
+    assert!(ok.iter().all(|r| r.order_id.is_some()), "{ok:?}");
+    assert!(recs.iter().filter(|r| r.class.is_some()).all(|r| r.order_id.is_none()));
+    // No audit ran in this test: the audit gate says so and fails the run.
+    let audit = s.gates.iter().find(|g| g.name == "audit").unwrap();
+    assert!(!audit.passed && audit.detail.contains("did not run"), "{audit:?}");
+    assert_eq!(s.verdict.as_str(), "fail");
+}
