@@ -4,9 +4,11 @@
 #   2. requests/s of ONE worker for GET /products/{sku} with --inventory-cost 0,
 #      against a bare hyper hello-world and the worker's own /healthz, each
 #      alone on the same pinned core, loaded by wrk pinned to another core;
-#   3. checkout throughput of one worker at the default --pricing-cost
-#      (wrk alternates add-item and checkout on fresh carts), cross-checked
-#      against the orders the audit counts.
+#   3. checkout throughput of one worker at the default --pricing-cost and
+#      at --pricing-cost 0 (the store's own cost), and of two workers sharing
+#      the store (wrk alternates add-item and checkout on fresh carts),
+#      cross-checked against the orders the audit counts, with p99 and the
+#      WAL's size at the end.
 # Every server binds 127.0.0.1:0 and the script reads the port it got from
 # its log, so nothing else on the box can collide with it.
 # On a shared box, servers and wrk run at a raised priority (nice -10 when
@@ -143,7 +145,6 @@ printf "%-40s %10s req/s  p50 %s  (%s of hello)\n" "worker GET /products/{sku} (
     "$(p50 product)" "$(ratio "$PRODUCT_RPS" "$HELLO_RPS")"
 echo
 
-echo "== checkout, one worker, default --pricing-cost, 4 connections"
 cat >"$WORK/checkout.lua" <<'LUA'
 -- Each wrk thread has one connection and alternates: add an item to a fresh
 -- cart, then check that cart out, so requests/s = 2 x checkouts/s. The step
@@ -169,17 +170,37 @@ function response(status, headers, body)
     adding = not adding
 end
 LUA
-start_shop
-"${ON_CLIENT_CPU[@]}" wrk -t4 -c4 -d"${DUR}s" --latency -s "$WORK/checkout.lua" "http://$SHOP" \
-    >"$WORK/checkout.txt" 2>"$WORK/checkout.err"
-if grep -q "Non-2xx" "$WORK/checkout.txt"; then
-    echo "bench-shop: checkout run got non-2xx answers:" >&2; cat "$WORK/checkout.txt" "$WORK/checkout.err" >&2; exit 1
-fi
-PAIR_RPS=$(awk '/Requests\/sec/ {print $2}' "$WORK/checkout.txt")
-ORDERS=$(curl -sf "http://$ADMIN/audit" | grep -o '"order_id"' | wc -l)
-stop "$SHOP_PID"
-awk -v r="$PAIR_RPS" -v o="$ORDERS" -v d="$DUR" 'BEGIN {
-    printf "checkouts/s per worker: %.1f (from wrk: %.1f req/s / 2; audit counts %d orders = %.1f/s)\n", r / 2, r, o, o / d
-}'
-echo "wrk latency (add-item and checkout mixed):"
-grep -A4 "Latency Distribution" "$WORK/checkout.txt" | tail -4
+
+# checkout_run NAME WORKERS CONNECTIONS PRICING_COST PINNED(yes|no)
+checkout_run() {
+    local name=$1 workers=$2 conns=$3 cost=$4 pinned=$5 server=("${ON_SERVER_CPU[@]}") client=("${ON_CLIENT_CPU[@]}")
+    if [ "$pinned" = no ]; then server=(nice -n "$NICE"); client=(nice -n "$NICE"); fi
+    : >"$WORK/server.log"
+    rm -f "$WORK/shop.db" "$WORK/shop.db-wal" "$WORK/shop.db-shm"
+    "${server[@]}" "$BIN" --workers "$workers" --listen 127.0.0.1:0 --admin 127.0.0.1:0 \
+        --db "$WORK/shop.db" --reset-db --pricing-cost "$cost" 2>"$WORK/server.log" &
+    SHOP_PID=$!
+    PIDS+=("$SHOP_PID")
+    SHOP=$(addr_from_log "$WORK/server.log" "listening on")
+    ADMIN=$(addr_from_log "$WORK/server.log" "admin on")
+    wait_up "http://$SHOP/healthz"
+    "${client[@]}" wrk -t"$conns" -c"$conns" -d"${DUR}s" --latency -s "$WORK/checkout.lua" "http://$SHOP" \
+        >"$WORK/checkout.txt" 2>"$WORK/checkout.err"
+    if grep -q "Non-2xx" "$WORK/checkout.txt"; then
+        echo "bench-shop: $name got non-2xx answers:" >&2; cat "$WORK/checkout.txt" "$WORK/checkout.err" >&2; exit 1
+    fi
+    local rps orders wal
+    rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/checkout.txt")
+    orders=$(curl -sf "http://$ADMIN/audit" | grep -o '"order_id"' | wc -l)
+    wal=$(stat -c %s "$WORK/shop.db-wal" 2>/dev/null || echo 0)
+    stop "$SHOP_PID"
+    awk -v n="$name" -v r="$rps" -v o="$orders" -v d="$DUR" -v w="$wal" \
+        -v p50="$(awk '/ 50%/ {print $2}' "$WORK/checkout.txt")" -v p99="$(awk '/ 99%/ {print $2}' "$WORK/checkout.txt")" \
+        'BEGIN { printf "%-46s %7.1f checkouts/s (audit: %.1f/s)  p50 %s  p99 %s  WAL %.0f MiB\n",
+                 n, r / 2, o / d, p50, p99, w / 1048576 }'
+}
+
+echo "== checkout: wrk connections alternate add-item + checkout on fresh carts (req/s = 2 x checkouts/s)"
+checkout_run "1 worker, default --pricing-cost, 4 conns" 1 4 5000 yes
+checkout_run "1 worker, --pricing-cost 0, 4 conns" 1 4 0 yes
+checkout_run "2 workers, --pricing-cost 0, 8 conns, unpinned" 2 8 0 no

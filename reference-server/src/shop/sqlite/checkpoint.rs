@@ -5,7 +5,7 @@
 //! checkout went from 4 ms to 880 ms with two workers). So each store's
 //! connection turns automatic checkpoints off, and a thread with its own
 //! connection runs a PASSIVE checkpoint (never waits for readers or
-//! writers) every half second. Under a steady stream of writes a PASSIVE
+//! writers) four times a second. Under a steady stream of writes a PASSIVE
 //! checkpoint never catches up with the last frames, so the WAL is never
 //! restarted and grows without end (400 MB in 8 s of a write benchmark);
 //! when it holds more than [`RESTART_FRAMES`], a RESTART checkpoint follows,
@@ -27,7 +27,7 @@ use rusqlite::{ErrorCode, OpenFlags};
 use super::open_conn;
 
 /// How often the WAL is checkpointed.
-pub const EVERY: Duration = Duration::from_millis(500);
+pub const EVERY: Duration = Duration::from_millis(250);
 /// WAL frames (pages, 4 KiB each) above which the WAL is restarted.
 pub const RESTART_FRAMES: i64 = 2_000;
 
