@@ -16,7 +16,10 @@
 //! exists to spread. A blocking pool would hide that cost in threads the
 //! harness cannot see. Store transactions are kept short (pricing happens
 //! before the write lock is taken) and the busy timeout is below the
-//! master's hang timeout, so a waiting worker is never mistaken for a hung one.
+//! master's hang timeout, so a waiting worker is never mistaken for a hung
+//! one. The one thing off the event loop is housekeeping no request waits
+//! for: the WAL checkpoint (and its `fsync`) runs on a thread of its own
+//! (`sqlite/checkpoint.rs`).
 
 pub mod catalog;
 pub mod cpu;
