@@ -55,11 +55,16 @@ async fn a_one_second_stall_shows_in_the_tail_as_predicted() {
     let p99 = s.latency.overall.p99_ms;
     assert!((850.0..=1100.0).contains(&p99), "p99 {p99} ms, expected about 960 ms");
     assert!(s.latency.overall.p50_ms < 20.0, "p50 {} ms", s.latency.overall.p50_ms);
-    // Open model: the stalled requests were still sent on schedule.
-    // (A closed-model tool would have sent them up to 1 s late; 100 ms leaves
-    // room for a loaded test machine.)
-    let late_starts = recs.iter().filter(|r| r.start_ms - r.intended_ms > 100.0).count();
-    assert_eq!(late_starts, 0, "the harness held back sends while the server stalled: {:?}", s.schedule_slip);
+    // Open model: the requests due during the stall were still sent on
+    // schedule (a closed-loop tool would hold them back by up to 1 s, 0.5 s
+    // on average). The window is taken well inside the server's [1.5, 2.5) s
+    // because the run clock starts a little after the server's.
+    let due: Vec<f64> =
+        recs.iter().filter(|r| (1600.0..2400.0).contains(&r.intended_ms)).map(|r| r.start_ms - r.intended_ms).collect();
+    assert!(due.len() > 100, "{}", due.len());
+    let worst = due.iter().copied().fold(0.0, f64::max);
+    let mean = due.iter().sum::<f64>() / due.len() as f64;
+    assert!(worst < 250.0 && mean < 20.0, "sends held back during the stall: worst {worst} ms, mean {mean} ms");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,5 +80,5 @@ async fn waiting_for_a_pool_connection_counts_as_latency() {
     // The k-th request waits about k x 25 ms: the last about 1 s.
     assert!(s.latency.overall.max_ms > 700.0, "max {} ms", s.latency.overall.max_ms);
     // ... and that wait is not harness slip: shoppers started on time.
-    assert!(recs.iter().all(|r| r.start_ms - r.intended_ms < 100.0));
+    assert!(recs.iter().all(|r| r.start_ms - r.intended_ms < 250.0));
 }
