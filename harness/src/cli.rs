@@ -59,11 +59,30 @@ pub enum Command {
         /// The scenario file (JSON).
         file: PathBuf,
     },
+    /// Play a scenario against one process and against a cluster; one report
+    /// with both side by side (OUT/index.html, summary.json, junit.xml).
+    Compare(crate::compare::CompareArgs),
+    /// Rebuild a run folder's index.html from its report.json, without re-running.
+    Report {
+        /// The run folder (holds report.json).
+        run_dir: PathBuf,
+    },
 }
 
 /// Runs the command; returns the process exit code.
 pub fn main_with(cli: Cli) -> i32 {
     match cli.command {
+        Command::Compare(args) => crate::compare::main(args),
+        Command::Report { run_dir } => match crate::report::regenerate(&run_dir) {
+            Ok(page) => {
+                println!("{}", page.display());
+                EXIT_PASS
+            }
+            Err(e) => {
+                eprintln!("harness: report: {e:#}");
+                EXIT_INVALID
+            }
+        },
         Command::Validate { file } => match scenario::load(&file) {
             Ok(s) => {
                 println!(

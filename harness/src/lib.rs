@@ -4,9 +4,11 @@
 
 pub mod attribution;
 pub mod audit;
+pub mod calibrate;
 pub mod chaos;
 pub mod cli;
 pub mod client;
+pub mod compare;
 pub mod engine;
 pub mod events;
 pub mod gates;

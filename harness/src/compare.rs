@@ -1,0 +1,831 @@
+//! `harness compare`: the same scenario against one process and against a
+//! cluster, one report with both side by side, one verdict for CI.
+//!
+//! By default both targets are the reference server found next to the
+//! harness binary: `--single` first, then `--workers <CPUs>`, each on fresh
+//! loopback ports with a fresh database in its own run folder (`OUT/single`,
+//! `OUT/cluster`), each through the full lifecycle (launch, traffic with
+//! faults, recovery, attribution, audit, stop). Then `OUT/index.html` (+
+//! `report.json`, `junit.xml`) shows both runs, and `OUT/summary.json` holds
+//! both runs' summaries, the comparison, the scaling and the gates
+//! (docs/SUMMARY.md, "Compare").
+//!
+//! The scenario's faults apply to both runs. A single process has no workers
+//! and no master, so for it worker kills, hangs and master signals become
+//! naive restarts, the only thing one process can do ([`single_process_fault`]).
+//!
+//! Scaling (`--rate-scale X` or `--calibrate`, see calibrate.rs) plays the
+//! arrival profile X times denser AND X times faster: every rate times X,
+//! every stage and fault time divided by X, so the same shoppers arrive in
+//! the same shape. The report and summary.json say so.
+//!
+//! Not for: playing or judging one run (lifecycle.rs, run.rs) or drawing the
+//! page (report/).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::calibrate::{self, Calibration};
+use crate::gates::Verdict;
+use crate::lifecycle::{self, LifecycleOptions};
+use crate::report::baseline::{self, BaselineComparison, BaselineOptions};
+use crate::report::model::{self, GateRow, Machine, ReportData, RunData, Status};
+use crate::report::rundir::{self, RunDirOptions};
+use crate::run::RunOptions;
+use crate::scenario::{FaultAction, FaultSpec, LaunchSpec, Scenario};
+use crate::schedule;
+use crate::summary::{self, Summary};
+
+pub const SINGLE: &str = "single process";
+pub const CLUSTER: &str = "cluster";
+pub const SINGLE_DIR: &str = "single";
+pub const CLUSTER_DIR: &str = "cluster";
+pub const CALIBRATION_DIR: &str = "calibration";
+/// The reference server's binary name, looked up next to the harness's.
+pub const SERVER_BIN: &str = "reference-server";
+
+/// Command line of `harness compare`.
+#[derive(Debug, clap::Args)]
+pub struct CompareArgs {
+    /// The scenario file (JSON).
+    pub scenario: PathBuf,
+    /// Output folder (default reports/<scenario name>): single/, cluster/,
+    /// index.html, summary.json, junit.xml.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Command that starts the single-process target (default: the reference
+    /// server next to this binary with --single, fresh ports and database).
+    /// A custom command must serve the scenario's base_url (and audit URL).
+    #[arg(long)]
+    pub single_cmd: Option<String>,
+    /// Command that starts the clustered target (default: the reference
+    /// server with one worker per CPU).
+    #[arg(long)]
+    pub cluster_cmd: Option<String>,
+    /// Workers of the default cluster (default: one per CPU).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Play the arrival profile this many times denser and faster (rates x
+    /// X, stage lengths and fault times / X): same shoppers, same shape.
+    #[arg(long, conflicts_with = "calibrate")]
+    pub rate_scale: Option<f64>,
+    /// Measure one process's capacity for the scenario's mix first and scale
+    /// the peak to 1.5x that (within the cluster's expected capacity).
+    #[arg(long)]
+    pub calibrate: bool,
+    /// A previous summary.json (of `harness compare` or `harness run`) to
+    /// compare the cluster run against: fails when dropped requests increased
+    /// or the chosen percentile regressed by more than --max-regression.
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// Percentile the baseline check compares: p50, p90, p99, p99_9 or max.
+    #[arg(long, default_value = "p99")]
+    pub baseline_percentile: String,
+    /// Largest allowed slowdown against the baseline, as a fraction (0.2 = 20%).
+    #[arg(long, default_value_t = 0.20)]
+    pub max_regression: f64,
+    /// Slowdowns of at most this many ms never count (noise on fast steps).
+    #[arg(long, default_value_t = 1.0)]
+    pub min_delta_ms: f64,
+    /// Also compare every step's percentile against the baseline.
+    #[arg(long)]
+    pub per_step: bool,
+    /// Replace the scenario's random seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Allow a target that is not on loopback (custom commands only).
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// No live progress line.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// How the arrival profile is scaled.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scaling {
+    AsWritten,
+    Fixed(f64),
+    Calibrate,
+}
+
+/// Everything `compare` needs besides the scenario.
+#[derive(Debug, Clone)]
+pub struct CompareOptions {
+    pub out: PathBuf,
+    pub single_cmd: Option<String>,
+    pub cluster_cmd: Option<String>,
+    /// The reference server binary for the default commands.
+    pub server_bin: PathBuf,
+    pub workers: usize,
+    pub scaling: Scaling,
+    pub baseline: Option<PathBuf>,
+    pub baseline_options: BaselineOptions,
+    pub seed: Option<u64>,
+    pub allow_remote: bool,
+    pub progress: bool,
+    /// The scenario file's `description`, for the page.
+    pub description: String,
+}
+
+/// How one of the scenario's faults is played against the single process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultMapping {
+    pub fault: String,
+    /// The fault as written (played against the cluster).
+    pub cluster: String,
+    /// What the single process gets instead, in words.
+    pub single: String,
+}
+
+/// The stop timeout of a naive restart standing for a crash (kill, or a
+/// watchdog ending a hang): the stop signal, then SIGKILL at once.
+const CRASH: Duration = Duration::ZERO;
+
+/// The fault the single process gets for `f` (None: nothing, with why), as
+/// a naive restart where the cluster would lose or replace a worker.
+/// `graceful`: the stop timeout of a restart standing for a deploy.
+pub fn single_process_fault(f: &FaultSpec, graceful: Duration) -> (Option<FaultSpec>, String) {
+    let restart =
+        |stop_timeout: Duration| FaultSpec { action: FaultAction::NaiveRestart { stop_timeout }, ..f.clone() };
+    match &f.action {
+        FaultAction::KillWorker { signal, .. } => (
+            Some(restart(CRASH)),
+            format!("naive restart: the process is killed ({signal} stands for its crash) and started again"),
+        ),
+        FaultAction::HangWorker { duration, .. } => (
+            Some(restart(CRASH)),
+            format!("naive restart: the hung process ({duration:?}) is killed by its watchdog and started again"),
+        ),
+        FaultAction::SignalMaster { signal } if matches!(signal.as_str(), "SIGTTIN" | "SIGTTOU" | "SIGWINCH") => {
+            (None, format!("nothing: {signal} changes a master's worker count, and one process has none"))
+        }
+        FaultAction::SignalMaster { signal } => (
+            Some(restart(graceful)),
+            format!(
+                "naive restart: the deploy ({signal}) stops the process gracefully (at most {graceful:?}) and starts \
+                 it again, with nothing listening in between"
+            ),
+        ),
+        FaultAction::Command { .. } | FaultAction::NaiveRestart { .. } => (Some(f.clone()), "the same".to_string()),
+    }
+}
+
+fn describe_fault(f: &FaultSpec) -> String {
+    match &f.action {
+        FaultAction::KillWorker { signal, pick } => format!("{signal} to the {} worker", pick.as_str()),
+        FaultAction::SignalMaster { signal } => format!("{signal} to the master"),
+        FaultAction::HangWorker { pick, duration } => format!("SIGSTOP the {} worker for {duration:?}", pick.as_str()),
+        FaultAction::Command { argv, .. } => format!("run {argv:?}"),
+        FaultAction::NaiveRestart { stop_timeout } => format!("naive restart (stop timeout {stop_timeout:?})"),
+    }
+}
+
+/// The single process's faults, and how each of the scenario's maps.
+pub fn single_process_faults(faults: &[FaultSpec], graceful: Duration) -> (Vec<FaultSpec>, Vec<FaultMapping>) {
+    let mut out = Vec::new();
+    let mut map = Vec::new();
+    for f in faults {
+        let (g, single) = single_process_fault(f, graceful);
+        out.extend(g);
+        map.push(FaultMapping { fault: f.name.clone(), cluster: describe_fault(f), single });
+    }
+    (out, map)
+}
+
+/// The scenario with its arrival profile and fault times compressed by
+/// `scale` (stage lengths and fault times / scale); the run's rate scale
+/// multiplies the rates by the same factor, so the area under the rate
+/// curve (the shoppers) and the profile's shape stay the same.
+pub fn compress(s: &Scenario, scale: f64) -> Scenario {
+    let mut c = s.clone();
+    if !(scale.is_finite() && scale > 0.0) || scale == 1.0 {
+        return c;
+    }
+    let div = |d: Duration| Duration::from_secs_f64(d.as_secs_f64() / scale);
+    for st in &mut c.arrival {
+        st.duration = div(st.duration);
+    }
+    for f in &mut c.chaos {
+        f.at = div(f.at);
+        f.every = f.every.map(div);
+    }
+    c
+}
+
+/// `url` with its host:port replaced by `authority` ("http://a:1/x" -> "http://b:2/x").
+pub fn with_authority(url: &str, authority: &str) -> Result<String> {
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| anyhow!("{url:?} is not an absolute http URL"))?;
+    let path = rest.find('/').map_or("", |i| &rest[i..]);
+    Ok(format!("{scheme}://{authority}{path}"))
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("picking a free loopback port")?;
+    Ok(l.local_addr().context("reading a picked port")?.port())
+}
+
+fn command_text(argv: &[String]) -> String {
+    shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "))
+}
+
+/// One side of the comparison, ready to run.
+struct Side {
+    label: &'static str,
+    dir: PathBuf,
+    scenario: Scenario,
+    launch: LaunchSpec,
+    command: String,
+}
+
+/// The launch spec for `argv`, with the scenario's env and stop settings.
+fn launch_of(argv: Vec<String>, base: Option<&LaunchSpec>) -> LaunchSpec {
+    match base {
+        Some(b) => LaunchSpec { argv, ..b.clone() },
+        None => LaunchSpec {
+            argv,
+            env: Default::default(),
+            stop_signal: "SIGINT".into(),
+            stop_timeout: Duration::from_secs(10),
+        },
+    }
+}
+
+/// Delete a database and its WAL files, so a run starts from a fresh shop.
+/// (Not `--reset-db`: a naive restart reuses the command line and would
+/// wipe the orders the audit then looks for.)
+fn remove_db(db: &Path) -> Result<()> {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut p = db.as_os_str().to_owned();
+        p.push(suffix);
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing the old database {}", Path::new(&p).display())),
+        }
+    }
+    Ok(())
+}
+
+/// The side for the reference server with `mode` flags, on fresh ports.
+fn reference_side(
+    s: &Scenario,
+    o: &CompareOptions,
+    label: &'static str,
+    dir: PathBuf,
+    mode: &[String],
+) -> Result<Side> {
+    let (port, admin) = (free_port()?, free_port()?);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let db = dir.join("shop.db");
+    remove_db(&db)?;
+    let mut argv = vec![o.server_bin.display().to_string()];
+    argv.extend(mode.iter().cloned());
+    argv.extend([
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--admin".into(),
+        format!("127.0.0.1:{admin}"),
+        "--db".into(),
+        db.display().to_string(),
+    ]);
+    let mut scenario = s.clone();
+    scenario.target.base_url = format!("http://127.0.0.1:{port}");
+    scenario.target.pid_file = None;
+    if let Some(a) = scenario.audit.as_mut() {
+        a.url = with_authority(&a.url, &format!("127.0.0.1:{admin}"))?;
+    }
+    let launch = launch_of(argv, s.target.launch.as_ref());
+    scenario.target.launch = Some(launch.clone());
+    Ok(Side { label, dir, command: command_text(&launch.argv), scenario, launch })
+}
+
+/// The side for a user's command line, serving where the scenario says.
+fn custom_side(s: &Scenario, label: &'static str, dir: PathBuf, cmd: &str) -> Result<Side> {
+    let launch = crate::target::launch_from_command_line(cmd, s.target.launch.as_ref()).map_err(|e| anyhow!(e))?;
+    let mut scenario = s.clone();
+    scenario.target.launch = Some(launch.clone());
+    scenario.target.pid_file = None;
+    Ok(Side { label, dir, command: command_text(&launch.argv), scenario, launch })
+}
+
+fn side(s: &Scenario, o: &CompareOptions, label: &'static str, dir: &str) -> Result<Side> {
+    let (cmd, mode) = if label == SINGLE {
+        (&o.single_cmd, vec!["--single".to_string()])
+    } else {
+        (&o.cluster_cmd, vec!["--workers".to_string(), o.workers.to_string()])
+    };
+    let dir = o.out.join(dir);
+    match cmd {
+        Some(c) => custom_side(s, label, dir, c),
+        None => reference_side(s, o, label, dir, &mode),
+    }
+}
+
+/// The scaling applied, for the summary and the page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScalingInfo {
+    /// "as written", "rate_scale" or "calibrated".
+    pub source: String,
+    /// Rates x scale; stage lengths and fault times / scale.
+    pub scale: f64,
+    pub peak_rate: f64,
+    pub peak_rate_as_written: f64,
+    pub planned_shoppers: u64,
+    /// Length of the arrival schedule as played, and as written.
+    pub arrivals_s: f64,
+    pub arrivals_as_written_s: f64,
+    pub note: Option<String>,
+    pub calibration: Option<Calibration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunEntry {
+    pub label: String,
+    /// The run folder, relative to the compare folder.
+    pub dir: String,
+    /// The command that started the target.
+    pub command: String,
+    pub summary: Summary,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Runs {
+    pub single: RunEntry,
+    pub cluster: RunEntry,
+}
+
+/// The report's whole-run figures of both runs (ok-request latency).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    pub single: model::Totals,
+    pub cluster: model::Totals,
+}
+
+/// `OUT/summary.json` of a compare run (docs/SUMMARY.md, "Compare").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompareSummary {
+    pub schema_version: u32,
+    /// Always "compare" (a plain run's summary.json has no `kind`).
+    pub kind: String,
+    pub harness_version: String,
+    pub scenario: String,
+    pub verdict: Verdict,
+    pub exit_code: i32,
+    /// The verdict's gates, in the report's order.
+    pub gates: Vec<GateRow>,
+    pub scaling: ScalingInfo,
+    pub single_process_faults: Vec<FaultMapping>,
+    pub comparison: Comparison,
+    pub baseline: Option<BaselineComparison>,
+    pub runs: Runs,
+}
+
+pub const KIND: &str = "compare";
+
+/// The run summary a baseline file stands for: a compare summary's cluster
+/// run, or a plain run's summary as it is.
+pub fn baseline_run(doc: Value, path: &Path) -> Result<Value> {
+    if doc.get("kind").and_then(Value::as_str) == Some(KIND) {
+        return doc
+            .pointer("/runs/cluster/summary")
+            .cloned()
+            .ok_or_else(|| anyhow!("{}: a compare summary without runs.cluster.summary", path.display()));
+    }
+    if doc.get("totals").is_none() {
+        bail!("{}: not a summary.json of `harness run` or `harness compare` (no `totals`)", path.display());
+    }
+    Ok(doc)
+}
+
+fn read_baseline(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading the baseline {}", path.display()))?;
+    let doc: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    baseline_run(doc, path)
+}
+
+fn check_baseline_options(b: &BaselineOptions) -> Result<()> {
+    if !["p50", "p90", "p99", "p99_9", "max"].contains(&b.percentile.as_str()) {
+        bail!("--baseline-percentile {:?}: expected one of p50, p90, p99, p99_9, max", b.percentile);
+    }
+    if !(b.max_regression.is_finite() && b.max_regression >= 0.0) {
+        bail!("--max-regression {}: must be a fraction >= 0 (0.2 = 20%)", b.max_regression);
+    }
+    if !(b.min_delta_ms.is_finite() && b.min_delta_ms >= 0.0) {
+        bail!("--min-delta-ms {}: must be >= 0", b.min_delta_ms);
+    }
+    Ok(())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+/// Measure one process and plan the scale (see calibrate.rs).
+fn calibrate_scale(s: &Scenario, o: &CompareOptions) -> Result<Calibration> {
+    let peak = crate::limits::peak_rate(s, 1.0);
+    let dir = o.out.join(CALIBRATION_DIR);
+    // The calibration server is the single run's: its own command, or the
+    // reference server on fresh ports with its own database.
+    let side = side(s, o, SINGLE, CALIBRATION_DIR)?;
+    eprintln!("calibrating: one process ({}) for the scenario's journey mix ...", side.command);
+    let measured = runtime()?.block_on(calibrate::measure(&side.scenario, &side.launch, &dir))?;
+    let cpus = Machine::current().cpus;
+    calibrate::plan(&measured, cpus, o.workers, peak).map_err(|e| anyhow!("calibration: {e}"))
+}
+
+/// Run one side through the full lifecycle.
+fn play(side: &Side, scale: f64, o: &CompareOptions) -> Result<lifecycle::FullRun> {
+    eprintln!("== {}: {}", side.label, side.command);
+    let opts = RunOptions {
+        target: None,
+        out: Some(side.dir.clone()),
+        rate_scale: scale,
+        allow_remote: o.allow_remote,
+        seed: o.seed,
+        progress: o.progress,
+        engine: Default::default(),
+    };
+    let lo = LifecycleOptions { launch: Some(side.launch.clone()), ..LifecycleOptions::default() };
+    let full = lifecycle::run_blocking(side.scenario.clone(), &opts, &lo)
+        .map_err(|e| anyhow!("the {} run could not run: {e}", side.label))?;
+    print_run(side.label, &full.summary);
+    if full.summary.run.interrupted {
+        bail!("the {} run was interrupted", side.label);
+    }
+    Ok(full)
+}
+
+fn print_run(label: &str, s: &Summary) {
+    let t = &s.totals;
+    println!(
+        "{label}: {} operations: {} ok, {} refused, {} dropped; {} first-attempt failures ({} recovered); \
+         p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (all attempts); run {} ({})",
+        t.operations,
+        t.ok,
+        t.refused,
+        t.dropped,
+        t.first_attempt_failures,
+        t.recovered,
+        s.latency.overall.p50_ms,
+        s.latency.overall.p99_ms,
+        s.latency.overall.max_ms,
+        s.verdict.as_str(),
+        if s.validity.valid { "valid".to_string() } else { s.validity.problems.join("; ") }
+    );
+}
+
+/// What `run` produced.
+pub struct Outcome {
+    pub summary: CompareSummary,
+    pub written: crate::report::Written,
+    pub summary_path: PathBuf,
+}
+
+/// Scale, run both sides, build the report and the joint summary.
+pub fn run(scenario: Scenario, o: &CompareOptions) -> Result<Outcome> {
+    check_baseline_options(&o.baseline_options)?;
+    let baseline_doc = o.baseline.as_deref().map(read_baseline).transpose()?;
+    if o.workers == 0 {
+        bail!("--workers 0: the cluster needs at least one worker");
+    }
+    if o.single_cmd.is_none() || o.cluster_cmd.is_none() {
+        anyhow::ensure!(
+            o.server_bin.is_file(),
+            "{} not found: build it (`cargo build --release -p reference-server`) or give --single-cmd and \
+             --cluster-cmd",
+            o.server_bin.display()
+        );
+    }
+    let mut s = scenario;
+    if let Some(seed) = o.seed {
+        s.seed = seed;
+    }
+    std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
+
+    let calibration = match o.scaling {
+        Scaling::Calibrate => Some(calibrate_scale(&s, o)?),
+        _ => None,
+    };
+    let (scale, source) = match (o.scaling, &calibration) {
+        (_, Some(c)) => (c.scale, "calibrated"),
+        (Scaling::Fixed(x), _) => (x, "rate_scale"),
+        _ => (1.0, "as written"),
+    };
+    if !(scale.is_finite() && scale > 0.0) {
+        bail!("--rate-scale {scale}: must be a positive number");
+    }
+    let played = compress(&s, scale);
+    let planned = schedule::build(&played, scale);
+    let as_written = schedule::build(&s, 1.0);
+    let mut note = None;
+    if scale != 1.0 {
+        let mut text = match &calibration {
+            Some(c) => c.describe(),
+            None => format!("Scaled by --rate-scale {scale}."),
+        };
+        text.push_str(&format!(
+            " The arrival profile was compressed in time by the same factor (every stage {scale} times shorter, \
+             every fault {scale} times earlier; think times, timeouts and hang lengths unchanged), so the same {} \
+             shoppers arrive in the same shape in {:.0} s instead of {:.0} s.",
+            planned.shoppers.len(),
+            planned.duration.as_secs_f64(),
+            as_written.duration.as_secs_f64()
+        ));
+        note = Some(text);
+    }
+    if let Some(n) = &note {
+        println!("scaling: {n}");
+    }
+    if let Some(c) = &calibration
+        && !c.headroom
+    {
+        eprintln!("harness: WARNING: {}", c.warnings.join(" "));
+    }
+
+    let graceful = s.target.launch.as_ref().map_or(Duration::from_secs(10), |l| l.stop_timeout);
+    let (single_faults, mapping) = single_process_faults(&played.chaos, graceful);
+    let mut single = side(&played, o, SINGLE, SINGLE_DIR)?;
+    single.scenario.chaos = single_faults;
+    let cluster = side(&played, o, CLUSTER, CLUSTER_DIR)?;
+
+    let single_run = play(&single, scale, o)?;
+    let cluster_run = play(&cluster, scale, o)?;
+
+    let requests = rundir::requests_of(&s);
+    let single_target = if mapping.is_empty() {
+        single.command.clone()
+    } else {
+        format!("{} (worker kills, hangs and deploys played as naive restarts)", single.command)
+    };
+    let read = |side: &Side, target: &str, full: &lifecycle::FullRun| -> Result<(RunData, Summary)> {
+        rundir::run_from_dir(
+            &side.dir,
+            &RunDirOptions { label: side.label, target, requests: &requests, audit: full.chaos.audit.as_ref() },
+        )
+        .with_context(|| format!("reading the {} run folder {}", side.label, side.dir.display()))
+    };
+    let (single_data, single_summary) = read(&single, &single_target, &single_run)?;
+    let (cluster_data, cluster_summary) = read(&cluster, &cluster.command, &cluster_run)?;
+
+    let baseline = match &baseline_doc {
+        Some(old) => {
+            let new = serde_json::to_value(&cluster_summary).context("serialising the cluster summary")?;
+            Some(baseline::compare(&new, old, &o.baseline_options))
+        }
+        None => None,
+    };
+    let gates = verdict_rows(&single_data, &single_summary, &cluster_data, &cluster_summary, baseline.as_ref());
+    let valid = single_summary.validity.valid && cluster_summary.validity.valid;
+    let verdict = if !valid {
+        Verdict::Invalid
+    } else if Status::worst(gates.iter().map(|g| g.status)) == Status::Pass {
+        Verdict::Pass
+    } else {
+        Verdict::Fail
+    };
+
+    let mut description = o.description.clone();
+    if !mapping.is_empty() {
+        description.push_str(
+            " The single process gets the same faults, as naive restarts where the cluster would lose, hang or \
+             replace a worker: one process has nothing else to offer.",
+        );
+    }
+    let data = ReportData {
+        title: format!("{}: single process vs cluster", s.name),
+        generated: model::now_rfc3339(),
+        machine: Machine::current(),
+        scenario: model::ScenarioInfo {
+            name: s.name.clone(),
+            description,
+            shoppers: cluster_summary.run.shoppers_arrived,
+            duration_s: planned.duration.as_secs_f64(),
+            seed: s.seed,
+        },
+        scaling_note: note.clone(),
+        verdict: gates.clone(),
+        runs: vec![single_data.clone(), cluster_data.clone()],
+    };
+    let written = crate::report::write(&o.out, &data)?;
+    let summary = CompareSummary {
+        schema_version: summary::SCHEMA_VERSION,
+        kind: KIND.into(),
+        harness_version: env!("CARGO_PKG_VERSION").into(),
+        scenario: s.name.clone(),
+        verdict,
+        exit_code: verdict.exit_code(),
+        gates,
+        scaling: ScalingInfo {
+            source: source.into(),
+            scale,
+            peak_rate: crate::limits::peak_rate(&s, scale),
+            peak_rate_as_written: crate::limits::peak_rate(&s, 1.0),
+            planned_shoppers: planned.shoppers.len() as u64,
+            arrivals_s: planned.duration.as_secs_f64(),
+            arrivals_as_written_s: as_written.duration.as_secs_f64(),
+            note,
+            calibration,
+        },
+        single_process_faults: mapping,
+        comparison: Comparison { single: single_data.totals, cluster: cluster_data.totals },
+        baseline,
+        runs: Runs {
+            single: RunEntry {
+                label: SINGLE.into(),
+                dir: SINGLE_DIR.into(),
+                command: single.command.clone(),
+                summary: single_summary,
+            },
+            cluster: RunEntry {
+                label: CLUSTER.into(),
+                dir: CLUSTER_DIR.into(),
+                command: cluster.command.clone(),
+                summary: cluster_summary,
+            },
+        },
+    };
+    let summary_path = o.out.join(summary::SUMMARY_FILE);
+    let text = serde_json::to_string_pretty(&summary).context("serialising summary.json")?;
+    std::fs::write(&summary_path, text).with_context(|| format!("writing {}", summary_path.display()))?;
+    Ok(Outcome { summary, written, summary_path })
+}
+
+/// The compare verdict: the side-by-side gates, the cluster's own gates,
+/// whether the single run is valid (its own gates are not gated: it is the
+/// reference, and overloading it is the point), and the baseline checks.
+pub fn verdict_rows(
+    single: &RunData,
+    single_summary: &Summary,
+    cluster: &RunData,
+    cluster_summary: &Summary,
+    baseline: Option<&BaselineComparison>,
+) -> Vec<GateRow> {
+    let mut rows = crate::report::verdict::comparison_gates(single, cluster);
+    rows.extend(rundir::gate_rows(CLUSTER, cluster_summary));
+    rows.extend(rundir::gate_rows(SINGLE, single_summary).into_iter().take(1));
+    if let Some(b) = baseline {
+        rows.extend(b.checks.iter().map(|c| c.gate()));
+    }
+    rows
+}
+
+/// `harness compare`: returns the exit code (docs/EXIT_CODES.md).
+pub fn main(args: CompareArgs) -> i32 {
+    match main_inner(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("harness: compare: {e:#}");
+            crate::cli::EXIT_INVALID
+        }
+    }
+}
+
+/// The `description` of a scenario file, if it has one.
+fn description_of(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| v.get("description").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn main_inner(a: CompareArgs) -> Result<i32> {
+    let s = crate::scenario::load(&a.scenario).map_err(|e| anyhow!("{e}"))?;
+    let exe = std::env::current_exe().context("locating the harness binary")?;
+    let server_bin = exe.parent().map(|d| d.join(SERVER_BIN)).unwrap_or_else(|| PathBuf::from(SERVER_BIN));
+    let scaling = match (a.calibrate, a.rate_scale) {
+        (true, _) => Scaling::Calibrate,
+        (false, Some(x)) => Scaling::Fixed(x),
+        (false, None) => Scaling::AsWritten,
+    };
+    let o = CompareOptions {
+        out: a.out.unwrap_or_else(|| PathBuf::from("reports").join(&s.name)),
+        single_cmd: a.single_cmd,
+        cluster_cmd: a.cluster_cmd,
+        server_bin,
+        workers: a.workers.unwrap_or_else(|| Machine::current().cpus.max(1)),
+        scaling,
+        baseline: a.baseline,
+        baseline_options: BaselineOptions {
+            percentile: a.baseline_percentile,
+            max_regression: a.max_regression,
+            min_delta_ms: a.min_delta_ms,
+            per_step: a.per_step,
+        },
+        seed: a.seed,
+        allow_remote: a.allow_remote,
+        progress: !a.quiet,
+        description: description_of(&a.scenario),
+    };
+    let out = run(s, &o)?;
+    let sum = &out.summary;
+    for g in &sum.gates {
+        println!("  gate {}: {} ({})", g.gate, g.status.as_str(), g.detail);
+    }
+    println!(
+        "verdict: {} (exit {}); report {}, summary {}, junit {}",
+        sum.verdict.as_str(),
+        sum.exit_code,
+        out.written.index_html.display(),
+        out.summary_path.display(),
+        out.written.junit_xml.display()
+    );
+    Ok(sum.exit_code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Pick;
+
+    fn fault(name: &str, at_s: u64, action: FaultAction) -> FaultSpec {
+        FaultSpec { name: name.into(), at: Duration::from_secs(at_s), every: None, count: 1, action }
+    }
+
+    fn blackfriday() -> Scenario {
+        crate::scenario::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/blackfriday.json")).unwrap()
+    }
+
+    #[test]
+    fn worker_faults_become_naive_restarts_for_one_process() {
+        let graceful = Duration::from_secs(7);
+        let faults = vec![
+            fault("kill", 1, FaultAction::KillWorker { signal: "SIGKILL".into(), pick: Pick::Busiest }),
+            fault("deploy", 2, FaultAction::SignalMaster { signal: "SIGTERM".into() }),
+            fault("hang", 3, FaultAction::HangWorker { pick: Pick::Random, duration: Duration::from_secs(2) }),
+            fault("more", 4, FaultAction::SignalMaster { signal: "SIGTTIN".into() }),
+            fault("script", 5, FaultAction::Command { argv: vec!["true".into()], timeout: Duration::from_secs(1) }),
+            fault("naive", 6, FaultAction::NaiveRestart { stop_timeout: Duration::from_secs(3) }),
+        ];
+        let (single, map) = single_process_faults(&faults, graceful);
+        let actions: Vec<(&str, Duration, &FaultAction)> =
+            single.iter().map(|f| (f.name.as_str(), f.at, &f.action)).collect();
+        assert_eq!(
+            actions,
+            [
+                ("kill", Duration::from_secs(1), &FaultAction::NaiveRestart { stop_timeout: Duration::ZERO }),
+                ("deploy", Duration::from_secs(2), &FaultAction::NaiveRestart { stop_timeout: graceful }),
+                ("hang", Duration::from_secs(3), &FaultAction::NaiveRestart { stop_timeout: Duration::ZERO }),
+                ("script", Duration::from_secs(5), &faults[4].action),
+                ("naive", Duration::from_secs(6), &faults[5].action),
+            ]
+        );
+        assert_eq!(map.len(), 6, "every fault is accounted for, played or not");
+        assert!(map[3].single.starts_with("nothing"), "{:?}", map[3]);
+        assert!(map[1].single.contains("gracefully") && map[1].cluster == "SIGTERM to the master", "{:?}", map[1]);
+    }
+
+    #[test]
+    fn compression_keeps_the_shoppers_and_the_shape() {
+        let s = blackfriday();
+        let c = compress(&s, 2.0);
+        assert_eq!(c.arrival.len(), s.arrival.len());
+        for (a, b) in s.arrival.iter().zip(&c.arrival) {
+            assert_eq!(a.duration, b.duration * 2);
+            assert_eq!((a.from_rate, a.to_rate), (b.from_rate, b.to_rate), "rates are the run's rate_scale's job");
+        }
+        for (a, b) in s.chaos.iter().zip(&c.chaos) {
+            assert_eq!(a.at, b.at * 2);
+            assert_eq!(a.every, b.every.map(|e| e * 2));
+            assert_eq!(a.action, b.action, "hang lengths stay as written");
+        }
+        let (full, fast) = (schedule::build(&s, 1.0), schedule::build(&c, 2.0));
+        assert_eq!(fast.shoppers.len(), full.shoppers.len());
+        assert_eq!(full.shoppers.len(), 30_000);
+        let ratio = full.duration.as_secs_f64() / fast.duration.as_secs_f64();
+        assert!((ratio - 2.0).abs() < 0.05, "{ratio}");
+        // Every fault still comes before the last shopper arrives.
+        let last_fault = c.chaos.iter().flat_map(|f| f.times()).max().unwrap();
+        assert!(last_fault < fast.duration, "{last_fault:?} vs {:?}", fast.duration);
+        assert_eq!(compress(&s, 1.0), s);
+    }
+
+    #[test]
+    fn urls_get_the_picked_ports() {
+        assert_eq!(
+            with_authority("http://127.0.0.1:9090/audit", "127.0.0.1:1234").unwrap(),
+            "http://127.0.0.1:1234/audit"
+        );
+        assert_eq!(with_authority("http://h:1", "127.0.0.1:2").unwrap(), "http://127.0.0.1:2");
+        assert!(with_authority("127.0.0.1:9090/audit", "x:1").is_err());
+    }
+
+    #[test]
+    fn a_baseline_is_a_compare_summarys_cluster_run_or_a_plain_summary() {
+        let p = Path::new("old/summary.json");
+        let plain = serde_json::json!({"totals": {"dropped": 3}});
+        assert_eq!(baseline_run(plain.clone(), p).unwrap(), plain);
+        let joint = serde_json::json!({"kind": "compare", "runs": {"cluster": {"summary": plain.clone()}}});
+        assert_eq!(baseline_run(joint, p).unwrap(), plain);
+        let e = baseline_run(serde_json::json!({"kind": "compare"}), p).unwrap_err().to_string();
+        assert!(e.contains("runs.cluster.summary") && e.contains("old/summary.json"), "{e}");
+        assert!(baseline_run(serde_json::json!({"x": 1}), p).is_err());
+        let bad = BaselineOptions { percentile: "p42".into(), ..BaselineOptions::default() };
+        assert!(check_baseline_options(&bad).unwrap_err().to_string().contains("p42"));
+    }
+}
