@@ -407,6 +407,9 @@ async fn operation(
     own: &mut Option<Conn>,
     first_intended: Instant,
 ) -> (Outcome, Instant) {
+    // Think first: an operation begins when its first attempt is due, so a
+    // thinking shopper holds no rendered request and no open operation.
+    crate::timer::sleep_until(first_intended).await;
     let op = shared.book().ledger.begin_operation();
     ctx.idem = step.idempotency_key.then(|| ctx.new_idempotency_key(&step.name));
     // Rendered once: a retry resends the same request (same picks, same key).
@@ -431,7 +434,10 @@ async fn operation(
                     headers: &r.headers,
                     body: r.body.as_deref().map(str::as_bytes),
                 };
-                let a = send(shared, own, &req, keep_body, deadline, &mut scratch).await;
+                // Boxed: the exchange's state is the largest part of a
+                // shopper's future; boxing it keeps the 30,000 thinking
+                // shoppers small and costs one allocation per attempt.
+                let a = Box::pin(send(shared, own, &req, keep_body, deadline, &mut scratch)).await;
                 classify(step, is_checkout, a, ctx)
             }
         };
