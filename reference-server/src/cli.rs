@@ -9,6 +9,16 @@ use clap::{Parser, ValueEnum};
 
 use crate::shop::ShopArgs;
 
+/// How connections reach the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Balance {
+    /// Every worker accepts on the one shared listener (the kernel picks).
+    Shared,
+    /// The master accepts and hands each connection to the worker of the
+    /// client IP's hash slot (affinity for long-lived and stateful clients).
+    Sticky,
+}
+
 /// What SIGTERM means to the master.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OnSigterm {
@@ -42,6 +52,15 @@ pub struct Cli {
     /// Listen backlog: connections that wait while no worker accepts.
     #[arg(long, default_value_t = 4096)]
     pub backlog: i32,
+
+    /// Connection balancing: `shared` listener (default) or `sticky`
+    /// (master-accepted, a client IP keeps its worker slot; docs/CLUSTER.md).
+    #[arg(long, value_enum, default_value_t = Balance::Shared)]
+    pub balance: Balance,
+
+    /// How often a worker's live stock feed (`/live/stock`) looks for changes.
+    #[arg(long, value_parser = parse_duration, default_value = "250ms")]
+    pub live_interval: Duration,
 
     /// What SIGTERM does to the master.
     #[arg(long, value_enum, default_value_t = OnSigterm::Restart)]

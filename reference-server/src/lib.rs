@@ -4,8 +4,10 @@
 pub mod admin;
 pub mod build_info;
 pub mod cli;
+pub mod handoff;
 pub mod ipc;
 pub mod listen;
+pub mod live;
 pub mod master;
 pub mod metrics;
 pub mod routes;

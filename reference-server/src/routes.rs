@@ -33,9 +33,11 @@ struct Millis {
 /// Longest `/slow` or `/burn` a client may ask for.
 const MAX_MS: u64 = 600_000;
 
-/// The whole public app: our routes merged with the shop's. `drain` is
+/// The whole public app: our routes merged with the shop's and the live
+/// stock feed (`live`, polling the shop every `live_interval`). `drain` is
 /// cancelled when the serving process starts draining.
-pub fn app(id: Identity, drain: CancellationToken, shop: Router) -> Router {
+pub fn app(id: Identity, drain: CancellationToken, shop: Router, live_interval: Duration) -> Router {
+    let live = crate::live::Hub::new(id.worker_id.clone(), live_interval, shop.clone(), drain.clone()).router();
     let version = {
         let id = id.clone();
         move || async move {
@@ -59,6 +61,7 @@ pub fn app(id: Identity, drain: CancellationToken, shop: Router) -> Router {
                 async move { ticks(Duration::from_millis(q.ms.unwrap_or(100).clamp(1, MAX_MS)), drain) }
             }),
         )
+        .merge(live)
         .merge(shop)
 }
 
@@ -119,7 +122,12 @@ mod tests {
 
     #[tokio::test]
     async fn version_reports_build_id() {
-        let app = app(Identity { worker_id: "w1".into(), pid: 1 }, CancellationToken::new(), Router::new());
+        let app = app(
+            Identity { worker_id: "w1".into(), pid: 1 },
+            CancellationToken::new(),
+            Router::new(),
+            Duration::from_millis(250),
+        );
         let resp = app.oneshot(Request::get("/version").body(Body::empty()).unwrap()).await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
         let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
@@ -131,7 +139,8 @@ mod tests {
     #[tokio::test]
     async fn stream_ends_cleanly_when_the_drain_starts() {
         let drain = CancellationToken::new();
-        let app = app(Identity { worker_id: "w1".into(), pid: 1 }, drain.clone(), Router::new());
+        let app =
+            app(Identity { worker_id: "w1".into(), pid: 1 }, drain.clone(), Router::new(), Duration::from_millis(250));
         let resp = app.oneshot(Request::get("/stream?ms=5").body(Body::empty()).unwrap()).await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
         tokio::spawn(async move {

@@ -72,7 +72,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
         });
 
         let identity = Identity { worker_id: WORKER_ID.to_string(), pid: std::process::id() };
-        let app = routes::app(identity, drain.clone(), shop::router(shop));
+        let app = routes::app(identity, drain.clone(), shop::router(shop), cli.live_interval);
         let cfg = ServeConfig {
             worker_id: WORKER_ID.to_string(),
             keepalive_timeout: cli.keepalive_timeout,

@@ -113,6 +113,8 @@ impl Master<'_> {
     }
 
     pub(super) fn on_exit(&mut self, mut w: Worker, status: Option<ExitStatus>) {
+        // Sticky: connections it never got go to whoever serves now.
+        self.adopt_pending(std::mem::take(&mut w.pending));
         // Counters sent just before the exit still count.
         let inbox = w.read_ipc();
         for msg in inbox.msgs {

@@ -14,9 +14,11 @@ pub mod pool;
 pub mod rolling;
 pub mod signals;
 pub mod spawn;
+mod sticky;
 mod view;
 
-use std::os::fd::AsFd;
+use std::net::{IpAddr, TcpListener};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -31,7 +33,7 @@ use self::signals::SignalInbox;
 use self::spawn::Spawner;
 use self::view::View;
 use crate::admin::AdminServer;
-use crate::cli::{Cli, OnSigterm};
+use crate::cli::{Balance, Cli, OnSigterm};
 use crate::metrics::{Metrics, Reason};
 use crate::{StartupError, build_info, exit, listen, shop, startup};
 
@@ -75,10 +77,20 @@ pub fn run(cli: &Cli, workers: usize) -> Result<u8> {
     let admin_addr = startup(admin_listener.local_addr().context("reading the admin address"))?;
     startup(shop::prepare(&cli.shop).context("preparing the shop store"))?;
     let signals = startup(SignalInbox::install())?;
-    let spawner = startup(Spawner::new(&listener))?;
+    let sticky = match cli.balance {
+        Balance::Shared => None,
+        Balance::Sticky => Some(startup(
+            listener
+                .try_clone()
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .context("making the listener non-blocking for sticky balancing"),
+        )?),
+    };
+    let spawner = startup(Spawner::new(&listener, sticky.is_some()))?;
     let mut admin = startup(AdminServer::new(admin_listener).context("setting up the admin server"))?;
     log(&format!(
-        "listening on {public}, admin on {admin_addr}, {workers} workers, version {} build {}",
+        "listening on {public}, admin on {admin_addr}, {workers} workers, balance {}, version {} build {}",
+        if sticky.is_some() { "sticky" } else { "shared" },
         build_info::VERSION,
         build_info::build_id()
     ));
@@ -92,6 +104,8 @@ pub fn run(cli: &Cli, workers: usize) -> Result<u8> {
         metrics: Metrics::new(),
         rolling: None,
         stop: None,
+        sticky,
+        orphans: Vec::new(),
     };
     for slot in 0..master.target {
         master.slots.push(Slot::default());
@@ -121,6 +135,12 @@ struct Master<'a> {
     metrics: Metrics,
     rolling: Option<Rolling>,
     stop: Option<Stop>,
+    /// Sticky balancing: the master accepts on this (non-blocking) copy of
+    /// the listener; None with the shared listener.
+    sticky: Option<TcpListener>,
+    /// Accepted connections waiting to be routed (their worker stopped
+    /// serving before it took them, or no worker is ready).
+    orphans: Vec<(OwnedFd, IpAddr)>,
 }
 
 impl Master<'_> {
@@ -131,6 +151,12 @@ impl Master<'_> {
                 let mut fds = vec![PollFd::new(signals.fd(), PollFlags::POLLIN)];
                 for sock in self.workers.iter().filter_map(Worker::ipc) {
                     fds.push(PollFd::new(sock.as_fd(), PollFlags::POLLIN));
+                }
+                if let Some(l) = self.accepting() {
+                    fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+                }
+                for sock in self.handoff_blocked() {
+                    fds.push(PollFd::new(sock, PollFlags::POLLOUT));
                 }
                 for (fd, wants_write) in admin.poll_fds() {
                     let flags = if wants_write { PollFlags::POLLIN | PollFlags::POLLOUT } else { PollFlags::POLLIN };
@@ -153,6 +179,7 @@ impl Master<'_> {
                 self.roll();
                 self.reconcile();
             }
+            self.balance();
             admin.pump(&View { m: self });
             if let Some(stop) = self.stop {
                 if self.workers.is_empty() {
@@ -166,8 +193,8 @@ impl Master<'_> {
     fn spawn(&mut self, slot: usize) -> Result<()> {
         let id = self.next_id;
         self.next_id += 1;
-        let (child, ipc) = self.spawner.spawn(id, slot)?;
-        let w = Worker::new(id, slot, child, ipc);
+        let (child, ipc, handoff) = self.spawner.spawn(id, slot)?;
+        let w = Worker::new(id, slot, child, ipc, handoff);
         wlog(&w, "started");
         self.workers.push(w);
         Ok(())

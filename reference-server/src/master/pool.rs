@@ -2,7 +2,10 @@
 //! its IPC socket and its last reported counters. Pure bookkeeping: the
 //! decisions (respawn, kill, roll) live in `master/mod.rs`.
 
+use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
+use std::net::IpAddr;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -48,6 +51,10 @@ pub struct Worker {
     pub version: String,
     /// Stayed up for `--min-uptime` after `ready`: its slot's crash count reset.
     pub stable: bool,
+    /// Sticky balancing: the master's end of the hand-off socket, and the
+    /// connections waiting for room in it (the worker is not reading).
+    pub handoff: Option<OwnedFd>,
+    pub pending: VecDeque<(OwnedFd, IpAddr)>,
 }
 
 /// What reading a worker's IPC socket produced.
@@ -57,7 +64,7 @@ pub struct Inbox {
 }
 
 impl Worker {
-    pub fn new(id: u64, slot: usize, child: Child, ipc: UnixStream) -> Self {
+    pub fn new(id: u64, slot: usize, child: Child, ipc: UnixStream, handoff: Option<OwnedFd>) -> Self {
         let now = Instant::now();
         Self {
             id,
@@ -75,6 +82,8 @@ impl Worker {
             build_id: String::new(),
             version: String::new(),
             stable: false,
+            handoff,
+            pending: VecDeque::new(),
         }
     }
 

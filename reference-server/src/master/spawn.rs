@@ -5,7 +5,7 @@
 use std::ffi::OsString;
 use std::io;
 use std::net::TcpListener;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -13,7 +13,8 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, Result};
 
-use crate::worker::{ENV_ID, ENV_IPC_FD, ENV_LISTEN_FD, ENV_SLOT};
+use crate::handoff;
+use crate::worker::{ENV_HANDOFF_FD, ENV_ID, ENV_IPC_FD, ENV_LISTEN_FD, ENV_SLOT};
 
 /// Everything needed to start workers, captured once at master start.
 pub struct Spawner {
@@ -23,32 +24,49 @@ pub struct Spawner {
     exe: PathBuf,
     args: Vec<OsString>,
     listen_fd: RawFd,
+    /// Sticky balancing: workers get connections over a hand-off socket
+    /// instead of the listener, which they never see.
+    sticky: bool,
 }
 
 impl Spawner {
-    pub fn new(listener: &TcpListener) -> Result<Self> {
+    pub fn new(listener: &TcpListener, sticky: bool) -> Result<Self> {
         let exe = std::env::current_exe().context("finding this binary's path to re-exec workers")?;
-        Ok(Self { exe, args: std::env::args_os().skip(1).collect(), listen_fd: listener.as_raw_fd() })
+        Ok(Self { exe, args: std::env::args_os().skip(1).collect(), listen_fd: listener.as_raw_fd(), sticky })
     }
 
-    /// Start worker `id` in `slot`. Returns the child and the master's end of
-    /// its IPC socket (close-on-exec, so later workers never inherit it).
-    pub fn spawn(&self, id: u64, slot: usize) -> Result<(Child, UnixStream)> {
+    /// Start worker `id` in `slot`. Returns the child, the master's end of
+    /// its IPC socket and, when sticky, of its hand-off socket (both
+    /// close-on-exec, so later workers never inherit them).
+    pub fn spawn(&self, id: u64, slot: usize) -> Result<(Child, UnixStream, Option<OwnedFd>)> {
         let (ours, theirs) = UnixStream::pair().context("creating the worker's IPC socketpair")?;
         let ipc_fd = theirs.as_raw_fd();
-        let listen_fd = self.listen_fd;
+        let handoff = if self.sticky {
+            Some(handoff::pair().context("creating the worker's hand-off socketpair")?)
+        } else {
+            None
+        };
+        // The fds the worker inherits: -1 for none (no allocation after fork).
+        let (listen_fd, handoff_fd) = match &handoff {
+            Some((_, theirs)) => (-1, theirs.as_raw_fd()),
+            None => (self.listen_fd, -1),
+        };
         let mut cmd = Command::new(&self.exe);
         cmd.args(&self.args)
             .env(ENV_ID, id.to_string())
             .env(ENV_SLOT, slot.to_string())
-            .env(ENV_LISTEN_FD, listen_fd.to_string())
             .env(ENV_IPC_FD, ipc_fd.to_string())
             .stdin(Stdio::null());
+        if handoff.is_some() {
+            cmd.env(ENV_HANDOFF_FD, handoff_fd.to_string());
+        } else {
+            cmd.env(ENV_LISTEN_FD, listen_fd.to_string());
+        }
         // SAFETY: between fork and exec only async-signal-safe calls are
         // allowed; fcntl(2) is one, and the closure allocates nothing.
         unsafe {
             cmd.pre_exec(move || {
-                for fd in [listen_fd, ipc_fd] {
+                for fd in [listen_fd, ipc_fd, handoff_fd].into_iter().filter(|&fd| fd >= 0) {
                     let flags = libc::fcntl(fd, libc::F_GETFD);
                     if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
                         return Err(io::Error::last_os_error());
@@ -62,6 +80,6 @@ impl Spawner {
         // when the master dies.
         drop(theirs);
         ours.set_nonblocking(true).context("making the IPC socket non-blocking")?;
-        Ok((child, ours))
+        Ok((child, ours, handoff.map(|(ours, _theirs)| ours)))
     }
 }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -26,14 +27,17 @@ use crate::cli::Cli;
 use crate::ipc::{self, MasterMsg, WorkerMsg};
 use crate::routes::{self, Identity};
 use crate::{build_info, shop};
-pub use serve::{ServeConfig, Shared, serve};
+pub use serve::{ServeConfig, Shared, Source, serve};
 
 /// What the master tells a worker through its environment.
 #[derive(Debug, Clone)]
 pub struct WorkerEnv {
     pub id: u64,
     pub slot: usize,
-    pub listen_fd: RawFd,
+    /// The shared listener (shared balancing) ...
+    pub listen_fd: Option<RawFd>,
+    /// ... or the hand-off socket the master passes connections on (sticky).
+    pub handoff_fd: Option<RawFd>,
     pub ipc_fd: RawFd,
 }
 
@@ -41,6 +45,7 @@ pub const ENV_ID: &str = "RS_WORKER_ID";
 pub const ENV_SLOT: &str = "RS_WORKER_SLOT";
 pub const ENV_LISTEN_FD: &str = "RS_LISTEN_FD";
 pub const ENV_IPC_FD: &str = "RS_IPC_FD";
+pub const ENV_HANDOFF_FD: &str = "RS_HANDOFF_FD";
 
 impl WorkerEnv {
     /// Some when this process was started by a master as a worker.
@@ -50,10 +55,18 @@ impl WorkerEnv {
         };
         let get =
             |k: &str| -> Result<String> { std::env::var(k).with_context(|| format!("worker started without {k}")) };
+        let fd = |k: &str| -> Result<Option<RawFd>> {
+            std::env::var(k).ok().map(|v| v.parse().with_context(|| format!("bad {k}={v}"))).transpose()
+        };
+        let (listen_fd, handoff_fd) = (fd(ENV_LISTEN_FD)?, fd(ENV_HANDOFF_FD)?);
+        if listen_fd.is_none() == handoff_fd.is_none() {
+            bail!("worker started with neither or both of {ENV_LISTEN_FD} and {ENV_HANDOFF_FD}");
+        }
         Ok(Some(Self {
             id: id.parse().with_context(|| format!("{ENV_ID}={id} is not a number"))?,
             slot: get(ENV_SLOT)?.parse().context("bad RS_WORKER_SLOT")?,
-            listen_fd: get(ENV_LISTEN_FD)?.parse().context("bad RS_LISTEN_FD")?,
+            listen_fd,
+            handoff_fd,
             ipc_fd: get(ENV_IPC_FD)?.parse().context("bad RS_IPC_FD")?,
         }))
     }
@@ -78,14 +91,27 @@ pub fn run(cli: &Cli, env: WorkerEnv) -> Result<()> {
     ignore_group_signals()?;
     // SAFETY: the master passed these fds to us across exec and nothing else
     // in this process owns them.
-    let listen_fd = unsafe { OwnedFd::from_raw_fd(env.listen_fd) };
+    let listen_fd = env.listen_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    let handoff_fd = env.handoff_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
     let ipc_fd = unsafe { OwnedFd::from_raw_fd(env.ipc_fd) };
     let shop = shop::open(&cli.shop).context("opening the shop store")?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the event loop")?;
     rt.block_on(async move {
-        let std_listener = std::net::TcpListener::from(listen_fd);
-        std_listener.set_nonblocking(true).context("listener non-blocking")?;
-        let listener = tokio::net::TcpListener::from_std(std_listener).context("registering the listener")?;
+        let source = match (listen_fd, handoff_fd) {
+            (Some(fd), _) => {
+                let std_listener = std::net::TcpListener::from(fd);
+                std_listener.set_nonblocking(true).context("listener non-blocking")?;
+                Source::Listener(tokio::net::TcpListener::from_std(std_listener).context("registering the listener")?)
+            }
+            (None, Some(fd)) => {
+                // SAFETY: the AsyncFd owns the fd (an OwnedFd) for as long
+                // as it is registered; nothing else closes it.
+                let afd = unsafe { AsyncFd::register(fd) }
+                    .map_err(|e| anyhow::anyhow!("registering the hand-off socket: {e}"))?;
+                Source::Handoff(afd)
+            }
+            (None, None) => bail!("worker has no listener and no hand-off socket"),
+        };
         let std_ipc = std::os::unix::net::UnixStream::from(ipc_fd);
         std_ipc.set_nonblocking(true).context("ipc non-blocking")?;
         let ipc = tokio::net::UnixStream::from_std(std_ipc).context("registering the ipc socket")?;
@@ -94,7 +120,7 @@ pub fn run(cli: &Cli, env: WorkerEnv) -> Result<()> {
         let worker_id = env.id.to_string();
         let identity = Identity { worker_id: worker_id.clone(), pid: std::process::id() };
         let drain = CancellationToken::new();
-        let app = routes::app(identity, drain.clone(), shop::router(shop));
+        let app = routes::app(identity, drain.clone(), shop::router(shop), cli.live_interval);
         let shared = Arc::new(Shared::default());
 
         // One writer task owns the IPC write half; messages queue to it.
@@ -159,7 +185,7 @@ pub fn run(cli: &Cli, env: WorkerEnv) -> Result<()> {
         });
 
         let cfg = ServeConfig { worker_id, keepalive_timeout: cli.keepalive_timeout, unsafe_drain: cli.unsafe_drain };
-        let took = serve(listener, app, Arc::clone(&shared), cfg, drain).await;
+        let took = serve(source, app, Arc::clone(&shared), cfg, drain).await;
         heartbeat.abort();
         let _ = heartbeat.await;
         let _ = tx.send(WorkerMsg::Drained { counters: shared.counters(), drain_ms: took.as_millis() as u64 });

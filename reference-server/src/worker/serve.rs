@@ -15,13 +15,74 @@ use hyper::body::Incoming;
 use hyper::header::{CONNECTION, HeaderValue};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::io::unix::AsyncFd;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use super::conn::{ConnState, Tracked};
+use crate::handoff::{self, Received};
 use crate::ipc::Counters;
+
+/// Where connections come from: the shared listener, or (sticky balancing)
+/// the master's hand-off socket carrying connections it accepted.
+pub enum Source {
+    Listener(TcpListener),
+    Handoff(AsyncFd<std::os::fd::OwnedFd>),
+}
+
+impl From<TcpListener> for Source {
+    fn from(l: TcpListener) -> Self {
+        Self::Listener(l)
+    }
+}
+
+impl Source {
+    async fn next(&self) -> std::io::Result<TcpStream> {
+        match self {
+            Self::Listener(l) => l.accept().await.map(|(s, _peer)| s),
+            Self::Handoff(sock) => loop {
+                let mut guard = sock.readable().await?;
+                match guard.try_io(|fd| recv_stream(fd.get_ref())) {
+                    Ok(Ok(Some(stream))) => return Ok(stream),
+                    // The master is gone: the IPC side drains us; accept nothing more.
+                    Ok(Ok(None)) => std::future::pending::<()>().await,
+                    Ok(Err(e)) => return Err(e),
+                    Err(_would_block) => continue,
+                }
+            },
+        }
+    }
+
+    /// Connections the master passed before it ordered the drain: still in
+    /// the hand-off queue, they are served (with `Connection: close`), never
+    /// dropped by closing the socket.
+    fn take_queued(&self) -> Vec<TcpStream> {
+        let mut out = Vec::new();
+        if let Self::Handoff(sock) = self {
+            while let Ok(Some(stream)) = recv_stream(sock.get_ref()) {
+                out.push(stream);
+            }
+        }
+        out
+    }
+}
+
+/// One passed connection; Ok(None) when the master closed the socket, and
+/// `WouldBlock` when nothing is queued (what `AsyncFd::try_io` expects).
+fn recv_stream(fd: &std::os::fd::OwnedFd) -> std::io::Result<Option<TcpStream>> {
+    use std::os::fd::AsRawFd;
+    match handoff::recv_fd(fd.as_raw_fd()).map_err(std::io::Error::from)? {
+        Received::Conn(conn) => {
+            let std_stream = std::net::TcpStream::from(conn);
+            std_stream.set_nonblocking(true)?;
+            TcpStream::from_std(std_stream).map(Some)
+        }
+        Received::Empty => Err(std::io::ErrorKind::WouldBlock.into()),
+        Received::Closed => Ok(None),
+    }
+}
 
 /// Counters and the draining flag of one serving process.
 #[derive(Debug, Default)]
@@ -52,20 +113,21 @@ pub struct ServeConfig {
 
 /// Serve until `drain` is cancelled, then drain. Returns how long the drain took.
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<Source>,
     app: Router,
     shared: Arc<Shared>,
     cfg: ServeConfig,
     drain: CancellationToken,
 ) -> Duration {
+    let listener: Source = listener.into();
     let tracker = TaskTracker::new();
     let worker_id = HeaderValue::from_str(&cfg.worker_id).unwrap_or(HeaderValue::from_static("unknown"));
     loop {
         tokio::select! {
             biased;
             () = drain.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
+            accepted = listener.next() => match accepted {
+                Ok(stream) => {
                     let _ = stream.set_nodelay(true);
                     tracker.spawn(serve_conn(stream, app.clone(), Arc::clone(&shared), cfg.clone(), worker_id.clone(), drain.clone()));
                 }
@@ -80,8 +142,20 @@ pub async fn serve(
     }
     let started = Instant::now();
     shared.draining.store(true, Ordering::SeqCst);
+    for stream in listener.take_queued() {
+        let _ = stream.set_nodelay(true);
+        tracker.spawn(serve_conn(
+            stream,
+            app.clone(),
+            Arc::clone(&shared),
+            cfg.clone(),
+            worker_id.clone(),
+            drain.clone(),
+        ));
+    }
     // Closing our copy of the shared listener loses nothing: the master and
     // the other workers hold the same socket, so its queue stays served.
+    // A hand-off socket is empty now, and the master sends no more.
     drop(listener);
     if cfg.unsafe_drain {
         return started.elapsed();
@@ -92,7 +166,7 @@ pub async fn serve(
 }
 
 async fn serve_conn(
-    stream: tokio::net::TcpStream,
+    stream: TcpStream,
     app: Router,
     shared: Arc<Shared>,
     cfg: ServeConfig,
