@@ -288,7 +288,14 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl Conn {
     pub fn open(addr: SocketAddr) -> std::io::Result<Conn> {
-        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        Self::open_from(addr, None)
+    }
+
+    /// Open from source address `local` (e.g. 127.0.0.7: on loopback every
+    /// address in 127.0.0.0/8 is ours, which is how sticky tests get clients
+    /// with different IPs).
+    pub fn open_from(addr: SocketAddr, local: Option<std::net::IpAddr>) -> std::io::Result<Conn> {
+        let stream = connect_from(addr, local)?;
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
         stream.set_nodelay(true)?;
@@ -354,6 +361,17 @@ impl Conn {
         }
         Ok(resp)
     }
+}
+
+/// A TCP connection to `addr`, from source address `local` if given.
+pub fn connect_from(addr: SocketAddr, local: Option<std::net::IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(ip) = local else {
+        return TcpStream::connect_timeout(&addr, IO_TIMEOUT);
+    };
+    let sock = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    sock.bind(&SocketAddr::new(ip, 0).into())?;
+    sock.connect_timeout(&addr.into(), IO_TIMEOUT)?;
+    Ok(sock.into())
 }
 
 pub fn get_new_conn(addr: SocketAddr, path: &str) -> std::io::Result<Resp> {
