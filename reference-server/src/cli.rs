@@ -58,6 +58,12 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = Balance::Shared)]
     pub balance: Balance,
 
+    /// BENCH ONLY: with `--balance sticky`, hash the client's source port
+    /// too, so a load generator on one address spreads over the workers
+    /// (breaks affinity across reconnects).
+    #[arg(long, hide = true)]
+    pub bench_sticky_by_port: bool,
+
     /// How often a worker's live stock feed (`/live/stock`) looks for changes.
     #[arg(long, value_parser = parse_duration, default_value = "250ms")]
     pub live_interval: Duration,

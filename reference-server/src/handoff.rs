@@ -91,6 +91,14 @@ pub fn ip_hash(ip: IpAddr) -> u64 {
     h
 }
 
+/// The routing key of a connection from `peer`: its IP's hash, or with
+/// `by_port` (benchmarks only) the IP and source port, which spreads a
+/// one-address load generator over the workers but moves every reconnect.
+pub fn client_key(peer: std::net::SocketAddr, by_port: bool) -> u64 {
+    let h = ip_hash(peer.ip());
+    if by_port { (h ^ u64::from(peer.port())).wrapping_mul(0x9E37_79B9_7F4A_7C15) } else { h }
+}
+
 /// Jump consistent hash (Lamping & Veach 2014): key -> bucket in 0..n. When
 /// n grows by one only 1/n of the keys move, so a changed worker count
 /// (SIGTTIN/SIGTTOU) moves few clients.

@@ -17,7 +17,7 @@ pub mod spawn;
 mod sticky;
 mod view;
 
-use std::net::{IpAddr, TcpListener};
+use std::net::TcpListener;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -140,7 +140,7 @@ struct Master<'a> {
     sticky: Option<TcpListener>,
     /// Accepted connections waiting to be routed (their worker stopped
     /// serving before it took them, or no worker is ready).
-    orphans: Vec<(OwnedFd, IpAddr)>,
+    orphans: Vec<(OwnedFd, u64)>,
 }
 
 impl Master<'_> {

@@ -4,7 +4,6 @@
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
-use std::net::IpAddr;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::process::Child;
@@ -54,7 +53,7 @@ pub struct Worker {
     /// Sticky balancing: the master's end of the hand-off socket, and the
     /// connections waiting for room in it (the worker is not reading).
     pub handoff: Option<OwnedFd>,
-    pub pending: VecDeque<(OwnedFd, IpAddr)>,
+    pub pending: VecDeque<(OwnedFd, u64)>,
 }
 
 /// What reading a worker's IPC socket produced.

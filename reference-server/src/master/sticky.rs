@@ -9,7 +9,7 @@
 //! the worker's `pending` queue; those of a worker that stops serving
 //! (drains, is killed, exits) are routed again, never dropped by the master.
 
-use std::net::{IpAddr, TcpListener};
+use std::net::TcpListener;
 use std::os::fd::{AsFd, OwnedFd};
 
 use nix::errno::Errno;
@@ -58,7 +58,10 @@ impl Master<'_> {
         if let Some(l) = self.accepting() {
             for _ in 0..ACCEPT_BATCH {
                 match l.accept() {
-                    Ok((stream, peer)) => fresh.push((OwnedFd::from(stream), peer.ip())),
+                    Ok((stream, peer)) => {
+                        let key = handoff::client_key(peer, self.cli.bench_sticky_by_port);
+                        fresh.push((OwnedFd::from(stream), key));
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) => {
@@ -73,11 +76,11 @@ impl Master<'_> {
         todo.extend(fresh);
         if !todo.is_empty() {
             let ready: Vec<bool> = (0..self.target).map(|s| self.serving(s).is_some()).collect();
-            for (fd, ip) in todo {
-                match handoff::choose(handoff::ip_hash(ip), self.target, &ready).and_then(|s| self.serving(s)) {
-                    Some(i) => self.workers[i].pending.push_back((fd, ip)),
+            for (fd, key) in todo {
+                match handoff::choose(key, self.target, &ready).and_then(|s| self.serving(s)) {
+                    Some(i) => self.workers[i].pending.push_back((fd, key)),
                     // Nobody ready: keep it until someone is.
-                    None => self.orphans.push((fd, ip)),
+                    None => self.orphans.push((fd, key)),
                 }
             }
         }
@@ -104,7 +107,7 @@ impl Master<'_> {
     }
 
     /// Keep the connections of a worker that exited, to route them again.
-    pub(super) fn adopt_pending(&mut self, pending: impl IntoIterator<Item = (OwnedFd, IpAddr)>) {
+    pub(super) fn adopt_pending(&mut self, pending: impl IntoIterator<Item = (OwnedFd, u64)>) {
         self.orphans.extend(pending);
     }
 }
