@@ -1,0 +1,74 @@
+//! The `harness` binary's exit codes (docs/EXIT_CODES.md): 0 pass, 1 a gate
+//! failed, 2 invalid or could not start (bad file, non-loopback target,
+//! unreachable target).
+
+mod support;
+
+use std::process::Command;
+
+use support::{Behavior, TestServer, scenario};
+
+fn harness(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_harness")).args(args).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+#[test]
+fn validate_and_start_failures_exit_2_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(dir.path(), "bad.json", r#"{"name": 3}"#);
+    let (code, text) = harness(&["validate", &bad]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("name"), "{text}");
+
+    let good = scenario("http://127.0.0.1:9", 5, 50.0, r#"{"model": "pool", "size": 2}"#, r#""path": "/""#);
+    let good = write(dir.path(), "good.json", &good);
+    let (code, text) = harness(&["validate", &good]);
+    assert_eq!(code, 0, "{text}");
+
+    let out = dir.path().join("out").to_string_lossy().into_owned();
+    let (code, text) = harness(&["run", &good, "--quiet", "--out", &out, "--target", "http://192.0.2.1:80"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("--allow-remote"), "{text}");
+
+    // Nothing listens on port 9 of loopback: the target never becomes ready.
+    let (code, text) = harness(&["run", &good, "--quiet", "--out", &out]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("not ready") || text.contains("ready"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passing_run_exits_0_and_a_failed_gate_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out").to_string_lossy().into_owned();
+
+    let ok = TestServer::start(Behavior::Delay(std::time::Duration::ZERO)).await;
+    let text = scenario(&ok.url(), 20, 50.0, r#"{"model": "pool", "size": 2}"#, r#""path": "/""#).replacen(
+        "\"journeys\"",
+        "\"gates\": {\"max_dropped\": 0},\n  \"journeys\"",
+        1,
+    );
+    let file = write(dir.path(), "pass.json", &text);
+    let (code, text) =
+        tokio::task::spawn_blocking(move || harness(&["run", &file, "--quiet", "--out", &out])).await.unwrap();
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("verdict: pass"), "{text}");
+
+    // Same healthy server, but the step expects 201: every 200 is an
+    // unexpected status, so operations drop and the gate fails.
+    let out = dir.path().join("out2").to_string_lossy().into_owned();
+    let text = scenario(&ok.url(), 20, 50.0, r#"{"model": "pool", "size": 2}"#, r#""path": "/", "expect": [201]"#)
+        .replacen("\"journeys\"", "\"gates\": {\"max_dropped\": 0},\n  \"journeys\"", 1);
+    let file = write(dir.path(), "fail.json", &text);
+    let (code, text) =
+        tokio::task::spawn_blocking(move || harness(&["run", &file, "--quiet", "--out", &out])).await.unwrap();
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("gate max_dropped: FAIL"), "{text}");
+}
