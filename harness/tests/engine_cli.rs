@@ -8,12 +8,14 @@ use std::process::Command;
 
 use support::{Behavior, TestServer, scenario};
 
+#[allow(clippy::unwrap_used)] // test helper: a panic is a test failure
 fn harness(args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_harness")).args(args).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), text)
 }
 
+#[allow(clippy::unwrap_used)] // test helper
 fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
