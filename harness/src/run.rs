@@ -298,6 +298,12 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
         },
         series: rec.series().to_vec(),
     };
+    if s.schedule_slip.harness_limited {
+        ex.events.emit(
+            "harness_limited",
+            json!({"slip_p99_ms": s.schedule_slip.p99_ms, "slip_max_ms": s.schedule_slip.max_ms, "limit_ms": s.schedule_slip.limit_ms}),
+        );
+    }
     summary::write(&p.dir, &s).map_err(out_err(&p.dir))?;
     ex.events.emit("verdict", json!({"verdict": verdict.as_str(), "valid": s.validity.valid}));
     let _ = ex.events.flush();
