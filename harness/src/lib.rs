@@ -2,6 +2,7 @@
 //! recording -> verdict -> report. Each stage is a module that takes the
 //! previous stage's output.
 
+pub mod affinity;
 pub mod attribution;
 pub mod audit;
 pub mod calibrate;
