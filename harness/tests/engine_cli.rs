@@ -40,6 +40,17 @@ fn validate_and_start_failures_exit_2_with_a_reason() {
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("--allow-remote"), "{text}");
 
+    // One connection per shopper for 100,000 shoppers arriving within a
+    // second: more file descriptors than any hard limit here allows.
+    let many = scenario("http://127.0.0.1:9", 100_000, 100_000.0, r#"{"model": "per_shopper"}"#, r#""path": "/""#);
+    let many = write(dir.path(), "many.json", &many);
+    let (code, text) = harness(&["run", &many, "--quiet", "--out", &out]);
+    assert_eq!(code, 2, "{text}");
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    if hard < 100_064 {
+        assert!(text.contains("file descriptors") && text.contains("hard limit"), "{text}");
+    }
+
     // Nothing listens on port 9 of loopback: the target never becomes ready.
     let (code, text) = harness(&["run", &good, "--quiet", "--out", &out]);
     assert_eq!(code, 2, "{text}");
