@@ -1,8 +1,8 @@
 //! WAL checkpoints off the event loop. By default SQLite checkpoints inside
 //! the commit that pushes the WAL past 1000 pages, on the committing
 //! worker's event loop, and a checkpoint ends in `fsync`: on a busy disk
-//! that stalled a worker for hundreds of milliseconds (p99 of add-item +
-//! checkout went from 4 ms to 880 ms with two workers). So each store's
+//! that stalled workers for hundreds of milliseconds (two workers' p99 for
+//! add-item + checkout was 300-600 ms, and 4 ms with the `fsync` turned off). So each store's
 //! connection turns automatic checkpoints off, and a thread with its own
 //! connection runs a PASSIVE checkpoint (never waits for readers or
 //! writers) four times a second. Under a steady stream of writes a PASSIVE
