@@ -37,7 +37,9 @@ trap cleanup EXIT
 start() {
     local workers=$1 mode=$2 extra=()
     [ "$mode" = sticky ] && extra=(--balance sticky --bench-sticky-by-port)
-    rm -f "$WORK"/log "$WORK"/shop.db*
+    rm -f "$WORK"/shop.db*
+    # Exists before the server starts, so the port lookup never races its creation.
+    : >"$WORK/log"
     (cd "$WORK" && exec "$BIN" --listen 127.0.0.1:0 --admin 127.0.0.1:0 --workers "$workers" "${extra[@]}" 2>"$WORK/log") &
     SERVER_PID=$!
     for _ in $(seq 1 200); do

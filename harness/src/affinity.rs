@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::attribution::FaultWindow;
+use crate::gates::GateResult;
 use crate::ledger::AttemptRecord;
 
 /// One response that named its worker.
@@ -121,6 +122,19 @@ pub fn analyze(served: &[Served], windows: &[Window]) -> Affinity {
     out
 }
 
+/// The `max_affinity_breaks` gate.
+pub fn gate(max: u64, a: &Affinity) -> GateResult {
+    let passed = a.breaks <= max;
+    let detail = match a.examples.first() {
+        None => format!("{} shoppers, no change of worker outside fault windows", a.shoppers),
+        Some(b) => format!(
+            "{} changes of worker outside fault windows ({} of {} shoppers; first: shopper {} from worker {} to {} at {:.0} ms)",
+            a.breaks, a.shoppers_with_breaks, a.shoppers, b.shopper, b.from, b.to, b.at_ms
+        ),
+    };
+    GateResult { name: "max_affinity_breaks".into(), limit: max as f64, actual: Some(a.breaks as f64), passed, detail }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +182,16 @@ mod tests {
         let w = Window { start_ms: 100.0, end_ms: None };
         let a = analyze(&[s(1, 50.0, "a"), s(1, 99.0, "b"), s(1, 500.0, "c")], &[w]);
         assert_eq!((a.breaks, a.excused_changes), (1, 1));
+    }
+
+    #[test]
+    fn the_gate_passes_at_the_limit_and_names_the_first_break() {
+        let a = analyze(&[s(4, 1.0, "a"), s(4, 2.0, "b")], &[]);
+        assert!(gate(1, &a).passed);
+        let g = gate(0, &a);
+        assert!(!g.passed);
+        assert_eq!(g.actual, Some(1.0));
+        assert!(g.detail.contains("shopper 4 from worker a to b"), "{}", g.detail);
     }
 
     #[test]

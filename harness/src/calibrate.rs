@@ -239,6 +239,7 @@ pub fn closed_loop(s: &Scenario, shoppers: u64) -> Scenario {
         min_throughput_rps: None,
         latency: Vec::new(),
         audit_must_pass: false,
+        max_affinity_breaks: None,
     };
     c
 }

@@ -184,6 +184,7 @@ mod tests {
                 LatencyGate { step: Some("never".into()), percentile: 50.0, max: Duration::from_millis(5) },
             ],
             audit_must_pass: true,
+            max_affinity_breaks: None,
         }
     }
 
@@ -231,6 +232,7 @@ mod tests {
             min_throughput_rps: None,
             latency: vec![],
             audit_must_pass: true,
+            max_affinity_breaks: None,
         };
         let m = Measured { totals: &totals, recorder: &rec, goodput_rps: 0.0, audit: None, audit_configured: true };
         let r = evaluate(&g, &m);

@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::affinity::{self, Affinity};
 use crate::attribution::{self, Attribution, FaultWindow};
 use crate::audit::{self, AuditReport, Verdict};
 use crate::chaos::{self, ChaosError, ChaosHandle, ChaosOptions, ChaosReport, FaultRecord};
@@ -68,6 +69,8 @@ pub struct ChaosSummary {
     pub healthy_at_end: bool,
     pub end_health: String,
     pub attribution: Attribution,
+    /// Changes of serving worker per shopper outside the fault windows.
+    pub affinity: Affinity,
     /// None when the scenario has no audit.
     pub audit: Option<AuditReport>,
     /// How the target was stopped ("stopped gracefully (exit code 0)", ...).
@@ -166,6 +169,16 @@ pub async fn run(
         }),
     );
 
+    let affinity_windows: Vec<affinity::Window> = windows.iter().map(affinity::Window::from).collect();
+    let affinity = affinity::analyze(&affinity::served_from(&records), &affinity_windows);
+    ex.events.emit(
+        "affinity",
+        json!({"shoppers": affinity.shoppers, "breaks": affinity.breaks, "excused_changes": affinity.excused_changes}),
+    );
+    if let Some(max) = p.scenario.gates.max_affinity_breaks {
+        ex.extra_gates.push(affinity::gate(max, &affinity));
+    }
+
     let audit_report = match &p.scenario.audit {
         None => None,
         Some(spec) => {
@@ -205,6 +218,7 @@ pub async fn run(
         healthy_at_end: chaos_report.healthy_at_end,
         end_health: chaos_report.end_health,
         attribution,
+        affinity,
         audit: audit_report,
         target_stop,
     };

@@ -21,7 +21,7 @@ use serde_json::json;
 use crate::client::{self, Connector, Request};
 use crate::engine::{self, EngineOptions, EngineOutcome, Live};
 use crate::events::EventLog;
-use crate::gates::{self, Measured};
+use crate::gates::{self, GateResult, Measured};
 use crate::ledger::{LEDGER_FILE, Ledger};
 use crate::limits;
 use crate::recorder::{INTERVALS_FILE, TOTALS_FILE};
@@ -166,6 +166,9 @@ pub struct Executed {
     pub live: Arc<Live>,
     /// Problems found while running that make the run invalid.
     pub problems: Vec<String>,
+    /// Gates evaluated after the traffic by a later stage (e.g. the
+    /// lifecycle's `max_affinity_breaks`), added to the scenario's own.
+    pub extra_gates: Vec<GateResult>,
 }
 
 /// Plays the schedule. The run clock's zero is the start of arrivals.
@@ -218,7 +221,7 @@ pub async fn execute(p: &Prepared, side: Vec<SideTask>, live: Arc<Live>) -> Resu
         ));
     }
     events.emit("run_end", json!({"end_ms": outcome.end_ms, "cut_off_shoppers": outcome.cut_off_shoppers}));
-    Ok(Executed { outcome, events, wall_start, ledger_path, live, problems })
+    Ok(Executed { outcome, events, wall_start, ledger_path, live, problems, extra_gates: Vec::new() })
 }
 
 /// Checks the ledger, evaluates the gates, writes the interval logs and
@@ -240,7 +243,7 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
     rec.write_logs(&p.dir, ex.wall_start).map_err(out_err(&p.dir))?;
     let duration_s = (ex.outcome.end_ms / 1000.0).max(1e-3);
     let goodput = (totals.ok + totals.refused) as f64 / duration_s;
-    let gate_results = gates::evaluate(
+    let mut gate_results = gates::evaluate(
         &p.scenario.gates,
         &Measured {
             totals: &totals,
@@ -250,6 +253,7 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
             audit_configured: p.scenario.audit.is_some(),
         },
     );
+    gate_results.append(&mut ex.extra_gates);
     let valid = problems.is_empty();
     let verdict = gates::verdict(valid, &gate_results);
     let (model, pool_size, idle) = match p.scenario.connections {

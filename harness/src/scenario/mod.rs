@@ -247,6 +247,9 @@ pub struct Gates {
     pub latency: Vec<LatencyGate>,
     /// Default true when an audit is set.
     pub audit_must_pass: bool,
+    /// Most changes of serving worker per run outside fault windows (sticky
+    /// targets; see `affinity`). None = not gated.
+    pub max_affinity_breaks: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

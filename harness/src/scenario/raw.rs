@@ -211,6 +211,8 @@ pub(crate) struct RawGates {
     pub latency: Vec<RawLatencyGate>,
     #[serde(default)]
     pub audit_must_pass: Option<bool>,
+    #[serde(default)]
+    pub max_affinity_breaks: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

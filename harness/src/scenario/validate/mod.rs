@@ -343,6 +343,7 @@ pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
             min_throughput_rps: None,
             latency: Vec::new(),
             audit_must_pass: audit.is_some(),
+            max_affinity_breaks: None,
         },
         Some(g) => {
             if let Some(r) = g.min_throughput_rps
@@ -378,6 +379,7 @@ pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
                 min_throughput_rps: g.min_throughput_rps,
                 latency,
                 audit_must_pass,
+                max_affinity_breaks: g.max_affinity_breaks,
             }
         }
     };
