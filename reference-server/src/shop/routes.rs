@@ -227,7 +227,8 @@ async fn checkout(
     // must not serialise the other workers' checkouts behind it.
     let priced = shop.store.cart_for_pricing(cart_id)?;
     let cost = shop.pricing_cost;
-    let pricing = cpu::price(&priced, cost);
+    // An empty cart is refused without burning the pricing cost on it.
+    let pricing = cpu::price(&priced, if priced.is_empty() { 0 } else { cost });
     let reprice = move |lines: &[cpu::PriceLine]| cpu::price(lines, cost);
     let outcome = shop.store.place_order(PlaceOrder {
         cart_id,
