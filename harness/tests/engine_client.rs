@@ -65,3 +65,54 @@ async fn checkout_steps_record_the_order_id() {
     assert!(!audit.passed && audit.detail.contains("did not run"), "{audit:?}");
     assert_eq!(s.verdict.as_str(), "fail");
 }
+
+/// One raw response per connection, then close.
+async fn raw_server(responses: Vec<&'static [u8]>) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        for r in responses {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await.unwrap();
+            s.write_all(r).await.unwrap();
+            let _ = s.shutdown().await;
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_bodies_are_decoded_and_a_cut_chunked_body_is_truncated() {
+    let addr = raw_server(vec![
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx-worker-id: 3\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\nx-trailer: t\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n10\r\n:1",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}EXTRA",
+        b"NOT HTTP\r\n\r\n",
+    ])
+    .await;
+    let c = Connector::new(addr, addr.to_string(), Vec::new());
+    let mut scratch = Vec::new();
+    let mut go = async || {
+        let mut slot = None;
+        let req = Request { method: "GET", path: "/", headers: &[], body: None };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        let a = send(&c, &mut slot, &req, true, deadline, &mut scratch).await;
+        (a, slot.is_some())
+    };
+    let (a, kept) = go().await;
+    let r = a.result.unwrap();
+    assert_eq!(r.body.as_deref(), Some(&b"{\"a\":1}"[..]));
+    assert_eq!(r.worker_id.as_deref(), Some("3"));
+    assert!(kept, "a complete chunked response keeps the connection");
+    let (a, _) = go().await;
+    let f = a.result.unwrap_err();
+    assert_eq!(f.class.as_str(), "truncated_body", "{f:?}");
+    assert_eq!(f.status, Some(200));
+    // Bytes after the declared body: the response counts, the connection is not reused.
+    let (a, kept) = go().await;
+    assert_eq!(a.result.unwrap().body.as_deref(), Some(&b"{}"[..]));
+    assert!(!kept);
+    let (a, _) = go().await;
+    assert_eq!(a.result.unwrap_err().class.as_str(), "protocol_error");
+}
