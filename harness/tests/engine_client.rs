@@ -67,6 +67,7 @@ async fn checkout_steps_record_the_order_id() {
 }
 
 /// One raw response per connection, then close.
+#[allow(clippy::unwrap_used)] // test helper: a panic is a test failure
 async fn raw_server(responses: Vec<&'static [u8]>) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
