@@ -121,3 +121,26 @@ async fn a_catalog_file_seeds_the_store() {
     let err = format!("{:#}", shop::prepare(&a).unwrap_err());
     assert!(err.contains("catalog.json") && err.contains("unknown field"), "{err}");
 }
+
+#[tokio::test]
+async fn the_wal_is_checkpointed_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = args(&dir);
+    shop::prepare(&a).unwrap();
+    let before = std::fs::metadata(&a.db).unwrap().len();
+    let app = shop::router(shop::open(&a).unwrap());
+    // Writes land in the WAL; the worker's own commits never checkpoint.
+    for i in 0..300 {
+        let req = Request::post(format!("/carts/wal-{i:04}/items"))
+            .header("content-type", "application/json")
+            .body(Body::from(r#"{"sku":"sku-0001","qty":1}"#))
+            .unwrap();
+        assert_eq!(app.clone().oneshot(req).await.unwrap().status().as_u16(), 200);
+    }
+    // The checkpoint thread copies them into the database file.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::metadata(&a.db).unwrap().len() <= before {
+        assert!(std::time::Instant::now() < until, "no checkpoint reached the database file in 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
