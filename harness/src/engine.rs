@@ -419,7 +419,13 @@ async fn operation(
     // Think first: an operation begins when its first attempt is due, so a
     // thinking shopper holds no rendered request and no open operation.
     crate::timer::sleep_until(first_intended).await;
-    let op = shared.book().ledger.begin_operation();
+    // One lock for the operation and its first attempt (the hot path takes
+    // the book's lock twice per attempt: begin, and end with the recording).
+    let op = {
+        let mut book = shared.book();
+        book.ledger.begin_attempt();
+        book.ledger.begin_operation()
+    };
     ctx.idem = step.idempotency_key.then(|| ctx.new_idempotency_key(&step.name));
     // Rendered once: a retry resends the same request (same picks, same key).
     let rendered = render(step, &shared.scenario.data, ctx);
@@ -432,7 +438,9 @@ async fn operation(
         attempt += 1;
         crate::timer::sleep_until(intended).await;
         let started = Instant::now();
-        shared.book().ledger.begin_attempt();
+        if attempt > 1 {
+            shared.book().ledger.begin_attempt();
+        }
         let deadline = tokio::time::Instant::from_std(started + step.timeout);
         let (outcome, status, reused, worker, detail, order_id) = match &rendered {
             Err(e) => (Outcome::Failed(FailureClass::LocalError), None, false, None, Some(e.clone()), None),
@@ -473,10 +481,17 @@ async fn operation(
         };
         let latency_us = ended.saturating_duration_since(intended).as_micros() as u64;
         let slip_us = started.saturating_duration_since(intended).as_micros() as u64;
+        let retry = matches!(outcome, Outcome::Failed(c) if step.retry.retries(c, attempt));
+        if attempt == 1 && matches!(outcome, Outcome::Failed(_)) {
+            first_failed = true;
+        }
         {
             let mut book = shared.book();
             book.ledger.end_attempt(&rec);
             book.recorder.record(global, outcome, latency_us, slip_us, rec.end_ms);
+            if !retry {
+                book.ledger.end_operation(outcome, first_failed);
+            }
         }
         if let Outcome::Failed(c) = outcome {
             shared.events.emit_at(
@@ -488,15 +503,11 @@ async fn operation(
                     "intended_ms": rec.intended_ms, "detail": detail,
                 }),
             );
-            if attempt == 1 {
-                first_failed = true;
-            }
-            if step.retry.retries(c, attempt) {
-                intended = ended + step.retry.backoff;
-                continue;
-            }
         }
-        shared.book().ledger.end_operation(outcome, first_failed);
+        if retry {
+            intended = ended + step.retry.backoff;
+            continue;
+        }
         return (outcome, ended);
     }
 }
