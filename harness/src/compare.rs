@@ -425,17 +425,27 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
 
-/// Measure one process and plan the scale (see calibrate.rs).
+/// Measure one process and the cluster, and plan the scale (see calibrate.rs).
 fn calibrate_scale(s: &Scenario, o: &CompareOptions) -> Result<Calibration> {
     let peak = crate::limits::peak_rate(s, 1.0);
-    let dir = o.out.join(CALIBRATION_DIR);
-    // The calibration server is the single run's: its own command, or the
+    let rt = runtime()?;
+    let mut measured = Vec::new();
+    // The calibration servers are the runs' own: the same command, or the
     // reference server on fresh ports with its own database.
-    let side = side(s, o, SINGLE, CALIBRATION_DIR)?;
-    eprintln!("calibrating: one process ({}) for the scenario's journey mix ...", side.command);
-    let measured = runtime()?.block_on(calibrate::measure(&side.scenario, &side.launch, &dir))?;
+    for (label, dir) in [(SINGLE, SINGLE_DIR), (CLUSTER, CLUSTER_DIR)] {
+        let side = side(s, o, label, &format!("{CALIBRATION_DIR}/{dir}"))?;
+        eprintln!("calibrating: {label} ({}) with the scenario's journey mix ...", side.command);
+        let m = rt.block_on(calibrate::measure(&side.scenario, &side.launch, &side.dir))?;
+        eprintln!(
+            "calibrating: {label}: {:.0} shoppers/s ({} shoppers in {:.2} s)",
+            m.capacity(),
+            m.shoppers,
+            m.wall_s
+        );
+        measured.push(m);
+    }
     let cpus = Machine::current().cpus;
-    calibrate::plan(&measured, cpus, o.workers, peak).map_err(|e| anyhow!("calibration: {e}"))
+    calibrate::plan(&measured[0], &measured[1], cpus, o.workers, peak).map_err(|e| anyhow!("calibration: {e}"))
 }
 
 /// Run one side through the full lifecycle.
