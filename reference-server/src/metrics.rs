@@ -53,6 +53,10 @@ pub struct Metrics {
     pub requests: Family<SlotLabel, Counter>,
     pub in_flight: Family<SlotLabel, Gauge>,
     pub connections: Family<SlotLabel, Gauge>,
+    /// Sticky balancing: connections passed to a worker, by the slot that took them.
+    pub handoffs: Family<SlotLabel, Counter>,
+    /// Sticky balancing: connections sent away from their home slot (no ready worker there).
+    pub fallbacks: Counter,
 }
 
 impl Default for Metrics {
@@ -75,6 +79,8 @@ impl Metrics {
         let requests = Family::<SlotLabel, Counter>::default();
         let in_flight = Family::<SlotLabel, Gauge>::default();
         let connections = Family::<SlotLabel, Gauge>::default();
+        let handoffs = Family::<SlotLabel, Counter>::default();
+        let fallbacks = Counter::default();
         registry.register("workers_up", "Workers ready and not draining", workers_up.clone());
         registry.register("worker_restarts", "Workers replaced, by reason", restarts.clone());
         registry.register("rolling_restarts", "Rolling restarts started", rolling_restarts.clone());
@@ -97,6 +103,16 @@ impl Metrics {
         );
         registry.register("in_flight_requests", "Requests in flight, by worker slot", in_flight.clone());
         registry.register("open_connections", "Open client connections, by worker slot", connections.clone());
+        registry.register(
+            "sticky_handoffs",
+            "Connections the master passed to a worker (--balance sticky), by the slot that took them",
+            handoffs.clone(),
+        );
+        registry.register(
+            "sticky_fallbacks",
+            "Connections routed away from their home slot because it had no ready worker (--balance sticky)",
+            fallbacks.clone(),
+        );
         // Make every reason visible from the start, at zero.
         for reason in [Reason::Crash, Reason::Hang, Reason::Rolling] {
             let _ = restarts.get_or_create(&ReasonLabel { reason: reason.as_str().to_string() });
@@ -113,6 +129,8 @@ impl Metrics {
             requests,
             in_flight,
             connections,
+            handoffs,
+            fallbacks,
         }
     }
 
@@ -149,6 +167,7 @@ mod tests {
             "reference_requests_total{slot=\"1\"} 5",
             "reference_drain_duration_seconds_bucket",
             "reference_rolling_restarts_total 0",
+            "reference_sticky_fallbacks_total 0",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

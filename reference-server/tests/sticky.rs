@@ -155,6 +155,9 @@ fn every_client_keeps_its_worker_with_no_faults_and_resumes_its_stream() {
     assert!(total >= 24 * 3, "only {total} requests");
     // 24 addresses over 3 slots: the hash spreads them over every worker.
     assert_eq!(all.len(), 3, "clients landed on {all:?}");
+    // Every connection went through the master to its home slot.
+    assert!(server.metric_sum("reference_sticky_handoffs_total") >= 24.0);
+    assert_eq!(server.metric("reference_sticky_fallbacks_total"), 0.0);
 
     // Affinity is what makes the per-worker stream state usable: the same
     // client comes back to the same worker and resumes where it left off.
@@ -225,6 +228,8 @@ fn sigkill_moves_only_the_dead_workers_clients_and_they_come_back_to_its_slot() 
             assert_eq!(d, h, "{ip} moved although its worker is alive");
         }
     }
+    let fallbacks = server.metric("reference_sticky_fallbacks_total");
+    assert!(fallbacks >= 1.0, "the dead slot's clients were not counted as fallbacks");
 
     // The replacement takes the slot back, and its clients with it.
     server.expect_log(

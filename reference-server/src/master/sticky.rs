@@ -17,6 +17,7 @@ use nix::errno::Errno;
 use super::Master;
 use super::pool::Phase;
 use crate::handoff;
+use crate::metrics::SlotLabel;
 
 /// Connections accepted per loop wake-up at most, so a flood cannot starve
 /// the master's other work (signals, IPC, timers).
@@ -77,7 +78,11 @@ impl Master<'_> {
         if !todo.is_empty() {
             let ready: Vec<bool> = (0..self.target).map(|s| self.serving(s).is_some()).collect();
             for (fd, key) in todo {
-                match handoff::choose(key, self.target, &ready).and_then(|s| self.serving(s)) {
+                let slot = handoff::choose(key, self.target, &ready);
+                if slot.is_some_and(|s| s != handoff::jump_hash(key, self.target)) {
+                    self.metrics.fallbacks.inc();
+                }
+                match slot.and_then(|s| self.serving(s)) {
                     Some(i) => self.workers[i].pending.push_back((fd, key)),
                     // Nobody ready: keep it until someone is.
                     None => self.orphans.push((fd, key)),
@@ -91,7 +96,10 @@ impl Master<'_> {
             while let Some((fd, _)) = w.pending.front() {
                 match handoff::send_fd(sock.as_fd(), fd) {
                     // Our copy closes here; the worker has its own.
-                    Ok(()) => drop(w.pending.pop_front()),
+                    Ok(()) => {
+                        drop(w.pending.pop_front());
+                        self.metrics.handoffs.get_or_create(&SlotLabel { slot: w.slot as u32 }).inc();
+                    }
                     Err(Errno::EINTR) => continue,
                     // Full (EAGAIN) or the worker is dying (EPIPE...): retry
                     // later, or re-route once it is no longer serving.
