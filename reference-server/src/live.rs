@@ -78,7 +78,13 @@ pub struct Hub {
 #[derive(Debug, Deserialize)]
 struct Params {
     skus: Option<String>,
+    /// End the stream after this long with `event: end` (a bounded watch,
+    /// for load generators that count one response per request).
+    for_ms: Option<u64>,
 }
+
+/// Longest bounded watch.
+const MAX_FOR_MS: u64 = 600_000;
 
 impl Hub {
     pub fn new(worker_id: String, interval: Duration, shop: Router, drain: CancellationToken) -> Self {
@@ -180,6 +186,10 @@ async fn subscribe(State(hub): State<Hub>, Query(p): Query<Params>, headers: Hea
         .filter(|s| !s.is_empty())
         .map(String::from)
         .collect();
+    if p.for_ms.is_some_and(|ms| ms == 0 || ms > MAX_FOR_MS) {
+        let msg = format!("for_ms: give 1..={MAX_FOR_MS} milliseconds");
+        return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": msg}))).into_response();
+    }
     if skus.is_empty() || skus.len() > MAX_SKUS_PER_SUB {
         let msg = format!("skus: give 1..={MAX_SKUS_PER_SUB} comma-separated skus, got {}", skus.len());
         return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": msg}))).into_response();
@@ -222,7 +232,7 @@ async fn subscribe(State(hub): State<Hub>, Query(p): Query<Params>, headers: Hea
         (subscriber, first, hub.tx.subscribe())
     };
     hub.start_polling();
-    stream(hub, skus, subscriber, first, rx)
+    stream(hub, skus, subscriber, first, rx, p.for_ms.map(Duration::from_millis))
 }
 
 fn stream(
@@ -231,6 +241,7 @@ fn stream(
     subscriber: u64,
     first: String,
     mut rx: broadcast::Receiver<Change>,
+    bound: Option<Duration>,
 ) -> Response {
     let (mut tx, body) = tokio::io::duplex(16 * 1024);
     tokio::spawn(async move {
@@ -239,6 +250,7 @@ fn stream(
         }
         let mut ping = tokio::time::interval(PING);
         ping.tick().await;
+        let until = bound.map(|d| tokio::time::Instant::now() + d);
         loop {
             let chunk = tokio::select! {
                 biased;
@@ -260,6 +272,11 @@ fn stream(
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
+                () = sleep_until(until) => {
+                    let data = json!({"reason": "watch over", "worker_id": hub.worker_id, "subscriber": subscriber});
+                    let _ = tx.write_all(event(None, "end", &data).as_bytes()).await;
+                    break;
+                }
                 _ = ping.tick() => ": ping\n\n".to_string(),
             };
             if tx.write_all(chunk.as_bytes()).await.is_err() {
@@ -269,6 +286,14 @@ fn stream(
     });
     ([(CONTENT_TYPE, "text/event-stream"), (CACHE_CONTROL, "no-cache")], Body::from_stream(ReaderStream::new(body)))
         .into_response()
+}
+
+/// Sleeps until `at`, or forever when there is no bound.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]
@@ -340,11 +365,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_bounded_watch_ends_with_an_end_event() {
+        let level = Arc::new(AtomicI64::new(5));
+        let hub = Hub::new("2".into(), Duration::from_millis(5), fake_shop(level), CancellationToken::new());
+        let req = Request::get("/live/stock?skus=door-1&for_ms=50").body(Body::empty()).unwrap();
+        let resp = hub.router().oneshot(req).await.unwrap();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20);
+        let body = tokio::time::timeout(Duration::from_secs(5), body).await.unwrap().unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(text.contains("event: hello") && text.ends_with("\n\n"), "{text}");
+        assert!(text.contains("event: end\ndata: {\"reason\":\"watch over\""), "{text}");
+    }
+
+    #[tokio::test]
     async fn bad_sku_lists_are_refused() {
         let hub = Hub::new("1".into(), Duration::from_millis(5), Router::new(), CancellationToken::new());
         let app = hub.router();
         for q in
-            ["skus=", "skus=a%2Fb", &format!("skus={}", (0..21).map(|i| format!("s{i}")).collect::<Vec<_>>().join(","))]
+            ["skus=", "skus=a%2Fb", "for_ms=0", "for_ms=600001", &format!("skus={}", (0..21).map(|i| format!("s{i}")).collect::<Vec<_>>().join(","))]
         {
             let req = Request::get(format!("/live/stock?{q}")).body(Body::empty()).unwrap();
             let resp = app.clone().oneshot(req).await.unwrap();
