@@ -381,9 +381,13 @@ mod tests {
     async fn bad_sku_lists_are_refused() {
         let hub = Hub::new("1".into(), Duration::from_millis(5), Router::new(), CancellationToken::new());
         let app = hub.router();
-        for q in
-            ["skus=", "skus=a%2Fb", "for_ms=0", "for_ms=600001", &format!("skus={}", (0..21).map(|i| format!("s{i}")).collect::<Vec<_>>().join(","))]
-        {
+        for q in [
+            "skus=",
+            "skus=a%2Fb",
+            "for_ms=0",
+            "for_ms=600001",
+            &format!("skus={}", (0..21).map(|i| format!("s{i}")).collect::<Vec<_>>().join(",")),
+        ] {
             let req = Request::get(format!("/live/stock?{q}")).body(Body::empty()).unwrap();
             let resp = app.clone().oneshot(req).await.unwrap();
             assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{q}");
