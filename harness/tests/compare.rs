@@ -155,3 +155,36 @@ fn bad_input_is_named_and_exits_2() {
     assert_eq!(r.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&r.stderr).contains("--rate-scale"), "{}", String::from_utf8_lossy(&r.stderr));
 }
+
+/// The calibration's measurement against the real server: one process and
+/// a two-worker cluster each serve a closed loop of the smoke mix, with
+/// their CPU time read from /proc, and the plan turns that into a scale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calibration_measures_one_process_and_the_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let smoke =
+        harness::scenario::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/smoke.json")).unwrap();
+    let mut measured = Vec::new();
+    for workers in [0, 2] {
+        let sub = dir.path().join(format!("w{workers}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        let (port, admin) = (chaos_support::free_port(), chaos_support::free_port());
+        let launch = chaos_support::reference_launch(&sub, port, admin, workers, &[]);
+        let mut s = smoke.clone();
+        s.target.base_url = format!("http://127.0.0.1:{port}");
+        let m = harness::calibrate::measure(&s, &launch, &sub).await.unwrap();
+        eprintln!("{workers} workers: {m:?}");
+        assert!(m.shoppers >= 200 && m.operations >= m.shoppers, "{m:?}");
+        assert!(m.wall_s > 0.0 && m.server_cpu_s > 0.0 && m.harness_cpu_s > 0.0, "{m:?}");
+        // CPU of the server's whole tree: never more than its CPUs could give.
+        assert!(m.server_cpu_s <= m.wall_s * 2.0 + 0.1, "{m:?}");
+        for burst in ["warmup", "measure-1", "measure-2"] {
+            assert!(sub.join(burst).join("summary.json").is_file(), "{burst}");
+        }
+        measured.push(m);
+    }
+    let c = harness::calibrate::plan(&measured[0], &measured[1], 2, 2, 100.0).unwrap();
+    eprintln!("{}", c.describe());
+    assert!(c.scale > 0.0 && c.target_peak_rate > c.single_capacity, "{c:?}");
+    assert!(c.single_load >= harness::calibrate::MIN_OVERLOAD - 0.01, "{c:?}");
+}
