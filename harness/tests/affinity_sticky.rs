@@ -1,0 +1,86 @@
+//! End to end: shoppers holding live stock streams (`/live/stock?for_ms=`)
+//! against the reference server with `--balance sticky`, through a rolling
+//! restart: nothing dropped (a stream the drain ends with `reconnect` is a
+//! complete response), and the affinity count and its gate land in
+//! chaos.json and summary.json. Needs `cargo build -p reference-server` in
+//! the same target dir.
+#![allow(clippy::unwrap_used)]
+
+mod chaos_support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chaos_support::{free_port, reference_launch};
+use harness::chaos::ChaosOptions;
+use harness::engine::Live;
+use harness::lifecycle::{self, LifecycleOptions};
+use harness::run::RunOptions;
+use harness::scenario;
+
+const SCENARIO: &str = r#"{
+  "name": "sticky watchers",
+  "seed": 7,
+  "target": { "base_url": "http://127.0.0.1:1", "ready_path": "/healthz", "ready_timeout": "30s" },
+  "shoppers": 40,
+  "arrival": [ { "duration": "2s", "rate": 20 } ],
+  "think": { "kind": "uniform", "min": "10ms", "max": "50ms" },
+  "connections": { "model": "per_shopper", "idle_timeout": "2s" },
+  "defaults": {
+    "timeout": "10s",
+    "retry": { "attempts": 3, "on": ["connect_refused", "reset_before_response", "closed_before_response"], "backoff": "100ms" }
+  },
+  "journeys": [
+    {
+      "name": "watcher",
+      "weight": 1,
+      "steps": [
+        { "name": "view product", "path": "/products/sku-0001" },
+        { "name": "watch 1", "path": "/live/stock?skus=door-1,door-2&for_ms=1200", "headers": { "accept": "text/event-stream" } },
+        { "name": "view again", "path": "/products/sku-0002" },
+        { "name": "watch 2", "path": "/live/stock?skus=door-1&for_ms=800", "headers": { "accept": "text/event-stream" } }
+      ]
+    }
+  ],
+  "gates": { "max_dropped": 0, "max_affinity_breaks": 0 },
+  "chaos": [ { "name": "deploy", "at": "1500ms", "action": "signal_master", "signal": "SIGHUP" } ]
+}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_survive_a_rolling_restart_of_a_sticky_cluster_with_no_affinity_break() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = scenario::parse(SCENARIO).unwrap();
+    let (port, admin) = (free_port(), free_port());
+    s.target.base_url = format!("http://127.0.0.1:{port}");
+    s.target.launch =
+        Some(reference_launch(dir.path(), port, admin, 2, &["--balance", "sticky", "--live-interval", "50ms"]));
+    let opts = RunOptions { out: Some(dir.path().join("run")), ..Default::default() };
+    let lo = LifecycleOptions {
+        chaos: ChaosOptions { settle: Duration::from_millis(300), ..Default::default() },
+        ..Default::default()
+    };
+    let r = lifecycle::run(s, &opts, &lo, Arc::new(Live::default())).await.unwrap();
+    let d = format!(
+        "totals: {:?}\nfaults: {:#?}\naffinity: {:?}\ngates: {:?}",
+        r.summary.totals, r.chaos.faults, r.chaos.affinity, r.summary.gates
+    );
+    eprintln!("{d}");
+    assert_eq!(r.chaos.faults.len(), 1, "{d}");
+    assert!(r.chaos.faults[0].recovered_at_ms.is_some(), "{d}");
+    assert_eq!(r.summary.totals.dropped, 0, "{d}");
+    let arrived = r.summary.run.shoppers_arrived;
+    assert!(arrived >= 20, "{d}");
+    // Every step of every journey ended ok, streams included.
+    assert_eq!(r.summary.totals.ok, arrived * 4, "{d}");
+    // Every shopper was served (its worker named); the restart moved some,
+    // inside its window, and nothing moved outside it.
+    assert_eq!(r.chaos.affinity.shoppers, arrived, "{d}");
+    assert_eq!(r.chaos.affinity.breaks, 0, "{d}");
+    assert!(r.chaos.affinity.excused_changes > 0, "the rolling restart moved no shopper? {d}");
+    let gate = r.summary.gates.iter().find(|g| g.name == "max_affinity_breaks").unwrap();
+    assert!(gate.passed && gate.actual == Some(0.0), "{d}");
+    assert_eq!(r.summary.exit_code, 0, "{d}");
+    let chaos_json = std::fs::read_to_string(dir.path().join("run").join(lifecycle::CHAOS_FILE)).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&chaos_json).unwrap();
+    assert_eq!(v["affinity"]["breaks"], 0, "{chaos_json}");
+}
