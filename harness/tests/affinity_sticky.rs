@@ -2,7 +2,8 @@
 //! against the reference server with `--balance sticky`, through a rolling
 //! restart: nothing dropped (a stream the drain ends with `reconnect` is a
 //! complete response), and the affinity count and its gate land in
-//! chaos.json and summary.json. Needs `cargo build -p reference-server` in
+//! chaos.json and summary.json; and the gate failing against the shared
+//! listener, where pooled connections land on any worker. Needs `cargo build -p reference-server` in
 //! the same target dir.
 #![allow(clippy::unwrap_used)]
 
@@ -46,20 +47,50 @@ const SCENARIO: &str = r#"{
   "chaos": [ { "name": "deploy", "at": "1500ms", "action": "signal_master", "signal": "SIGHUP" } ]
 }"#;
 
+async fn play(s: scenario::Scenario, dir: &std::path::Path) -> lifecycle::FullRun {
+    let opts = RunOptions { out: Some(dir.join("run")), ..Default::default() };
+    let lo = LifecycleOptions {
+        chaos: ChaosOptions { settle: Duration::from_millis(300), ..Default::default() },
+        ..Default::default()
+    };
+    lifecycle::run(s, &opts, &lo, Arc::new(Live::default())).await.unwrap()
+}
+
+/// One live cluster at a time: they share two cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gate_fails_when_shoppers_hop_between_workers() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = scenario::parse(SCENARIO).unwrap();
+    s.chaos.clear();
+    // A shared pool: a shopper's next request takes whichever connection is
+    // free, and the shared listener spread those over both workers.
+    s.connections = scenario::ConnectionModel::Pool { size: 8, idle_timeout: Duration::from_secs(2) };
+    let (port, admin) = (free_port(), free_port());
+    s.target.base_url = format!("http://127.0.0.1:{port}");
+    s.target.launch = Some(reference_launch(dir.path(), port, admin, 2, &["--live-interval", "50ms"]));
+    let r = play(s, dir.path()).await;
+    let d = format!("affinity: {:?}\ngates: {:?}", r.chaos.affinity, r.summary.gates);
+    eprintln!("{d}");
+    assert_eq!(r.summary.totals.dropped, 0, "{d}");
+    assert!(r.chaos.affinity.breaks > 0, "{d}");
+    let gate = r.summary.gates.iter().find(|g| g.name == "max_affinity_breaks").unwrap();
+    assert!(!gate.passed, "{d}");
+    assert_eq!(r.summary.exit_code, 1, "{d}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_survive_a_rolling_restart_of_a_sticky_cluster_with_no_affinity_break() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let mut s = scenario::parse(SCENARIO).unwrap();
     let (port, admin) = (free_port(), free_port());
     s.target.base_url = format!("http://127.0.0.1:{port}");
     s.target.launch =
         Some(reference_launch(dir.path(), port, admin, 2, &["--balance", "sticky", "--live-interval", "50ms"]));
-    let opts = RunOptions { out: Some(dir.path().join("run")), ..Default::default() };
-    let lo = LifecycleOptions {
-        chaos: ChaosOptions { settle: Duration::from_millis(300), ..Default::default() },
-        ..Default::default()
-    };
-    let r = lifecycle::run(s, &opts, &lo, Arc::new(Live::default())).await.unwrap();
+    let r = play(s, dir.path()).await;
     let d = format!(
         "totals: {:?}\nfaults: {:#?}\naffinity: {:?}\ngates: {:?}",
         r.summary.totals, r.chaos.faults, r.chaos.affinity, r.summary.gates
