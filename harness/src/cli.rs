@@ -2,13 +2,16 @@
 //! exit codes (docs/EXIT_CODES.md). Everything else is in the library.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::chaos::ChaosOptions;
 use crate::engine::EngineOptions;
 use crate::lifecycle::{self, LifecycleOptions};
 use crate::run::RunOptions;
 use crate::scenario;
+use crate::target::launch_from_command_line;
 
 /// Exit codes: the run passed every gate.
 pub const EXIT_PASS: i32 = 0;
@@ -53,6 +56,28 @@ pub enum Command {
         /// scenario's timeouts allow, plus 5 s.
         #[arg(long)]
         drain_timeout: Option<f64>,
+        /// Launch the target with this command line (split like a shell),
+        /// replacing the scenario's target.launch; its environment, stop
+        /// signal and stop timeout still come from the scenario.
+        #[arg(long, value_name = "CMD", conflicts_with_all = ["attach_pid", "pid_file"])]
+        launch: Option<String>,
+        /// Attach to the running target whose master has this pid (faults
+        /// act on its process tree; it is not stopped at the end).
+        #[arg(long, value_name = "PID", conflicts_with = "pid_file")]
+        attach_pid: Option<i32>,
+        /// Attach to the running target whose master pid is in this file
+        /// (re-read when a deploy replaces the master).
+        #[arg(long, value_name = "PATH")]
+        pid_file: Option<PathBuf>,
+        /// Seconds the target may take to be healthy again after the run
+        /// (paused workers resumed, worker count back); still unhealthy
+        /// then makes the run invalid.
+        #[arg(long, value_name = "SECONDS", default_value_t = lifecycle::DEFAULT_HEALTH_TIMEOUT.as_secs_f64())]
+        health_timeout: f64,
+        /// Seconds a fault may take to recover (back to steady state) before
+        /// it is recorded as unrecovered; its window then lasts to the end.
+        #[arg(long, value_name = "SECONDS", default_value_t = ChaosOptions::default().recovery_timeout.as_secs_f64())]
+        recovery_timeout: f64,
     },
     /// Check a scenario file and say what is wrong with it.
     Validate {
@@ -100,7 +125,21 @@ pub fn main_with(cli: Cli) -> i32 {
                 EXIT_INVALID
             }
         },
-        Command::Run { scenario: path, target, out, rate_scale, allow_remote, seed, quiet, drain_timeout } => {
+        Command::Run {
+            scenario: path,
+            target,
+            out,
+            rate_scale,
+            allow_remote,
+            seed,
+            quiet,
+            drain_timeout,
+            launch,
+            attach_pid,
+            pid_file,
+            health_timeout,
+            recovery_timeout,
+        } => {
             let s = match scenario::load(&path) {
                 Ok(s) => s,
                 Err(e) => {
@@ -108,13 +147,40 @@ pub fn main_with(cli: Cli) -> i32 {
                     return EXIT_INVALID;
                 }
             };
-            let drain_timeout = match drain_timeout {
-                None => None,
-                Some(x) if x.is_finite() && x >= 0.0 => Some(std::time::Duration::from_secs_f64(x)),
-                Some(x) => {
-                    eprintln!("harness: --drain-timeout {x}: must be a number of seconds >= 0");
+            let drain_timeout = match drain_timeout.map(|x| seconds("--drain-timeout", x)).transpose() {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("harness: {e}");
                     return EXIT_INVALID;
                 }
+            };
+            let (health_timeout, recovery_timeout) = match seconds("--health-timeout", health_timeout)
+                .and_then(|h| Ok((h, seconds("--recovery-timeout", recovery_timeout)?)))
+            {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("harness: {e}");
+                    return EXIT_INVALID;
+                }
+            };
+            let launch = match launch.map(|cmd| launch_from_command_line(&cmd, s.target.launch.as_ref())).transpose() {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("harness: --launch: {e}");
+                    return EXIT_INVALID;
+                }
+            };
+            if let Some(pid) = attach_pid.filter(|p| *p <= 0) {
+                eprintln!("harness: --attach-pid {pid}: not a process id");
+                return EXIT_INVALID;
+            }
+            let lo = LifecycleOptions {
+                launch,
+                attach_pid,
+                pid_file,
+                health_timeout,
+                chaos: ChaosOptions { recovery_timeout, ..ChaosOptions::default() },
+                ..LifecycleOptions::default()
             };
             let opts = RunOptions {
                 target,
@@ -128,7 +194,7 @@ pub fn main_with(cli: Cli) -> i32 {
             let dir = opts.out.clone().unwrap_or_else(|| PathBuf::from("reports").join(&s.name));
             // The full lifecycle: launch or attach to the target and wait for
             // it, faults alongside the traffic, attribution, audit, stop.
-            match lifecycle::run_blocking(s, &opts, &LifecycleOptions::default()) {
+            match lifecycle::run_blocking(s, &opts, &lo) {
                 Ok(full) => {
                     print_result(&full.summary, &dir);
                     full.summary.exit_code
@@ -140,6 +206,11 @@ pub fn main_with(cli: Cli) -> i32 {
             }
         }
     }
+}
+
+/// A command-line number of seconds as a duration, or why it is not one.
+fn seconds(flag: &str, x: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(x).map_err(|_| format!("{flag} {x}: must be a number of seconds >= 0"))
 }
 
 fn print_result(s: &crate::summary::Summary, dir: &std::path::Path) {

@@ -10,6 +10,7 @@
 //! traffic is played or judged. Its own results go to `chaos.json` in the run
 //! folder (schema in docs/CHAOS.md) and into the event log.
 
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,11 +27,14 @@ use crate::ledger;
 use crate::procs::Pid;
 use crate::run::{self, RunOptions, SideTask, StartError};
 use crate::scenario::{LaunchSpec, Scenario};
-use crate::summary::Summary;
+use crate::summary::{ChaosSections, Summary};
 use crate::target::Target;
 
 /// File name of the chaos/attribution/audit results inside a run folder.
 pub const CHAOS_FILE: &str = "chaos.json";
+
+/// Default of [`LifecycleOptions::health_timeout`] (`harness run --health-timeout`).
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Knobs beyond the scenario and `RunOptions`.
 #[derive(Debug, Clone)]
@@ -41,8 +45,13 @@ pub struct LifecycleOptions {
     /// Attach to this running target (master pid) instead of launching one
     /// or reading the scenario's pid file.
     pub attach_pid: Option<Pid>,
+    /// Attach to the target whose master pid is in this file (followed if a
+    /// deploy replaces the master), replacing the scenario's launch and pid file.
+    pub pid_file: Option<PathBuf>,
     pub chaos: ChaosOptions,
-    /// How long the target may take to be healthy again after the run.
+    /// How long the target may take to be healthy again after the run. A
+    /// target still unhealthy then makes the run invalid (and the audit, if
+    /// any, unknown): it is never a pass.
     pub health_timeout: Duration,
     /// Budget of one audit GET.
     pub audit_timeout: Duration,
@@ -53,8 +62,9 @@ impl Default for LifecycleOptions {
         LifecycleOptions {
             launch: None,
             attach_pid: None,
+            pid_file: None,
             chaos: ChaosOptions::default(),
-            health_timeout: Duration::from_secs(60),
+            health_timeout: DEFAULT_HEALTH_TIMEOUT,
             audit_timeout: Duration::from_secs(30),
         }
     }
@@ -115,13 +125,22 @@ pub async fn run(
     lo: &LifecycleOptions,
     live: Arc<Live>,
 ) -> Result<FullRun, StartError> {
+    let given = [lo.launch.is_some(), lo.attach_pid.is_some(), lo.pid_file.is_some()];
+    if given.iter().filter(|g| **g).count() > 1 {
+        return Err(StartError::Target(
+            "give one of a launch command, a pid to attach to, or a pid file, not several".into(),
+        ));
+    }
+    let mut scenario = scenario;
+    if let Some(f) = &lo.pid_file {
+        // Attaching replaces whatever the scenario says about the target's process.
+        scenario.target.launch = None;
+        scenario.target.pid_file = Some(f.clone());
+    }
     let p = run::prepare(scenario, opts)?;
-    let started = match (lo.attach_pid, &lo.launch) {
-        (Some(pid), None) => Target::attach_ready(&p.scenario.target, pid).await,
-        (Some(_), Some(_)) => {
-            return Err(StartError::Target("give a launch command or a pid to attach to, not both".into()));
-        }
-        (None, launch) => Target::start(&p.scenario.target, launch.as_ref(), &p.dir).await,
+    let started = match lo.attach_pid {
+        Some(pid) => Target::attach_ready(&p.scenario.target, pid).await,
+        None => Target::start(&p.scenario.target, lo.launch.as_ref(), &p.dir).await,
     };
     let target = Arc::new(started.map_err(|e| StartError::Target(e.to_string()))?);
     chaos::validate(&p.scenario.chaos, &target).map_err(|e| StartError::Target(e.to_string()))?;
@@ -144,6 +163,10 @@ pub async fn run(
             ChaosReport::default()
         }
     };
+    if !chaos_report.healthy_at_end && !chaos_report.end_health.is_empty() {
+        // end_health says "the target was not healthy again within ...".
+        ex.problems.push(format!("after the run: {}", chaos_report.end_health));
+    }
 
     // The ledger file is read back for attribution and audit: flush it first.
     let records = match ex.outcome.book.ledger.finish().and_then(|()| ledger::read_records(&ex.ledger_path)) {
@@ -205,6 +228,7 @@ pub async fn run(
         }
     };
     let gate = audit_report.as_ref().map(audit_gate);
+    ex.chaos = ChaosSections::from(&chaos_report.faults, &attribution, audit_report.as_ref());
     let summary = run::conclude(&p, ex, gate);
     // Stopped in order even when concluding failed (dropping it would SIGKILL).
     let target_stop = match target.stop(None).await {

@@ -169,6 +169,8 @@ pub struct Executed {
     /// Gates evaluated after the traffic by a later stage (e.g. the
     /// lifecycle's `max_affinity_breaks`), added to the scenario's own.
     pub extra_gates: Vec<GateResult>,
+    /// Faults, attribution and audit for summary.json, filled by the lifecycle.
+    pub chaos: summary::ChaosSections,
 }
 
 /// Plays the schedule. The run clock's zero is the start of arrivals.
@@ -221,7 +223,16 @@ pub async fn execute(p: &Prepared, side: Vec<SideTask>, live: Arc<Live>) -> Resu
         ));
     }
     events.emit("run_end", json!({"end_ms": outcome.end_ms, "cut_off_shoppers": outcome.cut_off_shoppers}));
-    Ok(Executed { outcome, events, wall_start, ledger_path, live, problems, extra_gates: Vec::new() })
+    Ok(Executed {
+        outcome,
+        events,
+        wall_start,
+        ledger_path,
+        live,
+        problems,
+        extra_gates: Vec::new(),
+        chaos: Default::default(),
+    })
 }
 
 /// Checks the ledger, evaluates the gates, writes the interval logs and
@@ -301,6 +312,7 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
             latency_totals: TOTALS_FILE.into(),
         },
         series: rec.series().to_vec(),
+        chaos: std::mem::take(&mut ex.chaos),
     };
     if s.schedule_slip.harness_limited {
         ex.events.emit(

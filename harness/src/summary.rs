@@ -12,6 +12,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::attribution::{Attribution, FailureCounts};
+use crate::audit::AuditReport;
+use crate::chaos::FaultRecord;
 use crate::gates::{GateResult, Verdict};
 use crate::ledger::Totals;
 use crate::outcome::FailureClass;
@@ -41,6 +44,148 @@ pub struct Summary {
     pub files: Files,
     /// One row per second of the run.
     pub series: Vec<SecondRow>,
+    /// Faults, attribution and audit (`faults`, `failures_outside_faults`,
+    /// `audit` at the top level); empty/null for a run without the lifecycle.
+    #[serde(flatten)]
+    pub chaos: ChaosSections,
+}
+
+/// What the lifecycle adds to the summary: per fault occurrence, the
+/// failures attributed to it and its recovery time; the failures outside
+/// every fault window; the audit's verdict and counts. Full lists (which
+/// attempts, which orders) are in `chaos.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChaosSections {
+    /// One entry per fault occurrence, in start order.
+    #[serde(default)]
+    pub faults: Vec<FaultOut>,
+    /// Failed attempts in no fault window: nothing the harness did explains
+    /// them. Null when no attribution ran (a run without the lifecycle).
+    #[serde(default)]
+    pub failures_outside_faults: Option<FailuresOut>,
+    /// Null when the scenario has no audit.
+    #[serde(default)]
+    pub audit: Option<AuditOut>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultOut {
+    pub name: String,
+    /// 1-based occurrence of a periodic fault.
+    pub occurrence: u32,
+    pub action: String,
+    pub detail: String,
+    pub pids: Vec<i32>,
+    /// "ok" or "error: ...".
+    pub outcome: String,
+    pub start_ms: f64,
+    pub end_ms: f64,
+    /// When the target was back at steady state; null if it never was.
+    pub recovered_ms: Option<f64>,
+    /// `recovered_ms - start_ms`; null if it never recovered.
+    pub recovery_ms: Option<f64>,
+    pub failures: FailuresOut,
+}
+
+/// Failures of one fault window (or of none). Every class appears in the
+/// `*_by_class` maps, with 0 if none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailuresOut {
+    pub first_attempt_failures: u64,
+    pub first_attempt_failures_by_class: BTreeMap<String, u64>,
+    pub retry_failures: u64,
+    pub retry_failures_by_class: BTreeMap<String, u64>,
+    /// Operations whose first failure fell here and that a retry recovered.
+    pub recovered: u64,
+    /// Operations whose first failure fell here and that were dropped.
+    pub dropped: u64,
+}
+
+/// The audit's verdict and the size of each finding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditOut {
+    /// `pass`, `fail` or `unknown` (never a pass).
+    pub verdict: String,
+    pub reason: String,
+    pub orders_in_audit: u64,
+    pub checkouts: u64,
+    pub acknowledged: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub failed_but_applied: u64,
+    pub oversold: u64,
+    pub recovered: u64,
+    pub unknown_not_applied: u64,
+    pub unverifiable: u64,
+    pub unclaimed_orders: u64,
+}
+
+/// Every failure class with its count, 0 if absent (the keys of the
+/// `*_by_class` maps).
+pub fn all_classes(m: &BTreeMap<FailureClass, u64>) -> BTreeMap<String, u64> {
+    FailureClass::ALL.iter().map(|c| (c.as_str().to_string(), m.get(c).copied().unwrap_or(0))).collect()
+}
+
+impl FailuresOut {
+    pub fn from(c: &FailureCounts) -> Self {
+        FailuresOut {
+            first_attempt_failures: c.first_attempt_total(),
+            first_attempt_failures_by_class: all_classes(&c.first_attempt_failures),
+            retry_failures: c.retry_total(),
+            retry_failures_by_class: all_classes(&c.retry_failures),
+            recovered: c.recovered,
+            dropped: c.dropped,
+        }
+    }
+}
+
+impl AuditOut {
+    pub fn from(r: &AuditReport) -> Self {
+        let n = |x: usize| x as u64;
+        AuditOut {
+            verdict: r.verdict.as_str().to_string(),
+            reason: r.reason.clone(),
+            orders_in_audit: n(r.orders_in_audit),
+            checkouts: n(r.checkouts),
+            acknowledged: n(r.acknowledged),
+            lost: n(r.lost.len()),
+            duplicates: n(r.duplicates.len()),
+            failed_but_applied: n(r.failed_but_applied.len()),
+            oversold: n(r.oversold.len()),
+            recovered: n(r.recovered),
+            unknown_not_applied: n(r.unknown_not_applied),
+            unverifiable: n(r.unverifiable.len()),
+            unclaimed_orders: n(r.unclaimed_orders),
+        }
+    }
+}
+
+impl ChaosSections {
+    /// `faults` and `attribution.faults` are in the same order (one window per record).
+    pub fn from(faults: &[FaultRecord], attribution: &Attribution, audit: Option<&AuditReport>) -> Self {
+        let faults = faults
+            .iter()
+            .zip(&attribution.faults)
+            .map(|(f, a)| FaultOut {
+                name: f.name.clone(),
+                occurrence: f.occurrence,
+                action: f.action.clone(),
+                detail: f.detail.clone(),
+                pids: f.pids.clone(),
+                outcome: f.outcome.clone(),
+                start_ms: f.start_ms,
+                end_ms: f.end_ms,
+                recovered_ms: f.recovered_at_ms,
+                recovery_ms: a.recovery_ms,
+                failures: FailuresOut::from(&a.counts),
+            })
+            .collect();
+        ChaosSections {
+            faults,
+            failures_outside_faults: Some(FailuresOut::from(&attribution.outside.counts)),
+            audit: audit.map(AuditOut::from),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,9 +248,7 @@ pub struct TotalsOut {
 
 impl TotalsOut {
     pub fn from(t: &Totals) -> Self {
-        let all = |m: &BTreeMap<FailureClass, u64>| -> BTreeMap<String, u64> {
-            FailureClass::ALL.iter().map(|c| (c.as_str().to_string(), m.get(c).copied().unwrap_or(0))).collect()
-        };
+        let all = all_classes;
         TotalsOut {
             operations: t.operations,
             ok: t.ok,

@@ -3,14 +3,7 @@
 
 mod support;
 
-use support::{Behavior, TestServer, run, scenario};
-
-#[allow(clippy::unwrap_used)] // test helper: a panic is a test failure
-fn validator() -> jsonschema::Validator {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("summary.schema.json");
-    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    jsonschema::draft202012::new(&schema).unwrap()
-}
+use support::{Behavior, TestServer, run, scenario, summary_schema_errors, summary_validator};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_summary_matches_the_schema_and_the_run_folder_is_complete() {
@@ -29,9 +22,12 @@ async fn real_summary_matches_the_schema_and_the_run_folder_is_complete() {
 
     let text = std::fs::read_to_string(dir.path().join("summary.json")).unwrap();
     let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let v = validator();
-    let errors: Vec<String> = v.iter_errors(&doc).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    let errors = summary_schema_errors(&doc);
     assert!(errors.is_empty(), "{errors:#?}");
+    // No lifecycle here: no faults, attribution or audit.
+    assert_eq!(doc["faults"], serde_json::json!([]));
+    assert!(doc["failures_outside_faults"].is_null() && doc["audit"].is_null(), "{doc:#}");
+    let v = summary_validator();
     assert_eq!(doc["totals"]["attempts_failed_by_class"]["server_error"], 10);
     assert_eq!(doc["totals"]["attempts_failed_by_class"]["connect_refused"], 0);
     assert!(!doc["series"].as_array().unwrap().is_empty());

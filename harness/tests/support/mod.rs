@@ -320,3 +320,15 @@ pub async fn run(json: &str, dir: &Path) -> (Summary, Vec<AttemptRecord>) {
 pub fn failures(s: &Summary) -> Vec<(String, u64)> {
     s.totals.attempts_failed_by_class.iter().filter(|(_, n)| **n > 0).map(|(k, n)| (k.clone(), *n)).collect()
 }
+
+/// The JSON Schema of summary.json (harness/summary.schema.json), compiled.
+pub fn summary_validator() -> jsonschema::Validator {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("summary.schema.json");
+    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    jsonschema::draft202012::new(&schema).unwrap()
+}
+
+/// Where `doc` breaks the summary.json schema (empty: it matches).
+pub fn summary_schema_errors(doc: &serde_json::Value) -> Vec<String> {
+    summary_validator().iter_errors(doc).map(|e| format!("{e} at {}", e.instance_path())).collect()
+}
