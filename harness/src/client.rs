@@ -47,14 +47,20 @@ impl Connector {
         Connector { addr, host, sources, next_source: AtomicUsize::new(0) }
     }
 
-    async fn connect(&self) -> io::Result<TcpStream> {
-        let stream = if self.sources.is_empty() {
-            TcpStream::connect(self.addr).await?
-        } else {
-            let i = self.next_source.fetch_add(1, Ordering::Relaxed) % self.sources.len();
-            let socket = if self.addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-            socket.bind(SocketAddr::new(self.sources[i], 0))?;
-            socket.connect(self.addr).await?
+    /// `source`: bind this address (a shopper's own, see [`send_from`]);
+    /// None: the round-robin `sources`, or the kernel's choice.
+    async fn connect(&self, source: Option<IpAddr>) -> io::Result<TcpStream> {
+        let source = source.or_else(|| {
+            (!self.sources.is_empty())
+                .then(|| self.sources[self.next_source.fetch_add(1, Ordering::Relaxed) % self.sources.len()])
+        });
+        let stream = match source {
+            None => TcpStream::connect(self.addr).await?,
+            Some(ip) => {
+                let socket = if self.addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+                socket.bind(SocketAddr::new(ip, 0))?;
+                socket.connect(self.addr).await?
+            }
         };
         // Requests are small and sent whole; do not let Nagle hold them back.
         stream.set_nodelay(true)?;
@@ -157,11 +163,27 @@ pub async fn send(
     deadline: tokio::time::Instant,
     scratch: &mut Vec<u8>,
 ) -> Attempt {
+    send_from(connector, None, slot, req, keep_body, deadline, scratch).await
+}
+
+/// [`send`], opening a new connection (if one is needed) from `source`: a
+/// shopper's own address, so a target balancing by client IP keeps it on
+/// one worker (scenario `connections.addresses`).
+pub async fn send_from(
+    connector: &Connector,
+    source: Option<IpAddr>,
+    slot: &mut Option<Conn>,
+    req: &Request<'_>,
+    keep_body: bool,
+    deadline: tokio::time::Instant,
+    scratch: &mut Vec<u8>,
+) -> Attempt {
     let reused = slot.as_ref().is_some_and(|c| c.served > 0);
     let mut phase = Phase::Connect;
     let taken = slot.take();
     let outcome =
-        tokio::time::timeout_at(deadline, exchange(connector, taken, req, keep_body, &mut phase, scratch)).await;
+        tokio::time::timeout_at(deadline, exchange(connector, source, taken, req, keep_body, &mut phase, scratch))
+            .await;
     match outcome {
         Ok(Ok((conn, resp))) => {
             if resp.keep_alive {
@@ -206,6 +228,7 @@ fn head_io_failure(e: &io::Error, what: &str) -> TransportFailure {
 
 async fn exchange(
     connector: &Connector,
+    source: Option<IpAddr>,
     conn: Option<Conn>,
     req: &Request<'_>,
     keep_body: bool,
@@ -215,7 +238,7 @@ async fn exchange(
     let mut conn = match conn {
         Some(c) => c,
         None => {
-            let stream = connector.connect().await.map_err(|e| connect_failure(&e))?;
+            let stream = connector.connect(source).await.map_err(|e| connect_failure(&e))?;
             Conn { stream, buf: Vec::new(), last_used: Instant::now(), served: 0 }
         }
     };

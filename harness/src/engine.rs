@@ -85,6 +85,9 @@ struct Shared {
     /// Per journey, per step: the step's index in the recorder, and whether
     /// its response's `order_id` is recorded (audit checkout steps).
     step_index: Vec<Vec<(usize, bool)>>,
+    /// Scenario `connections.addresses`: shopper `s` connects from
+    /// `shopper_sources[s % len]` (empty: the connector decides).
+    shopper_sources: Vec<std::net::IpAddr>,
 }
 
 impl Shared {
@@ -178,6 +181,12 @@ pub async fn run(
         ),
         ConnectionModel::PerShopper { idle_timeout } => (None, idle_timeout),
     };
+    let shopper_sources: Vec<std::net::IpAddr> = match (scenario.shopper_addresses, connector.addr.ip()) {
+        (Some(n), std::net::IpAddr::V4(ip)) if ip.is_loopback() => {
+            (0..n.min(250)).map(|i| std::net::Ipv4Addr::new(127, 0, 0, 2 + i as u8).into()).collect()
+        }
+        _ => Vec::new(),
+    };
     let drain = opts.drain_timeout.unwrap_or_else(|| longest_journey(&scenario) + Duration::from_secs(5));
     let shared = Arc::new(Shared {
         scenario,
@@ -188,6 +197,7 @@ pub async fn run(
         pool,
         idle_timeout,
         step_index,
+        shopper_sources,
     });
 
     // The ticker closes recorder seconds even when nothing completes.
@@ -454,7 +464,11 @@ async fn operation(
                 // Boxed: the exchange's state is the largest part of a
                 // shopper's future; boxing it keeps the 30,000 thinking
                 // shoppers small and costs one allocation per attempt.
-                let a = Box::pin(send(shared, own, &req, keep_body, deadline, &mut scratch)).await;
+                let source = match shared.shopper_sources.len() {
+                    0 => None,
+                    n => Some(shared.shopper_sources[(ctx.shopper % n as u64) as usize]),
+                };
+                let a = Box::pin(send(shared, source, own, &req, keep_body, deadline, &mut scratch)).await;
                 classify(step, is_checkout, a, ctx)
             }
         };
@@ -516,6 +530,7 @@ async fn operation(
 /// counts toward the attempt's timeout and latency) or the shopper's own.
 async fn send(
     shared: &Shared,
+    source: Option<std::net::IpAddr>,
     own: &mut Option<Conn>,
     req: &Request<'_>,
     keep_body: bool,
@@ -527,7 +542,7 @@ async fn send(
             if own.as_ref().is_some_and(|c| !c.usable(Instant::now(), shared.idle_timeout)) {
                 *own = None;
             }
-            client::send(&shared.connector, own, req, keep_body, deadline, scratch).await
+            client::send_from(&shared.connector, source, own, req, keep_body, deadline, scratch).await
         }
         Some(pool) => {
             let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, pool.permits.acquire()).await else {

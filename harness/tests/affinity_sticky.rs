@@ -115,3 +115,50 @@ async fn streams_survive_a_rolling_restart_of_a_sticky_cluster_with_no_affinity_
     let v: serde_json::Value = serde_json::from_str(&chaos_json).unwrap();
     assert_eq!(v["affinity"]["breaks"], 0, "{chaos_json}");
 }
+
+/// Shoppers from 16 loopback addresses that reconnect between most steps
+/// (20 ms idle timeout, 10..50 ms think): `(affinity, workers seen)`.
+async fn reconnecting_shoppers(balance: &str) -> (harness::affinity::Affinity, std::collections::BTreeSet<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = scenario::parse(&SCENARIO.replace(
+        r#""connections": { "model": "per_shopper", "idle_timeout": "2s" }"#,
+        r#""connections": { "model": "per_shopper", "idle_timeout": "20ms", "addresses": 16 }"#,
+    ))
+    .unwrap();
+    assert_eq!(s.shopper_addresses, Some(16));
+    s.chaos.clear();
+    let (port, admin) = (free_port(), free_port());
+    s.target.base_url = format!("http://127.0.0.1:{port}");
+    s.target.launch =
+        Some(reference_launch(dir.path(), port, admin, 2, &["--balance", balance, "--live-interval", "50ms"]));
+    let r = play(s, dir.path()).await;
+    let records = harness::ledger::read_records(&dir.path().join("run").join(harness::ledger::LEDGER_FILE)).unwrap();
+    let workers = records.iter().filter_map(|r| r.worker.clone()).collect();
+    eprintln!("{balance}: affinity {:?}, workers {workers:?}, totals {:?}", r.chaos.affinity, r.summary.totals);
+    assert_eq!(r.summary.totals.dropped, 0);
+    (r.chaos.affinity, workers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_shopper_addresses_keep_reconnecting_shoppers_on_their_worker_only_when_sticky() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (sticky, workers) = reconnecting_shoppers("sticky").await;
+    assert_eq!(sticky.breaks, 0, "{sticky:?}");
+    assert_eq!(workers.len(), 2, "16 addresses should spread over both workers: {workers:?}");
+    // The same shoppers against the shared listener hop on reconnects.
+    let (shared, _) = reconnecting_shoppers("shared").await;
+    assert!(shared.breaks > 0, "{shared:?}");
+}
+
+#[test]
+fn shopper_addresses_are_checked() {
+    let pooled = SCENARIO.replace(
+        r#""connections": { "model": "per_shopper", "idle_timeout": "2s" }"#,
+        r#""connections": { "model": "pool", "size": 4, "addresses": 4 }"#,
+    );
+    let e = scenario::parse(&pooled).unwrap_err().to_string();
+    assert!(e.contains("connections.addresses") && e.contains("per_shopper"), "{e}");
+    let too_many = SCENARIO.replace(r#""idle_timeout": "2s" }"#, r#""idle_timeout": "2s", "addresses": 251 }"#);
+    let e = scenario::parse(&too_many).unwrap_err().to_string();
+    assert!(e.contains("connections.addresses: 251: must be 1..=250"), "{e}");
+}

@@ -42,6 +42,10 @@ pub struct Scenario {
     /// Weighted; each shopper follows one.
     pub journeys: Vec<Journey>,
     pub connections: ConnectionModel,
+    /// `connections.addresses` (per_shopper, loopback targets): shopper `s`
+    /// connects from 127.0.0.(2 + s % N), so a target that balances by client
+    /// IP (`reference-server --balance sticky`) sees N distinct clients.
+    pub shopper_addresses: Option<u32>,
     /// Named lists for `{{pick.NAME}}`.
     pub data: BTreeMap<String, Vec<serde_json::Value>>,
     pub gates: Gates,

@@ -196,6 +196,8 @@ pub(crate) struct RawConnections {
     pub size: Option<u64>,
     #[serde(default)]
     pub idle_timeout: Option<Dur>,
+    #[serde(default)]
+    pub addresses: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

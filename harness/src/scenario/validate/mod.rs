@@ -324,6 +324,23 @@ pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
         }
     };
 
+    // Source addresses per shopper: only for a shopper's own connection.
+    let shopper_addresses = raw.connections.as_ref().and_then(|c| c.addresses);
+    if let Some(n) = shopper_addresses {
+        if !(1..=250).contains(&n) {
+            v.err(
+                "connections.addresses",
+                format!("{n}: must be 1..=250 (source addresses 127.0.0.2 ..= 127.0.0.251)"),
+            );
+        }
+        if !matches!(connections, ConnectionModel::PerShopper { .. }) {
+            v.err(
+                "connections.addresses",
+                "only the per_shopper model has per-shopper source addresses (pooled connections are shared)",
+            );
+        }
+    }
+
     // audit (before gates: audit_must_pass depends on it)
     let audit = raw.audit.as_ref().map(|a| {
         v.http_url("audit.url", &a.url);
@@ -406,6 +423,7 @@ pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
         think,
         journeys,
         connections,
+        shopper_addresses,
         data: raw.data,
         gates,
         chaos,
