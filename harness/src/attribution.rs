@@ -187,14 +187,7 @@ pub fn attribute(windows: &[FaultWindow], failed: &[AttemptView], run_end_ms: f6
 /// ok or refused means recovered. Operations still open (a cut-off run) count
 /// as dropped: nothing recovered them.
 pub fn views_from_records(records: &[crate::ledger::AttemptRecord]) -> Vec<AttemptView> {
-    let mut last: HashMap<u64, (u32, bool)> = HashMap::new();
-    for r in records {
-        let failed = matches!(r.outcome(), crate::outcome::Outcome::Failed(_));
-        let e = last.entry(r.op).or_insert((r.attempt, failed));
-        if r.attempt >= e.0 {
-            *e = (r.attempt, failed);
-        }
-    }
+    let dropped = crate::ledger::dropped_ops(records);
     records
         .iter()
         .filter_map(|r| match r.outcome() {
@@ -205,7 +198,7 @@ pub fn views_from_records(records: &[crate::ledger::AttemptRecord]) -> Vec<Attem
                 start_ms: r.start_ms,
                 end_ms: r.end_ms,
                 class,
-                final_outcome: if last[&r.op].1 { FinalOutcome::Dropped } else { FinalOutcome::Recovered },
+                final_outcome: if dropped[&r.op] { FinalOutcome::Dropped } else { FinalOutcome::Recovered },
             }),
             _ => None,
         })
@@ -215,28 +208,12 @@ pub fn views_from_records(records: &[crate::ledger::AttemptRecord]) -> Vec<Attem
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::{AttemptRecord, split};
+    use crate::ledger::AttemptRecord;
     use crate::outcome::Outcome;
     use FailureClass::*;
 
     fn record(op: u64, attempt: u32, o: Outcome, end: f64) -> AttemptRecord {
-        let (outcome, class) = split(o);
-        AttemptRecord {
-            op,
-            shopper: op,
-            step: "checkout".into(),
-            attempt,
-            intended_ms: end - 2.0,
-            start_ms: end - 1.0,
-            end_ms: end,
-            outcome,
-            class,
-            status: None,
-            reused: false,
-            worker: None,
-            idem: None,
-            order_id: None,
-        }
+        AttemptRecord::for_test(op, "checkout", attempt, o, (end - 2.0, end - 1.0, end))
     }
 
     #[test]

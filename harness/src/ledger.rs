@@ -14,7 +14,7 @@
 //! and the chaos attribution. Not for latency (recorder.rs) nor for deciding
 //! pass/fail (gates.rs).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, BufWriter};
 use std::path::Path;
@@ -75,6 +75,30 @@ impl AttemptRecord {
         }
     }
 
+    /// A record with only its identity, times and outcome (shopper = op; no
+    /// status, worker, key or order id), for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(op: u64, step: &str, attempt: u32, o: Outcome, times_ms: (f64, f64, f64)) -> Self {
+        let (outcome, class) = split(o);
+        let (intended_ms, start_ms, end_ms) = times_ms;
+        AttemptRecord {
+            op,
+            shopper: op,
+            step: step.into(),
+            attempt,
+            intended_ms,
+            start_ms,
+            end_ms,
+            outcome,
+            class,
+            status: None,
+            reused: false,
+            worker: None,
+            idem: None,
+            order_id: None,
+        }
+    }
+
     pub fn set_outcome(&mut self, o: Outcome) {
         (self.outcome, self.class) = split(o);
     }
@@ -91,6 +115,21 @@ pub fn split(o: Outcome) -> (OutcomeKind, Option<FailureClass>) {
         Outcome::Refused => (OutcomeKind::Refused, None),
         Outcome::Failed(c) => (OutcomeKind::Failed, Some(c)),
     }
+}
+
+/// Whether each operation ended failed (dropped), by op id: the outcome of
+/// its last attempt (highest attempt number). An operation still open when
+/// the run ended counts by the last attempt it finished.
+pub fn dropped_ops(records: &[AttemptRecord]) -> HashMap<u64, bool> {
+    let mut last: HashMap<u64, (u32, bool)> = HashMap::new();
+    for r in records {
+        let failed = r.outcome == OutcomeKind::Failed;
+        let e = last.entry(r.op).or_insert((r.attempt, failed));
+        if r.attempt >= e.0 {
+            *e = (r.attempt, failed);
+        }
+    }
+    last.into_iter().map(|(op, (_, failed))| (op, failed)).collect()
 }
 
 /// The counts. Attempt counts and operation counts are kept apart.

@@ -247,6 +247,33 @@ pub struct TotalsOut {
 }
 
 impl TotalsOut {
+    /// Back to the ledger's counts (the report reads a run folder's summary):
+    /// the inverse of [`TotalsOut::from`]; unknown class names are ignored.
+    pub fn to_totals(&self) -> Totals {
+        let classes = |m: &BTreeMap<String, u64>| -> BTreeMap<FailureClass, u64> {
+            FailureClass::ALL.iter().filter_map(|c| m.get(c.as_str()).filter(|n| **n > 0).map(|n| (*c, *n))).collect()
+        };
+        Totals {
+            attempts: self.attempts,
+            attempts_ok: self.attempts_ok,
+            attempts_refused: self.attempts_refused,
+            attempts_failed: self.attempts_failed,
+            attempts_failed_by_class: classes(&self.attempts_failed_by_class),
+            attempts_failed_on_reused: self.attempts_failed_on_reused_connection,
+            operations: self.operations,
+            ok: self.ok,
+            refused: self.refused,
+            dropped: self.dropped,
+            dropped_by_class: classes(&self.dropped_by_class),
+            first_attempt_failures: self.first_attempt_failures,
+            first_attempt_failures_by_class: classes(&self.first_attempt_failures_by_class),
+            recovered: self.recovered,
+            retries: self.retries,
+            open_attempts: self.open_attempts,
+            open_operations: self.open_operations,
+        }
+    }
+
     pub fn from(t: &Totals) -> Self {
         let all = all_classes;
         TotalsOut {
@@ -349,4 +376,38 @@ pub fn write(dir: &Path, s: &Summary) -> std::io::Result<()> {
 pub fn read(path: &Path) -> Result<Summary, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_survive_the_round_trip_through_summary_json() {
+        let t = Totals {
+            attempts: 10,
+            attempts_ok: 6,
+            attempts_refused: 1,
+            attempts_failed: 3,
+            attempts_failed_by_class: BTreeMap::from([
+                (FailureClass::ConnectRefused, 2),
+                (FailureClass::ServerError, 1),
+            ]),
+            attempts_failed_on_reused: 1,
+            operations: 8,
+            ok: 6,
+            refused: 1,
+            dropped: 1,
+            dropped_by_class: BTreeMap::from([(FailureClass::ServerError, 1)]),
+            first_attempt_failures: 2,
+            first_attempt_failures_by_class: BTreeMap::from([(FailureClass::ConnectRefused, 2)]),
+            recovered: 1,
+            retries: 2,
+            open_attempts: 0,
+            open_operations: 0,
+        };
+        let out = TotalsOut::from(&t);
+        assert_eq!(out.attempts_failed_by_class.len(), FailureClass::ALL.len());
+        assert_eq!(out.to_totals(), t);
+    }
 }

@@ -40,20 +40,6 @@ fn max_ms(h: &Histogram<u64>) -> f64 {
     if h.is_empty() { 0.0 } else { h.max() as f64 / 1000.0 }
 }
 
-/// The operations whose last attempt failed (dropped), by op id. An
-/// operation's last attempt is its highest attempt number.
-pub(super) fn dropped_ops(records: &[AttemptRecord]) -> HashMap<u64, bool> {
-    let mut last: HashMap<u64, (u32, bool)> = HashMap::new();
-    for r in records {
-        let failed = r.outcome == OutcomeKind::Failed;
-        let e = last.entry(r.op).or_insert((r.attempt, failed));
-        if r.attempt >= e.0 {
-            *e = (r.attempt, failed);
-        }
-    }
-    last.into_iter().map(|(op, (_, failed))| (op, failed)).collect()
-}
-
 /// One point per second from 0 to the last second with an attempt or a
 /// recorder row. Latency percentiles are of ok attempts, by the second they
 /// ended in; `active` comes from the recorder's rows.
@@ -101,7 +87,7 @@ pub fn seconds(records: &[AttemptRecord], series: &[SecondRow]) -> Vec<SecondPoi
 /// One row per step, in order of first appearance in the ledger. `requests`
 /// maps a step name to how it is sent ("GET /products/{{pick.skus}}").
 pub fn endpoints(records: &[AttemptRecord], requests: &BTreeMap<String, String>) -> Vec<EndpointRow> {
-    let dropped = dropped_ops(records);
+    let dropped = ledger::dropped_ops(records);
     let mut order: Vec<&str> = Vec::new();
     let mut rows: HashMap<&str, (EndpointRow, Histogram<u64>, Vec<u64>)> = HashMap::new();
     for r in records {
@@ -350,23 +336,7 @@ mod tests {
     use crate::outcome::Outcome;
 
     fn rec(op: u64, step: &str, attempt: u32, intended_ms: f64, end_ms: f64, o: Outcome) -> AttemptRecord {
-        let (outcome, class) = ledger::split(o);
-        AttemptRecord {
-            op,
-            shopper: op,
-            step: step.into(),
-            attempt,
-            intended_ms,
-            start_ms: intended_ms + 0.5,
-            end_ms,
-            outcome,
-            class,
-            status: None,
-            reused: false,
-            worker: None,
-            idem: None,
-            order_id: None,
-        }
+        AttemptRecord::for_test(op, step, attempt, o, (intended_ms, intended_ms + 0.5, end_ms))
     }
 
     fn sample() -> Vec<AttemptRecord> {

@@ -14,10 +14,9 @@ use serde_json::Value;
 
 use super::build::{self, FaultInfo, RunInputs};
 use super::model::{GateRow, RunData, Status};
-use crate::attribution::{self, AttemptView, FaultWindow, FinalOutcome};
+use crate::attribution::{self, FaultWindow};
 use crate::audit::AuditReport;
-use crate::ledger::{self, AttemptRecord, LEDGER_FILE, OutcomeKind};
-use crate::outcome::FailureClass;
+use crate::ledger::{self, LEDGER_FILE};
 use crate::run::EVENTS_FILE;
 use crate::summary::{self, SUMMARY_FILE, Summary};
 
@@ -113,45 +112,6 @@ fn faults_from_events(events: &[Value]) -> Vec<FaultEvents> {
     faults
 }
 
-/// Every failed attempt, with how its operation ended.
-fn failed_attempts(records: &[AttemptRecord]) -> Vec<AttemptView> {
-    let dropped = build::dropped_ops(records);
-    records
-        .iter()
-        .filter(|r| r.outcome == OutcomeKind::Failed)
-        .map(|r| AttemptView {
-            op: r.op,
-            step: r.step.clone(),
-            attempt: r.attempt,
-            start_ms: r.start_ms,
-            end_ms: r.end_ms,
-            class: r.class.unwrap_or(FailureClass::LocalError),
-            final_outcome: if dropped.get(&r.op).copied().unwrap_or(false) {
-                FinalOutcome::Dropped
-            } else {
-                FinalOutcome::Recovered
-            },
-        })
-        .collect()
-}
-
-fn ledger_totals(t: &summary::TotalsOut) -> ledger::Totals {
-    ledger::Totals {
-        operations: t.operations,
-        ok: t.ok,
-        refused: t.refused,
-        dropped: t.dropped,
-        first_attempt_failures: t.first_attempt_failures,
-        recovered: t.recovered,
-        retries: t.retries,
-        attempts: t.attempts,
-        attempts_ok: t.attempts_ok,
-        attempts_refused: t.attempts_refused,
-        attempts_failed: t.attempts_failed,
-        ..Default::default()
-    }
-}
-
 /// Read `dir`'s summary, ledger and event log into one run of the report.
 pub fn run_from_dir(dir: &Path, o: &RunDirOptions<'_>) -> Result<(RunData, Summary)> {
     let summary = summary::read(&dir.join(SUMMARY_FILE)).map_err(|e| anyhow!("reading the run's summary: {e}"))?;
@@ -177,8 +137,8 @@ pub fn run_from_dir(dir: &Path, o: &RunDirOptions<'_>) -> Result<(RunData, Summa
         })
         .collect();
     let run_end_ms = summary.run.duration_s * 1000.0;
-    let attribution = attribution::attribute(&windows, &failed_attempts(&records), run_end_ms);
-    let totals = ledger_totals(&summary.totals);
+    let attribution = attribution::attribute(&windows, &attribution::views_from_records(&records), run_end_ms);
+    let totals = summary.totals.to_totals();
     let run = build::run(&RunInputs {
         label: o.label,
         target: o.target,
@@ -255,38 +215,5 @@ mod tests {
         let r = requests_of(&s);
         assert_eq!(r["view"], "GET /products/{{pick.skus}}");
         assert_eq!(r["buy"], "POST /checkout");
-    }
-
-    #[test]
-    fn failed_attempts_know_how_their_operation_ended() {
-        let rec = |op, attempt, o: crate::outcome::Outcome| {
-            let (outcome, class) = ledger::split(o);
-            AttemptRecord {
-                op,
-                shopper: 1,
-                step: "s".into(),
-                attempt,
-                intended_ms: 0.0,
-                start_ms: 1.0,
-                end_ms: 2.0,
-                outcome,
-                class,
-                status: None,
-                reused: false,
-                worker: None,
-                idem: None,
-                order_id: None,
-            }
-        };
-        use crate::outcome::Outcome::{Failed, Ok};
-        let refused = FailureClass::ConnectRefused;
-        let records =
-            [rec(1, 1, Failed(refused)), rec(1, 2, Ok), rec(2, 1, Failed(refused)), rec(2, 2, Failed(refused))];
-        let f = failed_attempts(&records);
-        let got: Vec<(u64, u32, FinalOutcome)> = f.iter().map(|a| (a.op, a.attempt, a.final_outcome)).collect();
-        assert_eq!(
-            got,
-            [(1, 1, FinalOutcome::Recovered), (2, 1, FinalOutcome::Dropped), (2, 2, FinalOutcome::Dropped)]
-        );
     }
 }
