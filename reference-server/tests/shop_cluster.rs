@@ -3,11 +3,9 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -15,15 +13,15 @@ use nix::unistd::Pid;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
-const BIN: &str = env!("CARGO_BIN_EXE_reference-server");
+mod common;
+use common::Server;
 
-/// A running cluster on loopback port 0 with its own database; stopped
-/// (SIGINT, then SIGKILL of it and its workers) on drop.
+/// A running cluster (common::Server: loopback port 0, killed with its
+/// workers on drop) with its own database.
 struct Cluster {
-    child: Child,
+    server: Server,
     public: SocketAddr,
     admin: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -31,38 +29,10 @@ impl Cluster {
     fn start(shop_args: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("shop.db");
-        let mut child = Command::new(BIN)
-            .args(["--workers", "2", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-            .args(["--heartbeat-interval", "100ms", "--hang-timeout", "20s", "--reset-db", "--db"])
-            .arg(&db)
-            .args(shop_args)
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (sink, stderr) = (Arc::clone(&log), child.stderr.take().unwrap());
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("  | {line}");
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let until = Instant::now() + Duration::from_secs(30);
-        let line = loop {
-            if let Some(l) = log.lock().unwrap().iter().find(|l| l.contains("listening on ")) {
-                break l.clone();
-            }
-            assert!(Instant::now() < until, "the cluster never said where it listens");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let after = |key: &str| -> SocketAddr {
-            let rest = &line[line.find(key).unwrap() + key.len()..];
-            rest.split([',', ' ']).next().unwrap().parse().unwrap()
-        };
-        Cluster { public: after("listening on "), admin: after("admin on "), child, log, _dir: dir }
+        let mut args = vec!["--workers", "2", "--hang-timeout", "20s", "--reset-db", "--db", db.to_str().unwrap()];
+        args.extend_from_slice(shop_args);
+        let server = Server::start(&args);
+        Cluster { public: server.public, admin: server.admin, server, _dir: dir }
     }
 
     fn url(&self, path: &str) -> String {
@@ -98,16 +68,17 @@ impl Cluster {
     /// client connections close at once instead of waiting out the
     /// server's keep-alive timeout (a blocking Drop would freeze them).
     async fn stop(mut self) {
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGINT);
+        self.server.signal("SIGINT");
         let until = Instant::now() + Duration::from_secs(10);
         while Instant::now() < until {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                assert!(status.success(), "cluster exited with {status}");
+            if let Some(status) = self.server.try_exit() {
+                assert!(status.success(), "cluster exited with {status}; log:\n{}", self.server.dump());
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // Drop kills it and prints the log.
+        eprintln!("cluster did not stop on SIGINT; log:\n{}", self.server.dump());
+        // Drop kills it and its workers.
     }
 
     /// The audit, checked for what must hold in any state: stock never
@@ -121,39 +92,6 @@ impl Cluster {
             assert_eq!(initial, left + sold, "stock does not add up: {s}");
         }
         audit
-    }
-}
-
-/// The master's children, from /proc (only processes we started).
-fn children(pid: u32) -> Vec<i32> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
-        .flat_map(|s| s.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<i32>>())
-        .collect()
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return; // stopped already; its pid may belong to someone else now
-        }
-        let workers = children(self.child.id());
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGINT);
-        let until = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < until {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for pid in workers {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-        eprintln!("cluster did not stop on SIGINT; log:\n{}", self.log.lock().unwrap().join("\n"));
     }
 }
 

@@ -196,10 +196,15 @@ impl Server {
             .sum()
     }
 
+    /// The master's exit status if it has exited (no waiting).
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let until = Instant::now() + timeout;
         loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
+            if let Some(s) = self.try_exit() {
                 return Some(s);
             }
             if Instant::now() > until {
