@@ -10,6 +10,7 @@ use std::ops::Range;
 
 use anyhow::{Result, anyhow};
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::model::{FaultRow, RunData, SecondPoint};
@@ -157,8 +158,8 @@ fn svg_chart(size: (u32, u32), draw: impl FnOnce(&Area<'_>) -> Result<()>) -> Re
 /// target served normally again; a fault that never recovered is shaded to
 /// the end of the chart (as attribution closes its window at the run's end).
 /// Drawn before the data so lines stay on top.
-fn shade_faults<'a, Y>(
-    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
+fn shade_faults<Y>(
+    chart: &mut ChartContext<'_, SVGBackend<'_>, Cartesian2d<RangedCoordf64, Y>>,
     faults: &[FaultRow],
     y: Range<Y::ValueType>,
     duration_s: f64,
@@ -189,7 +190,7 @@ where
 /// Fault names just above the plotting area, in two staggered rows so neighbours do not overlap.
 fn label_faults<Y: Ranged<ValueType = f64>>(
     root: &Area<'_>,
-    chart: &ChartContext<'_, SVGBackend<'_>, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
+    chart: &ChartContext<'_, SVGBackend<'_>, Cartesian2d<RangedCoordf64, Y>>,
     faults: &[FaultRow],
     y_top: f64,
 ) -> Result<()> {
@@ -297,6 +298,39 @@ struct Layer {
     value: Box<dyn Fn(&SecondPoint) -> u64>,
 }
 
+type LinearTimeChart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A time chart with a linear y axis from 0 to `y_max`: axes drawn, fault
+/// windows shaded. `what` names the chart in errors.
+fn linear_time_chart<'a, 'b>(
+    root: &'a Area<'b>,
+    run: &RunData,
+    axes: &TimeAxes,
+    what: &str,
+    y_desc: &str,
+    y_max: f64,
+) -> Result<LinearTimeChart<'a, 'b>> {
+    let mut chart = ChartBuilder::on(root)
+        .margin(8)
+        .margin_top(FAULT_LABEL_ROOM)
+        .x_label_area_size(32)
+        .y_label_area_size(62)
+        .build_cartesian_2d(0.0..axes.duration_s, 0.0..y_max)
+        .map_err(|e| anyhow!("{what} chart: {e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since start")
+        .x_label_formatter(&|v| fmt_tick(*v))
+        .y_desc(y_desc)
+        .y_label_formatter(&|v| fmt_tick(*v))
+        .light_line_style(WHITE.mix(0.0))
+        .label_style((FONT, 15))
+        .draw()
+        .map_err(|e| anyhow!("{what} axes: {e}"))?;
+    shade_faults(&mut chart, &run.faults, 0.0..y_max, axes.duration_s)?;
+    Ok(chart)
+}
+
 /// Stacked step areas, one layer per entry (bottom first).
 fn stacked(
     run: &RunData,
@@ -307,24 +341,7 @@ fn stacked(
     empty_message: &str,
 ) -> Result<String> {
     svg_chart(TIME_CHART, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .margin(8)
-            .margin_top(FAULT_LABEL_ROOM)
-            .x_label_area_size(32)
-            .y_label_area_size(62)
-            .build_cartesian_2d(0.0..axes.duration_s, 0.0..y_max)
-            .map_err(|e| anyhow!("{title} chart: {e}"))?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds since start")
-            .x_label_formatter(&|v| fmt_tick(*v))
-            .y_desc("per second")
-            .y_label_formatter(&|v| fmt_tick(*v))
-            .light_line_style(WHITE.mix(0.0))
-            .label_style((FONT, 15))
-            .draw()
-            .map_err(|e| anyhow!("{title} axes: {e}"))?;
-        shade_faults(&mut chart, &run.faults, 0.0..y_max, axes.duration_s)?;
+        let mut chart = linear_time_chart(root, run, axes, title, "per second", y_max)?;
         let layers: Vec<Layer> = layers.into_iter().filter(|l| run.seconds.iter().any(|p| (l.value)(p) > 0)).collect();
         if layers.is_empty() {
             no_data(root, empty_message)?;
@@ -389,24 +406,7 @@ pub fn failures_over_time(run: &RunData, axes: &TimeAxes) -> Result<String> {
 /// Shoppers in the middle of a journey, per second.
 pub fn active_over_time(run: &RunData, axes: &TimeAxes) -> Result<String> {
     svg_chart(TIME_CHART, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .margin(8)
-            .margin_top(FAULT_LABEL_ROOM)
-            .x_label_area_size(32)
-            .y_label_area_size(62)
-            .build_cartesian_2d(0.0..axes.duration_s, 0.0..axes.active_max)
-            .map_err(|e| anyhow!("active chart: {e}"))?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds since start")
-            .x_label_formatter(&|v| fmt_tick(*v))
-            .y_desc("shoppers")
-            .y_label_formatter(&|v| fmt_tick(*v))
-            .light_line_style(WHITE.mix(0.0))
-            .label_style((FONT, 15))
-            .draw()
-            .map_err(|e| anyhow!("active axes: {e}"))?;
-        shade_faults(&mut chart, &run.faults, 0.0..axes.active_max, axes.duration_s)?;
+        let mut chart = linear_time_chart(root, run, axes, "active", "shoppers", axes.active_max)?;
         chart
             .draw_series(
                 AreaSeries::new(run.seconds.iter().map(|p| (p.t_s + 0.5, p.active as f64)), 0.0, ACTIVE.mix(0.25))
