@@ -2,7 +2,7 @@
 # the rest are building blocks.
 CARGO ?= cargo
 
-.PHONY: all build release test fmt-check clippy unit blackfriday bench bench-cluster bench-harness bench-shop clean
+.PHONY: all build release test fmt-check clippy unit blackfriday bench bench-cluster bench-harness bench-shop bench-sticky clean
 
 all: build
 
@@ -28,7 +28,7 @@ test: fmt-check clippy unit
 blackfriday: release
 	./scripts/blackfriday.sh
 
-bench: bench-cluster bench-shop bench-harness
+bench: bench-cluster bench-shop bench-harness bench-sticky
 
 bench-cluster: release
 	./scripts/bench-cluster.sh
@@ -41,3 +41,6 @@ bench-harness: release
 
 bench-shop: release
 	./scripts/bench-shop.sh
+
+bench-sticky: release
+	./scripts/bench-sticky.sh
