@@ -215,20 +215,7 @@ fn seconds(flag: &str, x: f64) -> Result<Duration, String> {
 
 fn print_result(s: &crate::summary::Summary, dir: &std::path::Path) {
     let t = &s.totals;
-    println!(
-        "{}: {} operations: {} ok, {} refused, {} dropped; {} first-attempt failures ({} recovered); p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {:.0} ops/s",
-        s.scenario.name,
-        t.operations,
-        t.ok,
-        t.refused,
-        t.dropped,
-        t.first_attempt_failures,
-        t.recovered,
-        s.latency.overall.p50_ms,
-        s.latency.overall.p99_ms,
-        s.latency.overall.max_ms,
-        s.throughput.goodput_per_s
-    );
+    println!("{}: {}; {:.0} ops/s", s.scenario.name, s.totals_line(), s.throughput.goodput_per_s);
     for (class, n) in t.attempts_failed_by_class.iter().filter(|(_, n)| **n > 0) {
         println!("  failed attempts {class}: {n}");
     }
@@ -236,6 +223,33 @@ fn print_result(s: &crate::summary::Summary, dir: &std::path::Path) {
         println!(
             "  WARNING: the harness fell behind its schedule (slip p99 {:.1} ms > {} ms): latencies include its own lateness",
             s.schedule_slip.p99_ms, s.schedule_slip.limit_ms
+        );
+    }
+    for f in &s.chaos.faults {
+        let recovery = f.recovery_ms.map_or("never recovered".to_string(), |ms| format!("recovered in {ms:.0} ms"));
+        println!(
+            "  fault {}#{} ({}, {}): {recovery}; {} first-attempt failures, {} recovered, {} dropped",
+            f.name,
+            f.occurrence,
+            f.action,
+            f.outcome,
+            f.failures.first_attempt_failures,
+            f.failures.recovered,
+            f.failures.dropped
+        );
+    }
+    if let Some(o) =
+        s.chaos.failures_outside_faults.as_ref().filter(|o| o.first_attempt_failures + o.retry_failures > 0)
+    {
+        println!(
+            "  OUTSIDE any fault window: {} first-attempt failures, {} failed retries, {} recovered, {} dropped",
+            o.first_attempt_failures, o.retry_failures, o.recovered, o.dropped
+        );
+    }
+    if let Some(a) = &s.chaos.audit {
+        println!(
+            "  audit {}: {} lost, {} duplicates, {} failed-but-applied, {} oversold {}",
+            a.verdict, a.lost, a.duplicates, a.failed_but_applied, a.oversold, a.reason
         );
     }
     for g in &s.gates {

@@ -366,6 +366,27 @@ pub fn slip(rec: &Recorder) -> Slip {
     }
 }
 
+impl Summary {
+    /// One line for a console: operations by outcome, first-attempt
+    /// failures, and the latency of all attempts (`harness run`, `compare`).
+    pub fn totals_line(&self) -> String {
+        let (t, l) = (&self.totals, &self.latency.overall);
+        format!(
+            "{} operations: {} ok, {} refused, {} dropped; {} first-attempt failures ({} recovered); \
+             p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            t.operations,
+            t.ok,
+            t.refused,
+            t.dropped,
+            t.first_attempt_failures,
+            t.recovered,
+            l.p50_ms,
+            l.p99_ms,
+            l.max_ms
+        )
+    }
+}
+
 /// Writes `summary.json` (pretty-printed) into `dir`.
 pub fn write(dir: &Path, s: &Summary) -> std::io::Result<()> {
     let text = serde_json::to_string_pretty(s).map_err(std::io::Error::other)?;
