@@ -282,10 +282,15 @@ fn own_cpu_s() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// One burst of `shoppers` against the running target; folder `dir`.
-async fn burst(s: &Scenario, shoppers: u64, dir: &Path, pid: Pid) -> anyhow::Result<Measured> {
+/// One burst of `shoppers` against the running target; folder `dir`. Each
+/// burst of a server needs its own `seed`: the same seed would repeat the
+/// previous burst's idempotency keys, and the shop would answer those
+/// checkouts from its idempotency records instead of pricing them.
+async fn burst(s: &Scenario, shoppers: u64, seed: u64, dir: &Path, pid: Pid) -> anyhow::Result<Measured> {
     let opts = RunOptions { out: Some(dir.to_path_buf()), engine: EngineOptions::default(), ..RunOptions::default() };
-    let p = run::prepare(closed_loop(s, shoppers), &opts)?;
+    let mut c = closed_loop(s, shoppers);
+    c.seed = seed;
+    let p = run::prepare(c, &opts)?;
     let (server0, harness0) = (cpu_s(pid), own_cpu_s());
     let ex = run::execute(&p, Vec::new(), Arc::new(Live::default())).await?;
     let (server1, harness1) = (cpu_s(pid), own_cpu_s());
@@ -324,11 +329,12 @@ pub async fn measure(scenario: &Scenario, launch: &LaunchSpec, dir: &Path) -> an
     let target = Target::start(&scenario.target, Some(launch), dir).await?;
     let result = async {
         let pid = target.pid().ok_or_else(|| anyhow::anyhow!("the calibration server exited at start"))?;
-        let warm = burst(scenario, WARMUP_SHOPPERS, &dir.join("warmup"), pid).await?;
+        let seed = |i: usize| scenario.seed.wrapping_add(i as u64);
+        let warm = burst(scenario, WARMUP_SHOPPERS, seed(0), &dir.join("warmup"), pid).await?;
         let n = ((warm.capacity() * MEASURE_S) as u64).clamp(MIN_SHOPPERS, MAX_SHOPPERS);
         let mut best: Option<Measured> = None;
         for i in 1..=BURSTS {
-            let m = burst(scenario, n, &dir.join(format!("measure-{i}")), pid).await?;
+            let m = burst(scenario, n, seed(i), &dir.join(format!("measure-{i}")), pid).await?;
             if best.is_none_or(|b| m.capacity() > b.capacity()) {
                 best = Some(m);
             }

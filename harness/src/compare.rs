@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::calibrate::{self, Calibration};
+use crate::chaos::FaultRecord;
 use crate::gates::Verdict;
 use crate::lifecycle::{self, LifecycleOptions};
 use crate::report::baseline::{self, BaselineComparison, BaselineOptions};
@@ -589,7 +590,10 @@ pub fn run(scenario: Scenario, o: &CompareOptions) -> Result<Outcome> {
         }
         None => None,
     };
-    let gates = verdict_rows(&single_data, &single_summary, &cluster_data, &cluster_summary, baseline.as_ref());
+    let cluster_faults =
+        faults_gate(CLUSTER, &cluster.scenario.chaos, &cluster_run.chaos.faults, &cluster_run.chaos.skipped);
+    let gates =
+        verdict_rows(&single_data, &single_summary, &cluster_data, &cluster_summary, cluster_faults, baseline.as_ref());
     let valid = single_summary.validity.valid && cluster_summary.validity.valid;
     let verdict = if !valid {
         Verdict::Invalid
@@ -673,15 +677,43 @@ pub fn verdict_rows(
     single_summary: &Summary,
     cluster: &RunData,
     cluster_summary: &Summary,
+    cluster_faults: Option<GateRow>,
     baseline: Option<&BaselineComparison>,
 ) -> Vec<GateRow> {
     let mut rows = crate::report::verdict::comparison_gates(single, cluster);
+    rows.extend(cluster_faults);
     rows.extend(rundir::gate_rows(CLUSTER, cluster_summary));
     rows.extend(rundir::gate_rows(SINGLE, single_summary).into_iter().take(1));
     if let Some(b) = baseline {
         rows.extend(b.checks.iter().map(|c| c.gate()));
     }
     rows
+}
+
+/// Whether every fault the scenario schedules was played against `label`'s
+/// target and worked: a chaos run whose faults did not happen shows nothing
+/// about surviving them. None when the scenario has no faults.
+pub fn faults_gate(label: &str, planned: &[FaultSpec], played: &[FaultRecord], skipped: &[String]) -> Option<GateRow> {
+    let want: usize = planned.iter().map(|f| f.times().len()).sum();
+    if want == 0 {
+        return None;
+    }
+    let failed: Vec<String> = played
+        .iter()
+        .filter(|f| f.outcome != "ok")
+        .map(|f| format!("{}#{}: {}", f.name, f.occurrence, f.outcome))
+        .collect();
+    let ok = played.len() - failed.len();
+    let mut problems = failed;
+    if !skipped.is_empty() {
+        problems.push(format!("not started before the run ended: {}", skipped.join(", ")));
+    }
+    let status = if ok == want && problems.is_empty() { Status::Pass } else { Status::Fail };
+    let mut detail = format!("{ok} of {want} scheduled fault(s) ran and worked");
+    if !problems.is_empty() {
+        detail.push_str(&format!("; {}", problems.join("; ")));
+    }
+    Some(GateRow { gate: format!("{label}: every scheduled fault was injected"), status, detail })
 }
 
 /// `harness compare`: returns the exit code (docs/EXIT_CODES.md).
@@ -788,6 +820,34 @@ mod tests {
         assert_eq!(map.len(), 6, "every fault is accounted for, played or not");
         assert!(map[3].single.starts_with("nothing"), "{:?}", map[3]);
         assert!(map[1].single.contains("gracefully") && map[1].cluster == "SIGTERM to the master", "{:?}", map[1]);
+    }
+
+    #[test]
+    fn every_scheduled_fault_must_have_run_and_worked() {
+        let mut kill = fault("kill", 1, FaultAction::KillWorker { signal: "SIGKILL".into(), pick: Pick::Busiest });
+        kill.count = 2;
+        kill.every = Some(Duration::from_secs(1));
+        let planned = vec![kill, fault("deploy", 5, FaultAction::SignalMaster { signal: "SIGTERM".into() })];
+        let rec = |name: &str, occurrence: u32, outcome: &str| FaultRecord {
+            name: name.into(),
+            action: "kill_worker".into(),
+            detail: String::new(),
+            occurrence,
+            start_ms: 0.0,
+            end_ms: 1.0,
+            recovered_at_ms: Some(2.0),
+            pids: vec![1],
+            outcome: outcome.into(),
+        };
+        let all = [rec("kill", 1, "ok"), rec("kill", 2, "ok"), rec("deploy", 1, "ok")];
+        let g = faults_gate(CLUSTER, &planned, &all, &[]).unwrap();
+        assert_eq!((g.status, g.gate.as_str()), (Status::Pass, "cluster: every scheduled fault was injected"));
+        assert_eq!(g.detail, "3 of 3 scheduled fault(s) ran and worked");
+        let broken = [rec("kill", 1, "ok"), rec("kill", 2, "error: the target has no workers to pick from")];
+        let g = faults_gate(CLUSTER, &planned, &broken, &["deploy#1".to_string()]).unwrap();
+        assert_eq!(g.status, Status::Fail);
+        assert!(g.detail.contains("1 of 3") && g.detail.contains("kill#2: error") && g.detail.contains("deploy#1"));
+        assert_eq!(faults_gate(CLUSTER, &[], &[], &[]), None);
     }
 
     #[test]

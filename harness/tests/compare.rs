@@ -109,6 +109,7 @@ fn single_process_drops_on_a_naive_restart_and_the_cluster_does_not() {
     assert_eq!(gate(&s, "cluster: audit passes")["status"], "pass");
     assert_eq!(gate(&s, "cluster beats single process on dropped requests")["status"], "pass");
     assert_eq!(gate(&s, "single process: the run is valid")["status"], "pass");
+    assert_eq!(gate(&s, "cluster: every scheduled fault was injected")["status"], "pass");
     assert_eq!(gate(&s, "baseline: dropped requests did not increase")["status"], "pass", "{:#}", s["baseline"]);
     assert_eq!(s["scaling"]["source"], "as written");
     assert_eq!(s["scaling"]["scale"], 1.0);
