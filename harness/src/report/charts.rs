@@ -204,6 +204,23 @@ fn label_faults<Y: Ranged<ValueType = f64>>(
     Ok(())
 }
 
+/// The series' legend box at `position`, on a translucent white background.
+fn legend<'a, 'b: 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, CT>,
+    position: SeriesLabelPosition,
+    font_size: u32,
+    what: &str,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(MAX)
+        .label_font((FONT, font_size))
+        .draw()
+        .map_err(|e| anyhow!("{what} legend: {e}"))
+}
+
 fn no_data(root: &Area<'_>, message: &str) -> Result<()> {
     let (w, h) = root.dim_in_pixel();
     root.draw(&Text::new(message.to_string(), (w as i32 / 2 - 120, h as i32 / 2), (FONT, 15).into_font().color(&MAX)))
@@ -279,14 +296,7 @@ pub fn latency_over_time(run: &RunData, axes: &TimeAxes) -> Result<String> {
                 .label("failed (slowest)")
                 .legend(|(x, y)| Cross::new((x + 9, y), 4, FAILED.stroke_width(2)));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(MAX)
-            .label_font((FONT, 15))
-            .draw()
-            .map_err(|e| anyhow!("latency legend: {e}"))?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight, 15, "latency")?;
         label_faults(root, &chart, &run.faults, y.end)
     })
 }
@@ -364,14 +374,7 @@ fn stacked(
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], colour.filled()));
         }
         if !layers.is_empty() {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(MAX)
-                .label_font((FONT, 15))
-                .draw()
-                .map_err(|e| anyhow!("{title} legend: {e}"))?;
+            legend(&mut chart, SeriesLabelPosition::UpperRight, 15, title)?;
         }
         label_faults(root, &chart, &run.faults, y_max)
     })
@@ -495,14 +498,7 @@ pub fn spectrum(runs: &[RunData]) -> Result<String> {
         }
         if any {
             // Lower right: percentile curves rise to the right, so it is the emptiest corner.
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(MAX)
-                .label_font((FONT, 17))
-                .draw()
-                .map_err(|e| anyhow!("spectrum legend: {e}"))?;
+            legend(&mut chart, SeriesLabelPosition::LowerRight, 17, "spectrum")?;
         } else {
             no_data(root, "no ok requests recorded")?;
         }
