@@ -68,25 +68,24 @@ pub struct Measured<'a> {
 /// Evaluates every gate of the scenario, in a stable order.
 pub fn evaluate(g: &Gates, m: &Measured<'_>) -> Vec<GateResult> {
     let mut out = Vec::new();
+    // A count that must stay at or below the scenario's limit.
+    let at_most = |name: &str, max: u64, actual: u64, what: &str| GateResult {
+        name: name.into(),
+        limit: max as f64,
+        actual: Some(actual as f64),
+        passed: actual <= max,
+        detail: format!("{actual} {what}, at most {max} allowed"),
+    };
     if let Some(max) = g.max_dropped {
-        let actual = m.totals.dropped;
-        out.push(GateResult {
-            name: "max_dropped".into(),
-            limit: max as f64,
-            actual: Some(actual as f64),
-            passed: actual <= max,
-            detail: format!("{actual} dropped operation(s), at most {max} allowed"),
-        });
+        out.push(at_most("max_dropped", max, m.totals.dropped, "dropped operation(s)"));
     }
     if let Some(max) = g.max_first_attempt_failures {
-        let actual = m.totals.first_attempt_failures;
-        out.push(GateResult {
-            name: "max_first_attempt_failures".into(),
-            limit: max as f64,
-            actual: Some(actual as f64),
-            passed: actual <= max,
-            detail: format!("{actual} first-attempt failure(s), at most {max} allowed"),
-        });
+        out.push(at_most(
+            "max_first_attempt_failures",
+            max,
+            m.totals.first_attempt_failures,
+            "first-attempt failure(s)",
+        ));
     }
     if let Some(min) = g.min_throughput_rps {
         let actual = m.goodput_rps;
