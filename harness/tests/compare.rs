@@ -182,6 +182,14 @@ async fn calibration_measures_one_process_and_the_cluster() {
         for burst in ["warmup", "measure-1", "measure-2"] {
             assert!(sub.join(burst).join("summary.json").is_file(), "{burst}");
         }
+        // Regression: bursts with one seed repeated each other's idempotency
+        // keys, so the shop replayed stored checkouts instead of pricing them.
+        let keys = |burst: &str| -> std::collections::HashSet<String> {
+            let records = harness::ledger::read_records(&sub.join(burst).join("ledger.csv")).unwrap();
+            records.into_iter().filter_map(|r| r.idem).collect()
+        };
+        let (first, second) = (keys("measure-1"), keys("measure-2"));
+        assert!(!first.is_empty() && first.is_disjoint(&second), "bursts share idempotency keys");
         measured.push(m);
     }
     let c = harness::calibrate::plan(&measured[0], &measured[1], 2, 2, 100.0).unwrap();
