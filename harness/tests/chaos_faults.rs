@@ -212,23 +212,9 @@ async fn a_whole_run_against_a_foreign_prefork_server() {
     // on a server that is not ours: no audit, workers found from /proc only.
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let launch = prefork(dir.path(), port, 2);
-    let text = serde_json::json!({
-        "name": "foreign",
-        "seed": 5,
-        "target": {
-            "base_url": format!("http://127.0.0.1:{port}"),
-            "launch": { "argv": launch.argv, "stop_signal": "SIGTERM", "stop_timeout": "5s" }
-        },
-        "shoppers": 150,
-        "arrival": [{ "duration": "3s", "rate": 50 }],
-        "journeys": [{ "name": "look", "steps": [
-            { "name": "home", "path": "/", "retry": { "attempts": 3, "on": ["connect_refused", "reset_before_response", "closed_before_response"], "backoff": "20ms" } }
-        ]}],
-        "connections": { "model": "per_shopper" },
-        "chaos": [{ "name": "kill", "at": "1s", "action": "kill_worker", "pick": "oldest" }]
-    })
-    .to_string();
+    let mut doc = foreign_scenario(port, 150, 50.0);
+    doc["target"]["launch"] = launch_json(&prefork(dir.path(), port, 2));
+    let text = doc.to_string();
     let s = harness::scenario::parse(&text).unwrap();
     let run_opts = harness::run::RunOptions { out: Some(dir.path().join("run")), ..Default::default() };
     let lo = harness::lifecycle::LifecycleOptions { chaos: opts(), ..Default::default() };

@@ -26,25 +26,14 @@ fn harness(args: &[&str]) -> (i32, String) {
 /// unless `stop_timeout` is given (then a placeholder `--launch` replaces,
 /// keeping the stop timeout).
 fn scenario_file(dir: &Path, port: u16, chaos: Value, stop_timeout: Option<&str>) -> String {
-    let mut target = json!({ "base_url": format!("http://127.0.0.1:{port}"), "ready_timeout": "20s" });
+    let mut doc = foreign_scenario(port, 40, 20.0);
     if let Some(t) = stop_timeout {
-        target["launch"] = json!({ "argv": ["false"], "stop_signal": "SIGTERM", "stop_timeout": t });
+        doc["target"]["launch"] = json!({ "argv": ["false"], "stop_signal": "SIGTERM", "stop_timeout": t });
     }
-    let text = json!({
-        "name": "flags",
-        "seed": 3,
-        "target": target,
-        "shoppers": 40,
-        "arrival": [{ "duration": "2s", "rate": 20 }],
-        "journeys": [{ "name": "look", "steps": [
-            { "name": "home", "path": "/", "timeout": "500ms",
-              "retry": { "attempts": 3, "on": ["connect_refused", "reset_before_response", "closed_before_response"], "backoff": "20ms" } }
-        ]}],
-        "connections": { "model": "per_shopper" },
-        "chaos": chaos
-    });
+    doc["journeys"][0]["steps"][0]["timeout"] = json!("500ms");
+    doc["chaos"] = chaos;
     let path = dir.join("scenario.json");
-    std::fs::write(&path, text.to_string()).unwrap();
+    std::fs::write(&path, doc.to_string()).unwrap();
     path.to_string_lossy().into_owned()
 }
 

@@ -62,25 +62,11 @@ fn same_as_chaos_json(r: &FullRun, doc: &Value) {
 async fn a_foreign_server_with_a_kill_and_an_unreachable_audit() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let launch = prefork(dir.path(), port, 2);
-    let text = serde_json::json!({
-        "name": "summary-chaos",
-        "seed": 9,
-        "target": {
-            "base_url": format!("http://127.0.0.1:{port}"),
-            "launch": { "argv": launch.argv, "stop_signal": "SIGTERM", "stop_timeout": "5s" }
-        },
-        "shoppers": 100,
-        "arrival": [{ "duration": "2500ms", "rate": 40 }],
-        "journeys": [{ "name": "look", "steps": [
-            { "name": "home", "path": "/", "retry": { "attempts": 3, "on": ["connect_refused", "reset_before_response", "closed_before_response"], "backoff": "20ms" } }
-        ]}],
-        "connections": { "model": "per_shopper" },
-        "chaos": [{ "name": "kill", "at": "1s", "action": "kill_worker", "pick": "oldest" }],
-        "audit": { "url": format!("http://127.0.0.1:{}/audit", free_port()), "checkout_steps": ["home"] }
-    })
-    .to_string();
-    let (r, doc) = play(harness::scenario::parse(&text).unwrap(), &dir.path().join("run")).await;
+    let mut doc = foreign_scenario(port, 100, 40.0);
+    doc["target"]["launch"] = launch_json(&prefork(dir.path(), port, 2));
+    doc["audit"] =
+        serde_json::json!({ "url": format!("http://127.0.0.1:{}/audit", free_port()), "checkout_steps": ["home"] });
+    let (r, doc) = play(harness::scenario::parse(&doc.to_string()).unwrap(), &dir.path().join("run")).await;
     same_as_chaos_json(&r, &doc);
     assert_eq!(doc["faults"][0]["action"], "kill_worker");
     assert_eq!(doc["faults"][0]["outcome"], "ok");

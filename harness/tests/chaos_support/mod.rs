@@ -76,6 +76,30 @@ while workers:
         workers.add(spawn())
 "#;
 
+/// A scenario (as JSON, for callers to adjust) against a foreign server on
+/// `port`: `shoppers` arriving at `rate` per second, one `GET /` step that
+/// retries connection failures, one connection per shopper, a kill of the
+/// oldest worker at 1 s. No launch, no audit.
+pub fn foreign_scenario(port: u16, shoppers: u64, rate: f64) -> serde_json::Value {
+    serde_json::json!({
+        "name": "foreign",
+        "seed": 5,
+        "target": { "base_url": format!("http://127.0.0.1:{port}"), "ready_timeout": "20s" },
+        "shoppers": shoppers,
+        "arrival": [{ "duration": format!("{}ms", (shoppers as f64 * 1000.0 / rate).ceil()), "rate": rate }],
+        "journeys": [{ "name": "look", "steps": [
+            { "name": "home", "path": "/", "retry": { "attempts": 3, "on": ["connect_refused", "reset_before_response", "closed_before_response"], "backoff": "20ms" } }
+        ]}],
+        "connections": { "model": "per_shopper" },
+        "chaos": [{ "name": "kill", "at": "1s", "action": "kill_worker", "pick": "oldest" }]
+    })
+}
+
+/// The launch part of a scenario's target for `l`.
+pub fn launch_json(l: &LaunchSpec) -> serde_json::Value {
+    serde_json::json!({ "argv": l.argv, "stop_signal": l.stop_signal, "stop_timeout": format!("{}ms", l.stop_timeout.as_millis()) })
+}
+
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
