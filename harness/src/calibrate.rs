@@ -31,13 +31,17 @@ use crate::target::Target;
 /// can serve (its queue then grows by half its capacity every second of the
 /// peak), not a rounding error.
 pub const OVERLOAD: f64 = 1.5;
-/// Below this multiple one process is not clearly overloaded; a machine where
-/// the cluster cannot take at least this much has no headroom to show.
-pub const MIN_OVERLOAD: f64 = 1.2;
-/// The peak may use at most this share of the cluster's measured capacity:
-/// the rest absorbs Poisson bursts and the faults (a killed or hung worker,
-/// a rolling restart), which take a worker's share away for a while.
-pub const CLUSTER_SHARE: f64 = 0.7;
+/// Below this multiple one process is not clearly overloaded (measured on the
+/// Black Friday scenario: at 1.35x its queue stayed just under the 5 s step
+/// timeout and retries saved everything; at 1.5x thousands were dropped); a
+/// machine where the cluster cannot take at least this much has no headroom
+/// to show.
+pub const MIN_OVERLOAD: f64 = 1.3;
+/// The peak may use at most this share of the cluster's capacity: the rest
+/// absorbs Poisson bursts and the faults (a killed or hung worker, a rolling
+/// restart), which take a worker's share away for a while. (Measured on the
+/// Black Friday scenario on 2 CPUs: at 70% the cluster's p99 was 65 ms.)
+pub const CLUSTER_SHARE: f64 = 0.8;
 /// Seconds each measuring burst should last.
 const MEASURE_S: f64 = 2.0;
 /// Measuring bursts per target; the best one counts. Other work on the
@@ -83,9 +87,12 @@ pub struct Calibration {
     /// One process (`--single`), then the cluster, same closed loop.
     pub single: Measured,
     pub cluster: Measured,
-    /// Shoppers per second one process served.
+    /// Shoppers per second one process can serve: one event loop, so at most
+    /// one CPU, divided by its CPU time per shopper.
     pub single_capacity: f64,
-    /// Shoppers per second the cluster served, with the harness on the same CPUs.
+    /// Shoppers per second the cluster can serve: each worker at most one
+    /// CPU, and all of them sharing the CPUs with the harness (CPU time per
+    /// shopper of the cluster's processes and of the harness, from its burst).
     pub cluster_capacity: f64,
     pub server_cpu_ms_per_shopper: f64,
     pub harness_cpu_ms_per_shopper: f64,
@@ -116,20 +123,21 @@ impl Calibration {
     /// One paragraph for people: what was measured and what was chosen.
     pub fn describe(&self) -> String {
         let mut text = format!(
-            "Calibrated on this machine with a closed loop of shoppers who do not think: one reference-server \
-             process served {:.0} shoppers/s of this scenario's journey mix ({} shoppers in {:.1} s; {:.2} ms of \
-             server CPU per shopper, the harness {:.2} ms), the cluster of {} workers on {} CPUs {:.0}/s ({:.2}x). \
-             The scenario's peak of {:.0} shoppers/s was scaled by {:.2} to {:.0}/s: {:.2}x what one process \
-             serves and {:.0}% of what the cluster served.",
-            self.single_capacity,
-            self.single.shoppers,
-            self.single.wall_s,
+            "Calibrated on this machine with closed loops of shoppers who do not think: one reference-server \
+             process used {:.2} ms of CPU per shopper of this scenario's journey mix, so one event loop serves at \
+             most {:.0} shoppers/s (it served {:.0}/s in the burst); the cluster's {} workers and the harness \
+             ({:.2} ms per shopper) sharing {} CPUs can serve about {:.0}/s ({:.2}x; {:.0}/s in its burst). The \
+             scenario's peak of {:.0} shoppers/s was scaled by {:.2} to {:.0}/s: {:.2}x what one process can \
+             serve and {:.0}% of the cluster's capacity.",
             self.server_cpu_ms_per_shopper,
-            self.harness_cpu_ms_per_shopper,
+            self.single_capacity,
+            self.single.capacity(),
             self.workers,
+            self.harness_cpu_ms_per_shopper,
             self.cpus,
             self.cluster_capacity,
             self.cluster_capacity / self.single_capacity,
+            self.cluster.capacity(),
             self.scenario_peak_rate,
             self.scale,
             self.target_peak_rate,
@@ -177,9 +185,15 @@ pub fn plan(
     }
     check(single, "single-process")?;
     check(cluster, "cluster")?;
-    let one = single.capacity();
-    let many = cluster.capacity();
+    // Capacities from CPU time per shopper, not from the bursts' wall time:
+    // CPU time is what the work costs, whatever else the machine was doing
+    // meanwhile, and a closed loop on a few connections can leave a worker
+    // idle (the kernel hands connections to workers unevenly).
     let n = single.shoppers as f64;
+    let one = n / single.server_cpu_s;
+    let per = |cpu: f64| cpu.max(0.0) / cluster.shoppers as f64;
+    let many = (workers as f64 / per(cluster.server_cpu_s))
+        .min(cpus as f64 / (per(cluster.server_cpu_s) + per(cluster.harness_cpu_s)));
     let busy = single.server_cpu_s / single.wall_s;
     let mut warnings = Vec::new();
     if busy < 0.8 {
@@ -198,8 +212,8 @@ pub fn plan(
         ceiling
     } else {
         warnings.push(format!(
-            "this machine cannot show the cluster's headroom: the cluster served only {:.2}x what one process \
-             served ({:.0} vs {:.0} shoppers/s, the harness sharing its CPUs), so a load that overloads one process \
+            "this machine cannot show the cluster's headroom: the cluster can serve only {:.2}x what one process \
+             can ({:.0} vs {:.0} shoppers/s, the harness sharing its CPUs), so a load that overloads one process \
              ({:.1}x) also takes more than {:.0}% of the cluster's capacity; expect the cluster to struggle too",
             many / one,
             many,
@@ -217,7 +231,7 @@ pub fn plan(
         single_capacity: round2(one),
         cluster_capacity: round2(many),
         server_cpu_ms_per_shopper: round3(single.server_cpu_s / n * 1000.0),
-        harness_cpu_ms_per_shopper: round3(single.harness_cpu_s.max(0.0) / n * 1000.0),
+        harness_cpu_ms_per_shopper: round3(per(cluster.harness_cpu_s) * 1000.0),
         server_busy: round2(busy),
         cpus,
         workers,
@@ -356,32 +370,37 @@ mod tests {
 
     #[test]
     fn overloads_one_process_when_the_cluster_has_room() {
-        // One process: 1500 shoppers in 3 s = 500/s, 2 ms server + 0.2 ms harness per shopper.
-        // The cluster: 1250/s. 1.5 x 500 = 750 <= 70% of 1250.
-        let c = plan(&m(1500, 3.0, 3.0, 0.3), &m(3750, 3.0, 5.8, 0.6), 2, 2, 500.0).unwrap();
-        assert_eq!((c.single_capacity, c.cluster_capacity), (500.0, 1250.0));
-        assert_eq!((c.server_cpu_ms_per_shopper, c.harness_cpu_ms_per_shopper), (2.0, 0.2));
+        // One process: 2 ms of CPU per shopper, so at most 500/s (it served 1500 in 3 s).
+        // Four workers on four CPUs at 2 ms + 0.1 ms of harness: min(4 / 2 ms, 4 / 2.1 ms) = 1905/s.
+        let c = plan(&m(1500, 3.0, 3.0, 0.3), &m(3000, 3.0, 6.0, 0.3), 4, 4, 500.0).unwrap();
+        assert_eq!((c.single_capacity, c.cluster_capacity), (500.0, 1904.76));
+        assert_eq!((c.server_cpu_ms_per_shopper, c.harness_cpu_ms_per_shopper), (2.0, 0.1));
         assert_eq!(c.target_peak_rate, 750.0);
         assert_eq!(c.scale, 1.5);
-        assert_eq!((c.single_load, c.cluster_load), (1.5, 0.6));
+        assert_eq!((c.single_load, c.cluster_load), (1.5, 0.39));
+        // Two workers on two CPUs: min(2 / 2 ms, 2 / 2.1 ms) = 952/s, and 80% of it fits 750/s.
+        let two = plan(&m(1500, 3.0, 3.0, 0.3), &m(3000, 3.0, 6.0, 0.3), 2, 2, 500.0).unwrap();
+        assert_eq!((two.cluster_capacity, two.scale, two.cluster_load), (952.38, 1.5, 0.79));
         assert!(c.headroom && c.warnings.is_empty(), "{c:?}");
         assert!(c.describe().contains("scaled by 1.50 to 750/s"), "{}", c.describe());
     }
 
     #[test]
     fn stays_within_the_clusters_share_when_the_full_overload_does_not_fit() {
-        // The cluster served 900/s: 70% = 630/s, below 1.5 x 500 but above 1.2 x 500.
-        let c = plan(&m(1500, 3.0, 3.0, 0.3), &m(2700, 3.0, 5.8, 0.6), 2, 2, 250.0).unwrap();
+        // Two workers on two CPUs: 952/s, 80% = 762/s... more than 1.5 x 500 = 750; with a
+        // costlier harness (0.4 ms): min(2 / 2 ms, 2 / 2.4 ms) = 833/s, 80% = 667/s,
+        // below 1.5 x 500 but above 1.3 x 500.
+        let c = plan(&m(1500, 3.0, 3.0, 0.3), &m(3000, 3.0, 6.0, 1.2), 2, 2, 250.0).unwrap();
+        assert_eq!(c.cluster_capacity, 833.33);
         assert!(c.headroom, "{c:?}");
-        assert_eq!(c.scale, 2.52);
-        assert_eq!(c.target_peak_rate, 630.0);
-        assert!(c.single_load >= MIN_OVERLOAD && c.cluster_load <= CLUSTER_SHARE, "{c:?}");
+        assert_eq!(c.scale, 2.67);
+        assert!(c.single_load >= MIN_OVERLOAD && c.cluster_load <= CLUSTER_SHARE + 0.01, "{c:?}");
     }
 
     #[test]
     fn says_so_loudly_when_the_machine_has_no_headroom() {
-        // The cluster served only 1.4x one process: 70% of it is below 1.2x.
-        let c = plan(&m(1000, 2.0, 2.0, 0.2), &m(1400, 2.0, 3.9, 0.3), 2, 2, 500.0).unwrap();
+        // One worker on one CPU shared with the harness: less than one process alone.
+        let c = plan(&m(1000, 2.0, 2.0, 0.2), &m(1000, 2.0, 2.0, 0.2), 1, 1, 500.0).unwrap();
         assert!(!c.headroom, "{c:?}");
         assert_eq!(c.single_load, MIN_OVERLOAD);
         assert!(c.warnings.iter().any(|w| w.contains("cannot show the cluster's headroom")), "{c:?}");
@@ -390,7 +409,7 @@ mod tests {
 
     #[test]
     fn warns_when_the_process_was_not_saturated_and_refuses_nonsense() {
-        let good = m(3000, 3.0, 5.8, 0.6);
+        let good = m(3000, 3.0, 6.0, 0.3);
         let c = plan(&m(1000, 2.0, 1.0, 0.1), &good, 2, 2, 500.0).unwrap();
         assert!(c.warnings.iter().any(|w| w.contains("busy only 50%")), "{c:?}");
         assert!(plan(&m(0, 2.0, 1.0, 0.1), &good, 2, 2, 500.0).unwrap_err().contains("single-process"));
