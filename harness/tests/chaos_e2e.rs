@@ -98,6 +98,11 @@ async fn e2e_2_sigkill_during_checkouts_loses_nothing_and_failures_are_attribute
     let dir = tempfile::tempdir().unwrap();
     let mut s = smoke();
     retry_everything(&mut s);
+    // Requests must be in flight when each kill lands, or an idle box serves
+    // the smoke load so fast that a kill can break nothing (a CI run saw 0
+    // first-attempt failures from 3 kills). The held step keeps the retry
+    // policy, so nothing is dropped.
+    hold_requests_in_flight(&mut s);
     with_server(&mut s, dir.path(), 2, &[]);
     let mut kill = fault("kill", 1000, FaultAction::KillWorker { signal: "SIGKILL".into(), pick: Pick::Busiest });
     kill.every = Some(Duration::from_millis(1000));
