@@ -192,12 +192,36 @@ pub fn main_with(cli: Cli) -> i32 {
                 engine: EngineOptions { drain_timeout },
             };
             let dir = opts.out.clone().unwrap_or_else(|| PathBuf::from("reports").join(&s.name));
+            // For the report page: how the target was reached or started.
+            let url = opts.target.clone().unwrap_or_else(|| s.target.base_url.clone());
+            let attached = lo.attach_pid.is_some() || lo.pid_file.is_some();
+            let launched = if attached { None } else { lo.launch.as_ref().or(s.target.launch.as_ref()) };
+            let report_target = match launched {
+                Some(l) => format!(
+                    "{url}, started as {}",
+                    shlex::try_join(l.argv.iter().map(String::as_str)).unwrap_or_else(|_| l.argv.join(" "))
+                ),
+                None => url,
+            };
+            let report_scenario = s.clone();
             // The full lifecycle: launch or attach to the target and wait for
             // it, faults alongside the traffic, attribution, audit, stop.
             match lifecycle::run_blocking(s, &opts, &lo) {
                 Ok(full) => {
                     print_result(&full.summary, &dir);
-                    full.summary.exit_code
+                    // Without its report the run's output is incomplete: say
+                    // so and call it invalid rather than keep a silent verdict.
+                    let audit = full.chaos.audit.as_ref();
+                    match crate::report::write_for_run(&dir, &report_scenario, "run", &report_target, audit) {
+                        Ok(w) => {
+                            println!("  report: {}", w.index_html.display());
+                            full.summary.exit_code
+                        }
+                        Err(e) => {
+                            eprintln!("harness: the run finished but its report could not be written: {e:#}");
+                            EXIT_INVALID
+                        }
+                    }
                 }
                 Err(e) => {
                     eprintln!("harness: cannot run: {e}");

@@ -1,6 +1,6 @@
 //! The `harness` binary's exit codes (docs/EXIT_CODES.md): 0 pass, 1 a gate
 //! failed, 2 invalid or could not start (bad file, non-loopback target,
-//! unreachable target).
+//! unreachable target); a finished run's folder holds its report.
 
 mod support;
 
@@ -69,10 +69,17 @@ async fn a_passing_run_exits_0_and_a_failed_gate_exits_1() {
         1,
     );
     let file = write(dir.path(), "pass.json", &text);
+    let run_dir = std::path::PathBuf::from(&out);
     let (code, text) =
         tokio::task::spawn_blocking(move || harness(&["run", &file, "--quiet", "--out", &out])).await.unwrap();
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("verdict: pass"), "{text}");
+    // `harness run` writes the single-run report next to its own files.
+    let page = std::fs::read_to_string(run_dir.join("index.html")).unwrap();
+    assert!(page.contains("<svg"), "index.html has no chart: {page}");
+    let junit = std::fs::read_to_string(run_dir.join("junit.xml")).unwrap();
+    assert!(junit.contains("max_dropped") && !junit.contains("<failure"), "{junit}");
+    assert!(run_dir.join("report.json").is_file());
 
     // Same healthy server, but the step expects 201: every 200 is an
     // unexpected status, so operations drop and the gate fails.
@@ -80,8 +87,12 @@ async fn a_passing_run_exits_0_and_a_failed_gate_exits_1() {
     let text = scenario(&ok.url(), 20, 50.0, r#"{"model": "pool", "size": 2}"#, r#""path": "/", "expect": [201]"#)
         .replacen("\"journeys\"", "\"gates\": {\"max_dropped\": 0},\n  \"journeys\"", 1);
     let file = write(dir.path(), "fail.json", &text);
+    let run_dir = std::path::PathBuf::from(&out);
     let (code, text) =
         tokio::task::spawn_blocking(move || harness(&["run", &file, "--quiet", "--out", &out])).await.unwrap();
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("gate max_dropped: FAIL"), "{text}");
+    // The failed gate is a JUnit failure, so CI lists it as a failed test.
+    let junit = std::fs::read_to_string(run_dir.join("junit.xml")).unwrap();
+    assert!(junit.contains("<failure"), "{junit}");
 }

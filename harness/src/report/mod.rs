@@ -14,6 +14,7 @@ pub mod html;
 pub mod junit;
 pub mod model;
 pub mod rundir;
+pub mod single;
 pub mod verdict;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 pub use model::ReportData;
+pub use single::write_for_run;
 
 /// File names inside a run folder.
 pub const REPORT_JSON: &str = "report.json";
