@@ -55,22 +55,35 @@ pub fn comparison_gates(reference: &RunData, candidate: &RunData) -> Vec<GateRow
         detail: format!("{} vs {} (ok requests, whole run)", fmt_ms(c.p99_ms), fmt_ms(r.p99_ms)),
     });
 
-    // Both at zero shows nothing about the cluster: undecided, not a pass.
-    rows.push(GateRow {
-        gate: format!("{cl} beats {rl} on dropped requests"),
-        status: if c.dropped == 0 && r.dropped == 0 {
-            Status::Unknown
-        } else if c.dropped < r.dropped {
-            Status::Pass
-        } else {
-            Status::Fail
-        },
-        detail: if c.dropped == 0 && r.dropped == 0 {
-            format!("neither run dropped a request: the scenario did not show a difference ({rl} was not hurt)")
-        } else {
-            format!("{} vs {}", fmt_count(c.dropped), fmt_count(r.dropped))
-        },
-    });
+    // Dropped = failed after the client's retries. When neither run dropped
+    // anything the retries hid the difference, so the decision falls to the
+    // first attempts (what a client that does not retry would have lost);
+    // both at zero shows nothing about the cluster: undecided, not a pass.
+    let (status, detail) = if c.dropped > 0 || r.dropped > 0 {
+        (
+            if c.dropped < r.dropped { Status::Pass } else { Status::Fail },
+            format!("{} vs {}", fmt_count(c.dropped), fmt_count(r.dropped)),
+        )
+    } else if c.first_attempt_failures == 0 && r.first_attempt_failures == 0 {
+        (
+            Status::Unknown,
+            format!(
+                "neither run dropped a request or failed a first attempt: the scenario did not show a \
+                 difference ({rl} was not hurt)"
+            ),
+        )
+    } else {
+        (
+            if c.first_attempt_failures < r.first_attempt_failures { Status::Pass } else { Status::Fail },
+            format!(
+                "neither run dropped a request after retries; without them {rl} would have dropped {} \
+                 (its first attempts that failed) against {} for {cl}",
+                fmt_count(r.first_attempt_failures),
+                fmt_count(c.first_attempt_failures)
+            ),
+        )
+    };
+    rows.push(GateRow { gate: format!("{cl} beats {rl} on dropped requests"), status, detail });
     rows
 }
 
@@ -106,9 +119,21 @@ mod tests {
         assert_eq!(audit.status, Status::Fail);
         assert!(audit.detail.contains("every acknowledged order exists exactly once"), "{}", audit.detail);
 
+        // Neither dropped: the first attempts decide, and both clean is undecided.
         let mut s = single.clone();
         s.totals.dropped = 0;
-        assert_eq!(comparison_gates(&s, cluster)[3].status, Status::Unknown);
+        let (mut c, mut s) = (cluster.clone(), s);
+        c.totals.dropped = 0;
+        c.totals.first_attempt_failures = 3;
+        s.totals.first_attempt_failures = 40;
+        let tie = &comparison_gates(&s, &c)[3];
+        assert_eq!(tie.status, Status::Pass, "{tie:#?}");
+        assert!(tie.detail.contains("would have dropped 40"), "{}", tie.detail);
+        s.totals.first_attempt_failures = 3;
+        assert_eq!(comparison_gates(&s, &c)[3].status, Status::Fail);
+        s.totals.first_attempt_failures = 0;
+        c.totals.first_attempt_failures = 0;
+        assert_eq!(comparison_gates(&s, &c)[3].status, Status::Unknown);
         s.totals.ok = 0;
         assert_eq!(comparison_gates(&s, cluster)[2].status, Status::Unknown);
     }
