@@ -168,17 +168,16 @@ fn hold_requests_in_flight(s: &mut Scenario) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn e2e_4_the_unsafe_drain_is_caught() {
-    let _one = ONE_AT_A_TIME.lock().await;
+/// Two SIGTERM rolling restarts of a 2-worker cluster started with `flags`,
+/// while every journey opens with a 300 ms request, so that requests are in
+/// flight whenever a drain starts: the unsafe drain's bug is cutting them, and
+/// a client that notices idle keep-alive closes before reuse may otherwise see
+/// nothing. Without this the test depended on luck (it once passed a run with
+/// nothing in flight at either drain).
+async fn rolling_restarts_with_requests_held(flags: &[&str]) -> (FullRun, String) {
     let dir = tempfile::tempdir().unwrap();
     let mut s = smoke();
-    with_server(&mut s, dir.path(), 2, &["--unsafe-drain"]);
-    // Every journey opens with a 300 ms request, so that requests are in
-    // flight whenever a drain starts: the bug is cutting them, and a client
-    // that notices idle keep-alive closes before reuse may otherwise see
-    // nothing. Without this the test depended on luck (it once passed a run
-    // with nothing in flight at either drain).
+    with_server(&mut s, dir.path(), 2, flags);
     hold_requests_in_flight(&mut s);
     let mut roll = fault("rolling restart", 1000, FaultAction::SignalMaster { signal: "SIGTERM".into() });
     roll.every = Some(Duration::from_millis(1500));
@@ -187,7 +186,28 @@ async fn e2e_4_the_unsafe_drain_is_caught() {
     let r = play(s, dir.path()).await;
     let d = describe(&r);
     eprintln!("{d}");
+    (r, d)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_4_the_unsafe_drain_is_caught() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (r, d) = rolling_restarts_with_requests_held(&["--unsafe-drain"]).await;
+    assert_eq!(r.chaos.faults.len(), 2, "{d}");
     assert!(r.summary.totals.dropped > 0 || r.summary.totals.first_attempt_failures > 0, "not caught:\n{d}");
+}
+
+/// The control for e2e_4: the same run without `--unsafe-drain` is clean, so
+/// what e2e_4 catches is the drain, not the scenario.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_4_control_the_safe_drain_passes_the_same_run() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (r, d) = rolling_restarts_with_requests_held(&[]).await;
+    assert_eq!(r.chaos.faults.len(), 2, "{d}");
+    assert!(r.chaos.faults.iter().all(|f| f.recovered_at_ms.is_some()), "{d}");
+    assert!(r.summary.totals.ok > 0, "{d}");
+    assert_eq!(r.summary.totals.dropped, 0, "{d}");
+    assert_eq!(r.summary.totals.first_attempt_failures, 0, "{d}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
