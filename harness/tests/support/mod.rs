@@ -59,6 +59,8 @@ pub struct Counters {
     /// Requests held by the stall window.
     pub stalled: AtomicU64,
     pub idem_keys: Mutex<HashMap<String, u32>>,
+    /// Every request as "METHOD path body", in arrival order.
+    pub seen: Mutex<Vec<String>>,
 }
 
 impl Counters {
@@ -108,6 +110,8 @@ impl TestServer {
 
 struct Req {
     idem: Option<String>,
+    /// "METHOD path body".
+    line: String,
 }
 
 /// Reads one request; `None` at a clean end of stream or on an error.
@@ -126,6 +130,7 @@ async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Req> {
                     idem = Some(String::from_utf8_lossy(h.value).into_owned());
                 }
             }
+            let head = format!("{} {}", req.method.unwrap_or(""), req.path.unwrap_or(""));
             while buf.len() < n + len {
                 let mut chunk = [0u8; 4096];
                 let r = s.read(&mut chunk).await.ok()?;
@@ -134,8 +139,9 @@ async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Req> {
                 }
                 buf.extend_from_slice(&chunk[..r]);
             }
+            let line = format!("{head} {}", String::from_utf8_lossy(&buf[n..n + len]));
             buf.drain(..n + len);
-            return Some(Req { idem });
+            return Some(Req { idem, line });
         }
         let mut chunk = [0u8; 4096];
         let r = s.read(&mut chunk).await.ok()?;
@@ -186,6 +192,7 @@ async fn serve(mut s: TcpStream, conn_no: u64, b: Behavior, c: Arc<Counters>, st
     let mut on_this_conn = 0u64;
     while let Some(req) = read_request(&mut s, &mut buf).await {
         let n = c.requests.fetch_add(1, Ordering::SeqCst) + 1;
+        c.seen.lock().unwrap().push(req.line.clone());
         on_this_conn += 1;
         match &b {
             Behavior::Delay(d) => {
