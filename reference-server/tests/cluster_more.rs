@@ -86,6 +86,28 @@ fn a_worker_whose_master_dies_drains_and_exits() {
 }
 
 #[test]
+fn an_orphaned_worker_ends_its_own_drain_at_the_drain_timeout() {
+    let mut server = Server::start(&["--workers", "1", "--drain-timeout", "1s"]);
+    let ready = server.wait_ready(1);
+    let public = server.public;
+    // A request that outlives the drain timeout by far.
+    let stuck = std::thread::spawn(move || Conn::open(public).unwrap().get("/slow?ms=60000"));
+    std::thread::sleep(Duration::from_millis(300));
+    signal(server.pid(), "SIGKILL");
+    server.wait_exit(LONG).expect("master did not die");
+    let orphaned = Instant::now();
+    let until = orphaned + LONG;
+    while server.owns_live(ready[0].1) {
+        assert!(Instant::now() < until, "the orphan outlived its drain timeout; log:\n{}", server.dump());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = orphaned.elapsed();
+    assert!(took >= Duration::from_millis(900), "exited {took:?} after the master died: before the timeout");
+    assert!(stuck.join().unwrap().is_err(), "the stuck request cannot have completed");
+    assert!(server.dump().contains("drain timeout (1s) without the master; exiting"), "{}", server.dump());
+}
+
+#[test]
 fn sigterm_to_a_worker_drains_it_and_the_master_respawns_the_slot() {
     let server = Server::start(&["--workers", "2"]);
     let ready = server.wait_ready(2);

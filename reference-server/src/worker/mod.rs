@@ -42,6 +42,9 @@ pub struct WorkerEnv {
 }
 
 pub const ENV_ID: &str = "RS_WORKER_ID";
+/// A worker's exit code when it ends its own drain at `--drain-timeout`
+/// (no master to SIGKILL it; docs/CLUSTER.md, "Exit codes").
+pub const EXIT_DRAIN_TIMEOUT: i32 = 4;
 pub const ENV_SLOT: &str = "RS_WORKER_SLOT";
 pub const ENV_LISTEN_FD: &str = "RS_LISTEN_FD";
 pub const ENV_IPC_FD: &str = "RS_IPC_FD";
@@ -138,19 +141,21 @@ pub fn run(cli: &Cli, env: WorkerEnv) -> Result<()> {
         // process in the unit) also drains rather than dropping requests.
         let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let drain_on_order = drain.clone();
+        let drain_timeout = cli.drain_timeout;
         tokio::spawn(async move {
             let mut lines = BufReader::new(ipc_read).lines();
-            loop {
+            // Whether the master is there to enforce the drain timeout.
+            let master_watches = loop {
                 let next = tokio::select! {
                     next = lines.next_line() => next,
                     _ = sigterm.recv() => {
                         crate::log_line(&format!("[worker {}] SIGTERM; draining", env.id));
-                        break;
+                        break false;
                     }
                 };
                 match next {
                     Ok(Some(line)) => match serde_json::from_str::<MasterMsg>(&line) {
-                        Ok(MasterMsg::Shutdown) => break,
+                        Ok(MasterMsg::Shutdown) => break true,
                         Err(e) => crate::log_line(&format!(
                             "[worker {}] ignoring bad message from master: {e}: {line}",
                             env.id
@@ -158,11 +163,22 @@ pub fn run(cli: &Cli, env: WorkerEnv) -> Result<()> {
                     },
                     Ok(None) | Err(_) => {
                         crate::log_line(&format!("[worker {}] lost the master; draining", env.id));
-                        break;
+                        break false;
                     }
                 }
-            }
+            };
             drain_on_order.cancel();
+            if !master_watches {
+                // No master will SIGKILL us at the drain timeout (it died, or
+                // the SIGTERM came from elsewhere and the master may not know):
+                // enforce it here, so an orphan never outlives a stuck request.
+                tokio::time::sleep(drain_timeout).await;
+                crate::log_line(&format!(
+                    "[worker {}] drain timeout ({drain_timeout:?}) without the master; exiting",
+                    env.id
+                ));
+                std::process::exit(EXIT_DRAIN_TIMEOUT);
+            }
         });
 
         let _ = tx.send(WorkerMsg::Ready {
