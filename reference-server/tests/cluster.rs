@@ -104,7 +104,11 @@ fn item2_sigkill_of_a_worker_is_replaced_and_the_others_never_fail() {
     );
     std::thread::sleep(Duration::from_millis(500));
     let tally = traffic.stop();
-    eprintln!("replacement ready {} ms after SIGKILL", replaced.at.duration_since(killed_at).as_millis());
+    let took = replaced.at.duration_since(killed_at);
+    eprintln!("replacement ready {} ms after SIGKILL", took.as_millis());
+    // "Shortly after": a respawn, not a backoff or a hang-timeout replacement
+    // (speed itself is make bench-cluster's: 3 ms median there).
+    assert!(took < Duration::from_secs(3), "replacement ready only {took:?} after the SIGKILL");
     let victim = victim_id.to_string();
     for f in &tally.failures {
         // A connection to the killed worker may fail; so may a fresh one
