@@ -2,7 +2,7 @@
 # the rest are building blocks.
 CARGO ?= cargo
 
-.PHONY: all build release test fmt-check clippy unit blackfriday bench bench-cluster bench-harness bench-shop bench-sticky clean
+.PHONY: all deps build release test fmt-check clippy unit blackfriday bench bench-cluster bench-harness bench-shop bench-sticky clean
 
 all: build
 
@@ -21,8 +21,14 @@ clippy:
 unit:
 	$(CARGO) test --workspace --all-targets
 
+# rustfmt, clippy and headless Chromium (for the report's browser test),
+# installed if missing (scripts/install-deps.sh).
+deps:
+	./scripts/install-deps.sh
+
 # fmt check, clippy and the whole test suite, as CI runs it.
-test: fmt-check clippy unit
+test: deps
+	$(MAKE) fmt-check clippy unit
 
 # The main job. Grows with the harness; today it runs what exists.
 blackfriday: release
