@@ -355,20 +355,16 @@ fn parse_head(buf: &[u8], is_head_request: bool) -> Result<Option<Head>, Transpo
     Ok(Some(Head { status, len, body, keep_alive, worker_id }))
 }
 
-async fn read_response(
-    conn: &mut Conn,
-    is_head_request: bool,
-    keep_body: bool,
-    phase: &mut Phase,
-) -> Result<Response, TransportFailure> {
-    // The head. Interim 1xx responses (100 Continue) are skipped.
-    let head = loop {
+/// Reads a response head into `conn.buf`, skipping interim 1xx responses
+/// (100 Continue).
+async fn read_head(conn: &mut Conn, is_head_request: bool) -> Result<Head, TransportFailure> {
+    loop {
         match parse_head(&conn.buf, is_head_request)? {
             Some(h) if (100..200).contains(&h.status) && h.status != 101 => {
                 conn.buf.drain(..h.len);
                 continue;
             }
-            Some(h) => break h,
+            Some(h) => return Ok(h),
             None => {}
         }
         match fill(conn).await {
@@ -383,7 +379,16 @@ async fn read_response(
             Ok(_) => {}
             Err(e) => return Err(head_io_failure(&e, "read")),
         }
-    };
+    }
+}
+
+async fn read_response(
+    conn: &mut Conn,
+    is_head_request: bool,
+    keep_body: bool,
+    phase: &mut Phase,
+) -> Result<Response, TransportFailure> {
+    let head = read_head(conn, is_head_request).await?;
     *phase = Phase::Body;
     let truncated = |detail: String, head: &Head| TransportFailure {
         class: FailureClass::TruncatedBody,
@@ -492,6 +497,314 @@ fn trailer_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
 }
 
+// ---------------------------------------------------------------------------
+// Event streams (Server-Sent Events)
+// ---------------------------------------------------------------------------
+
+/// An incremental Server-Sent Events parser (the WHATWG event-stream format):
+/// lines end with LF, CRLF or CR; a blank line dispatches the event; `:`
+/// starts a comment; `id:` sets the last event id (kept across events and
+/// connections, as EventSource does); `event:` names the event (default
+/// `message`); `data:` lines are joined with LF. `retry:` is ignored: the
+/// scenario's `reconnect_delay` decides.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Sse {
+    line: Vec<u8>,
+    /// The previous byte was a CR (so an LF right after it ends nothing).
+    after_cr: bool,
+    event: String,
+    data: String,
+    has_data: bool,
+    id_buffer: Option<String>,
+    /// The last event id at the last dispatch (`Some("")`: reset by an empty `id:`).
+    pub last_event_id: Option<String>,
+    /// Events dispatched (with data).
+    pub events: u64,
+    /// The data of an `event: reconnect`, once one was dispatched: the
+    /// server asked the client to come back (on drain, or when it lagged).
+    pub reconnect: Option<String>,
+}
+
+impl Sse {
+    /// A parser whose last event id starts as `last_event_id` (a reconnect
+    /// keeps the id it sent until the new stream names another).
+    pub fn resuming(last_event_id: Option<String>) -> Self {
+        Sse { id_buffer: last_event_id.clone(), last_event_id, ..Sse::default() }
+    }
+
+    pub fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if std::mem::take(&mut self.after_cr) && b == b'\n' {
+                continue;
+            }
+            match b {
+                b'\n' => self.end_line(),
+                b'\r' => {
+                    self.end_line();
+                    self.after_cr = true;
+                }
+                _ if self.line.len() < MAX_SSE_LINE => self.line.push(b),
+                _ => {}
+            }
+        }
+    }
+
+    fn end_line(&mut self) {
+        let line = std::mem::take(&mut self.line);
+        if line.is_empty() {
+            self.dispatch();
+            return;
+        }
+        if line[0] == b':' {
+            return;
+        }
+        let (field, value) = match line.iter().position(|&c| c == b':') {
+            Some(i) => {
+                let v = &line[i + 1..];
+                (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
+            }
+            None => (&line[..], &b""[..]),
+        };
+        let value = String::from_utf8_lossy(value);
+        match field {
+            b"event" => self.event = value.into_owned(),
+            b"data" => {
+                if self.has_data {
+                    self.data.push('\n');
+                }
+                self.data.push_str(&value);
+                self.has_data = true;
+            }
+            b"id" if !value.contains('\0') => self.id_buffer = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+
+    fn dispatch(&mut self) {
+        self.last_event_id.clone_from(&self.id_buffer);
+        let event = std::mem::take(&mut self.event);
+        let data = std::mem::take(&mut self.data);
+        if !std::mem::take(&mut self.has_data) {
+            return;
+        }
+        self.events += 1;
+        if event == "reconnect" {
+            self.reconnect = Some(data);
+        }
+    }
+}
+
+/// Longest SSE line kept; the rest of a longer line is ignored.
+const MAX_SSE_LINE: usize = 64 * 1024;
+
+/// How a stream that was not a failure ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The server ended the response (see `Sse::reconnect` for whether it
+    /// asked the client to come back).
+    Server,
+    /// The watch time ran out first; the harness closed the connection.
+    Watched,
+}
+
+/// A stream's head and how its body ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamResponse {
+    pub status: u16,
+    pub worker_id: Option<String>,
+    pub end: StreamEnd,
+}
+
+/// One request of a stream: the result, and the events read (also when the
+/// stream failed: a retry resumes from the last id seen).
+#[derive(Debug)]
+pub struct StreamAttempt {
+    pub result: Result<StreamResponse, TransportFailure>,
+    pub reused: bool,
+    pub sse: Sse,
+}
+
+/// Sends `req` and reads its response as an event stream. Connect, send
+/// and head must complete before `head_deadline`; the body is then read
+/// until the server ends it, until `watch_end` (the harness closes the
+/// connection: not a failure), or until no byte came for `idle` (a
+/// `response_timeout`). A body cut (EOF inside its framing, a reset) is
+/// `truncated_body`, unless the server had already sent `event: reconnect`:
+/// then it said goodbye and the stream ended. The connection is never kept
+/// (`slot` is empty on return): a stream that ended is closing.
+#[allow(clippy::too_many_arguments)]
+pub async fn send_stream(
+    connector: &Connector,
+    source: Option<IpAddr>,
+    slot: &mut Option<Conn>,
+    req: &Request<'_>,
+    head_deadline: tokio::time::Instant,
+    watch_end: tokio::time::Instant,
+    idle: std::time::Duration,
+    sse: Sse,
+    scratch: &mut Vec<u8>,
+) -> StreamAttempt {
+    let reused = slot.as_ref().is_some_and(|c| c.served > 0);
+    let mut sse = sse;
+    let mut phase = Phase::Connect;
+    let taken = slot.take();
+    let opened = tokio::time::timeout_at(head_deadline, async {
+        let mut conn = match taken {
+            Some(c) => c,
+            None => {
+                let stream = connector.connect(source).await.map_err(|e| connect_failure(&e))?;
+                Conn { stream, buf: Vec::new(), last_used: Instant::now(), served: 0 }
+            }
+        };
+        phase = Phase::Send;
+        encode(req, &connector.host, scratch);
+        conn.stream.write_all(scratch).await.map_err(|e| head_io_failure(&e, "write"))?;
+        phase = Phase::Head;
+        conn.buf.clear();
+        let head = read_head(&mut conn, req.method == "HEAD").await?;
+        Ok::<_, TransportFailure>((conn, head))
+    })
+    .await;
+    let (mut conn, head) = match opened {
+        Ok(Ok(v)) => v,
+        Ok(Err(f)) => return StreamAttempt { result: Err(f), reused, sse },
+        Err(_elapsed) => {
+            let f = if phase == Phase::Connect {
+                fail(FailureClass::ConnectTimeout, "connect did not complete within the step timeout")
+            } else {
+                fail(FailureClass::ResponseTimeout, format!("no response head within the step timeout ({phase:?})"))
+            };
+            return StreamAttempt { result: Err(f), reused, sse };
+        }
+    };
+    let result = match read_stream_body(&mut conn, &head, &mut sse, watch_end, idle).await {
+        Ok(end) => Ok(StreamResponse { status: head.status, worker_id: head.worker_id.clone(), end }),
+        Err(f) if f.class != FailureClass::ProtocolError && sse.reconnect.is_some() => {
+            // The server asked for the reconnect, then the bytes after it were lost.
+            Ok(StreamResponse { status: head.status, worker_id: head.worker_id.clone(), end: StreamEnd::Server })
+        }
+        Err(f) => Err(f),
+    };
+    StreamAttempt { result, reused, sse }
+}
+
+enum Read {
+    Bytes,
+    Eof,
+    Error(io::Error),
+    Watched,
+    Idle,
+}
+
+/// Reads more bytes, waiting at most until the watch ends or `idle` passes.
+async fn fill_watched(conn: &mut Conn, watch_end: tokio::time::Instant, idle: std::time::Duration) -> Read {
+    let now = tokio::time::Instant::now();
+    if now >= watch_end {
+        return Read::Watched;
+    }
+    let idle_end = now + idle;
+    match tokio::time::timeout_at(watch_end.min(idle_end), fill(conn)).await {
+        Ok(Ok(0)) => Read::Eof,
+        Ok(Ok(_)) => Read::Bytes,
+        Ok(Err(e)) => Read::Error(e),
+        Err(_) if idle_end < watch_end => Read::Idle,
+        Err(_) => Read::Watched,
+    }
+}
+
+async fn read_stream_body(
+    conn: &mut Conn,
+    head: &Head,
+    sse: &mut Sse,
+    watch_end: tokio::time::Instant,
+    idle: std::time::Duration,
+) -> Result<StreamEnd, TransportFailure> {
+    let cut = |class: FailureClass, detail: String| TransportFailure {
+        class,
+        detail,
+        status: Some(head.status),
+        worker_id: head.worker_id.clone(),
+    };
+    // Ends a read that brought no bytes: Ok(end) to stop, Err to fail.
+    let stop = |r: Read, what: &str| -> Result<StreamEnd, TransportFailure> {
+        match r {
+            Read::Watched => Ok(StreamEnd::Watched),
+            Read::Idle => {
+                Err(cut(FailureClass::ResponseTimeout, format!("no stream byte for {} ms ({what})", idle.as_millis())))
+            }
+            Read::Eof => Err(cut(FailureClass::TruncatedBody, format!("stream ended {what}"))),
+            Read::Error(e) => Err(cut(FailureClass::TruncatedBody, format!("stream read {what}: {e}"))),
+            Read::Bytes => Ok(StreamEnd::Server), // not reached: callers handle Bytes
+        }
+    };
+    conn.buf.drain(..head.len);
+    match head.body {
+        BodyKind::None => Ok(StreamEnd::Server),
+        BodyKind::Length(n) => {
+            let mut left = n;
+            loop {
+                let take = left.min(conn.buf.len());
+                sse.feed(&conn.buf[..take]);
+                conn.buf.drain(..take);
+                left -= take;
+                if left == 0 {
+                    return Ok(StreamEnd::Server);
+                }
+                match fill_watched(conn, watch_end, idle).await {
+                    Read::Bytes => {}
+                    r => return stop(r, &format!("with {left} of {n} bytes to come")),
+                }
+            }
+        }
+        BodyKind::UntilClose => loop {
+            sse.feed(&conn.buf);
+            conn.buf.clear();
+            match fill_watched(conn, watch_end, idle).await {
+                Read::Bytes => {}
+                Read::Eof => return Ok(StreamEnd::Server),
+                r => return stop(r, "in a close-delimited body"),
+            }
+        },
+        BodyKind::Chunked => loop {
+            match httparse::parse_chunk_size(&conn.buf) {
+                Ok(httparse::Status::Complete((consumed, 0))) => {
+                    // The last chunk: trailers (usually none), then CRLF.
+                    loop {
+                        if let Some(end) = trailer_end(&conn.buf[consumed..]) {
+                            conn.buf.drain(..consumed + end);
+                            return Ok(StreamEnd::Server);
+                        }
+                        match fill_watched(conn, watch_end, idle).await {
+                            Read::Bytes => {}
+                            r => return stop(r, "before the last CRLF of a chunked body"),
+                        }
+                    }
+                }
+                Ok(httparse::Status::Complete((consumed, size))) => {
+                    let size = usize::try_from(size).unwrap_or(usize::MAX);
+                    if size > MAX_RESPONSE_BYTES {
+                        return Err(fail(FailureClass::ProtocolError, "chunk too large"));
+                    }
+                    if conn.buf.len() >= consumed + size + 2 {
+                        if &conn.buf[consumed + size..consumed + size + 2] != b"\r\n" {
+                            return Err(fail(FailureClass::ProtocolError, "chunk not followed by CRLF"));
+                        }
+                        sse.feed(&conn.buf[consumed..consumed + size]);
+                        conn.buf.drain(..consumed + size + 2);
+                        continue;
+                    }
+                }
+                Ok(httparse::Status::Partial) => {}
+                Err(_) => return Err(fail(FailureClass::ProtocolError, "invalid chunk size line")),
+            }
+            match fill_watched(conn, watch_end, idle).await {
+                Read::Bytes => {}
+                r => return stop(r, "inside a chunked body"),
+            }
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -531,6 +844,34 @@ mod tests {
         assert_eq!(e.class, FailureClass::ProtocolError);
         let e = parse_head(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n", false).err().unwrap();
         assert_eq!(e.class, FailureClass::ProtocolError);
+    }
+
+    #[test]
+    fn sse_parser_reads_ids_events_and_reconnect_across_splits() {
+        let text = "retry: 1000\n\nevent: hello\ndata: {\"w\":1}\n\n: ping\n\nid: 7:1\r\nevent: stock\r\ndata: a\r\ndata: b\r\n\r\nid: 7:2\rdata:c\r\revent: reconnect\ndata: {\"reason\":\"draining\"}\n\n";
+        // Fed whole and byte by byte (CRLF split across reads), the same result.
+        let mut whole = Sse::default();
+        whole.feed(text.as_bytes());
+        let mut bytes = Sse::default();
+        for b in text.as_bytes() {
+            bytes.feed(std::slice::from_ref(b));
+        }
+        assert_eq!(whole, bytes);
+        assert_eq!(whole.events, 4);
+        assert_eq!(whole.last_event_id.as_deref(), Some("7:2"));
+        assert_eq!(whole.reconnect.as_deref(), Some("{\"reason\":\"draining\"}"));
+        // No reconnect without the event; an id without data still counts
+        // once its block ends; an empty id resets it.
+        let mut s = Sse::resuming(Some("7:9".into()));
+        s.feed(b"event: end\ndata: x\n\n");
+        assert_eq!((s.reconnect.as_deref(), s.last_event_id.as_deref(), s.events), (None, Some("7:9"), 1));
+        s.feed(b"id: 8:1\n\n");
+        assert_eq!((s.last_event_id.as_deref(), s.events), (Some("8:1"), 1));
+        s.feed(b"id\n\n");
+        assert_eq!(s.last_event_id.as_deref(), Some(""));
+        // An incomplete block dispatches nothing.
+        s.feed(b"event: reconnect\ndata: y\n");
+        assert_eq!(s.reconnect, None);
     }
 
     #[test]

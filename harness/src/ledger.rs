@@ -132,6 +132,15 @@ pub fn dropped_ops(records: &[AttemptRecord]) -> HashMap<u64, bool> {
     last.into_iter().map(|(op, (_, failed))| (op, failed)).collect()
 }
 
+/// How many attempts of `records` were a stream's reconnects: attempts
+/// whose previous attempt of the same operation ended ok (an ordinary step
+/// ends at its first ok attempt, so only a stream's reconnect follows one).
+pub fn reconnects(records: &[AttemptRecord]) -> u64 {
+    let ok: std::collections::HashSet<(u64, u32)> =
+        records.iter().filter(|r| r.outcome == OutcomeKind::Ok).map(|r| (r.op, r.attempt)).collect();
+    records.iter().filter(|r| r.attempt > 1 && ok.contains(&(r.op, r.attempt - 1))).count() as u64
+}
+
 /// The counts. Attempt counts and operation counts are kept apart.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
@@ -154,8 +163,14 @@ pub struct Totals {
     pub first_attempt_failures_by_class: BTreeMap<FailureClass, u64>,
     /// First attempt failed, a later attempt ended ok or refused.
     pub recovered: u64,
-    /// Attempts beyond the first.
+    /// Attempts beyond the first that followed a failure (the retry policy).
     pub retries: u64,
+    /// Requests of a stream step sent because the server ended the previous
+    /// one with `event: reconnect` (not failures, not retries): attempts
+    /// beyond the first that followed an ok one. So `attempts = operations
+    /// + retries + reconnects` once nothing is open.
+    #[serde(default)]
+    pub reconnects: u64,
     /// Begun and not ended: non-zero at the end of a run makes it invalid.
     pub open_attempts: u64,
     pub open_operations: u64,
@@ -235,9 +250,18 @@ impl Ledger {
 
     /// Ends an attempt begun with `begin_attempt`.
     pub fn end_attempt(&mut self, rec: &AttemptRecord) {
+        self.end_attempt_of(rec, false);
+    }
+
+    /// Ends an attempt; `reconnect`: a stream's request sent because the
+    /// server asked the client to come back (counted in `reconnects`, not
+    /// in `retries`).
+    pub fn end_attempt_of(&mut self, rec: &AttemptRecord, reconnect: bool) {
         let t = &mut self.totals;
         t.open_attempts = t.open_attempts.saturating_sub(1);
-        if rec.attempt > 1 {
+        if reconnect {
+            t.reconnects += 1;
+        } else if rec.attempt > 1 {
             t.retries += 1;
         }
         match rec.outcome() {
@@ -352,6 +376,30 @@ mod tests {
         assert_eq!(t.attempts_failed_by_class[&FailureClass::ResetBeforeResponse], 1);
         assert_eq!(t.dropped_by_class[&FailureClass::ServerError], 1);
         t.check().unwrap();
+    }
+
+    #[test]
+    fn a_stream_reconnect_is_neither_a_retry_nor_a_failure() {
+        let mut l = Ledger::in_memory();
+        let op = l.begin_operation();
+        let mut recs = Vec::new();
+        // ok (the server asked to reconnect), reconnect cut (truncated),
+        // retry ok.
+        for (attempt, o, reconnect) in
+            [(1, Outcome::Ok, false), (2, Outcome::Failed(FailureClass::TruncatedBody), true), (3, Outcome::Ok, false)]
+        {
+            l.begin_attempt();
+            let r = rec(op, attempt, o);
+            l.end_attempt_of(&r, reconnect);
+            recs.push(r);
+        }
+        l.end_operation(Outcome::Ok, false);
+        let t = l.totals();
+        assert_eq!((t.attempts, t.reconnects, t.retries, t.first_attempt_failures), (3, 1, 1, 0));
+        assert_eq!(t.attempts, t.operations + t.retries + t.reconnects);
+        assert_eq!((t.ok, t.dropped), (1, 0));
+        t.check().unwrap();
+        assert_eq!(reconnects(&recs), 1);
     }
 
     #[test]

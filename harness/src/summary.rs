@@ -269,6 +269,9 @@ impl TotalsOut {
             first_attempt_failures_by_class: classes(&self.first_attempt_failures_by_class),
             recovered: self.recovered,
             retries: self.retries,
+            // Not in summary.json (schema version 1); ledger::reconnects
+            // counts them from ledger.csv.
+            reconnects: 0,
             open_attempts: self.open_attempts,
             open_operations: self.open_operations,
         }
@@ -424,6 +427,8 @@ mod tests {
             first_attempt_failures_by_class: BTreeMap::from([(FailureClass::ConnectRefused, 2)]),
             recovered: 1,
             retries: 2,
+            // Not carried by summary.json.
+            reconnects: 0,
             open_attempts: 0,
             open_operations: 0,
         };
