@@ -142,7 +142,12 @@ pub fn longest_journey(s: &Scenario) -> Duration {
                 .iter()
                 .map(|st| {
                     let n = st.retry.attempts.max(1);
-                    st.timeout * n + st.retry.backoff * (n - 1) + think_max
+                    let mut t = st.timeout * n + st.retry.backoff * (n - 1) + think_max;
+                    if let Some(sp) = &st.stream {
+                        // Watching, then every reconnect's delay and head.
+                        t += sp.watch + (sp.reconnect_delay + st.timeout) * sp.max_reconnects;
+                    }
+                    t
                 })
                 .sum::<Duration>()
         })
@@ -187,6 +192,7 @@ pub async fn run(
         }
         _ => Vec::new(),
     };
+    let has_streams = scenario.journeys.iter().any(|j| j.steps.iter().any(|st| st.stream.is_some()));
     let drain = opts.drain_timeout.unwrap_or_else(|| longest_journey(&scenario) + Duration::from_secs(5));
     let shared = Arc::new(Shared {
         scenario,
@@ -268,6 +274,10 @@ pub async fn run(
         ),
     };
     book.recorder.finish(end_ms);
+    if has_streams {
+        let t = book.ledger.totals();
+        events.emit("streams_end", json!({"reconnects": t.reconnects, "retries": t.retries}));
+    }
     EngineOutcome {
         book,
         cut_off_shoppers: cut_off,
@@ -444,6 +454,16 @@ async fn operation(
     let mut intended = first_intended;
     let mut first_failed = false;
     let mut attempt = 0u32;
+    // Failed attempts so far: the retry policy counts these, so a stream's
+    // reconnects do not use up its retries.
+    let mut failures = 0u32;
+    // Stream steps: when the watch ends, the last event id seen (sent as
+    // Last-Event-ID on reconnects and retries), the reconnects so far, and
+    // whether the attempt now due is a reconnect.
+    let watch_end = step.stream.map(|sp| first_intended + sp.watch);
+    let mut last_event_id: Option<String> = None;
+    let mut reconnects = 0u32;
+    let mut reconnecting = false;
     loop {
         attempt += 1;
         crate::timer::sleep_until(intended).await;
@@ -452,13 +472,24 @@ async fn operation(
             shared.book().ledger.begin_attempt();
         }
         let deadline = tokio::time::Instant::from_std(started + step.timeout);
+        let mut reconnect_asked: Option<String> = None;
         let (outcome, status, reused, worker, detail, order_id) = match &rendered {
             Err(e) => (Outcome::Failed(FailureClass::LocalError), None, false, None, Some(e.clone()), None),
             Ok(r) => {
+                let with_id;
+                let headers = match (watch_end, last_event_id.as_deref()) {
+                    (Some(_), Some(id)) if !id.is_empty() => {
+                        let mut h = r.headers.clone();
+                        h.push(("Last-Event-ID".to_string(), id.to_string()));
+                        with_id = h;
+                        &with_id
+                    }
+                    _ => &r.headers,
+                };
                 let req = Request {
                     method: &step.method,
                     path: &r.path,
-                    headers: &r.headers,
+                    headers,
                     body: r.body.as_deref().map(str::as_bytes),
                 };
                 // Boxed: the exchange's state is the largest part of a
@@ -468,8 +499,40 @@ async fn operation(
                     0 => None,
                     n => Some(shared.shopper_sources[(ctx.shopper % n as u64) as usize]),
                 };
-                let a = Box::pin(send(shared, source, own, &req, keep_body, deadline, &mut scratch)).await;
-                classify(step, is_checkout, a, ctx)
+                match watch_end {
+                    None => {
+                        let a = Box::pin(send(shared, source, own, &req, keep_body, deadline, &mut scratch)).await;
+                        classify(step, is_checkout, a, ctx)
+                    }
+                    Some(watch_end) => {
+                        let sse = client::Sse::resuming(last_event_id.take());
+                        let watch_end = tokio::time::Instant::from_std(watch_end);
+                        let a = Box::pin(send_stream(
+                            shared,
+                            source,
+                            own,
+                            &req,
+                            (deadline, watch_end, step.timeout),
+                            sse,
+                            &mut scratch,
+                        ))
+                        .await;
+                        last_event_id = a.sse.last_event_id;
+                        if matches!(&a.result, Ok(r) if r.end == client::StreamEnd::Server) {
+                            reconnect_asked = a.sse.reconnect;
+                        }
+                        let a = client::Attempt {
+                            result: a.result.map(|r| client::Response {
+                                status: r.status,
+                                body: None,
+                                worker_id: r.worker_id,
+                                keep_alive: false,
+                            }),
+                            reused: a.reused,
+                        };
+                        classify(step, is_checkout, a, ctx)
+                    }
+                }
             }
         };
         let ended = Instant::now();
@@ -495,15 +558,35 @@ async fn operation(
         };
         let latency_us = ended.saturating_duration_since(intended).as_micros() as u64;
         let slip_us = started.saturating_duration_since(intended).as_micros() as u64;
-        let retry = matches!(outcome, Outcome::Failed(c) if step.retry.retries(c, attempt));
+        if matches!(outcome, Outcome::Failed(_)) {
+            failures += 1;
+        }
+        let retry = matches!(outcome, Outcome::Failed(c) if step.retry.retries(c, failures));
         if attempt == 1 && matches!(outcome, Outcome::Failed(_)) {
             first_failed = true;
         }
+        // The server ended an ok stream with `event: reconnect`: come back,
+        // while the watch lasts and the step allows another reconnect.
+        let reconnect = match (&reconnect_asked, step.stream, watch_end) {
+            (Some(data), Some(sp), Some(watch_end)) if outcome == Outcome::Ok => {
+                let watching = ended < watch_end;
+                if watching && reconnects >= sp.max_reconnects {
+                    shared.events.emit_at(
+                        rec.end_ms,
+                        "stream_reconnects_exhausted",
+                        json!({"op": op, "shopper": ctx.shopper, "step": step.name, "attempt": attempt,
+                               "reconnects": reconnects, "worker": rec.worker, "data": data}),
+                    );
+                }
+                watching && reconnects < sp.max_reconnects
+            }
+            _ => false,
+        };
         {
             let mut book = shared.book();
-            book.ledger.end_attempt(&rec);
+            book.ledger.end_attempt_of(&rec, reconnecting);
             book.recorder.record(global, outcome, latency_us, slip_us, rec.end_ms);
-            if !retry {
+            if !retry && !reconnect {
                 book.ledger.end_operation(outcome, first_failed);
             }
         }
@@ -517,6 +600,21 @@ async fn operation(
                     "intended_ms": rec.intended_ms, "detail": detail,
                 }),
             );
+        }
+        reconnecting = reconnect;
+        if reconnect && let Some(sp) = step.stream {
+            reconnects += 1;
+            shared.events.emit_at(
+                rec.end_ms,
+                "stream_reconnect",
+                json!({
+                    "op": op, "shopper": ctx.shopper, "step": step.name, "attempt": attempt,
+                    "worker": rec.worker, "last_event_id": last_event_id, "reconnects": reconnects,
+                    "data": reconnect_asked, "delay_ms": sp.reconnect_delay.as_millis() as u64,
+                }),
+            );
+            intended = ended + sp.reconnect_delay;
+            continue;
         }
         if retry {
             intended = ended + step.retry.backoff;
@@ -562,6 +660,46 @@ async fn send(
                 pool.put_back(c);
             }
             a
+        }
+    }
+}
+
+/// [`send`] for a stream step: the request on the model's connection, its
+/// body read as an event stream (see `client::send_stream`). `times`: the
+/// head's deadline, the end of the watch, the longest silence. The
+/// connection is never kept: a pooled one frees its slot when the stream ends.
+async fn send_stream(
+    shared: &Shared,
+    source: Option<std::net::IpAddr>,
+    own: &mut Option<Conn>,
+    req: &Request<'_>,
+    times: (tokio::time::Instant, tokio::time::Instant, Duration),
+    sse: client::Sse,
+    scratch: &mut Vec<u8>,
+) -> client::StreamAttempt {
+    let (deadline, watch_end, idle) = times;
+    match &shared.pool {
+        None => {
+            if own.as_ref().is_some_and(|c| !c.usable(Instant::now(), shared.idle_timeout)) {
+                *own = None;
+            }
+            client::send_stream(&shared.connector, source, own, req, deadline, watch_end, idle, sse, scratch).await
+        }
+        Some(pool) => {
+            let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, pool.permits.acquire()).await else {
+                return client::StreamAttempt {
+                    result: Err(client::TransportFailure {
+                        class: FailureClass::ConnectTimeout,
+                        detail: "no pool connection became free within the step timeout".into(),
+                        status: None,
+                        worker_id: None,
+                    }),
+                    reused: false,
+                    sse,
+                };
+            };
+            let mut slot = pool.take_idle(shared.idle_timeout);
+            client::send_stream(&shared.connector, None, &mut slot, req, deadline, watch_end, idle, sse, scratch).await
         }
     }
 }

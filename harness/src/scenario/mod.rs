@@ -204,6 +204,42 @@ pub struct Step {
     pub extract: Vec<Extract>,
     /// Send an Idempotency-Key header, the same key on every retry of the step.
     pub idempotency_key: bool,
+    /// Read the response as an event stream and reconnect when the server
+    /// asks to (None: an ordinary request, its body read to the end).
+    pub stream: Option<StreamSpec>,
+}
+
+/// A step whose response is a long-lived event stream (docs/SCENARIOS.md,
+/// "Streams"): the engine watches it for `watch` from the operation's start,
+/// and when the server ends it with `event: reconnect` before then, sends the
+/// request again after `reconnect_delay`, with `Last-Event-ID`, on a fresh
+/// connection. A reconnect is not a retry: the retry policy covers failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamSpec {
+    pub kind: StreamKind,
+    /// How long the shopper watches, from the operation's intended start.
+    pub watch: Duration,
+    /// Pause between a server-requested end and the reconnect.
+    pub reconnect_delay: Duration,
+    /// Most server-requested reconnects per operation; one more request to
+    /// reconnect ends the watch (ok).
+    pub max_reconnects: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    /// Server-Sent Events (`text/event-stream`): `id:`, `event:`, `data:` lines.
+    Sse,
+}
+
+impl StreamKind {
+    pub const ALL: [StreamKind; 1] = [StreamKind::Sse];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamKind::Sse => "sse",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

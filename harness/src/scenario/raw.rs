@@ -172,6 +172,23 @@ pub(crate) struct RawStep {
     pub extract: BTreeMap<String, String>,
     #[serde(default)]
     pub idempotency_key: bool,
+    #[serde(default)]
+    pub stream: Option<RawStream>,
+}
+
+/// A long-lived response read as an event stream (`Step::stream`).
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a stream object such as {\"kind\": \"sse\", \"watch\": \"3s\", \"reconnect_delay\": \"50ms\"}"
+)]
+pub(crate) struct RawStream {
+    pub kind: String,
+    pub watch: Dur,
+    #[serde(default)]
+    pub reconnect_delay: Option<Dur>,
+    #[serde(default)]
+    pub max_reconnects: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

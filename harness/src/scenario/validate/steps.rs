@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use super::super::raw::RawScenario;
+use super::super::raw::{RawScenario, RawStream};
 use super::super::template::{Escape, Template};
 use super::super::*;
 use super::{V, join_or_none};
@@ -144,6 +144,25 @@ pub(super) fn journeys(v: &mut V, raw: &RawScenario, d: &StepDefaults) -> (Vec<J
             }
             let timeout = s.timeout.map_or(d.timeout, |t| v.positive(&format!("{sp}.timeout"), t.0));
             let retry = s.retry.as_ref().map_or_else(|| d.retry.clone(), |r| v.retry(&format!("{sp}.retry"), r));
+            let stream = s.stream.as_ref().and_then(|st| stream(v, &format!("{sp}.stream"), st));
+            if stream.is_some() {
+                if !s.extract.is_empty() {
+                    v.err(
+                        format!("{sp}.extract"),
+                        "a stream step's body is a series of events, not a JSON document: extract from another step",
+                    );
+                }
+                for (k, _) in &headers {
+                    if k.eq_ignore_ascii_case("last-event-id") {
+                        let hp = if s.headers.contains_key(k) {
+                            format!("{sp}.headers.{k}")
+                        } else {
+                            format!("defaults.headers.{k}")
+                        };
+                        v.err(hp, "Last-Event-ID is set by the harness on a stream step's reconnects and retries");
+                    }
+                }
+            }
             let mut extract = Vec::new();
             for (var, pointer) in &s.extract {
                 let ep = format!("{sp}.extract.{var}");
@@ -170,6 +189,7 @@ pub(super) fn journeys(v: &mut V, raw: &RawScenario, d: &StepDefaults) -> (Vec<J
                 retry,
                 extract,
                 idempotency_key: s.idempotency_key,
+                stream,
             });
             // Extracted after this step's response: usable from the next step on.
             extracted.extend(s.extract.keys().cloned());
@@ -177,6 +197,34 @@ pub(super) fn journeys(v: &mut V, raw: &RawScenario, d: &StepDefaults) -> (Vec<J
         journeys.push(Journey { name: j.name.clone(), weight: j.weight, steps });
     }
     (journeys, step_names)
+}
+
+/// Most reconnects a stream step may allow (each may hold a connection for
+/// up to the step's timeout, which the drain timeout has to cover).
+const MAX_RECONNECTS: u32 = 10_000;
+const DEFAULT_RECONNECT_DELAY: Duration = Duration::from_millis(100);
+const DEFAULT_MAX_RECONNECTS: u32 = 10;
+
+fn stream(v: &mut V, path: &str, st: &RawStream) -> Option<StreamSpec> {
+    let kind = StreamKind::ALL.iter().copied().find(|k| k.as_str() == st.kind);
+    if kind.is_none() {
+        let all: Vec<&str> = StreamKind::ALL.iter().map(|k| k.as_str()).collect();
+        v.err(
+            format!("{path}.kind"),
+            format!("unknown stream kind {:?} (expected one of {})", st.kind, all.join(", ")),
+        );
+    }
+    let watch = v.positive(&format!("{path}.watch"), st.watch.0);
+    let max_reconnects = st.max_reconnects.unwrap_or(DEFAULT_MAX_RECONNECTS);
+    if max_reconnects > MAX_RECONNECTS {
+        v.err(format!("{path}.max_reconnects"), format!("{max_reconnects}: must be 0..={MAX_RECONNECTS}"));
+    }
+    Some(StreamSpec {
+        kind: kind?,
+        watch,
+        reconnect_delay: st.reconnect_delay.map_or(DEFAULT_RECONNECT_DELAY, |d| d.0),
+        max_reconnects,
+    })
 }
 
 fn valid_pointer(p: &str) -> bool {
