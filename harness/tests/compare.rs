@@ -18,7 +18,7 @@ fn harness() -> Command {
     Command::new(env!("CARGO_BIN_EXE_harness"))
 }
 
-/// smoke.json with a SIGTERM to the master 1.5 s in, and no retries on the
+/// smoke.json with a SIGTERM to the master 1.5 s and 3 s in, and no retries on the
 /// browsing steps (a browser shows the error page): a restart gap then shows
 /// as dropped requests instead of being hidden by the smoke default's retry.
 /// Keyed checkouts keep their own retries.
@@ -26,7 +26,10 @@ fn scenario(dir: &Path) -> std::path::PathBuf {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/smoke.json")).unwrap();
     let mut s: Value = serde_json::from_str(&text).unwrap();
     s["defaults"]["retry"] = json!({"attempts": 1});
-    s["chaos"] = json!([{"name": "deploy", "at": "1500ms", "action": "signal_master", "signal": "SIGTERM"}]);
+    // Two deploys: one naive restart of the smoke load drops only a handful
+    // (4 in a typical run), and a full test suite on two cores once saw none.
+    s["chaos"] = json!([{"name": "deploy", "at": "1500ms", "every": "1500ms", "count": 2,
+                         "action": "signal_master", "signal": "SIGTERM"}]);
     let path = dir.join("smoke-deploy.json");
     std::fs::write(&path, serde_json::to_string_pretty(&s).unwrap()).unwrap();
     path
