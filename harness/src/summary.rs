@@ -244,6 +244,9 @@ pub struct TotalsOut {
     pub attempts_failed_on_reused_connection: u64,
     pub open_attempts: u64,
     pub open_operations: u64,
+    /// Server-requested reconnects of stream steps (not retries, not failures).
+    #[serde(default)]
+    pub reconnects: u64,
 }
 
 impl TotalsOut {
@@ -269,9 +272,7 @@ impl TotalsOut {
             first_attempt_failures_by_class: classes(&self.first_attempt_failures_by_class),
             recovered: self.recovered,
             retries: self.retries,
-            // Not in summary.json (schema version 1); ledger::reconnects
-            // counts them from ledger.csv.
-            reconnects: 0,
+            reconnects: self.reconnects,
             open_attempts: self.open_attempts,
             open_operations: self.open_operations,
         }
@@ -297,6 +298,7 @@ impl TotalsOut {
             attempts_failed_on_reused_connection: t.attempts_failed_on_reused,
             open_attempts: t.open_attempts,
             open_operations: t.open_operations,
+            reconnects: t.reconnects,
         }
     }
 }
@@ -427,8 +429,7 @@ mod tests {
             first_attempt_failures_by_class: BTreeMap::from([(FailureClass::ConnectRefused, 2)]),
             recovered: 1,
             retries: 2,
-            // Not carried by summary.json.
-            reconnects: 0,
+            reconnects: 3,
             open_attempts: 0,
             open_operations: 0,
         };

@@ -139,6 +139,7 @@ async fn a_server_requested_reconnect_resumes_with_last_event_id_and_is_not_a_fa
     assert_eq!((t.first_attempt_failures, t.retries), (0, 0), "{d}");
     assert!(support::failures(&s).is_empty(), "{d}");
     assert_eq!(harness::ledger::reconnects(&recs), 4, "{d}");
+    assert_eq!(s.totals.reconnects, 4, "summary.json carries the count: {d}");
     assert_eq!(s.verdict.as_str(), "pass");
     // Each reconnect carried the last id of the stream it resumed.
     let seen = srv.seen();
