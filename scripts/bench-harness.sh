@@ -6,19 +6,22 @@
 #   2. wrk -t1 -c64: its request rate (closed loop, 64 keep-alive connections);
 #   3. the harness with a 64-connection keep-alive pool on an open schedule at
 #      rising arrival rates: the rate it achieves, its schedule slip, CPU time
-#      per request (user+sys / requests) and peak RSS, with the full ledger
+#      per request (user+sys / requests), RSS at the end of the traffic
+#      (summary.json run.traffic_peak_rss_mb: the generator's own cost) and
+#      the process's peak RSS (which adds the ledger read back for
+#      attribution and the report after the traffic), with the full ledger
 #      (ledger.csv, histograms, events) written. Its max rate is the highest
 #      achieved rate whose slip p99 stayed under 10 ms;
 #   4. peak RSS with 30,000 shoppers active at once (each thinks 20 s between
 #      two requests on a 256-connection pool).
 # Env: BENCH_DURATION (s per harness rate, default 3), BENCH_RATES (arrivals/s,
-#      default "20000 30000 ... 200000", stops at the first it cannot hold), BENCH_PORT (default 18280),
+#      default "20000 30000 ... 250000", stops at the first it cannot hold), BENCH_PORT (default 18280),
 #      CARGO_TARGET_DIR. Prints a Markdown table for docs/PERFORMANCE.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DUR=${BENCH_DURATION:-3}
-RATES=${BENCH_RATES:-"20000 30000 40000 60000 80000 100000 150000 200000"}
+RATES=${BENCH_RATES:-"20000 30000 40000 60000 80000 100000 110000 120000 130000 150000 200000 250000"}
 PORT=${BENCH_PORT:-18280}
 TARGET_DIR=${CARGO_TARGET_DIR:-$(pwd)/target}
 BIN=$TARGET_DIR/release/harness
@@ -111,9 +114,9 @@ EOF
 }
 
 ONE_STEP='[{"name": "get", "path": "/"}]'
-echo "| generator | offered rate | achieved req/s | slip p99 | CPU µs/request | peak RSS |"
-echo "| --- | --- | --- | --- | --- | --- |"
-echo "| wrk -t1 -c64 (closed loop) | - | $WRK_RPS | - | $WRK_US | $WRK_MB MB |"
+echo "| generator | offered rate | achieved req/s | slip p99 | CPU µs/request | RSS at end of traffic | peak RSS (with report) |"
+echo "| --- | --- | --- | --- | --- | --- | --- |"
+echo "| wrk -t1 -c64 (closed loop) | - | $WRK_RPS | - | $WRK_US | - | $WRK_MB MB |"
 BEST=0
 for RATE in $RATES; do
     N=$(awk -v r="$RATE" -v d="$DUR" 'BEGIN {printf "%d", r*d}')
@@ -122,16 +125,17 @@ for RATE in $RATES; do
         taskset -c "$CLIENT_CPU" "$BIN" run "$WORK/s.json" --quiet --out "$WORK/run-$RATE" >"$WORK/h.txt" 2>&1 || true
     S="$WORK/run-$RATE/summary.json"
     [ -f "$S" ] || { echo "bench-harness: no summary at rate $RATE:"; cat "$WORK/h.txt"; exit 1; }
-    read -r ATT DUR_S OK SLIP <<<"$(python3 -c "
+    read -r ATT DUR_S OK SLIP TRAFFIC_MB <<<"$(python3 -c "
 import json,sys; s=json.load(open('$S'))
-print(s['totals']['attempts'], s['run']['duration_s'], s['totals']['ok'], s['schedule_slip']['p99_ms'])")"
+print(s['totals']['attempts'], s['run']['duration_s'], s['totals']['ok'], s['schedule_slip']['p99_ms'],
+      '%.1f' % s['run']['traffic_peak_rss_mb'])")"
     read -r HU HS HM <"$WORK/h.time"
     ACH=$(awk -v n="$ATT" -v d="$DUR_S" 'BEGIN {printf "%.0f", n/d}')
     US=$(awk -v u="$HU" -v s="$HS" -v n="$ATT" 'BEGIN {printf "%.2f", (u+s)*1e6/n}')
     MB=$(awk -v m="$HM" 'BEGIN {printf "%.1f", m/1024}')
     LEDGER=$(($(wc -l <"$WORK/run-$RATE/ledger.csv") - 1))
     [ "$LEDGER" = "$ATT" ] || echo "bench-harness: ledger has $LEDGER records for $ATT attempts" >&2
-    echo "| harness, pool 64 (open model, full ledger) | $RATE/s | $ACH ($OK ok) | ${SLIP} ms | $US | $MB MB |"
+    echo "| harness, pool 64 (open model, full ledger) | $RATE/s | $ACH ($OK ok) | ${SLIP} ms | $US | $TRAFFIC_MB MB | $MB MB |"
     # On schedule: slip p99 under 10 ms and at least 97% of the offered rate.
     if awk -v s="$SLIP" -v a="$ACH" -v r="$RATE" 'BEGIN {exit !(s < 10 && a >= 0.97 * r)}'; then BEST=$ACH; else break; fi
 done
@@ -144,5 +148,7 @@ scenario "bench-30k" 30000 10000 "$TWO_STEPS" 256 '{"kind": "constant", "duratio
 /usr/bin/time -f "%U %S %M" -o "$WORK/h30k.time" \
     taskset -c "$CLIENT_CPU" "$BIN" run "$WORK/s30k.json" --quiet --out "$WORK/run-30k" >"$WORK/h30k.txt" 2>&1 || true
 read -r _ _ M30 <"$WORK/h30k.time"
-PEAK=$(python3 -c "import json; print(json.load(open('$WORK/run-30k/summary.json'))['run']['peak_active_shoppers'])")
-echo "30,000 shoppers: peak active $PEAK, peak RSS $(awk -v m="$M30" 'BEGIN {printf "%.1f", m/1024}') MB"
+read -r PEAK T30 <<<"$(python3 -c "
+import json; r=json.load(open('$WORK/run-30k/summary.json'))['run']
+print(r['peak_active_shoppers'], '%.1f' % r['traffic_peak_rss_mb'])")"
+echo "30,000 shoppers: peak active $PEAK, RSS at end of traffic $T30 MB, peak RSS (with report) $(awk -v m="$M30" 'BEGIN {printf "%.1f", m/1024}') MB"

@@ -171,6 +171,17 @@ pub struct Executed {
     pub extra_gates: Vec<GateResult>,
     /// Faults, attribution and audit for summary.json, filled by the lifecycle.
     pub chaos: summary::ChaosSections,
+    /// The process's peak resident memory when the traffic ended (MiB), before
+    /// anything reads the ledger back: what generating the load cost.
+    pub traffic_peak_rss_mb: Option<f64>,
+}
+
+/// This process's peak resident set so far (VmHWM, MiB); None off Linux.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 =
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(round3(kb / 1024.0))
 }
 
 /// Plays the schedule. The run clock's zero is the start of arrivals.
@@ -222,7 +233,12 @@ pub async fn execute(p: &Prepared, side: Vec<SideTask>, live: Arc<Live>) -> Resu
             outcome.cut_off_shoppers
         ));
     }
-    events.emit("run_end", json!({"end_ms": outcome.end_ms, "cut_off_shoppers": outcome.cut_off_shoppers}));
+    let traffic_peak_rss_mb = peak_rss_mb();
+    events.emit(
+        "run_end",
+        json!({"end_ms": outcome.end_ms, "cut_off_shoppers": outcome.cut_off_shoppers,
+               "peak_rss_mb": traffic_peak_rss_mb}),
+    );
     Ok(Executed {
         outcome,
         events,
@@ -232,6 +248,7 @@ pub async fn execute(p: &Prepared, side: Vec<SideTask>, live: Arc<Live>) -> Resu
         problems,
         extra_gates: Vec::new(),
         chaos: Default::default(),
+        traffic_peak_rss_mb,
     })
 }
 
@@ -293,6 +310,7 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
             cut_off_shoppers: ex.outcome.cut_off_shoppers,
             interrupted: ex.outcome.interrupted,
             source_addresses: p.connector.sources.iter().map(|s| s.to_string()).collect(),
+            traffic_peak_rss_mb: ex.traffic_peak_rss_mb,
         },
         verdict,
         exit_code: verdict.exit_code(),

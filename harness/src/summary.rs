@@ -215,6 +215,10 @@ pub struct RunInfo {
     pub interrupted: bool,
     /// Local source addresses the connections were spread over (empty: one, kernel-chosen).
     pub source_addresses: Vec<String>,
+    /// The harness's peak resident memory (MiB) when the traffic ended, before
+    /// the ledger is read back for attribution and the report; null off Linux.
+    #[serde(default)]
+    pub traffic_peak_rss_mb: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -31,6 +31,9 @@ async fn real_summary_matches_the_schema_and_the_run_folder_is_complete() {
     assert_eq!(doc["totals"]["attempts_failed_by_class"]["server_error"], 10);
     assert_eq!(doc["totals"]["attempts_failed_by_class"]["connect_refused"], 0);
     assert!(!doc["series"].as_array().unwrap().is_empty());
+    // The harness's memory at the end of the traffic: a real reading (MiB).
+    let rss = doc["run"]["traffic_peak_rss_mb"].as_f64().unwrap();
+    assert!(rss > 1.0 && rss < 4096.0, "traffic_peak_rss_mb {rss}");
 
     // The schema can fail: a missing field, an unknown one, a bad verdict.
     let mut bad = doc.clone();
