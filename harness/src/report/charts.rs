@@ -296,7 +296,7 @@ pub fn latency_over_time(run: &RunData, axes: &TimeAxes) -> Result<String> {
                 .label("failed (slowest)")
                 .legend(|(x, y)| Cross::new((x + 9, y), 4, FAILED.stroke_width(2)));
         }
-        legend(&mut chart, SeriesLabelPosition::UpperRight, 15, "latency")?;
+        legend(&mut chart, SeriesLabelPosition::UpperLeft, 15, "latency")?;
         label_faults(root, &chart, &run.faults, y.end)
     })
 }
@@ -374,7 +374,7 @@ fn stacked(
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], colour.filled()));
         }
         if !layers.is_empty() {
-            legend(&mut chart, SeriesLabelPosition::UpperRight, 15, title)?;
+            legend(&mut chart, SeriesLabelPosition::UpperLeft, 15, title)?;
         }
         label_faults(root, &chart, &run.faults, y_max)
     })
