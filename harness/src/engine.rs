@@ -660,15 +660,7 @@ async fn send(
         }
         Some(pool) => {
             let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, pool.permits.acquire()).await else {
-                return client::Attempt {
-                    result: Err(client::TransportFailure {
-                        class: FailureClass::ConnectTimeout,
-                        detail: "no pool connection became free within the step timeout".into(),
-                        status: None,
-                        worker_id: None,
-                    }),
-                    reused: false,
-                };
+                return client::Attempt { result: Err(no_pool_connection()), reused: false };
             };
             let mut slot = pool.take_idle(shared.idle_timeout);
             let a = client::send(&shared.connector, &mut slot, req, keep_body, deadline, scratch).await;
@@ -677,6 +669,17 @@ async fn send(
             }
             a
         }
+    }
+}
+
+/// The failure of an attempt that waited the whole step timeout for a pool
+/// connection: counted as a connect timeout (the open model's queue).
+fn no_pool_connection() -> client::TransportFailure {
+    client::TransportFailure {
+        class: FailureClass::ConnectTimeout,
+        detail: "no pool connection became free within the step timeout".into(),
+        status: None,
+        worker_id: None,
     }
 }
 
@@ -703,16 +706,7 @@ async fn send_stream(
         }
         Some(pool) => {
             let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, pool.permits.acquire()).await else {
-                return client::StreamAttempt {
-                    result: Err(client::TransportFailure {
-                        class: FailureClass::ConnectTimeout,
-                        detail: "no pool connection became free within the step timeout".into(),
-                        status: None,
-                        worker_id: None,
-                    }),
-                    reused: false,
-                    sse,
-                };
+                return client::StreamAttempt { result: Err(no_pool_connection()), reused: false, sse };
             };
             let mut slot = pool.take_idle(shared.idle_timeout);
             client::send_stream(&shared.connector, None, &mut slot, req, deadline, watch_end, idle, sse, scratch).await
