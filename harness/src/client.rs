@@ -192,14 +192,17 @@ pub async fn send_from(
             Attempt { result: Ok(resp), reused }
         }
         Ok(Err(f)) => Attempt { result: Err(f), reused },
-        Err(_elapsed) => {
-            let f = if phase == Phase::Connect {
-                fail(FailureClass::ConnectTimeout, "connect did not complete within the step timeout")
-            } else {
-                fail(FailureClass::ResponseTimeout, format!("no complete response within the step timeout ({phase:?})"))
-            };
-            Attempt { result: Err(f), reused }
-        }
+        Err(_elapsed) => Attempt { result: Err(timed_out(phase, "no complete response")), reused },
+    }
+}
+
+/// The failure of an attempt whose deadline passed in `phase`: a connect
+/// timeout while connecting, else a response timeout (`what` did not come).
+fn timed_out(phase: Phase, what: &str) -> TransportFailure {
+    if phase == Phase::Connect {
+        fail(FailureClass::ConnectTimeout, "connect did not complete within the step timeout")
+    } else {
+        fail(FailureClass::ResponseTimeout, format!("{what} within the step timeout ({phase:?})"))
     }
 }
 
@@ -226,15 +229,16 @@ fn head_io_failure(e: &io::Error, what: &str) -> TransportFailure {
     fail(class, format!("{what}: {e}"))
 }
 
-async fn exchange(
+/// Connects (or reuses `conn`), sends `req` and reads the response head;
+/// `phase` follows along for the caller's timeout.
+async fn send_head(
     connector: &Connector,
     source: Option<IpAddr>,
     conn: Option<Conn>,
     req: &Request<'_>,
-    keep_body: bool,
     phase: &mut Phase,
     scratch: &mut Vec<u8>,
-) -> Result<(Conn, Response), TransportFailure> {
+) -> Result<(Conn, Head), TransportFailure> {
     let mut conn = match conn {
         Some(c) => c,
         None => {
@@ -247,7 +251,21 @@ async fn exchange(
     conn.stream.write_all(scratch).await.map_err(|e| head_io_failure(&e, "write"))?;
     *phase = Phase::Head;
     conn.buf.clear();
-    let resp = read_response(&mut conn, req.method == "HEAD", keep_body, phase).await?;
+    let head = read_head(&mut conn, req.method == "HEAD").await?;
+    Ok((conn, head))
+}
+
+async fn exchange(
+    connector: &Connector,
+    source: Option<IpAddr>,
+    conn: Option<Conn>,
+    req: &Request<'_>,
+    keep_body: bool,
+    phase: &mut Phase,
+    scratch: &mut Vec<u8>,
+) -> Result<(Conn, Response), TransportFailure> {
+    let (mut conn, head) = send_head(connector, source, conn, req, phase, scratch).await?;
+    let resp = read_body(&mut conn, head, keep_body, phase).await?;
     conn.last_used = Instant::now();
     conn.served += 1;
     Ok((conn, resp))
@@ -391,13 +409,13 @@ async fn read_head(conn: &mut Conn, is_head_request: bool) -> Result<Head, Trans
     }
 }
 
-async fn read_response(
+/// Reads the body that `head` announced, into a complete response.
+async fn read_body(
     conn: &mut Conn,
-    is_head_request: bool,
+    head: Head,
     keep_body: bool,
     phase: &mut Phase,
 ) -> Result<Response, TransportFailure> {
-    let head = read_head(conn, is_head_request).await?;
     *phase = Phase::Body;
     let truncated = |detail: String, head: &Head| TransportFailure {
         class: FailureClass::TruncatedBody,
@@ -657,34 +675,12 @@ pub async fn send_stream(
     let mut sse = sse;
     let mut phase = Phase::Connect;
     let taken = slot.take();
-    let opened = tokio::time::timeout_at(head_deadline, async {
-        let mut conn = match taken {
-            Some(c) => c,
-            None => {
-                let stream = connector.connect(source).await.map_err(|e| connect_failure(&e))?;
-                Conn { stream, buf: Vec::new(), last_used: Instant::now(), served: 0 }
-            }
-        };
-        phase = Phase::Send;
-        encode(req, &connector.host, scratch);
-        conn.stream.write_all(scratch).await.map_err(|e| head_io_failure(&e, "write"))?;
-        phase = Phase::Head;
-        conn.buf.clear();
-        let head = read_head(&mut conn, req.method == "HEAD").await?;
-        Ok::<_, TransportFailure>((conn, head))
-    })
-    .await;
+    let opened =
+        tokio::time::timeout_at(head_deadline, send_head(connector, source, taken, req, &mut phase, scratch)).await;
     let (mut conn, head) = match opened {
         Ok(Ok(v)) => v,
         Ok(Err(f)) => return StreamAttempt { result: Err(f), reused, sse },
-        Err(_elapsed) => {
-            let f = if phase == Phase::Connect {
-                fail(FailureClass::ConnectTimeout, "connect did not complete within the step timeout")
-            } else {
-                fail(FailureClass::ResponseTimeout, format!("no response head within the step timeout ({phase:?})"))
-            };
-            return StreamAttempt { result: Err(f), reused, sse };
-        }
+        Err(_elapsed) => return StreamAttempt { result: Err(timed_out(phase, "no response head")), reused, sse },
     };
     let result = match read_stream_body(&mut conn, &head, &mut sse, watch_end, idle).await {
         Ok(end) => Ok(StreamResponse { status: head.status, worker_id: head.worker_id.clone(), end }),
