@@ -11,22 +11,13 @@
 //! decides what a window is (chaos.rs and attribution.rs) nor whether the
 //! count passes (gates).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use serde::Serialize;
 
 use crate::attribution::FaultWindow;
 use crate::gates::GateResult;
 use crate::ledger::AttemptRecord;
-
-/// One response that named its worker.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Served {
-    pub shopper: u64,
-    /// When the response arrived, ms since run start.
-    pub t_ms: f64,
-    pub worker: String,
-}
 
 /// A time span in which changes of worker are expected, ms since run start.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -78,48 +69,87 @@ pub struct Affinity {
 /// How many breaks are listed by name.
 pub const MAX_EXAMPLES: usize = 20;
 
-/// The responses of the ledger that carry a worker id, in any order.
-pub fn served_from(records: &[AttemptRecord]) -> Vec<Served> {
-    records
-        .iter()
-        .filter_map(|r| {
-            let worker = r.worker.as_ref()?;
-            Some(Served { shopper: r.shopper, t_ms: r.end_ms, worker: worker.clone() })
-        })
-        .collect()
+/// Counts affinity breaks from responses fed one at a time, keeping per
+/// shopper only its last response (so a long run's ledger is read in one pass
+/// without holding it). Each shopper's responses must come in time order: the
+/// ledger writes them so, because a shopper's attempts are sequential and
+/// each is recorded before the next is sent. Tests feed it
+/// shuffled responses through a sorting `analyze`.
+pub struct Tracker<'w> {
+    windows: &'w [Window],
+    /// Worker ids seen, interned: a run has a few, shoppers many.
+    workers: Vec<String>,
+    worker_index: HashMap<String, u32>,
+    shoppers: HashMap<u64, Last>,
+    out: Affinity,
 }
 
-/// Count affinity breaks. `served` may be in any order.
-pub fn analyze(served: &[Served], windows: &[Window]) -> Affinity {
-    let mut by_shopper: BTreeMap<u64, Vec<(f64, &str)>> = BTreeMap::new();
-    for s in served {
-        by_shopper.entry(s.shopper).or_default().push((s.t_ms, s.worker.as_str()));
-    }
-    let mut out = Affinity { shoppers: by_shopper.len() as u64, ..Affinity::default() };
-    for (shopper, mut seen) in by_shopper {
-        seen.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let mut broke = false;
-        let mut moved = false;
-        for pair in seen.windows(2) {
-            let ((t0, w0), (t1, w1)) = (pair[0], pair[1]);
-            if w0 == w1 {
-                continue;
-            }
-            moved = true;
-            if windows.iter().any(|w| w.overlaps(t0, t1)) {
-                out.excused_changes += 1;
-                continue;
-            }
-            out.breaks += 1;
-            broke = true;
-            if out.examples.len() < MAX_EXAMPLES {
-                out.examples.push(Break { shopper, at_ms: t1, from: w0.to_string(), to: w1.to_string() });
-            }
+/// A shopper's last response and what its history held so far.
+struct Last {
+    t_ms: f64,
+    worker: u32,
+    moved: bool,
+    broke: bool,
+}
+
+impl<'w> Tracker<'w> {
+    pub fn new(windows: &'w [Window]) -> Self {
+        Tracker {
+            windows,
+            workers: Vec::new(),
+            worker_index: HashMap::new(),
+            shoppers: HashMap::new(),
+            out: Affinity::default(),
         }
-        out.shoppers_moved += u64::from(moved);
-        out.shoppers_with_breaks += u64::from(broke);
     }
-    out
+
+    /// A ledger record: counted when its response named a worker.
+    pub fn add_record(&mut self, r: &AttemptRecord) {
+        if let Some(w) = &r.worker {
+            self.add(r.shopper, r.end_ms, w);
+        }
+    }
+
+    /// `shopper` was answered by `worker` at `t_ms`.
+    pub fn add(&mut self, shopper: u64, t_ms: f64, worker: &str) {
+        let w = match self.worker_index.get(worker) {
+            Some(&i) => i,
+            None => {
+                let i = self.workers.len() as u32;
+                self.workers.push(worker.to_string());
+                self.worker_index.insert(worker.to_string(), i);
+                i
+            }
+        };
+        let Some(last) = self.shoppers.get_mut(&shopper) else {
+            self.shoppers.insert(shopper, Last { t_ms, worker: w, moved: false, broke: false });
+            return;
+        };
+        let (t0, w0) = (last.t_ms, last.worker);
+        (last.t_ms, last.worker) = (t_ms, w);
+        if w0 == w {
+            return;
+        }
+        last.moved = true;
+        if self.windows.iter().any(|win| win.overlaps(t0, t_ms)) {
+            self.out.excused_changes += 1;
+            return;
+        }
+        last.broke = true;
+        self.out.breaks += 1;
+        if self.out.examples.len() < MAX_EXAMPLES {
+            let (from, to) = (self.workers[w0 as usize].clone(), self.workers[w as usize].clone());
+            self.out.examples.push(Break { shopper, at_ms: t_ms, from, to });
+        }
+    }
+
+    pub fn finish(self) -> Affinity {
+        let mut out = self.out;
+        out.shoppers = self.shoppers.len() as u64;
+        out.shoppers_moved = self.shoppers.values().filter(|l| l.moved).count() as u64;
+        out.shoppers_with_breaks = self.shoppers.values().filter(|l| l.broke).count() as u64;
+        out
+    }
 }
 
 /// The `max_affinity_breaks` gate.
@@ -138,6 +168,27 @@ pub fn gate(max: u64, a: &Affinity) -> GateResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One response that named its worker.
+    #[derive(Debug, Clone, PartialEq)]
+    struct Served {
+        shopper: u64,
+        /// When the response arrived, ms since run start.
+        t_ms: f64,
+        worker: String,
+    }
+
+    /// Count affinity breaks. `served` may be in any order; examples come
+    /// shopper by shopper.
+    fn analyze(served: &[Served], windows: &[Window]) -> Affinity {
+        let mut sorted: Vec<&Served> = served.iter().collect();
+        sorted.sort_by(|a, b| a.shopper.cmp(&b.shopper).then(a.t_ms.total_cmp(&b.t_ms)));
+        let mut t = Tracker::new(windows);
+        for s in sorted {
+            t.add(s.shopper, s.t_ms, &s.worker);
+        }
+        t.finish()
+    }
 
     fn s(shopper: u64, t_ms: f64, worker: &str) -> Served {
         Served { shopper, t_ms, worker: worker.to_string() }
@@ -192,6 +243,28 @@ mod tests {
         assert!(!g.passed);
         assert_eq!(g.actual, Some(1.0));
         assert!(g.detail.contains("shopper 4 from worker a to b"), "{}", g.detail);
+    }
+
+    #[test]
+    fn the_tracker_reads_ledger_records_in_their_order() {
+        // Two shoppers interleaved, as a ledger writes them; no worker on one.
+        let r = |shopper: u64, end: f64, worker: Option<&str>| {
+            let mut r = AttemptRecord::for_test(shopper, "watch", 1, crate::outcome::Outcome::Ok, (0.0, 0.0, end));
+            r.shopper = shopper;
+            r.worker = worker.map(str::to_string);
+            r
+        };
+        let records = [r(1, 10.0, Some("a")), r(2, 11.0, Some("b")), r(1, 20.0, Some("c")), r(2, 21.0, None)];
+        let kill = [Window { start_ms: 15.0, end_ms: Some(16.0) }];
+        let mut t = Tracker::new(&kill);
+        records.iter().for_each(|r| t.add_record(r));
+        let a = t.finish();
+        assert_eq!((a.shoppers, a.shoppers_moved, a.breaks, a.excused_changes), (2, 1, 0, 1));
+        let mut t = Tracker::new(&[]);
+        records.iter().for_each(|r| t.add_record(r));
+        let a = t.finish();
+        assert_eq!((a.breaks, a.shoppers_with_breaks), (1, 1));
+        assert_eq!(a.examples[0], Break { shopper: 1, at_ms: 20.0, from: "a".into(), to: "c".into() });
     }
 
     #[test]

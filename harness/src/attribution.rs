@@ -182,27 +182,41 @@ pub fn attribute(windows: &[FaultWindow], failed: &[AttemptView], run_end_ms: f6
     Attribution { faults, outside }
 }
 
-/// The failed attempts of a ledger, as views. An operation's final outcome is
-/// that of its last attempt (highest attempt number): failed means dropped,
-/// ok or refused means recovered. Operations still open (a cut-off run) count
-/// as dropped: nothing recovered them.
-pub fn views_from_records(records: &[crate::ledger::AttemptRecord]) -> Vec<AttemptView> {
-    let dropped = crate::ledger::dropped_ops(records);
-    records
-        .iter()
-        .filter_map(|r| match r.outcome() {
-            crate::outcome::Outcome::Failed(class) => Some(AttemptView {
+/// The failed attempts of a ledger, as views, gathered from its records one
+/// at a time ([`crate::ledger::for_each_record`]): memory follows the
+/// failures, not the run. An operation's final outcome is that of its last
+/// attempt (highest attempt number): failed means dropped, ok or refused
+/// means recovered. Operations still open (a cut-off run) count as dropped:
+/// nothing recovered them.
+#[derive(Debug, Default)]
+pub struct FailedViews {
+    views: Vec<AttemptView>,
+    ops: crate::ledger::FailedOps,
+}
+
+impl FailedViews {
+    pub fn add(&mut self, r: &crate::ledger::AttemptRecord) {
+        self.ops.add(r);
+        if let crate::outcome::Outcome::Failed(class) = r.outcome() {
+            self.views.push(AttemptView {
                 op: r.op,
                 step: r.step.clone(),
                 attempt: r.attempt,
                 start_ms: r.start_ms,
                 end_ms: r.end_ms,
                 class,
-                final_outcome: if dropped[&r.op] { FinalOutcome::Dropped } else { FinalOutcome::Recovered },
-            }),
-            _ => None,
-        })
-        .collect()
+                // Settled in `finish`, once every attempt has been seen.
+                final_outcome: FinalOutcome::Dropped,
+            });
+        }
+    }
+
+    pub fn finish(mut self) -> Vec<AttemptView> {
+        for v in &mut self.views {
+            v.final_outcome = if self.ops.dropped(v.op) { FinalOutcome::Dropped } else { FinalOutcome::Recovered };
+        }
+        self.views
+    }
 }
 
 #[cfg(test)]
@@ -227,7 +241,9 @@ mod tests {
             record(4, 1, Outcome::Failed(ServerError), 15.0),
             record(4, 2, Outcome::Refused, 16.0),
         ];
-        let views = views_from_records(&recs);
+        let mut f = FailedViews::default();
+        recs.iter().for_each(|r| f.add(r));
+        let views = f.finish();
         let got: Vec<(u64, u32, FinalOutcome)> = views.iter().map(|v| (v.op, v.attempt, v.final_outcome)).collect();
         assert_eq!(
             got,

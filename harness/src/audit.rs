@@ -360,29 +360,46 @@ fn stock_problems(doc: &AuditDoc) -> Vec<StockProblem> {
 }
 
 /// The checkout operations of a ledger: every attempt of a step named in
-/// `checkout_steps`, grouped by operation, in attempt order. The ledger does
-/// not record the cart id, so keyless failed checkouts cannot be linked by cart.
-pub fn checkouts_from_records(
-    records: &[crate::ledger::AttemptRecord],
-    checkout_steps: &[String],
-) -> Vec<CheckoutView> {
-    let mut ops: BTreeMap<u64, Vec<&crate::ledger::AttemptRecord>> = BTreeMap::new();
-    for r in records.iter().filter(|r| checkout_steps.contains(&r.step)) {
-        ops.entry(r.op).or_default().push(r);
+/// `checkout_steps`, grouped by operation, in attempt order. Fed the records
+/// one at a time; keeps only checkout attempts. The ledger does not record
+/// the cart id, so keyless failed checkouts cannot be linked by cart.
+pub struct Checkouts<'s> {
+    checkout_steps: &'s [String],
+    /// op -> (step, attempts as (number, outcome, key, order id)).
+    ops: BTreeMap<u64, (String, Vec<CheckoutAttempt>)>,
+}
+
+type CheckoutAttempt = (u32, Outcome, Option<String>, Option<i64>);
+
+impl<'s> Checkouts<'s> {
+    pub fn new(checkout_steps: &'s [String]) -> Self {
+        Checkouts { checkout_steps, ops: BTreeMap::new() }
     }
-    ops.into_iter()
-        .map(|(op, mut attempts)| {
-            attempts.sort_by_key(|r| r.attempt);
-            CheckoutView {
-                op,
-                step: attempts[0].step.clone(),
-                idempotency_key: attempts.iter().find_map(|r| r.idem.clone()),
-                cart_id: None,
-                order_id: attempts.iter().find_map(|r| r.order_id),
-                attempts: attempts.iter().map(|r| r.outcome()).collect(),
-            }
-        })
-        .collect()
+
+    pub fn add(&mut self, r: &crate::ledger::AttemptRecord) {
+        if !self.checkout_steps.contains(&r.step) {
+            return;
+        }
+        let (_, attempts) = self.ops.entry(r.op).or_insert_with(|| (r.step.clone(), Vec::new()));
+        attempts.push((r.attempt, r.outcome(), r.idem.clone(), r.order_id));
+    }
+
+    pub fn finish(self) -> Vec<CheckoutView> {
+        self.ops
+            .into_iter()
+            .map(|(op, (step, mut attempts))| {
+                attempts.sort_by_key(|a| a.0);
+                CheckoutView {
+                    op,
+                    step,
+                    idempotency_key: attempts.iter().find_map(|a| a.2.clone()),
+                    cart_id: None,
+                    order_id: attempts.iter().find_map(|a| a.3),
+                    attempts: attempts.iter().map(|a| a.1).collect(),
+                }
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -612,7 +629,10 @@ mod tests {
             rec(4, "add", 1, Outcome::Ok, None),
             rec(5, "checkout", 1, Outcome::Failed(ResponseTimeout), None),
         ];
-        let cs = checkouts_from_records(&recs, &["checkout".to_string()]);
+        let steps = ["checkout".to_string()];
+        let mut c = Checkouts::new(&steps);
+        recs.iter().for_each(|r| c.add(r));
+        let cs = c.finish();
         assert_eq!(cs.len(), 1);
         assert_eq!(cs[0].attempts, vec![Outcome::Failed(ResponseTimeout), Outcome::Ok]);
         assert_eq!((cs[0].order_id, cs[0].idempotency_key.as_deref()), (Some(77), Some("key-5")));

@@ -117,19 +117,37 @@ pub fn split(o: Outcome) -> (OutcomeKind, Option<FailureClass>) {
     }
 }
 
-/// Whether each operation ended failed (dropped), by op id: the outcome of
-/// its last attempt (highest attempt number). An operation still open when
-/// the run ended counts by the last attempt it finished.
-pub fn dropped_ops(records: &[AttemptRecord]) -> HashMap<u64, bool> {
-    let mut last: HashMap<u64, (u32, bool)> = HashMap::new();
-    for r in records {
+/// Which operations ended dropped (their last attempt failed), learned from
+/// the records one at a time. Only operations with a failed attempt are
+/// kept, so memory follows the failures, not the run's length. Records of one
+/// operation come in attempt order (its attempts are sequential), but any
+/// order is handled: the highest attempt number decides. An operation still
+/// open when the run ended counts by the last attempt it finished.
+#[derive(Debug, Default)]
+pub struct FailedOps {
+    /// op -> (highest attempt seen, whether it failed).
+    last: HashMap<u64, (u32, bool)>,
+}
+
+impl FailedOps {
+    pub fn add(&mut self, r: &AttemptRecord) {
         let failed = r.outcome == OutcomeKind::Failed;
-        let e = last.entry(r.op).or_insert((r.attempt, failed));
-        if r.attempt >= e.0 {
-            *e = (r.attempt, failed);
+        match self.last.get_mut(&r.op) {
+            Some(e) if r.attempt >= e.0 => *e = (r.attempt, failed),
+            Some(_) => {}
+            // An operation whose attempts so far all ended ok or refused
+            // is not dropped unless a later attempt fails.
+            None if failed => {
+                self.last.insert(r.op, (r.attempt, true));
+            }
+            None => {}
         }
     }
-    last.into_iter().map(|(op, (_, failed))| (op, failed)).collect()
+
+    /// Whether `op` ended dropped.
+    pub fn dropped(&self, op: u64) -> bool {
+        self.last.get(&op).is_some_and(|&(_, failed)| failed)
+    }
 }
 
 /// How many attempts of `records` were a stream's reconnects: attempts
@@ -325,10 +343,31 @@ impl Ledger {
     }
 }
 
-/// Reads a ledger file back, in the order attempts completed.
+/// Reads a ledger file back one record at a time, in the order attempts
+/// completed, so that a pass over a long run's ledger holds one record, not
+/// the run. Returns how many records were read; an unreadable line names the
+/// file and stops the pass.
+pub fn for_each_record(path: &Path, mut f: impl FnMut(&AttemptRecord)) -> Result<u64, String> {
+    let err = |e: csv::Error| format!("{}: {e}", path.display());
+    let mut rdr = csv::Reader::from_path(path).map_err(err)?;
+    let headers = rdr.byte_headers().map_err(err)?.clone();
+    let mut line = csv::ByteRecord::new();
+    let mut n = 0;
+    while rdr.read_byte_record(&mut line).map_err(err)? {
+        let rec: AttemptRecord = line.deserialize(Some(&headers)).map_err(err)?;
+        f(&rec);
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Reads a whole ledger file back into memory, in the order attempts
+/// completed. For tests and small runs; the run's own passes use
+/// [`for_each_record`].
 pub fn read_records(path: &Path) -> Result<Vec<AttemptRecord>, String> {
-    let mut rdr = csv::Reader::from_path(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    rdr.deserialize().map(|r| r.map_err(|e| format!("{}: {e}", path.display()))).collect()
+    let mut out = Vec::new();
+    for_each_record(path, |r| out.push(r.clone()))?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -400,6 +439,46 @@ mod tests {
         assert_eq!((t.ok, t.dropped), (1, 0));
         t.check().unwrap();
         assert_eq!(reconnects(&recs), 1);
+    }
+
+    #[test]
+    fn failed_ops_keep_only_operations_that_failed_and_the_last_attempt_decides() {
+        let mut f = FailedOps::default();
+        let cut = Outcome::Failed(FailureClass::TruncatedBody);
+        for r in [
+            rec(1, 1, Outcome::Ok),
+            // A stream: ok, its reconnect cut, the retry ok: recovered.
+            rec(2, 1, Outcome::Ok),
+            rec(2, 2, cut),
+            rec(2, 3, Outcome::Ok),
+            // Out of order: the later attempt still decides.
+            rec(3, 2, cut),
+            rec(3, 1, Outcome::Refused),
+            rec(4, 1, cut),
+        ] {
+            f.add(&r);
+        }
+        assert_eq!(f.last.len(), 3, "op 1 never failed and is not kept");
+        assert!(!f.dropped(1) && !f.dropped(2));
+        assert!(f.dropped(3) && f.dropped(4));
+        assert!(!f.dropped(99));
+    }
+
+    #[test]
+    fn a_bad_ledger_line_names_the_file_and_stops_the_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LEDGER_FILE);
+        let mut l = Ledger::create(&path).unwrap();
+        l.begin_attempt();
+        l.end_attempt(&rec(0, 1, Outcome::Ok));
+        l.finish().unwrap();
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("1,7,x,not-a-number,1,1,1,ok,,,false,,,\n");
+        std::fs::write(&path, text).unwrap();
+        let mut seen = 0;
+        let err = for_each_record(&path, |_| seen += 1).unwrap_err();
+        assert_eq!(seen, 1);
+        assert!(err.contains(LEDGER_FILE), "{err}");
     }
 
     #[test]

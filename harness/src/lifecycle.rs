@@ -168,17 +168,26 @@ pub async fn run(
         ex.problems.push(format!("after the run: {}", chaos_report.end_health));
     }
 
-    // The ledger file is read back for attribution and audit: flush it first.
-    let records = match ex.outcome.book.ledger.finish().and_then(|()| ledger::read_records(&ex.ledger_path)) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            ex.problems.push(format!("cannot read the ledger back for attribution and audit: {e}"));
-            None
-        }
-    };
-    let records = records.unwrap_or_default();
+    // One pass over the ledger file, flushed first, feeds the attribution,
+    // the affinity check and the audit; none of them holds the whole ledger.
     let windows: Vec<FaultWindow> = chaos_report.faults.iter().map(FaultRecord::window).collect();
-    let attribution = attribution::attribute(&windows, &attribution::views_from_records(&records), ex.outcome.end_ms);
+    let affinity_windows: Vec<affinity::Window> = windows.iter().map(affinity::Window::from).collect();
+    let no_steps = Vec::new();
+    let checkout_steps = p.scenario.audit.as_ref().map_or(&no_steps, |a| &a.checkout_steps);
+    let mut failed = attribution::FailedViews::default();
+    let mut affinity = affinity::Tracker::new(&affinity_windows);
+    let mut checkouts = audit::Checkouts::new(checkout_steps);
+    let read = ex.outcome.book.ledger.finish().and_then(|()| {
+        ledger::for_each_record(&ex.ledger_path, |r| {
+            failed.add(r);
+            affinity.add_record(r);
+            checkouts.add(r);
+        })
+    });
+    if let Err(e) = read {
+        ex.problems.push(format!("cannot read the ledger back for attribution and audit: {e}"));
+    }
+    let attribution = attribution::attribute(&windows, &failed.finish(), ex.outcome.end_ms);
     for f in &attribution.faults {
         ex.events.emit("fault_attribution", json!(f));
     }
@@ -192,8 +201,7 @@ pub async fn run(
         }),
     );
 
-    let affinity_windows: Vec<affinity::Window> = windows.iter().map(affinity::Window::from).collect();
-    let affinity = affinity::analyze(&affinity::served_from(&records), &affinity_windows);
+    let affinity = affinity.finish();
     ex.events.emit(
         "affinity",
         json!({"shoppers": affinity.shoppers, "breaks": affinity.breaks, "excused_changes": affinity.excused_changes}),
@@ -201,6 +209,7 @@ pub async fn run(
     if let Some(max) = p.scenario.gates.max_affinity_breaks {
         ex.extra_gates.push(affinity::gate(max, &affinity));
     }
+    let checkouts = checkouts.finish();
 
     let audit_report = match &p.scenario.audit {
         None => None,
@@ -212,7 +221,6 @@ pub async fn run(
                 && totals.open_attempts == 0
                 && totals.open_operations == 0
                 && chaos_report.healthy_at_end;
-            let checkouts = audit::checkouts_from_records(&records, &spec.checkout_steps);
             let report = audit::run(&spec.url, &checkouts, complete, lo.audit_timeout).await;
             ex.events.emit(
                 "audit",

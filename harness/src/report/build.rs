@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 use super::model::{
     AuditData, AuditRow, EndpointRow, FaultRow, RunData, SecondPoint, Slip, Status, Totals, spectrum_from_histogram,
 };
-use crate::attribution::Attribution;
+use crate::attribution::{AttemptView, Attribution, FailedViews, FinalOutcome};
 use crate::audit::{AuditReport, Verdict};
 use crate::ledger::{self, AttemptRecord, OutcomeKind};
 use crate::outcome::FailureClass;
@@ -40,40 +40,153 @@ fn max_ms(h: &Histogram<u64>) -> f64 {
     if h.is_empty() { 0.0 } else { h.max() as f64 / 1000.0 }
 }
 
+/// What the report takes from the ledger, gathered from its records one at a
+/// time ([`ledger::for_each_record`]): per-second counts and ok latency, per
+/// step counts and ok latency, the run's ok latency and slip, and the failed
+/// attempts for the attribution. Memory follows seconds, steps and failures,
+/// never the number of records.
+pub struct LedgerStats {
+    seconds: Vec<(SecondPoint, Histogram<u64>)>,
+    /// In order of first appearance in the ledger.
+    steps: Vec<(EndpointRow, Histogram<u64>)>,
+    step_index: HashMap<String, usize>,
+    ok: Histogram<u64>,
+    slip: Histogram<u64>,
+    failed: FailedViews,
+}
+
+impl Default for LedgerStats {
+    fn default() -> Self {
+        LedgerStats {
+            seconds: Vec::new(),
+            steps: Vec::new(),
+            step_index: HashMap::new(),
+            ok: histogram(),
+            slip: histogram(),
+            failed: FailedViews::default(),
+        }
+    }
+}
+
+impl LedgerStats {
+    pub fn add(&mut self, r: &AttemptRecord) {
+        let s = (r.end_ms.max(0.0) / 1000.0) as usize;
+        while self.seconds.len() <= s {
+            let t_s = self.seconds.len() as f64;
+            self.seconds.push((SecondPoint { t_s, ..SecondPoint::default() }, histogram()));
+        }
+        let i = match self.step_index.get(r.step.as_str()) {
+            Some(&i) => i,
+            None => {
+                self.step_index.insert(r.step.clone(), self.steps.len());
+                let row = EndpointRow {
+                    step: r.step.clone(),
+                    request: String::new(),
+                    count: 0,
+                    failures: 0,
+                    dropped: 0,
+                    p50_ms: 0.0,
+                    p90_ms: 0.0,
+                    p99_ms: 0.0,
+                    p999_ms: 0.0,
+                    max_ms: 0.0,
+                };
+                self.steps.push((row, histogram()));
+                self.steps.len() - 1
+            }
+        };
+        let (point, second_ok) = &mut self.seconds[s];
+        let (row, step_ok) = &mut self.steps[i];
+        row.count += 1;
+        match r.outcome {
+            OutcomeKind::Ok => {
+                point.ok += 1;
+                let ms = r.latency_ms();
+                record(second_ok, ms);
+                record(step_ok, ms);
+                record(&mut self.ok, ms);
+            }
+            OutcomeKind::Refused => point.refused += 1,
+            OutcomeKind::Failed => {
+                let class = r.class.unwrap_or(FailureClass::LocalError);
+                *point.failures.entry(class).or_default() += 1;
+                point.failed_ms = Some(point.failed_ms.unwrap_or(0.0).max(r.latency_ms()));
+                row.failures += 1;
+            }
+        }
+        record(&mut self.slip, r.start_ms - r.intended_ms);
+        self.failed.add(r);
+    }
+
+    /// Percentiles computed, dropped operations counted per step.
+    pub fn finish(self) -> FromLedger {
+        let failed = self.failed.finish();
+        let mut dropped_ops: HashMap<&str, Vec<u64>> = HashMap::new();
+        for v in failed.iter().filter(|v| v.final_outcome == FinalOutcome::Dropped) {
+            dropped_ops.entry(v.step.as_str()).or_default().push(v.op);
+        }
+        let endpoints = self
+            .steps
+            .into_iter()
+            .map(|(mut row, h)| {
+                if let Some(ops) = dropped_ops.get_mut(row.step.as_str()) {
+                    ops.sort_unstable();
+                    ops.dedup();
+                    row.dropped = ops.len() as u64;
+                }
+                (row.p50_ms, row.p90_ms, row.p99_ms, row.p999_ms) =
+                    (ms(&h, 0.5), ms(&h, 0.9), ms(&h, 0.99), ms(&h, 0.999));
+                row.max_ms = max_ms(&h);
+                row
+            })
+            .collect();
+        let seconds = self
+            .seconds
+            .into_iter()
+            .map(|(mut p, h)| {
+                if !h.is_empty() {
+                    p.p50_ms = Some(ms(&h, 0.50));
+                    p.p99_ms = Some(ms(&h, 0.99));
+                    p.max_ms = Some(max_ms(&h));
+                }
+                p
+            })
+            .collect();
+        FromLedger { seconds, endpoints, ok: self.ok, slip: self.slip, failed }
+    }
+}
+
+/// [`LedgerStats`] finished.
+pub struct FromLedger {
+    /// From second 0 to the last second an attempt ended in; `active` not set.
+    seconds: Vec<SecondPoint>,
+    /// `request` not set.
+    endpoints: Vec<EndpointRow>,
+    /// Latency of every ok attempt, microseconds.
+    pub ok: Histogram<u64>,
+    /// Actual start minus intended send time of every attempt, microseconds.
+    slip: Histogram<u64>,
+    /// The failed attempts with their operations' final outcomes.
+    pub failed: Vec<AttemptView>,
+}
+
+impl FromLedger {
+    /// Reads the ledger file at `path` in one pass.
+    pub fn read(path: &std::path::Path) -> Result<FromLedger, String> {
+        let mut stats = LedgerStats::default();
+        ledger::for_each_record(path, |r| stats.add(r))?;
+        Ok(stats.finish())
+    }
+}
+
 /// One point per second from 0 to the last second with an attempt or a
 /// recorder row. Latency percentiles are of ok attempts, by the second they
 /// ended in; `active` comes from the recorder's rows.
-pub fn seconds(records: &[AttemptRecord], series: &[SecondRow]) -> Vec<SecondPoint> {
-    let last_attempt = records.iter().map(|r| (r.end_ms.max(0.0) / 1000.0) as u64).max();
-    let last_row = series.iter().map(|r| r.t_s).max();
-    let Some(last) = last_attempt.max(last_row) else {
-        return Vec::new();
-    };
-    let n = last as usize + 1;
-    let mut ok_h: Vec<Histogram<u64>> = (0..n).map(|_| histogram()).collect();
-    let mut points: Vec<SecondPoint> =
-        (0..n).map(|s| SecondPoint { t_s: s as f64, ..SecondPoint::default() }).collect();
-    for r in records {
-        let s = (r.end_ms.max(0.0) / 1000.0) as usize;
-        let p = &mut points[s];
-        match r.outcome {
-            OutcomeKind::Ok => {
-                p.ok += 1;
-                record(&mut ok_h[s], r.latency_ms());
-            }
-            OutcomeKind::Refused => p.refused += 1,
-            OutcomeKind::Failed => {
-                let class = r.class.unwrap_or(FailureClass::LocalError);
-                *p.failures.entry(class).or_default() += 1;
-                p.failed_ms = Some(p.failed_ms.unwrap_or(0.0).max(r.latency_ms()));
-            }
-        }
-    }
-    for (p, h) in points.iter_mut().zip(&ok_h) {
-        if !h.is_empty() {
-            p.p50_ms = Some(ms(h, 0.50));
-            p.p99_ms = Some(ms(h, 0.99));
-            p.max_ms = Some(max_ms(h));
+pub fn seconds(l: &FromLedger, series: &[SecondRow]) -> Vec<SecondPoint> {
+    let mut points = l.seconds.clone();
+    if let Some(last) = series.iter().map(|r| r.t_s as usize).max() {
+        while points.len() <= last {
+            points.push(SecondPoint { t_s: points.len() as f64, ..SecondPoint::default() });
         }
     }
     for row in series {
@@ -86,56 +199,12 @@ pub fn seconds(records: &[AttemptRecord], series: &[SecondRow]) -> Vec<SecondPoi
 
 /// One row per step, in order of first appearance in the ledger. `requests`
 /// maps a step name to how it is sent ("GET /products/{{pick.skus}}").
-pub fn endpoints(records: &[AttemptRecord], requests: &BTreeMap<String, String>) -> Vec<EndpointRow> {
-    let dropped = ledger::dropped_ops(records);
-    let mut order: Vec<&str> = Vec::new();
-    let mut rows: HashMap<&str, (EndpointRow, Histogram<u64>, Vec<u64>)> = HashMap::new();
-    for r in records {
-        let entry = rows.entry(r.step.as_str()).or_insert_with(|| {
-            order.push(r.step.as_str());
-            let row = EndpointRow {
-                step: r.step.clone(),
-                request: requests.get(&r.step).cloned().unwrap_or_default(),
-                count: 0,
-                failures: 0,
-                dropped: 0,
-                p50_ms: 0.0,
-                p90_ms: 0.0,
-                p99_ms: 0.0,
-                p999_ms: 0.0,
-                max_ms: 0.0,
-            };
-            (row, histogram(), Vec::new())
-        });
-        entry.0.count += 1;
-        match r.outcome {
-            OutcomeKind::Ok => record(&mut entry.1, r.latency_ms()),
-            OutcomeKind::Refused => {}
-            OutcomeKind::Failed => entry.0.failures += 1,
-        }
-        entry.2.push(r.op);
+pub fn endpoints(l: &FromLedger, requests: &BTreeMap<String, String>) -> Vec<EndpointRow> {
+    let mut rows = l.endpoints.clone();
+    for row in &mut rows {
+        row.request = requests.get(&row.step).cloned().unwrap_or_default();
     }
-    order
-        .into_iter()
-        .filter_map(|step| rows.remove(step))
-        .map(|(mut row, h, mut ops)| {
-            ops.sort_unstable();
-            ops.dedup();
-            row.dropped = ops.iter().filter(|op| dropped.get(op).copied().unwrap_or(false)).count() as u64;
-            (row.p50_ms, row.p90_ms, row.p99_ms, row.p999_ms) = (ms(&h, 0.5), ms(&h, 0.9), ms(&h, 0.99), ms(&h, 0.999));
-            row.max_ms = max_ms(&h);
-            row
-        })
-        .collect()
-}
-
-/// Latency of every ok attempt of the run, as a histogram of microseconds.
-pub fn ok_histogram(records: &[AttemptRecord]) -> Histogram<u64> {
-    let mut h = histogram();
-    for r in records.iter().filter(|r| r.outcome == OutcomeKind::Ok) {
-        record(&mut h, r.latency_ms());
-    }
-    h
+    rows
 }
 
 /// Whole-run counts from the ledger's totals, latency of ok attempts, and
@@ -157,19 +226,16 @@ pub fn totals(t: &ledger::Totals, ok: &Histogram<u64>, duration_s: f64) -> Total
 
 /// The harness's lateness: actual start minus intended send time, per attempt.
 /// `limit_ms`: a p99 slip above it means the harness was the bottleneck.
-pub fn slip(records: &[AttemptRecord], limit_ms: f64) -> Slip {
-    let mut h = histogram();
-    for r in records {
-        record(&mut h, r.start_ms - r.intended_ms);
-    }
-    let p99 = ms(&h, 0.99);
+pub fn slip(l: &FromLedger, limit_ms: f64) -> Slip {
+    let h = &l.slip;
+    let p99 = ms(h, 0.99);
     let bottleneck = p99 > limit_ms;
     let detail = if bottleneck {
         format!("p99 slip above {limit_ms} ms: the harness, not only the target, limited the sending rate")
     } else {
         format!("the harness kept to the schedule (p99 slip within {limit_ms} ms)")
     };
-    Slip { p99_ms: p99, max_ms: max_ms(&h), harness_bottleneck: bottleneck, detail }
+    Slip { p99_ms: p99, max_ms: max_ms(h), harness_bottleneck: bottleneck, detail }
 }
 
 /// What the attribution does not know about a fault, from the chaos record:
@@ -303,7 +369,7 @@ pub fn audit(a: &AuditReport) -> AuditData {
 pub struct RunInputs<'a> {
     pub label: &'a str,
     pub target: &'a str,
-    pub records: &'a [AttemptRecord],
+    pub ledger: &'a FromLedger,
     pub totals: &'a ledger::Totals,
     pub series: &'a [SecondRow],
     pub requests: &'a BTreeMap<String, String>,
@@ -315,17 +381,16 @@ pub struct RunInputs<'a> {
 }
 
 pub fn run(i: &RunInputs<'_>) -> RunData {
-    let ok = ok_histogram(i.records);
     RunData {
         label: i.label.to_string(),
         target: i.target.to_string(),
-        seconds: seconds(i.records, i.series),
-        spectrum: spectrum_from_histogram(&ok, 1000.0),
-        endpoints: endpoints(i.records, i.requests),
+        seconds: seconds(i.ledger, i.series),
+        spectrum: spectrum_from_histogram(&i.ledger.ok, 1000.0),
+        endpoints: endpoints(i.ledger, i.requests),
         faults: faults(i.attribution, i.fault_info),
         audit: i.audit.map(audit),
-        slip: slip(i.records, i.slip_limit_ms),
-        totals: totals(i.totals, &ok, i.duration_s),
+        slip: slip(i.ledger, i.slip_limit_ms),
+        totals: totals(i.totals, &i.ledger.ok, i.duration_s),
     }
 }
 
@@ -337,6 +402,12 @@ mod tests {
 
     fn rec(op: u64, step: &str, attempt: u32, intended_ms: f64, end_ms: f64, o: Outcome) -> AttemptRecord {
         AttemptRecord::for_test(op, step, attempt, o, (intended_ms, intended_ms + 0.5, end_ms))
+    }
+
+    fn digest(records: &[AttemptRecord]) -> FromLedger {
+        let mut stats = LedgerStats::default();
+        records.iter().for_each(|r| stats.add(r));
+        stats.finish()
     }
 
     fn sample() -> Vec<AttemptRecord> {
@@ -360,7 +431,7 @@ mod tests {
             SecondRow { t_s: 1, active_shoppers: 2, ..Default::default() },
             SecondRow { t_s: 4, active_shoppers: 0, ..Default::default() },
         ];
-        let s = seconds(&sample(), &series);
+        let s = seconds(&digest(&sample()), &series);
         assert_eq!(s.len(), 5, "up to the recorder's last row");
         assert_eq!((s[0].ok, s[0].refused, s[0].failed()), (2, 0, 1));
         assert!((s[0].max_ms.unwrap() - 30.0).abs() < 0.1 && (s[0].p50_ms.unwrap() - 10.0).abs() < 0.1, "{:?}", s[0]);
@@ -370,13 +441,13 @@ mod tests {
         assert_eq!(s[1].failures.get(&FailureClass::ResetBeforeResponse), Some(&1));
         assert_eq!(s[2], SecondPoint { t_s: 2.0, ..Default::default() }, "a quiet second has no latency");
         assert_eq!(s[3].ok, 1);
-        assert!(seconds(&[], &[]).is_empty());
+        assert!(seconds(&digest(&[]), &[]).is_empty());
     }
 
     #[test]
     fn endpoints_count_attempts_failures_and_dropped_operations() {
         let requests: BTreeMap<String, String> = [("checkout".to_string(), "POST /checkout".to_string())].into();
-        let e = endpoints(&sample(), &requests);
+        let e = endpoints(&digest(&sample()), &requests);
         assert_eq!(e.iter().map(|r| r.step.as_str()).collect::<Vec<_>>(), ["browse", "checkout"]);
         assert_eq!((e[0].count, e[0].failures, e[0].dropped), (3, 0, 0));
         assert_eq!((e[1].count, e[1].failures, e[1].dropped), (5, 3, 1));
@@ -387,12 +458,12 @@ mod tests {
 
     #[test]
     fn slip_and_totals() {
-        let s = slip(&sample(), 10.0);
+        let s = slip(&digest(&sample()), 10.0);
         assert!((s.p99_ms - 0.5).abs() < 0.01 && !s.harness_bottleneck, "{s:?}");
         let mut late = sample();
         late[0].start_ms += 50.0;
         late[1].start_ms += 50.0;
-        assert!(slip(&late, 10.0).harness_bottleneck);
+        assert!(slip(&digest(&late), 10.0).harness_bottleneck);
         let t = ledger::Totals {
             operations: 6,
             ok: 4,
@@ -401,7 +472,7 @@ mod tests {
             first_attempt_failures: 2,
             ..Default::default()
         };
-        let out = totals(&t, &ok_histogram(&sample()), 4.0);
+        let out = totals(&t, &digest(&sample()).ok, 4.0);
         assert_eq!((out.operations, out.dropped, out.first_attempt_failures), (6, 1, 2));
         assert!((out.throughput_rps - 1.0).abs() < 1e-9);
         assert!((out.max_ms - 50.0).abs() < 0.1);

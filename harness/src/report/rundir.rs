@@ -12,11 +12,11 @@ use std::path::Path;
 use anyhow::{Context, Result, anyhow};
 use serde_json::Value;
 
-use super::build::{self, FaultInfo, RunInputs};
+use super::build::{self, FaultInfo, FromLedger, RunInputs};
 use super::model::{GateRow, RunData, Status};
 use crate::attribution::{self, FaultWindow};
 use crate::audit::AuditReport;
-use crate::ledger::{self, LEDGER_FILE};
+use crate::ledger::LEDGER_FILE;
 use crate::run::EVENTS_FILE;
 use crate::summary::{self, SUMMARY_FILE, Summary};
 
@@ -115,7 +115,7 @@ fn faults_from_events(events: &[Value]) -> Vec<FaultEvents> {
 /// Read `dir`'s summary, ledger and event log into one run of the report.
 pub fn run_from_dir(dir: &Path, o: &RunDirOptions<'_>) -> Result<(RunData, Summary)> {
     let summary = summary::read(&dir.join(SUMMARY_FILE)).map_err(|e| anyhow!("reading the run's summary: {e}"))?;
-    let records = ledger::read_records(&dir.join(LEDGER_FILE)).map_err(|e| anyhow!("reading the ledger: {e}"))?;
+    let ledger = FromLedger::read(&dir.join(LEDGER_FILE)).map_err(|e| anyhow!("reading the ledger: {e}"))?;
     let events_path = dir.join(EVENTS_FILE);
     let events = crate::events::read(&events_path).with_context(|| format!("reading {}", events_path.display()))?;
     let faults = faults_from_events(&events);
@@ -137,12 +137,12 @@ pub fn run_from_dir(dir: &Path, o: &RunDirOptions<'_>) -> Result<(RunData, Summa
         })
         .collect();
     let run_end_ms = summary.run.duration_s * 1000.0;
-    let attribution = attribution::attribute(&windows, &attribution::views_from_records(&records), run_end_ms);
+    let attribution = attribution::attribute(&windows, &ledger.failed, run_end_ms);
     let totals = summary.totals.to_totals();
     let run = build::run(&RunInputs {
         label: o.label,
         target: o.target,
-        records: &records,
+        ledger: &ledger,
         totals: &totals,
         series: &summary.series,
         requests: o.requests,
