@@ -10,8 +10,9 @@
 //! ("recovered") never hides that the first attempt failed.
 //!
 //! Records are streamed to `ledger.csv` as they complete (so memory does not
-//! grow with the run) and can be read back with [`read_records`] by the audit
-//! and the chaos attribution. Not for latency (recorder.rs) nor for deciding
+//! grow with the run) and are read back one at a time with
+//! [`for_each_record`] by the audit, the chaos attribution, the affinity
+//! check and the report. Not for latency (recorder.rs) nor for deciding
 //! pass/fail (gates.rs).
 
 use std::collections::{BTreeMap, HashMap};
