@@ -3,7 +3,8 @@
 # generator is, next to wrk, in the same run.
 #   1. a trivial server: nginx (Debian), one worker, `return 200 "ok"`,
 #      pinned to one core; generators pinned to the other;
-#   2. wrk -t1 -c64: its request rate (closed loop, 64 keep-alive connections);
+#   2. wrk -t1 -c64: its request rate (closed loop, 64 keep-alive connections),
+#      and oha -c 64's when oha is installed (cargo install oha);
 #   3. the harness with a 64-connection keep-alive pool on an open schedule at
 #      rising arrival rates: the rate it achieves, its schedule slip, CPU time
 #      per request (user+sys / requests), RSS at the end of the traffic
@@ -96,6 +97,25 @@ read -r WU WS WM <"$WORK/wrk.time"
 WRK_US=$(awk -v u="$WU" -v s="$WS" -v n="$WRK_REQS" 'BEGIN {printf "%.2f", (u+s)*1e6/n}')
 WRK_MB=$(awk -v m="$WM" 'BEGIN {printf "%.1f", m/1024}')
 
+# --- oha, if present (not packaged by Debian; `cargo install oha`) ------------
+OHA_ROW=""
+if command -v oha >/dev/null; then
+    /usr/bin/time -f "%U %S %M" -o "$WORK/oha.time" \
+        taskset -c "$CLIENT_CPU" oha -z "${DUR}s" -c 64 --no-tui "http://127.0.0.1:$PORT/" >"$WORK/oha.txt" 2>&1 || true
+    OHA_RPS=$(awk '/Requests\/sec:/ {printf "%.0f", $2; exit}' "$WORK/oha.txt")
+    OHA_OK=$(awk '/\[200\] / {print $2; exit}' "$WORK/oha.txt")
+    read -r OU OS OM <"$WORK/oha.time"
+    if [ -n "$OHA_RPS" ] && [ -n "$OHA_OK" ]; then
+        OHA_US=$(awk -v u="$OU" -v s="$OS" -v n="$OHA_OK" 'BEGIN {printf "%.2f", (u+s)*1e6/n}')
+        OHA_ROW="| oha -c 64 (closed loop) | - | $OHA_RPS | - | $OHA_US | - | $(awk -v m="$OM" 'BEGIN {printf "%.1f", m/1024}') MB |"
+    else
+        echo "bench-harness: oha ran but its output was not understood:" >&2
+        cat "$WORK/oha.txt" >&2
+    fi
+else
+    echo "oha: not installed, no row (cargo install oha to add one)"
+fi
+
 # --- harness at rising rates ------------------------------------------------
 scenario() { # name shoppers rate journey-json pool think-json
     cat <<EOF
@@ -117,6 +137,7 @@ ONE_STEP='[{"name": "get", "path": "/"}]'
 echo "| generator | offered rate | achieved req/s | slip p99 | CPU µs/request | RSS at end of traffic | peak RSS (with report) |"
 echo "| --- | --- | --- | --- | --- | --- | --- |"
 echo "| wrk -t1 -c64 (closed loop) | - | $WRK_RPS | - | $WRK_US | - | $WRK_MB MB |"
+[ -n "$OHA_ROW" ] && echo "$OHA_ROW"
 BEST=0
 for RATE in $RATES; do
     N=$(awk -v r="$RATE" -v d="$DUR" 'BEGIN {printf "%d", r*d}')
