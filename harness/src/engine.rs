@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 
 use crate::client::{self, Conn, Connector, Request};
 use crate::events::EventLog;
-use crate::ledger::{self, AttemptRecord, Ledger};
+use crate::ledger::{self, AttemptView, Ledger};
 use crate::outcome::{FailureClass, Outcome};
 use crate::progress::Snapshot;
 use crate::recorder::Recorder;
@@ -555,10 +555,11 @@ async fn operation(
         let rec = {
             let ev = &shared.events;
             let (kind, class) = ledger::split(outcome);
-            AttemptRecord {
+            // Borrowed: ending an attempt copies no strings.
+            AttemptView {
                 op,
                 shopper: ctx.shopper,
-                step: step.name.clone(),
+                step: &step.name,
                 attempt,
                 intended_ms: ev.ms_at(intended),
                 start_ms: ev.ms_at(started),
@@ -567,8 +568,8 @@ async fn operation(
                 class,
                 status,
                 reused,
-                worker,
-                idem: ctx.idem.clone(),
+                worker: worker.as_deref(),
+                idem: ctx.idem.as_deref(),
                 order_id,
             }
         };
@@ -600,7 +601,7 @@ async fn operation(
         };
         {
             let mut book = shared.book();
-            book.ledger.end_attempt_of(&rec, reconnecting);
+            book.ledger.end_attempt_view(&rec, reconnecting);
             book.recorder.record(global, outcome, latency_us, slip_us, rec.end_ms);
             if !retry && !reconnect {
                 book.ledger.end_operation(outcome, first_failed);
