@@ -294,7 +294,7 @@ fn write_line(out: &mut Vec<u8>, r: &AttemptView<'_>) {
         out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
     }
     fn float(out: &mut Vec<u8>, v: f64) {
-        out.extend_from_slice(ryu::Buffer::new().format(v).as_bytes());
+        write_ms(out, v);
     }
     fn text(out: &mut Vec<u8>, s: &str) {
         // The bytes for which the csv crate quotes a field: delimiter,
@@ -350,6 +350,35 @@ fn write_line(out: &mut Vec<u8>, r: &AttemptView<'_>) {
         int(out, id);
     }
     out.push(b'\n');
+}
+
+/// Appends `v` as ryu prints it (and so the csv crate). The run clock's
+/// times are whole microseconds in milliseconds (`EventLog::ms_at`:
+/// µs / 1000.0); for those, ryu's shortest round-trip form is the decimal
+/// µs / 1000 with its trailing zeros dropped (one decimal at least), which
+/// is written directly: below 10^9 ms an f64's spacing is under 2^-23, far
+/// below 0.001, so no other decimal of at most three places, and no shorter
+/// one, rounds to the same f64. Any other value goes through ryu.
+fn write_ms(out: &mut Vec<u8>, v: f64) {
+    if v.is_sign_positive() && v < 1e9 {
+        let us = (v * 1000.0).round() as u64;
+        if us as f64 / 1000.0 == v {
+            out.extend_from_slice(itoa::Buffer::new().format(us / 1000).as_bytes());
+            let frac = (us % 1000) as u16;
+            let digits = [b'.', b'0' + (frac / 100) as u8, b'0' + (frac / 10 % 10) as u8, b'0' + (frac % 10) as u8];
+            // ".0" for a whole number; otherwise without trailing zeros.
+            let n = if frac % 100 == 0 {
+                2
+            } else if frac % 10 == 0 {
+                3
+            } else {
+                4
+            };
+            out.extend_from_slice(&digits[..n]);
+            return;
+        }
+    }
+    out.extend_from_slice(ryu::Buffer::new().format(v).as_bytes());
 }
 
 /// The ledger of one run: counts plus the streamed records.
@@ -701,6 +730,56 @@ mod tests {
         // No attempts: no header either, as the csv crate writes it.
         assert_eq!(ledger_bytes(&[]), csv_crate_bytes(&[]));
         assert!(ledger_bytes(&[]).is_empty());
+    }
+
+    #[test]
+    fn milliseconds_are_written_as_ryu_writes_them() {
+        let check = |v: f64| {
+            let mut ours = Vec::new();
+            write_ms(&mut ours, v);
+            assert_eq!(String::from_utf8(ours).unwrap(), ryu::Buffer::new().format(v), "{v:e}");
+        };
+        // Every time of the first 2 s to the microsecond, as EventLog::ms_at makes them.
+        for us in 0..2_000_000u64 {
+            check(us as f64 / 1000.0);
+        }
+        // Spread over the whole fast range and past it.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..1_000_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let us = x % 2_000_000_000_000;
+            check(us as f64 / 1000.0);
+            check((x % 1_000_000_000) as f64 / 1000.0);
+        }
+        for us in [999_999_999_999u64, 1_000_000_000_000, 1_000_000_000_001, 9_007_199_254_740_993, u64::MAX] {
+            check(us as f64 / 1000.0);
+        }
+        // Anything else goes through ryu.
+        for v in [
+            -0.0,
+            -1.0,
+            0.1 + 0.2,
+            1e-7,
+            0.0001,
+            0.0005,
+            1.0005,
+            2.5e-4,
+            1e9,
+            1e15,
+            1e16,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            5e-324,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            123.4567,
+            1.0 / 3.0,
+        ] {
+            check(v);
+        }
     }
 
     #[test]
