@@ -425,7 +425,8 @@ fn render(
     ctx: &mut ShopperCtx,
 ) -> Result<Rendered, String> {
     let path = step.path.render(data, ctx).map_err(|e| e.to_string())?;
-    let mut headers = Vec::with_capacity(step.headers.len() + 1);
+    // Sized exactly: a step without headers or key allocates none.
+    let mut headers = Vec::with_capacity(step.headers.len() + usize::from(ctx.idem.is_some()));
     for (k, t) in &step.headers {
         headers.push((k.clone(), t.render(data, ctx).map_err(|e| e.to_string())?));
     }
@@ -482,7 +483,10 @@ async fn operation(
     let mut reconnecting = false;
     loop {
         attempt += 1;
-        crate::timer::sleep_until(intended).await;
+        if attempt > 1 {
+            // (The first attempt is due at `first_intended`, slept above.)
+            crate::timer::sleep_until(intended).await;
+        }
         let started = Instant::now();
         if attempt > 1 {
             shared.book().ledger.begin_attempt();
