@@ -361,20 +361,34 @@ fn write_line(out: &mut Vec<u8>, r: &AttemptView<'_>) {
 /// one, rounds to the same f64. Any other value goes through ryu.
 fn write_ms(out: &mut Vec<u8>, v: f64) {
     if v.is_sign_positive() && v < 1e9 {
-        let us = (v * 1000.0).round() as u64;
+        // The nearest whole microsecond (a wrong guess fails the check below).
+        let us = (v * 1000.0 + 0.5) as u64;
         if us as f64 / 1000.0 == v {
-            out.extend_from_slice(itoa::Buffer::new().format(us / 1000).as_bytes());
-            let frac = (us % 1000) as u16;
-            let digits = [b'.', b'0' + (frac / 100) as u8, b'0' + (frac / 10 % 10) as u8, b'0' + (frac % 10) as u8];
-            // ".0" for a whole number; otherwise without trailing zeros.
-            let n = if frac % 100 == 0 {
-                2
-            } else if frac % 10 == 0 {
-                3
-            } else {
-                4
-            };
-            out.extend_from_slice(&digits[..n]);
+            // Written backwards into one buffer: three decimals, the point,
+            // the whole milliseconds; then the trailing zeros dropped.
+            let mut buf = [0u8; 24];
+            let mut i = buf.len();
+            let mut n = us;
+            for _ in 0..3 {
+                i -= 1;
+                buf[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+            i -= 1;
+            buf[i] = b'.';
+            loop {
+                i -= 1;
+                buf[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+            let mut end = buf.len();
+            while end > buf.len() - 2 && buf[end - 1] == b'0' {
+                end -= 1;
+            }
+            out.extend_from_slice(&buf[i..end]);
             return;
         }
     }
