@@ -117,6 +117,18 @@ impl Pool {
         None
     }
 
+    /// A connection slot, waiting for one up to `deadline` (`None`: none
+    /// became free). A free slot is taken without arming a timer: the same
+    /// as the first poll of `acquire` (which takes a free permit at once,
+    /// and none while others wait: released permits go to waiters first),
+    /// without creating a tokio `Sleep` per request.
+    async fn permit(&self, deadline: tokio::time::Instant) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        match self.permits.try_acquire() {
+            Ok(p) => Some(p),
+            Err(_) => tokio::time::timeout_at(deadline, self.permits.acquire()).await.ok()?.ok(),
+        }
+    }
+
     fn put_back(&self, c: Conn) {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(c);
     }
@@ -664,7 +676,7 @@ async fn send(
             client::send_from(&shared.connector, source, own, req, keep_body, deadline, scratch).await
         }
         Some(pool) => {
-            let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, pool.permits.acquire()).await else {
+            let Some(_permit) = pool.permit(deadline).await else {
                 return client::Attempt { result: Err(no_pool_connection()), reused: false };
             };
             let mut slot = pool.take_idle(shared.idle_timeout);
@@ -710,7 +722,7 @@ async fn send_stream(
             client::send_stream(&shared.connector, source, own, req, deadline, watch_end, idle, sse, scratch).await
         }
         Some(pool) => {
-            let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, pool.permits.acquire()).await else {
+            let Some(_permit) = pool.permit(deadline).await else {
                 return client::StreamAttempt { result: Err(no_pool_connection()), reused: false, sse };
             };
             let mut slot = pool.take_idle(shared.idle_timeout);
