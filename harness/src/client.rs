@@ -329,6 +329,13 @@ struct Head {
     worker_id: Option<String>,
 }
 
+/// Whether `haystack` contains `lower` (lowercase ASCII) in any case,
+/// without a lowercased copy (every keep-alive response has a `Connection`
+/// header).
+fn contains_ignore_case(haystack: &[u8], lower: &[u8]) -> bool {
+    haystack.windows(lower.len()).any(|w| w.eq_ignore_ascii_case(lower))
+}
+
 fn parse_head(buf: &[u8], is_head_request: bool) -> Result<Option<Head>, TransportFailure> {
     if buf.is_empty() {
         // Nothing read yet (every request's first look): incomplete.
@@ -357,12 +364,11 @@ fn parse_head(buf: &[u8], is_head_request: bool) -> Result<Option<Head>, Transpo
                 _ => return Err(fail(FailureClass::ProtocolError, "invalid or conflicting content-length")),
             }
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = h.value.to_ascii_lowercase().windows(7).any(|w| w == b"chunked");
+            chunked = contains_ignore_case(h.value, b"chunked");
         } else if h.name.eq_ignore_ascii_case("connection") {
-            let v = h.value.to_ascii_lowercase();
-            if v.windows(5).any(|w| w == b"close") {
+            if contains_ignore_case(h.value, b"close") {
                 keep_alive = false;
-            } else if v.windows(10).any(|w| w == b"keep-alive") {
+            } else if contains_ignore_case(h.value, b"keep-alive") {
                 keep_alive = true;
             }
         } else if h.name.eq_ignore_ascii_case("x-worker-id") {

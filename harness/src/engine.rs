@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 
 use crate::client::{self, Conn, Connector, Request};
 use crate::events::EventLog;
-use crate::ledger::{self, AttemptRecord, Ledger};
+use crate::ledger::{self, AttemptView, Ledger};
 use crate::outcome::{FailureClass, Outcome};
 use crate::progress::Snapshot;
 use crate::recorder::Recorder;
@@ -115,6 +115,18 @@ impl Pool {
             }
         }
         None
+    }
+
+    /// A connection slot, waiting for one up to `deadline` (`None`: none
+    /// became free). A free slot is taken without arming a timer: the same
+    /// as the first poll of `acquire` (which takes a free permit at once,
+    /// and none while others wait: released permits go to waiters first),
+    /// without creating a tokio `Sleep` per request.
+    async fn permit(&self, deadline: tokio::time::Instant) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        match self.permits.try_acquire() {
+            Ok(p) => Some(p),
+            Err(_) => tokio::time::timeout_at(deadline, self.permits.acquire()).await.ok()?.ok(),
+        }
     }
 
     fn put_back(&self, c: Conn) {
@@ -425,7 +437,8 @@ fn render(
     ctx: &mut ShopperCtx,
 ) -> Result<Rendered, String> {
     let path = step.path.render(data, ctx).map_err(|e| e.to_string())?;
-    let mut headers = Vec::with_capacity(step.headers.len() + 1);
+    // Sized exactly: a step without headers or key allocates none.
+    let mut headers = Vec::with_capacity(step.headers.len() + usize::from(ctx.idem.is_some()));
     for (k, t) in &step.headers {
         headers.push((k.clone(), t.render(data, ctx).map_err(|e| e.to_string())?));
     }
@@ -482,7 +495,10 @@ async fn operation(
     let mut reconnecting = false;
     loop {
         attempt += 1;
-        crate::timer::sleep_until(intended).await;
+        if attempt > 1 {
+            // (The first attempt is due at `first_intended`, slept above.)
+            crate::timer::sleep_until(intended).await;
+        }
         let started = Instant::now();
         if attempt > 1 {
             shared.book().ledger.begin_attempt();
@@ -555,10 +571,11 @@ async fn operation(
         let rec = {
             let ev = &shared.events;
             let (kind, class) = ledger::split(outcome);
-            AttemptRecord {
+            // Borrowed: ending an attempt copies no strings.
+            AttemptView {
                 op,
                 shopper: ctx.shopper,
-                step: step.name.clone(),
+                step: &step.name,
                 attempt,
                 intended_ms: ev.ms_at(intended),
                 start_ms: ev.ms_at(started),
@@ -567,8 +584,8 @@ async fn operation(
                 class,
                 status,
                 reused,
-                worker,
-                idem: ctx.idem.clone(),
+                worker: worker.as_deref(),
+                idem: ctx.idem.as_deref(),
                 order_id,
             }
         };
@@ -600,7 +617,7 @@ async fn operation(
         };
         {
             let mut book = shared.book();
-            book.ledger.end_attempt_of(&rec, reconnecting);
+            book.ledger.end_attempt_view(&rec, reconnecting);
             book.recorder.record(global, outcome, latency_us, slip_us, rec.end_ms);
             if !retry && !reconnect {
                 book.ledger.end_operation(outcome, first_failed);
@@ -659,7 +676,7 @@ async fn send(
             client::send_from(&shared.connector, source, own, req, keep_body, deadline, scratch).await
         }
         Some(pool) => {
-            let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, pool.permits.acquire()).await else {
+            let Some(_permit) = pool.permit(deadline).await else {
                 return client::Attempt { result: Err(no_pool_connection()), reused: false };
             };
             let mut slot = pool.take_idle(shared.idle_timeout);
@@ -705,7 +722,7 @@ async fn send_stream(
             client::send_stream(&shared.connector, source, own, req, deadline, watch_end, idle, sse, scratch).await
         }
         Some(pool) => {
-            let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, pool.permits.acquire()).await else {
+            let Some(_permit) = pool.permit(deadline).await else {
                 return client::StreamAttempt { result: Err(no_pool_connection()), reused: false, sse };
             };
             let mut slot = pool.take_idle(shared.idle_timeout);

@@ -21,7 +21,7 @@ use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use serde::{Deserialize, Serialize};
 
-use crate::outcome::Outcome;
+use crate::outcome::{FailureClass, Outcome};
 
 /// Interval log with one histogram per second (tags `all` and `step:NAME`).
 pub const INTERVALS_FILE: &str = "latency-intervals.hlog";
@@ -106,13 +106,58 @@ pub struct SecondRow {
 /// One step's histograms: all its attempts, and split by outcome key.
 pub struct StepHistograms<'a> {
     pub name: &'a str,
-    pub all: &'a Histogram<u64>,
+    pub all: Histogram<u64>,
     pub by_outcome: BTreeMap<&'static str, &'a Histogram<u64>>,
+}
+
+/// Outcome keys: `ok`, `refused`, then one per failure class.
+const KEYS: usize = 2 + FailureClass::ALL.len();
+
+/// An outcome's index among the [`KEYS`] (the inverse of [`key_outcome`]).
+fn key_index(o: Outcome) -> usize {
+    match o {
+        Outcome::Ok => 0,
+        Outcome::Refused => 1,
+        Outcome::Failed(c) => 2 + c as usize,
+    }
+}
+
+fn key_outcome(k: usize) -> Outcome {
+    match k {
+        0 => Outcome::Ok,
+        1 => Outcome::Refused,
+        _ => Outcome::Failed(FailureClass::ALL[k - 2]),
+    }
+}
+
+/// The histogram that recording all the values of `parts` into one
+/// histogram would have given: the same counts, and the same size (highest
+/// trackable value, which the serialized form carries) because it starts
+/// as a copy of the part that grew largest (an auto-resizing histogram
+/// grows to fit the largest value it has seen, and keeps its size when
+/// reset) and the others fit in it. (Adding into a fresh histogram would
+/// size it to the largest value instead, and serialize differently.)
+fn merged<'a>(parts: impl Iterator<Item = &'a Histogram<u64>>) -> Histogram<u64> {
+    let parts: Vec<&Histogram<u64>> = parts.collect();
+    let Some(big) = (0..parts.len()).max_by_key(|&i| parts[i].high()) else {
+        return new_histogram();
+    };
+    let mut m = parts[big].clone();
+    for (i, h) in parts.iter().enumerate() {
+        if i != big && m.add(*h).is_err() {
+            // Cannot happen (`m` holds every value of `h` without growing);
+            // if it did, record value by value, growing as recording would.
+            for v in h.iter_recorded() {
+                let _ = m.record_n(v.value_iterated_to(), v.count_at_value());
+            }
+        }
+    }
+    m
 }
 
 struct Interval {
     sec: u64,
-    all: Histogram<u64>,
+    /// Per step; the interval's `all` is their merge (see [`merged`]).
     steps: Vec<Histogram<u64>>,
     row: SecondRow,
     slip_max_us: u64,
@@ -120,12 +165,17 @@ struct Interval {
 
 /// Records every attempt's latency. Steps are addressed by index (the order
 /// given to [`Recorder::new`]) so recording does no string work.
+///
+/// Only what cannot be derived is recorded (two histograms per attempt):
+/// latency per (step, outcome) and per step for the current second, and the
+/// slip. The whole run's histograms (overall, per step, per outcome) and
+/// each second's `all` are merged from them when read, identical to the
+/// histograms recording every value into each would have given.
 pub struct Recorder {
     steps: Vec<String>,
-    overall: Histogram<u64>,
-    per_step: Vec<Histogram<u64>>,
-    per_step_outcome: BTreeMap<(usize, &'static str), Histogram<u64>>,
-    per_outcome: BTreeMap<&'static str, Histogram<u64>>,
+    /// Per (step, outcome key), at `step * KEYS + key`; `None` until the
+    /// first such attempt.
+    by_step_outcome: Vec<Option<Histogram<u64>>>,
     slip: Histogram<u64>,
     cur: Interval,
     // Closed intervals, V2-deflate serialized: (second, tag index: 0 = all, 1+i = step i, bytes).
@@ -139,15 +189,11 @@ impl Recorder {
     pub fn new(steps: Vec<String>) -> Self {
         let n = steps.len();
         Recorder {
-            per_step: (0..n).map(|_| new_histogram()).collect(),
+            by_step_outcome: (0..n * KEYS).map(|_| None).collect(),
             steps,
-            overall: new_histogram(),
-            per_step_outcome: BTreeMap::new(),
-            per_outcome: BTreeMap::new(),
             slip: new_histogram(),
             cur: Interval {
                 sec: 0,
-                all: new_histogram(),
                 steps: (0..n).map(|_| new_histogram()).collect(),
                 row: SecondRow::default(),
                 slip_max_us: 0,
@@ -164,22 +210,18 @@ impl Recorder {
     }
 
     /// Records one attempt of step `step` that ended at `end_ms` (run clock).
+    /// `step` must be an index into the names given to [`Recorder::new`]
+    /// (the attempt's latency is not recorded otherwise).
     pub fn record(&mut self, step: usize, outcome: Outcome, latency_us: u64, slip_us: u64, end_ms: f64) {
         let sec = (end_ms.max(0.0) / 1000.0) as u64;
         if sec > self.cur.sec {
             self.roll_to(sec);
         }
-        let key = outcome_key(outcome);
-        record_value(&mut self.overall, latency_us);
         record_value(&mut self.slip, slip_us);
-        if let Some(h) = self.per_step.get_mut(step) {
-            record_value(h, latency_us);
-        }
-        record_value(self.per_step_outcome.entry((step, key)).or_insert_with(new_histogram), latency_us);
-        record_value(self.per_outcome.entry(key).or_insert_with(new_histogram), latency_us);
         let cur = &mut self.cur;
-        record_value(&mut cur.all, latency_us);
         if let Some(h) = cur.steps.get_mut(step) {
+            record_value(h, latency_us);
+            let h = self.by_step_outcome[step * KEYS + key_index(outcome)].get_or_insert_with(new_histogram);
             record_value(h, latency_us);
         }
         cur.slip_max_us = cur.slip_max_us.max(slip_us);
@@ -216,15 +258,16 @@ impl Recorder {
         let mut row = std::mem::take(&mut cur.row);
         row.t_s = cur.sec;
         row.active_shoppers = self.active;
-        let p = Percentiles::of(&cur.all);
+        let all = merged(cur.steps.iter());
+        let p = Percentiles::of(&all);
         row.p50_ms = p.p50_ms;
         row.p99_ms = p.p99_ms;
         row.max_ms = p.max_ms;
         row.slip_max_ms = us_to_ms(cur.slip_max_us);
         cur.slip_max_us = 0;
-        if !cur.all.is_empty() {
+        if !all.is_empty() {
             let mut buf = Vec::new();
-            if self.serializer.serialize(&cur.all, &mut buf).is_ok() {
+            if self.serializer.serialize(&all, &mut buf).is_ok() {
                 self.intervals.push((cur.sec, 0, buf));
             }
             for (i, h) in cur.steps.iter_mut().enumerate() {
@@ -236,7 +279,6 @@ impl Recorder {
                     h.reset();
                 }
             }
-            cur.all.reset();
         }
         self.series.push(row);
     }
@@ -248,8 +290,17 @@ impl Recorder {
         self.cur.sec += 1;
     }
 
-    pub fn overall(&self) -> &Histogram<u64> {
-        &self.overall
+    /// The (step, outcome key) histograms of step `i`, by key.
+    fn step_outcomes(&self, i: usize) -> impl Iterator<Item = (&'static str, &Histogram<u64>)> {
+        self.by_step_outcome[i * KEYS..(i + 1) * KEYS]
+            .iter()
+            .enumerate()
+            .filter_map(|(k, h)| h.as_ref().map(|h| (outcome_key(key_outcome(k)), h)))
+    }
+
+    /// All attempts (merged from the per step and outcome histograms).
+    pub fn overall(&self) -> Histogram<u64> {
+        merged(self.by_step_outcome.iter().flatten())
     }
 
     pub fn slip(&self) -> &Histogram<u64> {
@@ -257,8 +308,8 @@ impl Recorder {
     }
 
     /// The histogram of all attempts of the named step.
-    pub fn step(&self, name: &str) -> Option<&Histogram<u64>> {
-        self.steps.iter().position(|s| s == name).and_then(|i| self.per_step.get(i))
+    pub fn step(&self, name: &str) -> Option<Histogram<u64>> {
+        self.steps.iter().position(|s| s == name).map(|i| merged(self.step_outcomes(i).map(|(_, h)| h)))
     }
 
     /// Per step name: (all outcomes, by outcome key).
@@ -267,19 +318,21 @@ impl Recorder {
             .iter()
             .enumerate()
             .map(|(i, name)| {
-                let by: BTreeMap<&'static str, &Histogram<u64>> = self
-                    .per_step_outcome
-                    .range((i, "")..)
-                    .take_while(|((s, _), _)| *s == i)
-                    .map(|((_, k), h)| (*k, h))
-                    .collect();
-                StepHistograms { name: name.as_str(), all: &self.per_step[i], by_outcome: by }
+                let by: BTreeMap<&'static str, &Histogram<u64>> = self.step_outcomes(i).collect();
+                StepHistograms { name: name.as_str(), all: merged(by.values().copied()), by_outcome: by }
             })
             .collect()
     }
 
-    pub fn per_outcome(&self) -> &BTreeMap<&'static str, Histogram<u64>> {
-        &self.per_outcome
+    /// Per outcome key, all steps.
+    pub fn per_outcome(&self) -> BTreeMap<&'static str, Histogram<u64>> {
+        (0..KEYS)
+            .filter_map(|k| {
+                let mut parts = self.by_step_outcome.iter().skip(k).step_by(KEYS).flatten().peekable();
+                parts.peek()?;
+                Some((outcome_key(key_outcome(k)), merged(parts)))
+            })
+            .collect()
     }
 
     pub fn series(&self) -> &[SecondRow] {
@@ -321,16 +374,15 @@ impl Recorder {
         let mut put = |h: &Histogram<u64>, tag: &str| {
             w.write_histogram(h, Duration::ZERO, run_len, Tag::new(tag)).map_err(|e| io::Error::other(e.to_string()))
         };
-        put(&self.overall, "all")?;
+        put(&self.overall(), "all")?;
         put(&self.slip, "slip")?;
-        for (k, h) in &self.per_outcome {
+        for (k, h) in &self.per_outcome() {
             put(h, &format!("outcome:{k}"))?;
         }
-        for (i, name) in self.steps.iter().enumerate() {
-            let name = tag_safe(name);
-            put(&self.per_step[i], &format!("step:{name}"))?;
-            for ((s, k), h) in self.per_step_outcome.range((i, "")..).take_while(|((s, _), _)| *s == i) {
-                debug_assert_eq!(*s, i);
+        for s in self.per_step() {
+            let name = tag_safe(s.name);
+            put(&s.all, &format!("step:{name}"))?;
+            for (k, h) in &s.by_outcome {
                 put(h, &format!("step:{name}:{k}"))?;
             }
         }
@@ -347,7 +399,6 @@ fn tag_safe(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outcome::FailureClass;
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 
     #[test]
@@ -400,6 +451,132 @@ mod tests {
         assert_eq!(merged.value_at_quantile(0.5), r.overall().value_at_quantile(0.5));
         let totals = std::fs::read_to_string(dir.path().join(TOTALS_FILE)).unwrap();
         assert!(totals.contains("Tag=step:a:ok,"), "{totals}");
+    }
+
+    fn ser(h: &Histogram<u64>) -> Vec<u8> {
+        let mut buf = Vec::new();
+        V2DeflateSerializer::new().serialize(h, &mut buf).unwrap();
+        buf
+    }
+
+    fn assert_same(what: &str, merged: &Histogram<u64>, direct: &Histogram<u64>) {
+        assert_eq!(merged, direct, "{what}");
+        assert_eq!(merged.high(), direct.high(), "{what}: size");
+        assert_eq!(
+            (merged.max(), merged.min(), merged.min_nz()),
+            (direct.max(), direct.min(), direct.min_nz()),
+            "{what}"
+        );
+        assert_eq!(Percentiles::of(merged), Percentiles::of(direct), "{what}");
+        assert_eq!(ser(merged), ser(direct), "{what}: serialized");
+    }
+
+    /// The merged histograms are the ones recording every value into each
+    /// (as the recorder did before it recorded only per step and outcome):
+    /// equal, same size, same serialized bytes, per second too.
+    #[test]
+    fn merged_histograms_are_identical_to_recording_into_each() {
+        let names: Vec<String> = vec!["a".into(), "b".into(), "c".into()];
+        let mut r = Recorder::new(names.clone());
+        let mut overall = new_histogram();
+        let mut per_step: Vec<Histogram<u64>> = (0..3).map(|_| new_histogram()).collect();
+        let mut per_step_outcome: BTreeMap<(usize, &'static str), Histogram<u64>> = BTreeMap::new();
+        let mut per_outcome: BTreeMap<&'static str, Histogram<u64>> = BTreeMap::new();
+        let mut all = new_histogram();
+        let mut all_intervals: Vec<(u64, Vec<u8>, Percentiles)> = Vec::new();
+        let mut sec = 0u64;
+        let close = |sec: u64, all: &mut Histogram<u64>, out: &mut Vec<(u64, Vec<u8>, Percentiles)>| {
+            if !all.is_empty() {
+                out.push((sec, ser(all), Percentiles::of(all)));
+                all.reset();
+            }
+        };
+        let outcomes: Vec<Outcome> = (0..KEYS).map(key_outcome).collect();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut t_ms = 0.0;
+        for i in 0..30_000u64 {
+            // Phases: small values only (no histogram grows), then growing
+            // ranges, a few huge values early in some steps only, then small
+            // values again in later seconds (reset histograms keep their size).
+            let range = match i / 5_000 {
+                0 => 2_000,
+                1 => 100_000,
+                2 => [3_000, 1_000_000, 50_000_000_000][rnd(3) as usize],
+                3 => 5_000,
+                4 => [2_047, 2_048, 2_049, 4_095, 4_096][rnd(5) as usize] + 1,
+                _ => 300_000,
+            };
+            let v = rnd(range);
+            let step = if i / 5_000 == 2 { rnd(2) as usize } else { rnd(3) as usize };
+            let o = outcomes[[0, 0, 0, 1, rnd(KEYS as u64) as usize][rnd(5) as usize]];
+            let slip = rnd(10_000);
+            t_ms += rnd(1_000) as f64 / 10.0;
+            let s = (t_ms / 1000.0) as u64;
+            while sec < s {
+                close(sec, &mut all, &mut all_intervals);
+                sec += 1;
+            }
+            r.record(step, o, v, slip, t_ms);
+            for h in [&mut overall, &mut per_step[step], &mut all] {
+                record_value(h, v);
+            }
+            let k = outcome_key(o);
+            record_value(per_step_outcome.entry((step, k)).or_insert_with(new_histogram), v);
+            record_value(per_outcome.entry(k).or_insert_with(new_histogram), v);
+        }
+        r.finish(t_ms);
+        close(sec, &mut all, &mut all_intervals);
+
+        assert_same("overall", &r.overall(), &overall);
+        let per = r.per_step();
+        for (i, s) in per.iter().enumerate() {
+            assert_eq!(s.name, names[i]);
+            assert_same(s.name, &s.all, &per_step[i]);
+            assert_same(s.name, &r.step(s.name).unwrap(), &per_step[i]);
+            let direct: Vec<_> = per_step_outcome.iter().filter(|((j, _), _)| *j == i).collect();
+            assert_eq!(
+                s.by_outcome.keys().copied().collect::<Vec<_>>(),
+                direct.iter().map(|((_, k), _)| *k).collect::<Vec<_>>()
+            );
+            for ((_, k), h) in direct {
+                assert_same(k, s.by_outcome[k], h);
+            }
+        }
+        let po = r.per_outcome();
+        assert_eq!(po.keys().collect::<Vec<_>>(), per_outcome.keys().collect::<Vec<_>>());
+        for (k, h) in &per_outcome {
+            assert_same(k, &po[k], h);
+        }
+        // Each second's `all`: serialized interval and the series' percentiles.
+        let ours: Vec<(u64, &Vec<u8>)> =
+            r.intervals.iter().filter(|(_, tag, _)| *tag == 0).map(|(s, _, b)| (*s, b)).collect();
+        assert_eq!(ours.len(), all_intervals.len());
+        assert!(ours.len() > 100, "{}", ours.len());
+        for ((s, bytes), (ds, dbytes, p)) in ours.iter().zip(&all_intervals) {
+            assert_eq!((s, *bytes), (ds, dbytes), "second {s}");
+            let row = &r.series()[*s as usize];
+            assert_eq!((row.p50_ms, row.p99_ms, row.max_ms), (p.p50_ms, p.p99_ms, p.max_ms), "second {s}");
+        }
+        // No attempt at all: empty histograms, as recorded directly.
+        let r = Recorder::new(names);
+        assert_same("empty", &r.overall(), &new_histogram());
+        assert!(r.per_outcome().is_empty());
+    }
+
+    #[test]
+    fn outcome_keys_index_both_ways() {
+        for (i, c) in FailureClass::ALL.into_iter().enumerate() {
+            assert_eq!(c as usize, i);
+        }
+        for k in 0..KEYS {
+            assert_eq!(key_index(key_outcome(k)), k);
+        }
     }
 
     fn base64_decode(s: &str) -> Vec<u8> {

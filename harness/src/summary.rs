@@ -351,14 +351,14 @@ pub struct Files {
 
 pub fn latency(rec: &Recorder) -> Latency {
     Latency {
-        overall: Percentiles::of(rec.overall()),
+        overall: Percentiles::of(&rec.overall()),
         by_outcome: rec.per_outcome().iter().map(|(k, h)| (k.to_string(), Percentiles::of(h))).collect(),
         steps: rec
             .per_step()
             .into_iter()
             .map(|s| {
                 let by = s.by_outcome.iter().map(|(k, h)| (k.to_string(), Percentiles::of(h))).collect();
-                (s.name.to_string(), StepLatency { all: Percentiles::of(s.all), by_outcome: by })
+                (s.name.to_string(), StepLatency { all: Percentiles::of(&s.all), by_outcome: by })
             })
             .collect(),
     }
