@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 
 use crate::client::{self, Conn, Connector, Request};
 use crate::events::EventLog;
-use crate::ledger::{self, AttemptView, Ledger};
+use crate::ledger::{self, AttemptRef, Ledger};
 use crate::outcome::{FailureClass, Outcome};
 use crate::progress::Snapshot;
 use crate::recorder::Recorder;
@@ -572,7 +572,7 @@ async fn operation(
             let ev = &shared.events;
             let (kind, class) = ledger::split(outcome);
             // Borrowed: ending an attempt copies no strings.
-            AttemptView {
+            AttemptRef {
                 op,
                 shopper: ctx.shopper,
                 step: &step.name,

@@ -68,12 +68,7 @@ pub struct AttemptRecord {
 
 impl AttemptRecord {
     pub fn outcome(&self) -> Outcome {
-        match (self.outcome, self.class) {
-            (OutcomeKind::Ok, _) => Outcome::Ok,
-            (OutcomeKind::Refused, _) => Outcome::Refused,
-            (OutcomeKind::Failed, Some(c)) => Outcome::Failed(c),
-            (OutcomeKind::Failed, None) => Outcome::Failed(FailureClass::LocalError),
-        }
+        join(self.outcome, self.class)
     }
 
     /// A record with only its identity, times and outcome (shopper = op; no
@@ -107,6 +102,17 @@ impl AttemptRecord {
     /// Milliseconds from intended send to end: the latency the recorder uses.
     pub fn latency_ms(&self) -> f64 {
         (self.end_ms - self.intended_ms).max(0.0)
+    }
+}
+
+/// The outcome of a record's `outcome` and `class` columns (the inverse of
+/// [`split`]); a failure without a class reads as a local error.
+fn join(kind: OutcomeKind, class: Option<FailureClass>) -> Outcome {
+    match (kind, class) {
+        (OutcomeKind::Ok, _) => Outcome::Ok,
+        (OutcomeKind::Refused, _) => Outcome::Refused,
+        (OutcomeKind::Failed, Some(c)) => Outcome::Failed(c),
+        (OutcomeKind::Failed, None) => Outcome::Failed(FailureClass::LocalError),
     }
 }
 
@@ -237,7 +243,7 @@ impl Totals {
 /// as one line of `ledger.csv`. The engine builds it from the step and
 /// shopper it already holds, so ending an attempt copies no strings.
 #[derive(Debug, Clone, Copy)]
-pub struct AttemptView<'a> {
+pub struct AttemptRef<'a> {
     pub op: u64,
     pub shopper: u64,
     pub step: &'a str,
@@ -254,20 +260,15 @@ pub struct AttemptView<'a> {
     pub order_id: Option<i64>,
 }
 
-impl AttemptView<'_> {
+impl AttemptRef<'_> {
     pub fn outcome(&self) -> Outcome {
-        match (self.outcome, self.class) {
-            (OutcomeKind::Ok, _) => Outcome::Ok,
-            (OutcomeKind::Refused, _) => Outcome::Refused,
-            (OutcomeKind::Failed, Some(c)) => Outcome::Failed(c),
-            (OutcomeKind::Failed, None) => Outcome::Failed(FailureClass::LocalError),
-        }
+        join(self.outcome, self.class)
     }
 }
 
 impl AttemptRecord {
-    pub fn view(&self) -> AttemptView<'_> {
-        AttemptView {
+    pub fn view(&self) -> AttemptRef<'_> {
+        AttemptRef {
             op: self.op,
             shopper: self.shopper,
             step: &self.step,
@@ -308,7 +309,7 @@ impl OutcomeKind {
 /// `None` as an empty field, enums by their serde names. Written by hand
 /// because serde + csv cost about 4,000 instructions per attempt; the test
 /// `hand_written_lines_match_the_csv_crate` holds the two byte for byte.
-fn write_line(out: &mut Vec<u8>, r: &AttemptView<'_>) {
+fn write_line(out: &mut Vec<u8>, r: &AttemptRef<'_>) {
     fn int(out: &mut Vec<u8>, v: impl itoa::Integer) {
         out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
     }
@@ -479,7 +480,7 @@ impl Ledger {
     }
 
     /// [`Ledger::end_attempt_of`] from borrowed fields.
-    pub fn end_attempt_view(&mut self, rec: &AttemptView<'_>, reconnect: bool) {
+    pub fn end_attempt_view(&mut self, rec: &AttemptRef<'_>, reconnect: bool) {
         let t = &mut self.totals;
         t.open_attempts = t.open_attempts.saturating_sub(1);
         if reconnect {
