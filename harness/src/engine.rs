@@ -617,7 +617,7 @@ async fn operation(
         };
         {
             let mut book = shared.book();
-            book.ledger.end_attempt_view(&rec, reconnecting);
+            book.ledger.end_attempt_of(&rec, reconnecting);
             book.recorder.record(global, outcome, latency_us, slip_us, rec.end_ms);
             if !retry && !reconnect {
                 book.ledger.end_operation(outcome, first_failed);

@@ -239,7 +239,7 @@ impl Totals {
     }
 }
 
-/// One attempt's fields, borrowed: what [`Ledger::end_attempt_view`] writes
+/// One attempt's fields, borrowed: what [`Ledger::end_attempt_of`] writes
 /// as one line of `ledger.csv`. The engine builds it from the step and
 /// shopper it already holds, so ending an attempt copies no strings.
 #[derive(Debug, Clone, Copy)]
@@ -313,9 +313,6 @@ fn write_line(out: &mut Vec<u8>, r: &AttemptRef<'_>) {
     fn int(out: &mut Vec<u8>, v: impl itoa::Integer) {
         out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
     }
-    fn float(out: &mut Vec<u8>, v: f64) {
-        write_ms(out, v);
-    }
     fn text(out: &mut Vec<u8>, s: &str) {
         // The bytes for which the csv crate quotes a field: delimiter,
         // quote, and both line-break bytes (the reader ends records at '\r').
@@ -340,11 +337,11 @@ fn write_line(out: &mut Vec<u8>, r: &AttemptRef<'_>) {
     out.push(b',');
     int(out, r.attempt);
     out.push(b',');
-    float(out, r.intended_ms);
+    write_ms(out, r.intended_ms);
     out.push(b',');
-    float(out, r.start_ms);
+    write_ms(out, r.start_ms);
     out.push(b',');
-    float(out, r.end_ms);
+    write_ms(out, r.end_ms);
     out.push(b',');
     out.extend_from_slice(r.outcome.as_str().as_bytes());
     out.push(b',');
@@ -433,12 +430,9 @@ impl Ledger {
     pub fn create(path: &Path) -> io::Result<Self> {
         let file = File::create(path)?;
         Ok(Ledger {
-            totals: Totals::default(),
             writer: Some(BufWriter::with_capacity(1 << 16, file)),
-            header_written: false,
             line: Vec::with_capacity(256),
-            write_error: None,
-            next_op: 0,
+            ..Ledger::in_memory()
         })
     }
 
@@ -469,18 +463,13 @@ impl Ledger {
 
     /// Ends an attempt begun with `begin_attempt`.
     pub fn end_attempt(&mut self, rec: &AttemptRecord) {
-        self.end_attempt_of(rec, false);
+        self.end_attempt_of(&rec.view(), false);
     }
 
-    /// Ends an attempt; `reconnect`: a stream's request sent because the
-    /// server asked the client to come back (counted in `reconnects`, not
-    /// in `retries`).
-    pub fn end_attempt_of(&mut self, rec: &AttemptRecord, reconnect: bool) {
-        self.end_attempt_view(&rec.view(), reconnect);
-    }
-
-    /// [`Ledger::end_attempt_of`] from borrowed fields.
-    pub fn end_attempt_view(&mut self, rec: &AttemptRef<'_>, reconnect: bool) {
+    /// Ends an attempt from its borrowed fields; `reconnect`: a stream's
+    /// request sent because the server asked the client to come back
+    /// (counted in `reconnects`, not in `retries`).
+    pub fn end_attempt_of(&mut self, rec: &AttemptRef<'_>, reconnect: bool) {
         let t = &mut self.totals;
         t.open_attempts = t.open_attempts.saturating_sub(1);
         if reconnect {
@@ -642,7 +631,7 @@ mod tests {
         {
             l.begin_attempt();
             let r = rec(op, attempt, o);
-            l.end_attempt_of(&r, reconnect);
+            l.end_attempt_of(&r.view(), reconnect);
             recs.push(r);
         }
         l.end_operation(Outcome::Ok, false);

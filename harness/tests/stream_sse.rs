@@ -168,14 +168,19 @@ async fn a_server_requested_reconnect_resumes_with_last_event_id_and_is_not_a_fa
     assert!(events(dir.path(), "attempt_failed").is_empty());
 }
 
+/// The watched `/live` step, retried once when its stream is cut.
+fn watch_retrying_truncated() -> String {
+    format!(
+        r#""path": "/live", {WATCH},
+        "retry": {{"attempts": 2, "on": ["truncated_body"], "backoff": "20ms"}}"#
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_cut_without_reconnect_is_a_truncated_body_retried_with_last_event_id() {
     let srv = SseServer::start(Plan::CutOnce).await;
     let dir = tempfile::tempdir().unwrap();
-    let step = format!(
-        r#""path": "/live", {WATCH},
-        "retry": {{"attempts": 2, "on": ["truncated_body"], "backoff": "20ms"}}"#
-    );
+    let step = watch_retrying_truncated();
     let json = support::scenario(&srv.url(), 3, 10.0, r#"{"model": "pool", "size": 4}"#, &step);
     let (s, recs) = support::run(&json, dir.path()).await;
     let t = &s.totals;
@@ -197,10 +202,7 @@ async fn a_stream_cut_without_reconnect_is_a_truncated_body_retried_with_last_ev
 async fn a_stream_cut_every_time_is_dropped_as_truncated_body() {
     let srv = SseServer::start(Plan::CutAlways).await;
     let dir = tempfile::tempdir().unwrap();
-    let step = format!(
-        r#""path": "/live", {WATCH},
-        "retry": {{"attempts": 2, "on": ["truncated_body"], "backoff": "20ms"}}"#
-    );
+    let step = watch_retrying_truncated();
     let json = support::scenario(&srv.url(), 2, 10.0, r#"{"model": "per_shopper"}"#, &step);
     let (s, recs) = support::run(&json, dir.path()).await;
     let t = &s.totals;
