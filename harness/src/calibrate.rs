@@ -276,6 +276,7 @@ pub fn closed_loop(s: &Scenario, shoppers: u64) -> Scenario {
         latency: Vec::new(),
         audit_must_pass: false,
         max_affinity_breaks: None,
+        max_first_attempt_failures_outside_faults: None,
     };
     c
 }

@@ -104,6 +104,12 @@ impl FaultRecord {
     }
 }
 
+/// How the report, the gates and the budgets name one occurrence of a
+/// fault: `name` alone, or `name#n` when the fault repeats.
+pub fn occurrence_name(name: &str, occurrence: u32, repeated: bool) -> String {
+    if repeated { format!("{name}#{occurrence}") } else { name.to_string() }
+}
+
 /// What the runner did, for the summary.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ChaosReport {
@@ -611,6 +617,7 @@ mod tests {
             every: every_ms.map(Duration::from_millis),
             count,
             action: FaultAction::KillWorker { signal: "SIGKILL".into(), pick: Pick::Random },
+            budget: Default::default(),
         }
     }
 

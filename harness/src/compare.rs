@@ -786,7 +786,14 @@ mod tests {
     use crate::scenario::Pick;
 
     fn fault(name: &str, at_s: u64, action: FaultAction) -> FaultSpec {
-        FaultSpec { name: name.into(), at: Duration::from_secs(at_s), every: None, count: 1, action }
+        FaultSpec {
+            name: name.into(),
+            at: Duration::from_secs(at_s),
+            every: None,
+            count: 1,
+            action,
+            budget: Default::default(),
+        }
     }
 
     fn blackfriday() -> Scenario {

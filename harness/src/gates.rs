@@ -184,6 +184,7 @@ mod tests {
             ],
             audit_must_pass: true,
             max_affinity_breaks: None,
+            max_first_attempt_failures_outside_faults: None,
         }
     }
 
@@ -232,6 +233,7 @@ mod tests {
             latency: vec![],
             audit_must_pass: true,
             max_affinity_breaks: None,
+            max_first_attempt_failures_outside_faults: None,
         };
         let m = Measured { totals: &totals, recorder: &rec, goodput_rps: 0.0, audit: None, audit_configured: true };
         let r = evaluate(&g, &m);

@@ -5,6 +5,7 @@
 pub mod affinity;
 pub mod attribution;
 pub mod audit;
+pub mod budgets;
 pub mod calibrate;
 pub mod chaos;
 pub mod cli;

@@ -21,6 +21,7 @@ use serde_json::json;
 use crate::affinity::{self, Affinity};
 use crate::attribution::{self, Attribution, FaultWindow};
 use crate::audit::{self, AuditReport, Verdict};
+use crate::budgets;
 use crate::chaos::{self, ChaosError, ChaosHandle, ChaosOptions, ChaosReport, FaultRecord};
 use crate::engine::Live;
 use crate::ledger;
@@ -210,6 +211,15 @@ pub async fn run(
         ex.extra_gates.push(affinity::gate(max, &affinity));
     }
     let checkouts = checkouts.finish();
+    // Each fault's promise, and the promise of no failure where none was
+    // injected: retries cannot hide a broken drain from these.
+    let budgets = budgets::evaluate(
+        &p.scenario.chaos,
+        &chaos_report.faults,
+        &attribution,
+        p.scenario.gates.max_first_attempt_failures_outside_faults,
+    );
+    ex.extra_gates.extend(budgets.gates.iter().cloned());
 
     let audit_report = match &p.scenario.audit {
         None => None,
@@ -236,7 +246,7 @@ pub async fn run(
         }
     };
     let gate = audit_report.as_ref().map(audit_gate);
-    ex.chaos = ChaosSections::from(&chaos_report.faults, &attribution, audit_report.as_ref());
+    ex.chaos = ChaosSections::from(&chaos_report.faults, &attribution, &budgets, audit_report.as_ref());
     let summary = run::conclude(&p, ex, gate);
     // Stopped in order even when concluding failed (dropping it would SIGKILL).
     let target_stop = match target.stop(None).await {

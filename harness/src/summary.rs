@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::attribution::{Attribution, FailureCounts};
 use crate::audit::AuditReport;
+use crate::budgets::Budgets;
 use crate::chaos::FaultRecord;
 use crate::gates::{GateResult, Verdict};
 use crate::ledger::Totals;
@@ -85,6 +86,20 @@ pub struct FaultOut {
     /// `recovered_ms - start_ms`; null if it never recovered.
     pub recovery_ms: Option<f64>,
     pub failures: FailuresOut,
+    /// The scenario's budget for this occurrence, and whether it was kept;
+    /// null when the fault has none (docs/CHAOS.md, "Budgets").
+    #[serde(default)]
+    pub budget: Option<BudgetOut>,
+}
+
+/// A fault occurrence's budget (its gates are in `gates`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetOut {
+    /// Null when not limited.
+    pub max_first_attempt_failures: Option<u64>,
+    pub max_dropped: Option<u64>,
+    /// Every count within its limit (false too when the fault did not work).
+    pub kept: bool,
 }
 
 /// Failures of one fault window (or of none). Every class appears in the
@@ -162,7 +177,12 @@ impl AuditOut {
 
 impl ChaosSections {
     /// `faults` and `attribution.faults` are in the same order (one window per record).
-    pub fn from(faults: &[FaultRecord], attribution: &Attribution, audit: Option<&AuditReport>) -> Self {
+    pub fn from(
+        faults: &[FaultRecord],
+        attribution: &Attribution,
+        budgets: &Budgets,
+        audit: Option<&AuditReport>,
+    ) -> Self {
         let faults = faults
             .iter()
             .zip(&attribution.faults)
@@ -178,6 +198,11 @@ impl ChaosSections {
                 recovered_ms: f.recovered_at_ms,
                 recovery_ms: a.recovery_ms,
                 failures: FailuresOut::from(&a.counts),
+                budget: budgets.of(&f.name, f.occurrence).map(|k| BudgetOut {
+                    max_first_attempt_failures: k.budget.max_first_attempt_failures,
+                    max_dropped: k.budget.max_dropped,
+                    kept: k.kept,
+                }),
             })
             .collect();
         ChaosSections {

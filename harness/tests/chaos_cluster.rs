@@ -38,7 +38,14 @@ fn opts() -> ChaosOptions {
 }
 
 fn fault(name: &str, action: FaultAction) -> FaultSpec {
-    FaultSpec { name: name.into(), at: Duration::from_millis(100), every: None, count: 1, action }
+    FaultSpec {
+        name: name.into(),
+        at: Duration::from_millis(100),
+        every: None,
+        count: 1,
+        action,
+        budget: Default::default(),
+    }
 }
 
 /// The worker pids the master reports on its admin address.

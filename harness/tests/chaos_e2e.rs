@@ -27,7 +27,14 @@ fn smoke() -> Scenario {
 }
 
 fn fault(name: &str, at_ms: u64, action: FaultAction) -> FaultSpec {
-    FaultSpec { name: name.into(), at: Duration::from_millis(at_ms), every: None, count: 1, action }
+    FaultSpec {
+        name: name.into(),
+        at: Duration::from_millis(at_ms),
+        every: None,
+        count: 1,
+        action,
+        budget: Default::default(),
+    }
 }
 
 /// Every step retries every transport failure and 5xx (GETs and keyed

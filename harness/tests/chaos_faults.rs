@@ -18,7 +18,14 @@ use harness::scenario::{FaultAction, FaultSpec, Pick};
 use harness::target::Target;
 
 fn fault(name: &str, at_ms: u64, action: FaultAction) -> FaultSpec {
-    FaultSpec { name: name.into(), at: Duration::from_millis(at_ms), every: None, count: 1, action }
+    FaultSpec {
+        name: name.into(),
+        at: Duration::from_millis(at_ms),
+        every: None,
+        count: 1,
+        action,
+        budget: Default::default(),
+    }
 }
 
 fn opts() -> ChaosOptions {

@@ -91,6 +91,7 @@ async fn the_reference_cluster_with_kills_and_a_passing_audit() {
         every: Some(Duration::from_millis(1500)),
         count: 2,
         action: FaultAction::KillWorker { signal: "SIGKILL".into(), pick: Pick::Random },
+        budget: Default::default(),
     }];
     let (r, doc) = play(s, &dir.path().join("run")).await;
     same_as_chaos_json(&r, &doc);

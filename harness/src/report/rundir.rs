@@ -104,9 +104,7 @@ fn faults_from_events(events: &[Value]) -> Vec<FaultEvents> {
     }
     let repeated: Vec<String> = faults.iter().filter(|f| f.occurrence > 1).map(|f| f.name.clone()).collect();
     for f in &mut faults {
-        if repeated.contains(&f.name) {
-            f.name = format!("{}#{}", f.name, f.occurrence);
-        }
+        f.name = crate::chaos::occurrence_name(&f.name, f.occurrence as u32, repeated.contains(&f.name));
     }
     faults.sort_by(|a, b| a.start_ms.total_cmp(&b.start_ms));
     faults

@@ -290,6 +290,10 @@ pub struct Gates {
     /// Most changes of serving worker per run outside fault windows (sticky
     /// targets; see `affinity`). None = not gated.
     pub max_affinity_breaks: Option<u64>,
+    /// Most first attempts that may fail outside every fault window: a
+    /// failure nobody injected is a bug in the server or the harness
+    /// (`budgets`). None = not gated.
+    pub max_first_attempt_failures_outside_faults: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -311,6 +315,27 @@ pub struct FaultSpec {
     /// Occurrences, default 1.
     pub count: u32,
     pub action: FaultAction,
+    /// What each occurrence may cost, counted over its attribution window.
+    pub budget: FaultBudget,
+}
+
+/// A fault's promise: the failures each of its occurrences may cause, counted
+/// over that occurrence's attribution window (`attribution`), gated by
+/// `budgets`. A graceful fault (rolling restart, deploy command, graceful
+/// stop) promises zero; a SIGKILL may cost what the killed worker had in
+/// flight. `None` = that count is not gated for this fault.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultBudget {
+    /// Failed first attempts (before any retry) in the window.
+    pub max_first_attempt_failures: Option<u64>,
+    /// Operations whose first failure fell in the window and that no retry saved.
+    pub max_dropped: Option<u64>,
+}
+
+impl FaultBudget {
+    pub fn is_set(&self) -> bool {
+        self.max_first_attempt_failures.is_some() || self.max_dropped.is_some()
+    }
 }
 
 impl FaultSpec {

@@ -232,6 +232,8 @@ pub(crate) struct RawGates {
     pub audit_must_pass: Option<bool>,
     #[serde(default)]
     pub max_affinity_breaks: Option<u64>,
+    #[serde(default)]
+    pub max_first_attempt_failures_outside_faults: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -266,6 +268,11 @@ pub(crate) struct RawFault {
     pub timeout: Option<Dur>,
     #[serde(default)]
     pub stop_timeout: Option<Dur>,
+    /// Budgets (any action).
+    #[serde(default)]
+    pub max_first_attempt_failures: Option<u64>,
+    #[serde(default)]
+    pub max_dropped: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -118,6 +118,7 @@ pub(super) fn fault(
         every: f.every.map(|d| d.0),
         count: count.max(1),
         action: action?,
+        budget: FaultBudget { max_first_attempt_failures: f.max_first_attempt_failures, max_dropped: f.max_dropped },
     };
     if let Some(last) = spec.times().last()
         && *last >= arrival_end

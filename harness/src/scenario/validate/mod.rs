@@ -361,6 +361,7 @@ pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
             latency: Vec::new(),
             audit_must_pass: audit.is_some(),
             max_affinity_breaks: None,
+            max_first_attempt_failures_outside_faults: None,
         },
         Some(g) => {
             if let Some(r) = g.min_throughput_rps
@@ -397,6 +398,7 @@ pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
                 latency,
                 audit_must_pass,
                 max_affinity_breaks: g.max_affinity_breaks,
+                max_first_attempt_failures_outside_faults: g.max_first_attempt_failures_outside_faults,
             }
         }
     };
