@@ -96,10 +96,8 @@ pub fn evaluate(
     for spec in planned.iter().filter(|s| s.budget.is_set()) {
         for occurrence in 1..=spec.count {
             let who = occurrence_name(&spec.name, occurrence, spec.count > 1);
-            let found = played
-                .iter()
-                .zip(&attribution.faults)
-                .find(|(r, _)| r.name == spec.name && r.occurrence == occurrence);
+            let found =
+                played.iter().zip(&attribution.faults).find(|(r, _)| r.name == spec.name && r.occurrence == occurrence);
             let before = out.gates.len();
             let b = spec.budget;
             let limits = [
@@ -110,7 +108,9 @@ pub fn evaluate(
                 None => {
                     for (max, name) in limits {
                         if let Some(max) = max {
-                            let why = format!("{who} was not injected (the run ended first, or the fault runner failed): its budget was not tested");
+                            let why = format!(
+                                "{who} was not injected (the run ended first, or the fault runner failed): its budget was not tested"
+                            );
                             out.gates.push(untested(name, max, why));
                         }
                     }
@@ -152,8 +152,8 @@ mod tests {
     use super::*;
     use crate::attribution::{AttemptView, FaultWindow, FinalOutcome, attribute};
     use crate::scenario::{FaultAction, Pick};
-    use std::time::Duration;
     use FailureClass::*;
+    use std::time::Duration;
 
     fn spec(name: &str, count: u32, first: Option<u64>, dropped: Option<u64>) -> FaultSpec {
         FaultSpec {

@@ -246,6 +246,8 @@ pub struct FaultInfo {
     pub detail: String,
     pub end_ms: f64,
     pub outcome: String,
+    /// The occurrence's budget and whether it was kept, as the run's summary says.
+    pub budget: Option<crate::summary::BudgetOut>,
 }
 
 /// Fault rows from the attribution (counts, recovery) and the chaos records.
@@ -271,6 +273,7 @@ pub fn faults(attribution: &Attribution, info: &[FaultInfo]) -> Vec<FaultRow> {
                 recovered: f.counts.recovered,
                 dropped: f.counts.dropped,
                 recovery_ms: f.recovery_ms,
+                budget: extra.and_then(|x| x.budget.clone()),
             }
         })
         .collect()
@@ -495,7 +498,7 @@ mod tests {
             }],
             outside: Default::default(),
         };
-        let info = [FaultInfo { detail: "SIGHUP".into(), end_ms: 3000.0, outcome: "ok".into() }];
+        let info = [FaultInfo { detail: "SIGHUP".into(), end_ms: 3000.0, outcome: "ok".into(), budget: None }];
         let rows = faults(&attribution, &info);
         assert_eq!(rows[0].action, "signal_master SIGHUP");
         assert_eq!((rows[0].start_s, rows[0].end_s, rows[0].recovered_s), (1.0, Some(3.0), Some(3.5)));

@@ -371,7 +371,7 @@ fn fault_tables(runs: &[RunData]) -> Markup {
                     tr {
                         th.l { "fault" } th.l { "action" } th { "start" } th { "end" } th { "recovered at" }
                         th { "recovery time" } th.l { "first attempts failed" } th { "saved by retry" }
-                        th { "dropped" } th.l { "injector" }
+                        th { "dropped" } th.l { "budget" } th.l { "injector" }
                     }
                     @for f in &run.faults {
                         tr {
@@ -381,6 +381,7 @@ fn fault_tables(runs: &[RunData]) -> Markup {
                             td.l { (by_class(&f.first_attempt_failures)) }
                             td { (fmt_count(f.recovered)) }
                             td class=@if f.dropped > 0 { "warn" } { (fmt_count(f.dropped)) }
+                            td.l { (budget_cell(f)) }
                             td.l { (f.outcome) }
                         }
                     }
@@ -388,6 +389,20 @@ fn fault_tables(runs: &[RunData]) -> Markup {
             }
         }
     }
+}
+
+/// "kept: at most 0 first-attempt failures, 0 dropped", or "broken: ...".
+fn budget_cell(f: &FaultRow) -> Markup {
+    let Some(b) = &f.budget else { return html! { "none" } };
+    let mut limits = Vec::new();
+    if let Some(n) = b.max_first_attempt_failures {
+        limits.push(format!("{} first-attempt failure(s)", fmt_count(n)));
+    }
+    if let Some(n) = b.max_dropped {
+        limits.push(format!("{} dropped", fmt_count(n)));
+    }
+    let (status, word) = if b.kept { (Status::Pass, "kept") } else { (Status::Fail, "broken") };
+    html! { span class={ "badge " (status.as_str()) } { (word) } " at most " (limits.join(", ")) }
 }
 
 fn audit_tables(runs: &[RunData]) -> Markup {
@@ -478,6 +493,7 @@ mod tests {
             recovered: 0,
             dropped: 0,
             recovery_ms: None,
+            budget: None,
         }
     }
 

@@ -233,6 +233,9 @@ pub struct FaultRow {
     /// From the fault's start to the target serving normally again.
     #[serde(default)]
     pub recovery_ms: Option<f64>,
+    /// The scenario's budget for this occurrence and whether it was kept.
+    #[serde(default)]
+    pub budget: Option<crate::summary::BudgetOut>,
 }
 
 impl FaultRow {

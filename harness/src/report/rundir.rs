@@ -45,7 +45,10 @@ pub fn requests_of(scenario: &crate::scenario::Scenario) -> BTreeMap<String, Str
 /// One fault occurrence as the event log tells it.
 #[derive(Debug, Clone, PartialEq)]
 struct FaultEvents {
+    /// As the report shows it (`name#n` for a repeated fault).
     name: String,
+    /// As the scenario names it.
+    fault: String,
     occurrence: u64,
     action: String,
     detail: String,
@@ -79,6 +82,7 @@ fn faults_from_events(events: &[Value]) -> Vec<FaultEvents> {
                 index.insert(key, faults.len());
                 faults.push(FaultEvents {
                     name: name.to_string(),
+                    fault: name.to_string(),
                     occurrence,
                     action: text(e, "action"),
                     detail: text(e, "detail"),
@@ -132,6 +136,12 @@ pub fn run_from_dir(dir: &Path, o: &RunDirOptions<'_>) -> Result<(RunData, Summa
             detail: f.detail.clone(),
             end_ms: f.end_ms.unwrap_or(f.start_ms),
             outcome: f.outcome.clone(),
+            budget: summary
+                .chaos
+                .faults
+                .iter()
+                .find(|o| o.name == f.fault && u64::from(o.occurrence) == f.occurrence)
+                .and_then(|o| o.budget.clone()),
         })
         .collect();
     let run_end_ms = summary.run.duration_s * 1000.0;
