@@ -1,0 +1,224 @@
+//! The verdict against deliberately broken servers (issue 12's mutation tests): each of the reference
+//! server's TEST ONLY defects, under the fault that exposes it, makes the harness FAIL with the right
+//! gate and the right failure class, and the same scenario PASSES against the correct server.
+//! Needs `cargo build -p reference-server` in the same target dir (docs/CHAOS.md, "Defects").
+#![allow(clippy::unwrap_used)]
+
+mod chaos_support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chaos_support::*;
+use harness::chaos::ChaosOptions;
+use harness::engine::Live;
+use harness::gates::{GateResult, Verdict};
+use harness::lifecycle::{self, FullRun, LifecycleOptions};
+use harness::outcome::FailureClass;
+use harness::run::RunOptions;
+use harness::scenario::{self, FaultAction, FaultBudget, FaultSpec, Pick, RetryPolicy, Scenario};
+
+/// One live cluster at a time: they share two cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn smoke() -> Scenario {
+    scenario::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/smoke.json")).unwrap()
+}
+
+/// `count` occurrences of `action`, 1.2 s apart from `at_ms`, each promising `budget`.
+fn fault(name: &str, at_ms: u64, count: u32, action: FaultAction, budget: FaultBudget) -> FaultSpec {
+    FaultSpec {
+        name: name.into(),
+        at: Duration::from_millis(at_ms),
+        every: (count > 1).then_some(Duration::from_millis(1200)),
+        count,
+        action,
+        budget,
+    }
+}
+
+const ZERO: FaultBudget = FaultBudget { max_first_attempt_failures: Some(0), max_dropped: Some(0) };
+
+fn rolling_restarts(count: u32) -> FaultSpec {
+    fault("rolling restart", 1000, count, FaultAction::SignalMaster { signal: "SIGTERM".into() }, ZERO)
+}
+
+/// Every step retries every transport failure and 5xx (GETs and keyed
+/// checkouts are safe to retry): a careful client, under which even a broken
+/// drain drops nothing, so only the budgets can tell.
+fn retry_everything(s: &mut Scenario) {
+    use FailureClass::{InvalidBody, LocalError, UnexpectedStatus};
+    let on: Vec<FailureClass> =
+        FailureClass::ALL.into_iter().filter(|c| !matches!(c, UnexpectedStatus | InvalidBody | LocalError)).collect();
+    for j in &mut s.journeys {
+        for step in &mut j.steps {
+            step.retry = RetryPolicy { attempts: 4, on: on.clone(), backoff: Duration::from_millis(100) };
+        }
+    }
+}
+
+/// Prepends a `GET /slow?ms=MS` step to every journey, so that requests are
+/// in flight whenever a drain starts.
+fn hold_requests_in_flight(s: &mut Scenario, ms: u64) {
+    for (i, j) in s.journeys.iter_mut().enumerate() {
+        let mut slow = j.steps[0].clone();
+        slow.name = format!("slow view {i}");
+        slow.method = "GET".into();
+        slow.path = scenario::Template::parse(&format!("/slow?ms={ms}"), scenario::Escape::Path).unwrap();
+        slow.headers.clear();
+        slow.body = None;
+        slow.expect = vec![200];
+        slow.refuse.clear();
+        slow.extract.clear();
+        slow.idempotency_key = false;
+        j.steps.insert(0, slow);
+    }
+}
+
+/// The smoke scenario, retrying everything, promising no failure outside
+/// the faults, with `faults`, against a fresh reference server with `flags`.
+fn scenario_for(dir: &Path, workers: usize, flags: &[&str], faults: Vec<FaultSpec>) -> Scenario {
+    let mut s = smoke();
+    let (port, admin) = (free_port(), free_port());
+    s.target.base_url = format!("http://127.0.0.1:{port}");
+    s.target.launch = Some(reference_launch(dir, port, admin, workers, flags));
+    s.audit.as_mut().unwrap().url = format!("http://127.0.0.1:{admin}/audit");
+    retry_everything(&mut s);
+    s.gates.max_first_attempt_failures_outside_faults = Some(0);
+    // Speed is not what these runs judge: held requests queue in the pool.
+    s.gates.latency.clear();
+    s.chaos = faults;
+    s
+}
+
+async fn play(s: Scenario, dir: &Path) -> FullRun {
+    let opts = RunOptions { out: Some(dir.join("run")), ..Default::default() };
+    let lo = LifecycleOptions {
+        chaos: ChaosOptions { settle: Duration::from_millis(300), ..Default::default() },
+        ..Default::default()
+    };
+    let r = lifecycle::run(s, &opts, &lo, Arc::new(Live::default())).await.unwrap();
+    eprintln!("{}", describe(&r));
+    r
+}
+
+fn describe(r: &FullRun) -> String {
+    let gates: Vec<String> = r
+        .summary
+        .gates
+        .iter()
+        .map(|g| format!("  {} {}: {}", if g.passed { "pass" } else { "FAIL" }, g.name, g.detail))
+        .collect();
+    format!(
+        "verdict {:?}; totals: {:?}\nproblems: {:?}\nfaults: {:#?}\noutside: {:?}\naudit: {:?}\ngates:\n{}",
+        r.summary.verdict,
+        r.summary.totals,
+        r.summary.validity.problems,
+        r.chaos.attribution.faults,
+        r.chaos.attribution.outside.counts,
+        r.chaos.audit.as_ref().map(|a| (&a.verdict, &a.reason)),
+        gates.join("\n")
+    )
+}
+
+fn failed_gates(r: &FullRun) -> Vec<&GateResult> {
+    r.summary.gates.iter().filter(|g| !g.passed).collect()
+}
+
+/// The run failed (exit 1, not invalid), and only gates named with `prefix`
+/// failed: the defect is caught by the gate meant for it.
+fn assert_caught_by(r: &FullRun, prefix: &str) {
+    let d = describe(r);
+    assert_eq!(r.summary.verdict, Verdict::Fail, "not caught:\n{d}");
+    let failed = failed_gates(r);
+    assert!(!failed.is_empty() && failed.iter().all(|g| g.name.starts_with(prefix)), "expected {prefix}:\n{d}");
+}
+
+/// The failure classes of the first attempts attributed to the faults named `fault` (all occurrences).
+fn classes_in(r: &FullRun, fault: &str) -> BTreeSet<FailureClass> {
+    r.chaos
+        .attribution
+        .faults
+        .iter()
+        .filter(|f| f.name == fault)
+        .flat_map(|f| f.counts.first_attempt_failures.iter().filter(|(_, n)| **n > 0).map(|(c, _)| *c))
+        .collect()
+}
+
+/// Every class seen is one of `allowed`, and there was at least one.
+fn assert_classes(r: &FullRun, fault: &str, allowed: &[FailureClass]) {
+    let seen = classes_in(r, fault);
+    assert!(!seen.is_empty() && seen.iter().all(|c| allowed.contains(c)), "{fault}: {seen:?}\n{}", describe(r));
+}
+
+fn assert_passes(r: &FullRun) {
+    assert_eq!(r.summary.verdict, Verdict::Pass, "the correct server failed:\n{}", describe(r));
+    assert!(r.chaos.attribution.faults.iter().all(|f| f.recovered_ms.is_some()), "{}", describe(r));
+}
+
+use FailureClass::{ClosedBeforeResponse, ResetBeforeResponse, TruncatedBody};
+const CUT: [FailureClass; 3] = [ResetBeforeResponse, ClosedBeforeResponse, TruncatedBody];
+
+/// Two rolling restarts while every journey opens with a 300 ms request.
+fn drain_scenario(dir: &Path, flags: &[&str]) -> Scenario {
+    let mut s = scenario_for(dir, 2, flags, vec![rolling_restarts(2)]);
+    hold_requests_in_flight(&mut s, 300);
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defect_1_a_drain_that_drops_every_connection_fails_its_budget_though_retries_saved_all() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let r = play(drain_scenario(dir.path(), &["--unsafe-drain"]), dir.path()).await;
+    assert_caught_by(&r, "fault rolling restart#");
+    assert_classes(&r, "rolling restart", &CUT);
+    // What made this a hole: the retries saved every request.
+    assert_eq!(r.summary.totals.dropped, 0, "{}", describe(&r));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_the_correct_drain_passes_the_drain_scenarios() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let r = play(drain_scenario(dir.path(), &[]), dir.path()).await;
+    assert_passes(&r);
+    assert_eq!(r.summary.totals.first_attempt_failures, 0, "{}", describe(&r));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defect_5_a_drain_timeout_shorter_than_a_request_cuts_it_and_fails_the_budget() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let r = play(drain_scenario(dir.path(), &["--drain-timeout", "100ms"]), dir.path()).await;
+    assert_caught_by(&r, "fault rolling restart#");
+    assert_classes(&r, "rolling restart", &CUT);
+}
+
+/// SIGKILLs of a worker while checkouts flow; a kill may cost what was in
+/// flight (at most the pool's 16 connections), never an acknowledged order.
+fn kill_scenario(dir: &Path, flags: &[&str]) -> Scenario {
+    let kill = FaultBudget { max_first_attempt_failures: Some(16), max_dropped: Some(0) };
+    let action = FaultAction::KillWorker { signal: "SIGKILL".into(), pick: Pick::Random };
+    scenario_for(dir, 2, flags, vec![fault("kill", 1000, 2, action, kill)])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defect_6_an_order_acknowledged_before_commit_and_lost_to_a_kill_fails_the_audit() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let r = play(kill_scenario(dir.path(), &["--unsafe-ack-before-commit"]), dir.path()).await;
+    assert_caught_by(&r, "audit");
+    let audit = r.chaos.audit.as_ref().unwrap();
+    assert!(!audit.lost.is_empty(), "no lost order reported:\n{}", describe(&r));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_the_correct_server_keeps_every_order_through_kills() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let r = play(kill_scenario(dir.path(), &[]), dir.path()).await;
+    assert_passes(&r);
+}
