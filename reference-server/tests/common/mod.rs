@@ -315,9 +315,34 @@ impl Conn {
 
     /// Send a GET and read the whole response. Any short read is an error.
     pub fn get(&mut self, path: &str) -> std::io::Result<Resp> {
+        self.request("GET", path, &[], None)
+    }
+
+    /// POST a JSON body with extra `headers`, and read the whole response.
+    pub fn post_json(&mut self, path: &str, headers: &[(&str, &str)], body: &str) -> std::io::Result<Resp> {
+        self.request("POST", path, headers, Some(body))
+    }
+
+    /// Send one request and read the whole response. Any short read is an error.
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> std::io::Result<Resp> {
         use std::io::{Error, ErrorKind};
         self.requests += 1;
-        write!(self.writer, "GET {path} HTTP/1.1\r\nHost: test\r\nUser-Agent: cluster-test\r\n\r\n")?;
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nUser-Agent: cluster-test\r\n");
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if let Some(body) = body {
+            head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+        }
+        head.push_str("\r\n");
+        head.push_str(body.unwrap_or(""));
+        self.writer.write_all(head.as_bytes())?;
         let mut line = String::new();
         if self.reader.read_line(&mut line)? == 0 {
             return Err(Error::new(ErrorKind::UnexpectedEof, "connection closed before a response"));
