@@ -1,0 +1,144 @@
+//! The hidden TEST ONLY defect flags (docs/CLUSTER.md, "Test-only defects"): each shows its real-world bug to a plain client on loopback, and the same steps without the flag do not.
+// Tests may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Conn, Resp, Server, signal};
+use serde_json::Value;
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// Pricing work units that keep a checkout busy for a few hundred ms here
+/// (about 1.4 µs a unit in this build; scripts/bench-shop.sh measures it).
+const PRICING_SLOW: &str = "300000";
+
+/// A cluster of `workers` on a fresh database, with `extra` flags.
+fn start(workers: &str, extra: &[&str]) -> Server {
+    let mut args = vec!["--workers", workers, "--hang-timeout", "20s", "--reset-db"];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+/// Put one unit of a regular SKU in `cart`.
+fn fill_cart(c: &mut Conn, cart: &str) {
+    let r = c.post_json(&format!("/carts/{cart}/items"), &[], r#"{"sku":"sku-0001","qty":1}"#).unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
+
+fn checkout(c: &mut Conn, cart: &str, key: &str) -> std::io::Result<Resp> {
+    c.post_json("/checkout", &[("Idempotency-Key", key)], &format!(r#"{{"cart_id":"{cart}"}}"#))
+}
+
+fn order_id(r: &Resp) -> i64 {
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    r.json()["order_id"].as_i64().unwrap()
+}
+
+/// The admin audit (read by the master from the database file).
+fn audit(server: &Server) -> Value {
+    server.admin_get("/audit").json()
+}
+
+fn audited_ids(audit: &Value) -> Vec<i64> {
+    audit["orders"].as_array().unwrap().iter().map(|o| o["order_id"].as_i64().unwrap()).collect()
+}
+
+/// Defect 6, `--unsafe-ack-before-commit`: the 201 leaves before the order
+/// commits; a SIGKILL right after it loses the acknowledged order (and the
+/// stock it reserved is sold to nobody). Without the flag the order is there.
+#[test]
+fn defect6_ack_before_commit_loses_an_acknowledged_order_to_a_sigkill() {
+    for defect in [true, false] {
+        let flags: &[&str] = if defect { &["--unsafe-ack-before-commit"] } else { &[] };
+        let server = start("1", flags);
+        let [(_, pid)] = server.wait_ready(1)[..] else { unreachable!() };
+        let mut c = Conn::open(server.public).unwrap();
+        fill_cart(&mut c, "cart-6");
+        let mark = server.mark();
+        let id = order_id(&checkout(&mut c, "cart-6", "key-6").unwrap());
+        signal(pid, "SIGKILL");
+        let dead = format!("pid {pid} exited");
+        server.expect_log(mark, "the killed worker's exit", |l| l.contains(&dead), LONG);
+        let audit = audit(&server);
+        let sku = audit["stock"].as_array().unwrap().iter().find(|s| s["sku"] == "sku-0001").unwrap().clone();
+        let (initial, left, sold) =
+            (sku["initial"].as_i64().unwrap(), sku["left"].as_i64().unwrap(), sku["sold"].as_i64().unwrap());
+        if defect {
+            assert!(!audited_ids(&audit).contains(&id), "acknowledged order {id} survived the kill: {audit}");
+            assert_eq!((initial - left, sold), (1, 0), "the reserved unit should be sold to nobody: {sku}");
+        } else {
+            assert_eq!(audited_ids(&audit), vec![id], "the acknowledged order is lost without the defect");
+            assert_eq!(initial, left + sold, "{sku}");
+        }
+    }
+}
+
+/// The control the harness relies on: with the flag but no kill, every
+/// acknowledged order is committed (write-behind delay later).
+#[test]
+fn defect6_ack_before_commit_without_a_kill_commits_every_order() {
+    let server = start("1", &["--unsafe-ack-before-commit"]);
+    let mut c = Conn::open(server.public).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let cart = format!("cart-{i}");
+        fill_cart(&mut c, &cart);
+        ids.push(order_id(&checkout(&mut c, &cart, &format!("key-{i}")).unwrap()));
+    }
+    let until = Instant::now() + Duration::from_secs(10);
+    while audited_ids(&audit(&server)) != ids {
+        assert!(Instant::now() < until, "acknowledged orders {ids:?} never committed: {}", audit(&server));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Two keep-alive connections served by two different workers.
+fn conns_on_two_workers(server: &Server) -> (Conn, Conn) {
+    let mut first = Conn::open(server.public).unwrap();
+    first.get("/healthz").unwrap();
+    for _ in 0..200 {
+        let mut other = Conn::open(server.public).unwrap();
+        other.get("/healthz").unwrap();
+        if other.worker != first.worker {
+            return (first, other);
+        }
+    }
+    panic!("200 connections all went to worker {:?}", first.worker);
+}
+
+/// Defect 7, `--unsafe-idempotency-outside-tx`: a retry (same
+/// Idempotency-Key) racing its first attempt on another worker passes the
+/// key check while the first is still pricing, and makes a second order;
+/// the audit lists two orders with one key. Without the flag the retry
+/// gets the first attempt's answer.
+#[test]
+fn defect7_idempotency_outside_tx_makes_a_duplicate_order_for_one_key() {
+    for defect in [true, false] {
+        let mut flags = vec!["--pricing-cost", PRICING_SLOW];
+        if defect {
+            flags.push("--unsafe-idempotency-outside-tx");
+        }
+        let server = start("2", &flags);
+        server.wait_ready(2);
+        let (mut a, mut b) = conns_on_two_workers(&server);
+        fill_cart(&mut a, "cart-7");
+        // Both attempts are read at once, so the retry's key check runs while
+        // the first attempt prices (a few hundred ms of CPU on its worker).
+        let first = std::thread::spawn(move || checkout(&mut a, "cart-7", "key-7").unwrap());
+        let retry = std::thread::spawn(move || checkout(&mut b, "cart-7", "key-7").unwrap());
+        let (first, retry) = (first.join().unwrap(), retry.join().unwrap());
+        let audit = audit(&server);
+        let with_key: Vec<&Value> =
+            audit["orders"].as_array().unwrap().iter().filter(|o| o["idempotency_key"] == "key-7").collect();
+        if defect {
+            assert_ne!(order_id(&first), order_id(&retry), "the retry should have made its own order");
+            assert_eq!(with_key.len(), 2, "expected a duplicate order for key-7: {audit}");
+        } else {
+            assert_eq!(order_id(&first), order_id(&retry), "the retry must get the first attempt's order");
+            assert_eq!(with_key.len(), 1, "{audit}");
+        }
+    }
+}
