@@ -108,6 +108,12 @@ pub struct Cli {
     #[arg(long, hide = true)]
     pub unsafe_drain: bool,
 
+    /// TEST ONLY (defect 2): when the drain starts, close every keep-alive
+    /// connection with nothing in flight at once, without ever having sent
+    /// `Connection: close` (the nginx/PM2 reload bug).
+    #[arg(long, hide = true)]
+    pub unsafe_close_idle: bool,
+
     /// TEST ONLY: workers exit with status 1 right after start.
     #[arg(long, hide = true)]
     pub test_crash_on_start: bool,

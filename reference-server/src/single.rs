@@ -77,6 +77,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
             worker_id: WORKER_ID.to_string(),
             keepalive_timeout: cli.keepalive_timeout,
             unsafe_drain: cli.unsafe_drain,
+            unsafe_close_idle: cli.unsafe_close_idle,
         };
         log(&format!(
             "pid {} listening on {public}, admin on {admin_addr}, version {} build {}",

@@ -142,3 +142,38 @@ fn defect7_idempotency_outside_tx_makes_a_duplicate_order_for_one_key() {
         }
     }
 }
+
+/// Defect 2, `--unsafe-close-idle`: when its drain starts, the worker closes
+/// a keep-alive connection that has nothing in flight, although it never
+/// said `Connection: close` on it; the client's next request on it gets no
+/// response. Without the flag the connection stays open and that request is
+/// answered (with `Connection: close`, the drain's way to end it).
+#[test]
+fn defect2_close_idle_closes_a_keepalive_connection_under_the_client() {
+    for defect in [true, false] {
+        // A long keep-alive timeout: any close seen here is the drain's.
+        let mut flags = vec!["--keepalive-timeout", "60s"];
+        if defect {
+            flags.push("--unsafe-close-idle");
+        }
+        let server = start("1", &flags);
+        server.wait_ready(1);
+        let mut idle = Conn::open(server.public).unwrap();
+        let r = idle.get("/healthz").unwrap();
+        assert!(r.status == 200 && !r.closes(), "{r:?}");
+        let mark = server.mark();
+        server.signal("SIGHUP");
+        server.expect_log(mark, "the old worker's shutdown", |l| l.contains("shutdown sent (rolling)"), LONG);
+        let closed = idle.closed_by_server_within(Duration::from_secs(3));
+        let next = idle.get("/healthz");
+        if defect {
+            assert!(closed, "the drain should have closed the idle keep-alive connection");
+            let e = next.expect_err("a request on the closed connection got a response");
+            assert!(matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset), "{e}");
+        } else {
+            assert!(!closed, "the drain closed an idle keep-alive connection");
+            let r = next.expect("a request on a draining worker's keep-alive connection failed");
+            assert!(r.status == 200 && r.closes(), "{r:?}");
+        }
+    }
+}

@@ -200,7 +200,12 @@ pub fn run(cli: &Cli, env: WorkerEnv) -> Result<()> {
             }
         });
 
-        let cfg = ServeConfig { worker_id, keepalive_timeout: cli.keepalive_timeout, unsafe_drain: cli.unsafe_drain };
+        let cfg = ServeConfig {
+            worker_id,
+            keepalive_timeout: cli.keepalive_timeout,
+            unsafe_drain: cli.unsafe_drain,
+            unsafe_close_idle: cli.unsafe_close_idle,
+        };
         let took = serve(source, app, Arc::clone(&shared), cfg, drain).await;
         heartbeat.abort();
         let _ = heartbeat.await;

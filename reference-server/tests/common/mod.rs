@@ -313,6 +313,18 @@ impl Conn {
         })
     }
 
+    /// Whether the server closes (EOF or reset) this idle connection within
+    /// `wait`, reading nothing from it.
+    pub fn closed_by_server_within(&mut self, wait: Duration) -> bool {
+        self.writer.set_read_timeout(Some(wait)).unwrap();
+        let seen = self.writer.peek(&mut [0u8; 1]);
+        self.writer.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        match seen {
+            Ok(n) => n == 0,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+
     /// Send a GET and read the whole response. Any short read is an error.
     pub fn get(&mut self, path: &str) -> std::io::Result<Resp> {
         self.request("GET", path, &[], None)
