@@ -114,6 +114,12 @@ pub struct Cli {
     #[arg(long, hide = true)]
     pub unsafe_close_idle: bool,
 
+    /// TEST ONLY (defect 4): each worker accepts on a listener of its own
+    /// bound with SO_REUSEPORT, and closes it when its drain starts, which
+    /// resets the connections queued on it. Cluster mode, shared balance.
+    #[arg(long, hide = true)]
+    pub unsafe_reuseport: bool,
+
     /// TEST ONLY: workers exit with status 1 right after start.
     #[arg(long, hide = true)]
     pub test_crash_on_start: bool,

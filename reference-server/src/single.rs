@@ -29,6 +29,9 @@ fn log(msg: &str) {
 
 /// Run the single process until a signal drains it. Returns the exit code.
 pub fn run(cli: &Cli) -> Result<u8> {
+    if cli.unsafe_reuseport {
+        return Err(crate::StartupError(anyhow::anyhow!("--unsafe-reuseport needs a cluster (--workers N)")).into());
+    }
     let listener = startup(listen::bind(cli.listen, cli.backlog))?;
     let admin_listener = startup(listen::bind_admin(cli.admin, cli.listen))?;
     startup(shop::prepare(&cli.shop).context("preparing the shop store"))?;

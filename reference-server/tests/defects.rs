@@ -177,3 +177,63 @@ fn defect2_close_idle_closes_a_keepalive_connection_under_the_client() {
         }
     }
 }
+
+/// `n` fresh connections, each with one GET written at once (the handshake
+/// completes in the kernel, accepted or not), then every answer read: the
+/// number answered 200 and the errors of those that got no response.
+fn burst_of_fresh_connections(server: &Server, n: usize) -> (usize, Vec<std::io::Error>) {
+    use std::io::{Read, Write};
+    let mut sent = Vec::new();
+    for _ in 0..n {
+        let mut s = std::net::TcpStream::connect(server.public).unwrap();
+        s.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
+        sent.push(s);
+    }
+    let mut ok = 0;
+    let mut failed = Vec::new();
+    for mut s in sent {
+        let mut answer = Vec::new();
+        match s.read_to_end(&mut answer) {
+            Ok(_) if answer.starts_with(b"HTTP/1.1 200") => ok += 1,
+            Ok(0) => failed.push(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => panic!("unexpected answer {}", String::from_utf8_lossy(&answer)),
+            Err(e) => failed.push(e),
+        }
+    }
+    (ok, failed)
+}
+
+/// Defect 4, `--unsafe-reuseport`: every worker has its own SO_REUSEPORT
+/// listener, and the kernel queues new connections on the old worker's
+/// listener while it is busy; when its drain closes that listener, the
+/// queued connections are reset before any response. With the shared
+/// listener the replacement serves every queued connection.
+#[test]
+fn defect4_reuseport_resets_the_connections_queued_on_a_draining_worker() {
+    for defect in [true, false] {
+        let flags: &[&str] = if defect { &["--unsafe-reuseport"] } else { &[] };
+        let server = start("1", flags);
+        server.wait_ready(1);
+        // Keep the old worker's event loop busy (no accept) through its shutdown.
+        let mut busy = Conn::open(server.public).unwrap();
+        let burn = std::thread::spawn(move || busy.get("/burn?ms=2500"));
+        let mark = server.mark();
+        server.signal("SIGHUP");
+        server.expect_log(mark, "the old worker's shutdown", |l| l.contains("shutdown sent (rolling)"), LONG);
+        // More than the old worker accepts in one turn of its event loop
+        // (tokio's budget, 128) once it is free, before it sees the drain.
+        let (ok, failed) = burst_of_fresh_connections(&server, 400);
+        assert_eq!(burn.join().unwrap().unwrap().status, 200, "the in-flight request must finish");
+        eprintln!("defect {defect}: {ok} answered, {} reset before any response", failed.len());
+        if defect {
+            assert!(!failed.is_empty(), "no connection queued on the old worker's listener was reset ({ok} ok)");
+            for e in &failed {
+                let reset = matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof);
+                assert!(reset, "expected a reset or EOF before any response, got {e}");
+            }
+        } else {
+            assert!(failed.is_empty(), "the shared listener dropped queued connections: {failed:?}");
+        }
+    }
+}

@@ -71,7 +71,14 @@ pub fn run(cli: &Cli, workers: usize) -> Result<u8> {
         ))
         .into());
     }
-    let listener = startup(listen::bind(cli.listen, cli.backlog))?;
+    if cli.unsafe_reuseport && cli.balance == Balance::Sticky {
+        return Err(StartupError(anyhow!("--unsafe-reuseport needs --balance shared (workers accept)")).into());
+    }
+    let listener = if cli.unsafe_reuseport {
+        startup(listen::bind_reuseport_unlistened(cli.listen))?
+    } else {
+        startup(listen::bind(cli.listen, cli.backlog))?
+    };
     let admin_listener = startup(listen::bind_admin(cli.admin, cli.listen))?;
     let public = startup(listener.local_addr().context("reading the public address"))?;
     let admin_addr = startup(admin_listener.local_addr().context("reading the admin address"))?;
