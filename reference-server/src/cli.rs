@@ -120,6 +120,11 @@ pub struct Cli {
     #[arg(long, hide = true)]
     pub unsafe_reuseport: bool,
 
+    /// TEST ONLY (defect 3): the rolling restart drains the old worker first
+    /// and starts its replacement only after it exited (a capacity gap).
+    #[arg(long, hide = true)]
+    pub unsafe_old_before_new: bool,
+
     /// TEST ONLY: workers exit with status 1 right after start.
     #[arg(long, hide = true)]
     pub test_crash_on_start: bool,

@@ -237,3 +237,37 @@ fn defect4_reuseport_resets_the_connections_queued_on_a_draining_worker() {
         }
     }
 }
+
+/// Defect 3, `--unsafe-old-before-new`: the rolling restart drains the old
+/// worker before starting its replacement, so with one worker a request
+/// sent after the old one's shutdown waits (in the listen backlog) until
+/// the old one has exited and a new one started. Without the flag the
+/// replacement, ready before the shutdown, answers while the old one still
+/// drains.
+#[test]
+fn defect3_old_before_new_leaves_no_worker_accepting_during_the_drain() {
+    for defect in [true, false] {
+        let flags: &[&str] = if defect { &["--unsafe-old-before-new"] } else { &[] };
+        let server = start("1", flags);
+        let [(old, _)] = server.wait_ready(1)[..] else { unreachable!() };
+        // Keeps the old worker draining for a while after its shutdown.
+        let mut busy = Conn::open(server.public).unwrap();
+        let in_flight = std::thread::spawn(move || busy.get("/slow?ms=1500"));
+        let mark = server.mark();
+        server.signal("SIGHUP");
+        server.expect_log(mark, "the old worker's shutdown", |l| l.contains("shutdown sent (rolling)"), LONG);
+        let r = Conn::open(server.public).unwrap().get("/healthz").unwrap();
+        let answered = Instant::now();
+        assert_eq!(r.status, 200);
+        assert_ne!(r.header("x-worker-id"), Some(old.to_string().as_str()), "the draining worker accepted");
+        let old_tag = format!("worker {old} ");
+        let exited =
+            server.expect_log(mark, "the old worker's exit", |l| l.contains(&old_tag) && l.contains("exited"), LONG);
+        assert_eq!(in_flight.join().unwrap().unwrap().status, 200, "the in-flight request must finish");
+        if defect {
+            assert!(answered > exited.at, "answered while the old worker still drained: someone was accepting");
+        } else {
+            assert!(answered < exited.at, "the request waited for the old worker's exit: nobody was accepting");
+        }
+    }
+}
