@@ -271,3 +271,39 @@ fn defect3_old_before_new_leaves_no_worker_accepting_during_the_drain() {
         }
     }
 }
+
+/// Defect 5, a drain timeout shorter than the longest request
+/// (`--drain-timeout 50ms`): a checkout still pricing when the old worker's
+/// drain times out dies with it (SIGKILL), and its client sees the
+/// connection cut without a response. With the default timeout it gets its 201.
+#[test]
+fn defect5_short_drain_timeout_kills_a_checkout_mid_request() {
+    for defect in [true, false] {
+        // Seconds of pricing: longer than 50 ms by far, well within 30 s.
+        let mut flags = vec!["--pricing-cost", "1500000"];
+        if defect {
+            flags.extend(["--drain-timeout", "50ms"]);
+        }
+        let server = start("1", &flags);
+        server.wait_ready(1);
+        let mut c = Conn::open(server.public).unwrap();
+        fill_cart(&mut c, "cart-5");
+        let long = std::thread::spawn(move || checkout(&mut c, "cart-5", "key-5"));
+        let mark = server.mark();
+        server.signal("SIGHUP");
+        // The thread's end closes the client's connection, so an idle
+        // keep-alive connection does not hold the control's drain.
+        let answer = long.join().unwrap();
+        let exited = server.expect_log(mark, "the old worker's exit", |l| l.contains("ms after shutdown"), LONG);
+        if defect {
+            assert!(exited.text.contains("killed at the drain timeout"), "{}", exited.text);
+            let e = answer.expect_err("a checkout outliving the drain timeout got its response");
+            assert!(matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset), "{e}");
+        } else {
+            let r = answer.expect("the checkout was cut by a drain with the default timeout");
+            // No `Connection: close` promised: the worker was pricing, not
+            // yet reading its shutdown, when it built this answer.
+            assert_eq!(r.status, 201, "{r:?}");
+        }
+    }
+}
