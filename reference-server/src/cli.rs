@@ -108,6 +108,23 @@ pub struct Cli {
     #[arg(long, hide = true)]
     pub unsafe_drain: bool,
 
+    /// TEST ONLY (defect 2): when the drain starts, close every keep-alive
+    /// connection with nothing in flight at once, without ever having sent
+    /// `Connection: close` (the nginx/PM2 reload bug).
+    #[arg(long, hide = true)]
+    pub unsafe_close_idle: bool,
+
+    /// TEST ONLY (defect 4): each worker accepts on a listener of its own
+    /// bound with SO_REUSEPORT, and closes it when its drain starts, which
+    /// resets the connections queued on it. Cluster mode, shared balance.
+    #[arg(long, hide = true)]
+    pub unsafe_reuseport: bool,
+
+    /// TEST ONLY (defect 3): the rolling restart drains the old worker first
+    /// and starts its replacement only after it exited (a capacity gap).
+    #[arg(long, hide = true)]
+    pub unsafe_old_before_new: bool,
+
     /// TEST ONLY: workers exit with status 1 right after start.
     #[arg(long, hide = true)]
     pub test_crash_on_start: bool,

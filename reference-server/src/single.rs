@@ -29,6 +29,9 @@ fn log(msg: &str) {
 
 /// Run the single process until a signal drains it. Returns the exit code.
 pub fn run(cli: &Cli) -> Result<u8> {
+    if cli.unsafe_reuseport {
+        return Err(crate::StartupError(anyhow::anyhow!("--unsafe-reuseport needs a cluster (--workers N)")).into());
+    }
     let listener = startup(listen::bind(cli.listen, cli.backlog))?;
     let admin_listener = startup(listen::bind_admin(cli.admin, cli.listen))?;
     startup(shop::prepare(&cli.shop).context("preparing the shop store"))?;
@@ -77,6 +80,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
             worker_id: WORKER_ID.to_string(),
             keepalive_timeout: cli.keepalive_timeout,
             unsafe_drain: cli.unsafe_drain,
+            unsafe_close_idle: cli.unsafe_close_idle,
         };
         log(&format!(
             "pid {} listening on {public}, admin on {admin_addr}, version {} build {}",

@@ -71,7 +71,14 @@ pub fn run(cli: &Cli, workers: usize) -> Result<u8> {
         ))
         .into());
     }
-    let listener = startup(listen::bind(cli.listen, cli.backlog))?;
+    if cli.unsafe_reuseport && cli.balance == Balance::Sticky {
+        return Err(StartupError(anyhow!("--unsafe-reuseport needs --balance shared (workers accept)")).into());
+    }
+    let listener = if cli.unsafe_reuseport {
+        startup(listen::bind_reuseport_unlistened(cli.listen))?
+    } else {
+        startup(listen::bind(cli.listen, cli.backlog))?
+    };
     let admin_listener = startup(listen::bind_admin(cli.admin, cli.listen))?;
     let public = startup(listener.local_addr().context("reading the public address"))?;
     let admin_addr = startup(admin_listener.local_addr().context("reading the admin address"))?;
@@ -322,7 +329,19 @@ impl Master<'_> {
                 };
                 // A worker that crashed or was retired meanwhile was already
                 // replaced by a fresh exec (or needs none).
-                if let Some(w) = self.workers.iter().find(|w| w.id == old && w.is_live() && w.slot < self.target) {
+                let Some(w) = self.workers.iter_mut().find(|w| w.id == old && w.is_live() && w.slot < self.target)
+                else {
+                    continue;
+                };
+                if self.cli.unsafe_old_before_new {
+                    // TEST ONLY, defect 3: the capacity gap the correct order
+                    // (replacement ready first) exists to avoid.
+                    wlog(w, "rolling: draining it before starting its replacement (--unsafe-old-before-new)");
+                    w.shutdown(self.cli.drain_timeout);
+                    wlog(w, "shutdown sent (rolling)");
+                    self.metrics.restart(Reason::Rolling);
+                    r.current = Some(Step { old, slot: w.slot, phase: StepPhase::OldFirstWaitExit });
+                } else {
                     wlog(w, "rolling: starting its replacement");
                     r.current = Some(Step { old, slot: w.slot, phase: StepPhase::WaitReady });
                 }
@@ -356,6 +375,20 @@ impl Master<'_> {
                     r.replaced += 1;
                     r.current = None;
                 }
+                StepPhase::OldFirstWaitExit => {
+                    if old.is_some() {
+                        return;
+                    }
+                    // `reconcile` starts the replacement now.
+                    r.current = Some(Step { phase: StepPhase::OldFirstWaitReady, ..step });
+                }
+                StepPhase::OldFirstWaitReady => {
+                    if !self.workers.iter().any(|w| w.slot == step.slot && w.is_live() && w.phase == Phase::Ready) {
+                        return;
+                    }
+                    r.replaced += 1;
+                    r.current = None;
+                }
             }
         }
     }
@@ -371,10 +404,17 @@ impl Master<'_> {
             self.slots.push(Slot::default());
         }
         let extra = self.rolling.as_ref().and_then(Rolling::wants_extra);
+        let empty = self.rolling.as_ref().and_then(Rolling::holds_empty);
         let now = Instant::now();
         for slot in 0..self.target {
             let live = self.workers.iter().filter(|w| w.slot == slot && w.is_live()).count();
-            let want = if extra == Some(slot) { 2 } else { 1 };
+            let want = if extra == Some(slot) {
+                2
+            } else if empty == Some(slot) {
+                0
+            } else {
+                1
+            };
             if live >= want || self.slots[slot].respawn_at.is_some_and(|at| now < at) {
                 continue;
             }

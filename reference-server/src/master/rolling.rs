@@ -12,6 +12,11 @@ pub enum StepPhase {
     WaitReady,
     /// The old worker was told to drain; waiting for it to exit.
     WaitExit,
+    /// TEST ONLY (`--unsafe-old-before-new`, defect 3): the old worker was
+    /// told to drain first; its slot stays empty until it exits.
+    OldFirstWaitExit,
+    /// TEST ONLY: the old worker is gone; waiting for its replacement.
+    OldFirstWaitReady,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,5 +44,11 @@ impl Rolling {
     /// live workers until the replacement is ready.
     pub fn wants_extra(&self) -> Option<usize> {
         self.current.filter(|s| s.phase == StepPhase::WaitReady).map(|s| s.slot)
+    }
+
+    /// TEST ONLY: the slot that must stay without a live worker (its old one
+    /// drains before the replacement may start).
+    pub fn holds_empty(&self) -> Option<usize> {
+        self.current.filter(|s| s.phase == StepPhase::OldFirstWaitExit).map(|s| s.slot)
     }
 }

@@ -91,6 +91,19 @@ pub struct ShopArgs {
     /// before answering 503. Keep it below --hang-timeout.
     #[arg(long, value_parser = parse_duration, default_value = "2s")]
     pub db_busy_timeout: Duration,
+
+    /// TEST ONLY (defect 6, docs/CLUSTER.md): answer a checkout's 201 before
+    /// its order is committed (write-behind, 300 ms later); a SIGKILL in
+    /// between loses an acknowledged order.
+    #[arg(long, hide = true)]
+    pub unsafe_ack_before_commit: bool,
+
+    /// TEST ONLY (defect 7, docs/CLUSTER.md): look the Idempotency-Key up
+    /// once, before pricing, outside the write transaction, with no UNIQUE
+    /// constraint behind it (needs a fresh database: --reset-db); a retry
+    /// racing its first attempt on another worker makes a duplicate order.
+    #[arg(long, hide = true)]
+    pub unsafe_idempotency_outside_tx: bool,
 }
 
 impl ShopArgs {
@@ -104,6 +117,13 @@ impl ShopArgs {
         let mut args = Defaults::parse_from(["shop"]).shop;
         args.db = db.into();
         args
+    }
+
+    fn defects(&self) -> sqlite::Defects {
+        sqlite::Defects {
+            ack_before_commit: self.unsafe_ack_before_commit,
+            idempotency_outside_tx: self.unsafe_idempotency_outside_tx,
+        }
     }
 
     fn catalog(&self) -> anyhow::Result<catalog::Catalog> {
@@ -121,7 +141,7 @@ impl ShopArgs {
 /// starts. An existing database is kept unless `--reset-db`; workers never
 /// seed, so a respawned worker finds the stock as the others left it.
 pub fn prepare(args: &ShopArgs) -> anyhow::Result<()> {
-    sqlite::prepare(&args.db, &args.catalog()?, args.reset_db, args.db_busy_timeout)
+    sqlite::prepare(&args.db, &args.catalog()?, args.reset_db, args.db_busy_timeout, args.defects())
 }
 
 /// Per-worker handle on the shop: the store plus the CPU costs.
@@ -142,7 +162,7 @@ impl Shop {
 
 /// Open the store prepared by [`prepare`]; called once in each worker.
 pub fn open(args: &ShopArgs) -> anyhow::Result<Shop> {
-    let store = sqlite::SqliteStore::open(&args.db, args.db_busy_timeout)?;
+    let store = sqlite::SqliteStore::open_with(&args.db, args.db_busy_timeout, args.defects())?;
     Ok(Shop::new(Arc::new(store), args))
 }
 

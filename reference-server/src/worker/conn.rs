@@ -46,6 +46,11 @@ impl ConnState {
         self.epoch.elapsed().saturating_sub(last) >= timeout
     }
 
+    /// True when no request is in flight right now (whatever the idle time).
+    pub fn nothing_in_flight(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+    }
+
     /// Marks a request in flight until the guard (held by the response body) drops.
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);

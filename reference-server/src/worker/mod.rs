@@ -102,7 +102,13 @@ pub fn run(cli: &Cli, env: WorkerEnv) -> Result<()> {
     rt.block_on(async move {
         let source = match (listen_fd, handoff_fd) {
             (Some(fd), _) => {
-                let std_listener = std::net::TcpListener::from(fd);
+                let mut std_listener = std::net::TcpListener::from(fd);
+                if cli.unsafe_reuseport {
+                    // TEST ONLY, defect 4: a listener of our own in place of
+                    // the shared one; serve() closes it when the drain starts.
+                    let addr = std_listener.local_addr().context("reading the inherited listener's address")?;
+                    std_listener = crate::listen::bind_reuseport(addr, cli.backlog)?;
+                }
                 std_listener.set_nonblocking(true).context("listener non-blocking")?;
                 Source::Listener(tokio::net::TcpListener::from_std(std_listener).context("registering the listener")?)
             }
@@ -200,7 +206,12 @@ pub fn run(cli: &Cli, env: WorkerEnv) -> Result<()> {
             }
         });
 
-        let cfg = ServeConfig { worker_id, keepalive_timeout: cli.keepalive_timeout, unsafe_drain: cli.unsafe_drain };
+        let cfg = ServeConfig {
+            worker_id,
+            keepalive_timeout: cli.keepalive_timeout,
+            unsafe_drain: cli.unsafe_drain,
+            unsafe_close_idle: cli.unsafe_close_idle,
+        };
         let took = serve(source, app, Arc::clone(&shared), cfg, drain).await;
         heartbeat.abort();
         let _ = heartbeat.await;

@@ -109,6 +109,8 @@ pub struct ServeConfig {
     pub keepalive_timeout: Duration,
     /// TEST ONLY: on drain, drop every connection at once.
     pub unsafe_drain: bool,
+    /// TEST ONLY: on drain, drop every connection with nothing in flight.
+    pub unsafe_close_idle: bool,
 }
 
 /// Serve until `drain` is cancelled, then drain. Returns how long the drain took.
@@ -215,6 +217,7 @@ async fn serve_conn(
     let tick = (cfg.keepalive_timeout / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut close_idle = cfg.unsafe_close_idle;
     loop {
         tokio::select! {
             _ = conn.as_mut() => break,
@@ -224,6 +227,16 @@ async fn serve_conn(
                 }
             }
             () = drain.cancelled(), if cfg.unsafe_drain => break,
+            // TEST ONLY, defect 2: "idle" as hyper's graceful shutdown sees
+            // it, nothing in flight this instant, even if the last response
+            // left a millisecond ago and the client's next request is on
+            // the wire; that client gets a zero-byte EOF (module doc of conn.rs).
+            () = drain.cancelled(), if close_idle => {
+                close_idle = false;
+                if state.nothing_in_flight() {
+                    break;
+                }
+            }
         }
     }
     shared.connections.fetch_sub(1, Ordering::Relaxed);

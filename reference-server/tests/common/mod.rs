@@ -313,11 +313,48 @@ impl Conn {
         })
     }
 
+    /// Whether the server closes (EOF or reset) this idle connection within
+    /// `wait`, reading nothing from it.
+    pub fn closed_by_server_within(&mut self, wait: Duration) -> bool {
+        self.writer.set_read_timeout(Some(wait)).unwrap();
+        let seen = self.writer.peek(&mut [0u8; 1]);
+        self.writer.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        match seen {
+            Ok(n) => n == 0,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+
     /// Send a GET and read the whole response. Any short read is an error.
     pub fn get(&mut self, path: &str) -> std::io::Result<Resp> {
+        self.request("GET", path, &[], None)
+    }
+
+    /// POST a JSON body with extra `headers`, and read the whole response.
+    pub fn post_json(&mut self, path: &str, headers: &[(&str, &str)], body: &str) -> std::io::Result<Resp> {
+        self.request("POST", path, headers, Some(body))
+    }
+
+    /// Send one request and read the whole response. Any short read is an error.
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> std::io::Result<Resp> {
         use std::io::{Error, ErrorKind};
         self.requests += 1;
-        write!(self.writer, "GET {path} HTTP/1.1\r\nHost: test\r\nUser-Agent: cluster-test\r\n\r\n")?;
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nUser-Agent: cluster-test\r\n");
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if let Some(body) = body {
+            head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+        }
+        head.push_str("\r\n");
+        head.push_str(body.unwrap_or(""));
+        self.writer.write_all(head.as_bytes())?;
         let mut line = String::new();
         if self.reader.read_line(&mut line)? == 0 {
             return Err(Error::new(ErrorKind::UnexpectedEof, "connection closed before a response"));

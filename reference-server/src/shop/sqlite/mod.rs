@@ -30,6 +30,7 @@ use super::store::{PlaceOrder, Store, StoreError};
 mod audit;
 mod checkpoint;
 mod setup;
+pub mod write_behind;
 
 pub use audit::audit_at;
 pub use setup::prepare;
@@ -94,6 +95,22 @@ pub(crate) fn open_conn(path: &Path, flags: OpenFlags, busy: Duration) -> rusqli
     Ok(conn)
 }
 
+/// TEST ONLY bugs the store can be started with (docs/CLUSTER.md, "Test-only
+/// defects"); all off by default, and off means the correct code path.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Defects {
+    /// Defect 6, `--unsafe-ack-before-commit`: a checkout's order rows are
+    /// committed [`write_behind::DELAY`] after its 201 (see `write_behind.rs`).
+    pub ack_before_commit: bool,
+    /// Defect 7, `--unsafe-idempotency-outside-tx`: the Idempotency-Key and
+    /// the cart are read once, before pricing, outside the write
+    /// transaction; the transaction trusts both (no second look-up, the cart
+    /// as priced), and the schema has no UNIQUE on `orders.idempotency_key`
+    /// (`setup::schema`). A retry racing its own first attempt on another
+    /// worker makes a second order with the same key.
+    pub idempotency_outside_tx: bool,
+}
+
 /// One worker's connection to the shared database.
 pub struct SqliteStore {
     // The Mutex is never contended inside a worker (one event loop, no
@@ -101,12 +118,20 @@ pub struct SqliteStore {
     // in-process tests share one store across threads.
     conn: Mutex<Connection>,
     busy: Duration,
+    defects: Defects,
+    /// Some only with `Defects::ack_before_commit`.
+    write_behind: Option<write_behind::WriteBehind>,
     _checkpointer: checkpoint::Checkpointer,
 }
 
 impl SqliteStore {
     /// Open a database that [`prepare`] created; never creates or seeds.
     pub fn open(path: &Path, busy: Duration) -> anyhow::Result<Self> {
+        Self::open_with(path, busy, Defects::default())
+    }
+
+    /// [`open`](Self::open) with TEST ONLY `defects` switched on.
+    pub fn open_with(path: &Path, busy: Duration, defects: Defects) -> anyhow::Result<Self> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE;
         let conn = open_conn(path, flags, busy)
             .with_context(|| format!("opening the shop database {} (was it prepared?)", path.display()))?;
@@ -122,7 +147,9 @@ impl SqliteStore {
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .with_context(|| format!("turning off automatic checkpoints on {}", path.display()))?;
         let checkpointer = checkpoint::Checkpointer::start(path, busy)?;
-        Ok(Self { conn: Mutex::new(conn), busy, _checkpointer: checkpointer })
+        let write_behind =
+            if defects.ack_before_commit { Some(write_behind::WriteBehind::start(path, busy)?) } else { None };
+        Ok(Self { conn: Mutex::new(conn), busy, defects, write_behind, _checkpointer: checkpointer })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -271,23 +298,38 @@ impl Store for SqliteStore {
         // IMMEDIATE: take the write lock before reading stock, so the read
         // and the decrement are one atomic step across every process.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
-        if let Some(key) = req.idempotency_key {
+        let outside_tx = self.defects.idempotency_outside_tx;
+        if let Some(key) = req.idempotency_key.filter(|_| !outside_tx) {
             // Checked again under the lock: the same key may have raced us
             // from another worker since the caller's lock-free look-up.
             if let Some(done) = read_replay(&tx, key, req.cart_id)? {
                 return Ok(done);
             }
         }
-        let outcome = decide(&tx, &req)?;
+        let Decision { outcome, order } = decide(&tx, &req, outside_tx)?;
         if let Some(key) = req.idempotency_key {
-            exec(
-                &tx,
-                "INSERT INTO idempotency(key, cart_id, status, body, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![key, req.cart_id, outcome.status, outcome.body, now_ms()],
-            )?;
+            // TEST ONLY: a second order for the key overwrites the first's
+            // answer instead of failing on the primary key.
+            let sql = if outside_tx {
+                "INSERT OR REPLACE INTO idempotency(key, cart_id, status, body, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)"
+            } else {
+                "INSERT INTO idempotency(key, cart_id, status, body, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)"
+            };
+            exec(&tx, sql, params![key, req.cart_id, outcome.status, outcome.body, now_ms()])?;
         }
-        // The order exists once this returns, before any byte of the 201.
+        let behind = match (&self.write_behind, order) {
+            (Some(wb), Some(order)) => {
+                write_behind::hold_back(&tx, order.order_id)?;
+                Some((wb, order))
+            }
+            _ => None,
+        };
+        // The order exists once this returns, before any byte of the 201
+        // (TEST ONLY with write-behind: it exists DELAY later).
         tx.commit().map_err(db_err)?;
+        if let Some((wb, order)) = behind {
+            wb.defer(order);
+        }
         Ok(outcome)
     }
 
@@ -326,13 +368,23 @@ impl Store for SqliteStore {
     }
 }
 
+/// What a checkout's transaction decided: the answer, and the order it
+/// created (None for a refusal).
+struct Decision {
+    outcome: CheckoutOutcome,
+    order: Option<Order>,
+}
+
 /// Inside the checkout's write transaction: refuse an empty cart (400) or a
 /// short line (409, nothing written), or reserve, create the order and
-/// empty the cart (201).
-fn decide(tx: &Connection, req: &PlaceOrder<'_>) -> Result<CheckoutOutcome, StoreError> {
-    let refuse =
-        |status: u16, body: serde_json::Value| CheckoutOutcome { status, body: body.to_string(), replayed: false };
-    let lines = read_priced(tx, req.cart_id).map_err(db_err)?;
+/// empty the cart (201). `trust_priced` (TEST ONLY, defect 7) orders the
+/// cart as it was when priced instead of reading it again under the lock.
+fn decide(tx: &Connection, req: &PlaceOrder<'_>, trust_priced: bool) -> Result<Decision, StoreError> {
+    let refuse = |status: u16, body: serde_json::Value| Decision {
+        outcome: CheckoutOutcome { status, body: body.to_string(), replayed: false },
+        order: None,
+    };
+    let lines = if trust_priced { req.priced.to_vec() } else { read_priced(tx, req.cart_id).map_err(db_err)? };
     if lines.is_empty() {
         return Ok(refuse(
             400,
@@ -393,5 +445,5 @@ fn decide(tx: &Connection, req: &PlaceOrder<'_>) -> Result<CheckoutOutcome, Stor
         created_ms,
     };
     let body = serde_json::to_string(&order).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    Ok(CheckoutOutcome { status: 201, body, replayed: false })
+    Ok(Decision { outcome: CheckoutOutcome { status: 201, body, replayed: false }, order: Some(order) })
 }

@@ -1,12 +1,13 @@
 //! Creating and seeding the database, once, before any worker starts.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use rusqlite::{OpenFlags, OptionalExtension, TransactionBehavior, params};
 
-use super::open_conn;
+use super::{Defects, open_conn};
 use crate::shop::catalog::{self, Catalog};
 
 const SCHEMA: &str = "
@@ -53,11 +54,20 @@ CREATE TABLE IF NOT EXISTS idempotency(
 ) WITHOUT ROWID;
 ";
 
+/// The schema; without `unique_keys` (TEST ONLY, defect 7) the orders table
+/// has no UNIQUE on `idempotency_key`, so nothing below the code stops a
+/// second order for one key (the audit must report the duplicate).
+fn schema(unique_keys: bool) -> Cow<'static, str> {
+    const UNIQUE: &str = "idempotency_key TEXT UNIQUE,";
+    if unique_keys { Cow::Borrowed(SCHEMA) } else { Cow::Owned(SCHEMA.replace(UNIQUE, "idempotency_key TEXT,")) }
+}
+
 /// Create the database file if needed and seed it if it has no catalog.
 /// Runs once, before any worker starts. With `reset`, the file (and its WAL)
 /// is deleted first. An existing catalog is kept as it is (orders, carts and
 /// stock included), even if the seed flags differ; that is reported.
-pub fn prepare(path: &Path, catalog: &Catalog, reset: bool, busy: Duration) -> anyhow::Result<()> {
+/// `defects` (TEST ONLY) shape the schema of a new database.
+pub fn prepare(path: &Path, catalog: &Catalog, reset: bool, busy: Duration, defects: Defects) -> anyhow::Result<()> {
     catalog::check(&catalog.products)?;
     if reset {
         for suffix in ["", "-wal", "-shm", "-journal"] {
@@ -81,7 +91,8 @@ pub fn prepare(path: &Path, catalog: &Catalog, reset: bool, busy: Duration) -> a
         bail!("{} refused WAL mode (got {mode}); is it on a network filesystem?", path.display());
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    tx.execute_batch(SCHEMA).with_context(|| format!("creating the schema in {}", path.display()))?;
+    tx.execute_batch(&schema(!defects.idempotency_outside_tx))
+        .with_context(|| format!("creating the schema in {}", path.display()))?;
     let existing: i64 = tx.query_row("SELECT count(*) FROM products", [], |r| r.get(0))?;
     if existing > 0 {
         let old: Option<String> =
@@ -92,6 +103,13 @@ pub fn prepare(path: &Path, catalog: &Catalog, reset: bool, busy: Duration) -> a
                 "[shop] keeping the existing catalog in {} ({old}); flags ask for {}; pass --reset-db to reseed",
                 path.display(),
                 catalog.describe
+            );
+        }
+        if defects.idempotency_outside_tx {
+            eprintln!(
+                "[shop] --unsafe-idempotency-outside-tx: {} keeps its schema (UNIQUE keys, if it had them); \
+                 pass --reset-db for the defect's schema",
+                path.display()
             );
         }
         tx.commit()?;
@@ -109,4 +127,17 @@ pub fn prepare(path: &Path, catalog: &Catalog, reset: bool, busy: Duration) -> a
     tx.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('seed', ?1)", [&catalog.describe])?;
     tx.commit().with_context(|| format!("seeding {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_defect_drops_the_unique_idempotency_key() {
+        assert!(schema(true).contains("idempotency_key TEXT UNIQUE,"));
+        let loose = schema(false);
+        assert!(loose.contains("idempotency_key TEXT,") && !loose.contains("UNIQUE,\n    subtotal"), "{loose}");
+        assert_eq!(loose.matches("UNIQUE").count(), schema(true).matches("UNIQUE").count() - 1);
+    }
 }
