@@ -18,7 +18,7 @@ use harness::gates::{GateResult, Verdict};
 use harness::lifecycle::{self, FullRun, LifecycleOptions};
 use harness::outcome::FailureClass;
 use harness::run::RunOptions;
-use harness::scenario::{self, FaultAction, FaultBudget, FaultSpec, Pick, RetryPolicy, Scenario};
+use harness::scenario::{self, ConnectionModel, FaultAction, FaultBudget, FaultSpec, Pick, RetryPolicy, Scenario};
 
 /// One live cluster at a time: they share two cores.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -59,9 +59,9 @@ fn retry_everything(s: &mut Scenario) {
     }
 }
 
-/// Prepends a `GET /slow?ms=MS` step to every journey, so that requests are
-/// in flight whenever a drain starts.
-fn hold_requests_in_flight(s: &mut Scenario, ms: u64) {
+/// Inserts a `GET /slow?ms=MS` step at position `at` of every journey, so
+/// that requests are in flight whenever a drain starts.
+fn hold_requests_in_flight(s: &mut Scenario, at: usize, ms: u64) {
     for (i, j) in s.journeys.iter_mut().enumerate() {
         let mut slow = j.steps[0].clone();
         slow.name = format!("slow view {i}");
@@ -73,7 +73,7 @@ fn hold_requests_in_flight(s: &mut Scenario, ms: u64) {
         slow.refuse.clear();
         slow.extract.clear();
         slow.idempotency_key = false;
-        j.steps.insert(0, slow);
+        j.steps.insert(at, slow);
     }
 }
 
@@ -118,7 +118,7 @@ fn describe(r: &FullRun) -> String {
         r.summary.validity.problems,
         r.chaos.attribution.faults,
         r.chaos.attribution.outside.counts,
-        r.chaos.audit.as_ref().map(|a| (&a.verdict, &a.reason)),
+        r.chaos.audit.as_ref().map(|a| (&a.verdict, &a.reason, a.acknowledged, a.orders_in_audit, a.checkouts)),
         gates.join("\n")
     )
 }
@@ -161,10 +161,16 @@ fn assert_passes(r: &FullRun) {
 use FailureClass::{ClosedBeforeResponse, ResetBeforeResponse, TruncatedBody};
 const CUT: [FailureClass; 3] = [ResetBeforeResponse, ClosedBeforeResponse, TruncatedBody];
 
-/// Two rolling restarts while every journey opens with a 300 ms request.
-fn drain_scenario(dir: &Path, flags: &[&str]) -> Scenario {
-    let mut s = scenario_for(dir, 2, flags, vec![rolling_restarts(2)]);
-    hold_requests_in_flight(&mut s, 300);
+/// `scenarios/selfcheck.json` (what `make blackfriday` checks itself with)
+/// against a fresh reference server with `flags`: a rolling restart that
+/// promises zero, two SIGKILLs that may cost the pool's 16 connections, and
+/// an audit.
+fn selfcheck(dir: &Path, flags: &[&str]) -> Scenario {
+    let mut s = scenario::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/selfcheck.json")).unwrap();
+    let (port, admin) = (free_port(), free_port());
+    s.target.base_url = format!("http://127.0.0.1:{port}");
+    s.target.launch = Some(reference_launch(dir, port, admin, 2, flags));
+    s.audit.as_mut().unwrap().url = format!("http://127.0.0.1:{admin}/audit");
     s
 }
 
@@ -172,15 +178,40 @@ fn drain_scenario(dir: &Path, flags: &[&str]) -> Scenario {
 async fn defect_1_a_drain_that_drops_every_connection_fails_its_budget_though_retries_saved_all() {
     let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let r = play(drain_scenario(dir.path(), &["--unsafe-drain"]), dir.path()).await;
-    assert_caught_by(&r, "fault rolling restart#");
+    let r = play(selfcheck(dir.path(), &["--unsafe-drain"]), dir.path()).await;
+    assert_caught_by(&r, "fault rolling restart:");
     assert_classes(&r, "rolling restart", &CUT);
     // What made this a hole: the retries saved every request.
     assert_eq!(r.summary.totals.dropped, 0, "{}", describe(&r));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn control_the_correct_drain_passes_the_drain_scenarios() {
+async fn defect_6_an_order_acknowledged_before_commit_and_lost_to_a_kill_fails_the_audit() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let r = play(selfcheck(dir.path(), &["--unsafe-ack-before-commit"]), dir.path()).await;
+    assert_caught_by(&r, "audit");
+    let audit = r.chaos.audit.as_ref().unwrap();
+    assert!(!audit.lost.is_empty(), "no lost order reported:\n{}", describe(&r));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_the_correct_server_passes_the_selfcheck() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let r = play(selfcheck(dir.path(), &[]), dir.path()).await;
+    assert_passes(&r);
+}
+
+/// Two rolling restarts while every journey opens with a 300 ms request.
+fn drain_scenario(dir: &Path, flags: &[&str]) -> Scenario {
+    let mut s = scenario_for(dir, 2, flags, vec![rolling_restarts(2)]);
+    hold_requests_in_flight(&mut s, 0, 300);
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_the_correct_drain_passes_the_drain_scenario() {
     let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let r = play(drain_scenario(dir.path(), &[]), dir.path()).await;
@@ -197,28 +228,160 @@ async fn defect_5_a_drain_timeout_shorter_than_a_request_cuts_it_and_fails_the_b
     assert_classes(&r, "rolling restart", &CUT);
 }
 
-/// SIGKILLs of a worker while checkouts flow; a kill may cost what was in
-/// flight (at most the pool's 16 connections), never an acknowledged order.
-fn kill_scenario(dir: &Path, flags: &[&str]) -> Scenario {
-    let kill = FaultBudget { max_first_attempt_failures: Some(16), max_dropped: Some(0) };
-    let action = FaultAction::KillWorker { signal: "SIGKILL".into(), pick: Pick::Random };
-    scenario_for(dir, 2, flags, vec![fault("kill", 1000, 2, action, kill)])
+/// Three rolling restarts of one worker whose event loop is often busy
+/// pricing checkouts, so pooled connections often hold a request the worker
+/// has not read yet when its drain starts.
+fn busy_pool_scenario(dir: &Path, flags: &[&str]) -> Scenario {
+    let mut all = vec!["--pricing-cost", "20000"];
+    all.extend_from_slice(flags);
+    scenario_for(dir, 1, &all, vec![rolling_restarts(3)])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn defect_6_an_order_acknowledged_before_commit_and_lost_to_a_kill_fails_the_audit() {
+async fn defect_2_closing_idle_keepalive_connections_at_drain_fails_the_budget() {
     let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let r = play(kill_scenario(dir.path(), &["--unsafe-ack-before-commit"]), dir.path()).await;
+    let r = play(busy_pool_scenario(dir.path(), &["--unsafe-close-idle"]), dir.path()).await;
+    assert_caught_by(&r, "fault rolling restart#");
+    assert_classes(&r, "rolling restart", &[ResetBeforeResponse, ClosedBeforeResponse]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_the_correct_drain_passes_the_busy_pool() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let r = play(busy_pool_scenario(dir.path(), &[]), dir.path()).await;
+    assert_passes(&r);
+}
+
+/// One worker, a connection per shopper, every journey opening with a
+/// 1.5 s request (so a drain lasts that long) and every other step allowed
+/// 1 s: a replacement that starts only after the old worker left makes new
+/// connections wait past that.
+fn capacity_gap_scenario(dir: &Path, flags: &[&str]) -> Scenario {
+    let mut s = scenario_for(dir, 1, flags, vec![rolling_restarts(1)]);
+    s.connections = ConnectionModel::PerShopper { idle_timeout: Duration::from_secs(2) };
+    for j in &mut s.journeys {
+        for step in &mut j.steps {
+            step.timeout = Duration::from_secs(1);
+        }
+    }
+    // Second, so that a new shopper's first request is one that may wait only 1 s.
+    hold_requests_in_flight(&mut s, 1, 1500);
+    for j in &mut s.journeys {
+        j.steps[1].timeout = Duration::from_secs(5);
+    }
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defect_3_old_before_new_leaves_a_capacity_gap_that_fails_the_budget() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let r = play(capacity_gap_scenario(dir.path(), &["--unsafe-old-before-new"]), dir.path()).await;
+    assert_caught_by(&r, "fault rolling restart");
+    assert_classes(&r, "rolling restart", &[FailureClass::ResponseTimeout]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_new_before_old_has_no_capacity_gap() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let r = play(capacity_gap_scenario(dir.path(), &[]), dir.path()).await;
+    assert_passes(&r);
+}
+
+/// A connection per shopper at three times the smoke rate, one worker
+/// stopped for 3 s (its accept queue fills: more than the ~128 connections a
+/// worker accepts in one turn) while a rolling restart replaces it.
+fn queued_connections_scenario(dir: &Path, flags: &[&str]) -> Scenario {
+    let hang = fault(
+        "hang",
+        1000,
+        1,
+        FaultAction::HangWorker { pick: Pick::Oldest, duration: Duration::from_millis(3000) },
+        ZERO,
+    );
+    let mut roll = rolling_restarts(1);
+    roll.at = Duration::from_millis(1200);
+    let mut s = scenario_for(dir, 1, flags, vec![hang, roll]);
+    s.connections = ConnectionModel::PerShopper { idle_timeout: Duration::from_secs(2) };
+    for st in &mut s.arrival {
+        for r in [&mut st.from_rate, &mut st.to_rate] {
+            *r *= 3.0;
+        }
+    }
+    s.shoppers = 1200;
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defect_4_a_reuseport_listener_closed_at_drain_resets_its_queue_and_fails_the_budget() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let r = play(queued_connections_scenario(dir.path(), &["--unsafe-reuseport"]), dir.path()).await;
+    assert_caught_by(&r, "fault ");
+    let mut seen = classes_in(&r, "rolling restart");
+    seen.extend(classes_in(&r, "hang"));
+    assert!(
+        !seen.is_empty() && seen.iter().all(|c| [ResetBeforeResponse, ClosedBeforeResponse].contains(c)),
+        "{seen:?}\n{}",
+        describe(&r)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_the_shared_listener_keeps_its_queue_through_the_restart() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let r = play(queued_connections_scenario(dir.path(), &[]), dir.path()).await;
+    assert_passes(&r);
+}
+
+/// Buyers only, whose checkout gives up after 100 ms and retries at once on
+/// whatever pooled connection is free, while pricing takes about 200 ms on
+/// one of two workers: the retry races its own first attempt.
+fn racing_retries_scenario(dir: &Path, flags: &[&str]) -> Scenario {
+    let (port, admin) = (free_port(), free_port());
+    let mut all = vec!["--pricing-cost", "150000"];
+    all.extend_from_slice(flags);
+    let launch = reference_launch(dir, port, admin, 2, &all);
+    let doc = serde_json::json!({
+        "name": "racing retries",
+        "seed": 7,
+        "target": {"base_url": format!("http://127.0.0.1:{port}"), "ready_path": "/healthz", "launch": launch_json(&launch)},
+        "shoppers": 40,
+        "arrival": [{"duration": "4s", "rate": 10}],
+        "journeys": [{"name": "buyer", "steps": [
+            {"name": "add", "method": "POST", "path": "/carts/race-{{shopper}}/items",
+             "headers": {"content-type": "application/json"}, "body": {"sku": "sku-0001", "qty": 1},
+             "timeout": "5s"},
+            {"name": "checkout", "method": "POST", "path": "/checkout",
+             "headers": {"content-type": "application/json"}, "body": {"cart_id": "race-{{shopper}}"},
+             "idempotency_key": true, "expect": [201], "refuse": [409], "timeout": "100ms",
+             "retry": {"attempts": 3, "on": ["response_timeout"], "backoff": "0ms"}}
+        ]}],
+        "connections": {"model": "pool", "size": 8, "idle_timeout": "2s"},
+        "audit": {"url": format!("http://127.0.0.1:{admin}/audit"), "checkout_steps": ["checkout"]}
+    });
+    scenario::parse(&doc.to_string()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defect_7_an_idempotency_key_checked_outside_the_transaction_makes_duplicates_the_audit_fails() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let r = play(racing_retries_scenario(dir.path(), &["--unsafe-idempotency-outside-tx"]), dir.path()).await;
     assert_caught_by(&r, "audit");
     let audit = r.chaos.audit.as_ref().unwrap();
-    assert!(!audit.lost.is_empty(), "no lost order reported:\n{}", describe(&r));
+    assert!(!audit.duplicates.is_empty(), "no duplicate reported:\n{}", describe(&r));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn control_the_correct_server_keeps_every_order_through_kills() {
+async fn control_racing_retries_replay_the_first_order() {
     let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let r = play(kill_scenario(dir.path(), &[]), dir.path()).await;
-    assert_passes(&r);
+    let r = play(racing_retries_scenario(dir.path(), &[]), dir.path()).await;
+    assert_eq!(r.summary.verdict, Verdict::Pass, "{}", describe(&r));
+    assert!(r.summary.totals.first_attempt_failures > 0, "no retry raced anything:\n{}", describe(&r));
 }
