@@ -17,6 +17,7 @@ use crate::audit::AuditReport;
 use crate::chaos::FaultRecord;
 use crate::gates::{GateResult, Verdict};
 use crate::ledger::Totals;
+use crate::machine::Assessment;
 use crate::outcome::FailureClass;
 use crate::recorder::{Percentiles, Recorder, SecondRow};
 
@@ -40,6 +41,10 @@ pub struct Summary {
     pub throughput: Throughput,
     pub latency: Latency,
     pub schedule_slip: Slip,
+    /// Other work on the machine during the run and what it left undecided;
+    /// null in summaries written before it was measured.
+    #[serde(default)]
+    pub environment: Option<Assessment>,
     pub gates: Vec<GateResult>,
     pub files: Files,
     /// One row per second of the run.
