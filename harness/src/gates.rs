@@ -206,13 +206,33 @@ pub struct Noise {
     pub kept_schedule: bool,
 }
 
+impl Noise {
+    /// The noise of a finished run, from its summary.
+    pub fn of(s: &crate::summary::Summary) -> Noise {
+        Noise {
+            noisy: s.environment.as_ref().is_some_and(|e| e.noisy),
+            kept_schedule: !s.schedule_slip.harness_limited,
+        }
+    }
+
+    /// Either of two runs (a comparison involves both).
+    pub fn either(a: Noise, b: Noise) -> Noise {
+        Noise { noisy: a.noisy || b.noisy, kept_schedule: a.kept_schedule && b.kept_schedule }
+    }
+}
+
 /// Whether `g` cannot be decided under `noise`: a capacity-dependent gate
 /// that failed on a noisy machine (the noise may be why), or that passed on
 /// a noisy machine whose harness fell behind (the load may not have been
 /// offered as planned). A gate that passed while the harness kept the
 /// schedule stands: other work only makes a server look worse.
 pub fn undecided(g: &GateResult, noise: Noise) -> bool {
-    noise.noisy && g.capacity_dependent && (!g.passed || !noise.kept_schedule)
+    undecided_by(g.passed, g.capacity_dependent, noise)
+}
+
+/// [`undecided`] for a gate that is not a `GateResult` (compare's rows).
+pub fn undecided_by(passed: bool, capacity_dependent: bool, noise: Noise) -> bool {
+    noise.noisy && capacity_dependent && (!passed || !noise.kept_schedule)
 }
 
 /// The verdict on a machine that may have been busy: invalid beats
