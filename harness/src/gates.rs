@@ -200,19 +200,22 @@ pub struct Noise {
     /// Other work exceeded the scenario's `environment.max_other_cpu`
     /// (machine.rs, `Assessment::noisy`).
     pub noisy: bool,
-    /// The harness kept its own schedule (slip p99 within its limit): its
-    /// requests went out when planned, so a server that passed did so under
-    /// the full load.
+    /// The harness kept its own schedule (slip p99 within a tenth of a
+    /// second): its requests went out in the second they were planned for,
+    /// so a server that passed did so under the full load.
     pub kept_schedule: bool,
 }
 
 impl Noise {
+    /// From the machine's verdict and the harness's p99 schedule slip
+    /// (kept when within [`crate::machine::KEPT_SCHEDULE_SLIP_P99_MS`]).
+    pub fn new(noisy: bool, slip_p99_ms: f64) -> Noise {
+        Noise { noisy, kept_schedule: slip_p99_ms <= crate::machine::KEPT_SCHEDULE_SLIP_P99_MS }
+    }
+
     /// The noise of a finished run, from its summary.
     pub fn of(s: &crate::summary::Summary) -> Noise {
-        Noise {
-            noisy: s.environment.as_ref().is_some_and(|e| e.noisy),
-            kept_schedule: !s.schedule_slip.harness_limited,
-        }
+        Noise::new(s.environment.as_ref().is_some_and(|e| e.noisy), s.schedule_slip.p99_ms)
     }
 
     /// Either of two runs (a comparison involves both).

@@ -297,7 +297,7 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
     let slip_by_second = rec.series().iter().map(|r| (r.t_s, r.slip_max_ms)).collect();
     machine::write_csv(&p.dir, &ex.machine, &slip_by_second).map_err(out_err(&p.dir))?;
     let mut environment = machine::assess(&ex.machine, p.scenario.environment);
-    let noise = Noise { noisy: environment.noisy, kept_schedule: !schedule_slip.harness_limited };
+    let noise = Noise::new(environment.noisy, schedule_slip.p99_ms);
     environment.undecided_gates =
         gate_results.iter().filter(|g| gates::undecided(g, noise)).map(|g| g.name.clone()).collect();
     let verdict = gates::verdict_under(valid, &gate_results, noise);
