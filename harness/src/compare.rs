@@ -489,16 +489,7 @@ fn print_run(label: &str, s: &Summary) {
         if s.validity.valid { "valid".to_string() } else { s.validity.problems.join("; ") }
     );
     if let Some(e) = &s.environment {
-        println!(
-            "{label}: machine: other work {:.0}% of the CPU in the busiest {} s, {:.0}% mean, steal {:.0}% mean \
-             (limit {:.0}%){}",
-            e.interference_peak * 100.0,
-            e.window_s,
-            e.other_cpu_mean * 100.0,
-            e.steal_mean * 100.0,
-            e.max_other_cpu * 100.0,
-            if e.noisy { format!(": BUSY, {}", e.reason) } else { String::new() }
-        );
+        println!("{label}: machine: {}", e.line());
     }
 }
 

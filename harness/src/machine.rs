@@ -333,6 +333,21 @@ pub struct Assessment {
     pub undecided_gates: Vec<String>,
 }
 
+impl Assessment {
+    /// One console line: "other work 12% of the CPU in the busiest 5 s, ...".
+    pub fn line(&self) -> String {
+        format!(
+            "other work {:.0}% of the CPU in the busiest {} s, {:.0}% mean, steal {:.0}% mean (limit {:.0}%){}",
+            self.interference_peak * 100.0,
+            self.window_s,
+            self.other_cpu_mean * 100.0,
+            self.steal_mean * 100.0,
+            self.max_other_cpu * 100.0,
+            if self.noisy { format!(": BUSY, {}", self.reason) } else { String::new() }
+        )
+    }
+}
+
 /// Judge a run's machine. The limit applies to the busiest [`WINDOW_S`]
 /// seconds, not to the whole-run mean and not to one second: a gate on p99
 /// latency or on drops is broken by a few seconds of stolen CPU at the peak
