@@ -350,7 +350,8 @@ async fn quiet_burst(s: &Scenario, shoppers: u64, seed: u64, dir: &Path, pid: Pi
     for attempt in 1..=machine::CALIBRATION_TRIES {
         // A new seed per try: a repeated one replays idempotency keys (see `burst`).
         let seed = seed.wrapping_add(1000 * (attempt as u64 - 1));
-        let m = burst(s, shoppers, seed, &dir.join(format!("try-{attempt}")), pid).await?;
+        let folder = if attempt == 1 { dir.to_path_buf() } else { dir.with_extension(format!("try-{attempt}")) };
+        let m = burst(s, shoppers, seed, &folder, pid).await?;
         if m.other_work <= limit {
             return Ok(m);
         }
@@ -369,7 +370,7 @@ async fn quiet_burst(s: &Scenario, shoppers: u64, seed: u64, dir: &Path, pid: Pi
     }
     anyhow::bail!(
         "this machine is busy with other work: other processes and steal took {} of its CPU in {} calibration \
-         bursts against {}, more than environment.max_other_cpu ({:.0}%). A capacity measured now would scale \
+         bursts (see {}), more than environment.max_other_cpu ({:.0}%). A capacity measured now would scale \
          the scenario to a machine that is not really there; run again when the machine is quiet (or raise \
          environment.max_other_cpu in the scenario)",
         seen.join(", "),

@@ -208,7 +208,7 @@ impl Interval {
     pub fn busiest_text(&self) -> String {
         self.busiest
             .iter()
-            .filter(|(_, s)| *s >= 0.005)
+            .filter(|(_, s)| *s >= 0.01)
             .map(|(n, s)| format!("{n} {:.0}%", s * 100.0))
             .collect::<Vec<_>>()
             .join(", ")
@@ -378,7 +378,13 @@ pub fn assess(samples: &[SecondSample], limits: Environment) -> Assessment {
     }
     let mut names: Vec<(&str, f64)> = names.into_iter().collect();
     names.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let busiest = names.iter().take(3).map(|(n, s)| format!("{n} {:.0}%", s * 100.0)).collect::<Vec<_>>().join(", ");
+    let busiest = names
+        .iter()
+        .filter(|(_, s)| *s >= 0.01)
+        .take(3)
+        .map(|(n, s)| format!("{n} {:.0}%", s * 100.0))
+        .collect::<Vec<_>>()
+        .join(", ");
     let noisy = peak > limits.max_other_cpu;
     let reason = if noisy {
         format!(

@@ -136,6 +136,7 @@ async fn other_work_makes_a_run_near_capacity_inconclusive_and_leaves_a_light_on
     let burners = Burners::start(cpus + 1);
     let noisy = play(dir.path(), "noisy", near);
     let light = play(dir.path(), "light", (cap * 0.05).max(5.0));
+    let calibration = calibrate_busy(dir.path());
     drop(burners);
 
     let env = &noisy.summary["environment"];
@@ -157,7 +158,29 @@ async fn other_work_makes_a_run_near_capacity_inconclusive_and_leaves_a_light_on
     let errors = support::summary_schema_errors(&noisy.summary);
     assert!(errors.is_empty(), "{errors:?}");
 
+    // Calibration on the busy machine gives up and says what was busy.
+    assert_eq!(calibration.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&calibration.stderr);
+    assert!(err.contains("this machine is busy with other work") && err.contains("(sh "), "{err}");
+
     // The same noise under a light load: the server kept up, so the gates stand.
     assert_eq!(light.summary["environment"]["noisy"], true, "{}", light.summary["environment"]);
     assert_eq!((light.code, light.summary["verdict"].as_str()), (0, Some("pass")), "{}", light.summary["gates"]);
+}
+
+/// `harness compare --calibrate` on the test's scenario (the reference server
+/// next to the harness binary); it should stop at the first measuring burst.
+fn calibrate_busy(dir: &Path) -> std::process::Output {
+    let sub = dir.join("calibrate");
+    std::fs::create_dir_all(&sub).unwrap();
+    let file = sub.join("scenario.json");
+    std::fs::write(&file, scenario(&sub, 10.0).to_string()).unwrap();
+    let out = sub.join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["compare", file.to_str().unwrap(), "--calibrate", "--quiet", "--workers", "1"])
+        .args(["--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    eprintln!("compare --calibrate: exit {:?}\n{}", o.status.code(), String::from_utf8_lossy(&o.stderr));
+    o
 }
