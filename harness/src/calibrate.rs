@@ -21,7 +21,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{EngineOptions, Live};
-use crate::procs::{self, Pid};
+use crate::machine::{self, Interval, Reading};
+use crate::procs::Pid;
 use crate::run::{self, RunOptions};
 use crate::scenario::{ArrivalProcess, ConnectionModel, Gates, LaunchSpec, RetryPolicy, Scenario, Stage, ThinkTime};
 use crate::target::Target;
@@ -57,12 +58,12 @@ const MAX_SHOPPERS: u64 = 20_000;
 /// Requests in flight during the closed loop: enough to keep two event
 /// loops busy on loopback, few enough that queueing does not dominate.
 const LOOP_CONNECTIONS: usize = 16;
-/// Clock ticks per second of /proc/<pid>/stat CPU times: USER_HZ, 100 on
-/// every Linux architecture the harness runs on (proc(5)).
-const USER_HZ: f64 = 100.0;
+/// Pause before measuring again on a busy machine: long enough for a
+/// neighbour's burst (a compiler job) to end.
+const BUSY_PAUSE: Duration = Duration::from_secs(3);
 
 /// What one closed-loop burst measured.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Measured {
     /// Shoppers (journeys) played.
     pub shoppers: u64,
@@ -74,6 +75,13 @@ pub struct Measured {
     pub server_cpu_s: f64,
     /// CPU seconds the harness used meanwhile.
     pub harness_cpu_s: f64,
+    /// Share of the machine's CPU that other processes and steal took
+    /// meanwhile (machine.rs); 0 where /proc could not be read.
+    #[serde(default)]
+    pub other_work: f64,
+    /// The other processes that used the most, e.g. "cc1 41%".
+    #[serde(default)]
+    pub busiest_other: String,
 }
 
 impl Measured {
@@ -146,6 +154,11 @@ impl Calibration {
             self.single_load,
             self.cluster_load * 100.0,
         );
+        text.push_str(&format!(
+            " Other work on this machine took {:.0}% and {:.0}% of its CPU during the two measurements.",
+            self.single.other_work * 100.0,
+            self.cluster.other_work * 100.0
+        ));
         for w in &self.warnings {
             text.push_str(" WARNING: ");
             text.push_str(w);
@@ -228,8 +241,8 @@ pub fn plan(
     let scale = round2(target / scenario_peak).max(0.01);
     let target = scale * scenario_peak;
     Ok(Calibration {
-        single: *single,
-        cluster: *cluster,
+        single: single.clone(),
+        cluster: cluster.clone(),
         single_capacity: round2(one),
         cluster_capacity: round2(many),
         server_cpu_ms_per_shopper: round3(single.server_cpu_s / n * 1000.0),
@@ -281,24 +294,6 @@ pub fn closed_loop(s: &Scenario, shoppers: u64) -> Scenario {
     c
 }
 
-/// CPU seconds of `pid` and its descendants (a master and its workers).
-fn cpu_s(pid: Pid) -> Option<f64> {
-    let all = procs::snapshot().ok()?;
-    let root = all.get(&pid)?.cpu_ticks;
-    let below: u64 = procs::descendants_in(&all, pid).iter().map(|p| p.cpu_ticks).sum();
-    Some((root + below) as f64 / USER_HZ)
-}
-
-fn own_cpu_s() -> f64 {
-    use nix::sys::resource::{UsageWho, getrusage};
-    getrusage(UsageWho::RUSAGE_SELF)
-        .map(|u| {
-            let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
-            t(u.user_time()) + t(u.system_time())
-        })
-        .unwrap_or(0.0)
-}
-
 /// One burst of `shoppers` against the running target; folder `dir`. Each
 /// burst of a server needs its own `seed`: the same seed would repeat the
 /// previous burst's idempotency keys, and the shop would answer those
@@ -307,10 +302,15 @@ async fn burst(s: &Scenario, shoppers: u64, seed: u64, dir: &Path, pid: Pid) -> 
     let opts = RunOptions { out: Some(dir.to_path_buf()), engine: EngineOptions::default(), ..RunOptions::default() };
     let mut c = closed_loop(s, shoppers);
     c.seed = seed;
-    let p = run::prepare(c, &opts)?;
-    let (server0, harness0) = (cpu_s(pid), own_cpu_s());
+    let mut p = run::prepare(c, &opts)?;
+    p.target_pid = Arc::new(move || Some(pid));
+    let (server0, harness0, machine0) = (machine::tree_cpu_s(pid), machine::own_cpu_s(), Reading::take(Some(pid)));
     let ex = run::execute(&p, Vec::new(), Arc::new(Live::default())).await?;
-    let (server1, harness1) = (cpu_s(pid), own_cpu_s());
+    let (server1, harness1, machine1) = (machine::tree_cpu_s(pid), machine::own_cpu_s(), Reading::take(Some(pid)));
+    let other = match (machine0, machine1) {
+        (Ok(a), Ok(b)) => Interval::between(&a, &b),
+        _ => Interval::default(),
+    };
     let summary = run::conclude(&p, ex, None)?;
     let t = &summary.totals;
     if !summary.validity.valid {
@@ -335,7 +335,50 @@ async fn burst(s: &Scenario, shoppers: u64, seed: u64, dir: &Path, pid: Pid) -> 
         wall_s: summary.run.duration_s,
         server_cpu_s: b - a,
         harness_cpu_s: harness1 - harness0,
+        other_work: other.interference(),
+        busiest_other: other.busiest_text(),
     })
+}
+
+/// One measuring burst, played again (after a pause) while other work on
+/// the machine takes more than the scenario's `environment.max_other_cpu`:
+/// a capacity measured then belongs to a machine that is not really there.
+/// After [`machine::CALIBRATION_TRIES`] busy tries it gives up, saying what
+/// was busy and how much (compare exits 2: run again on a quiet machine).
+async fn quiet_burst(s: &Scenario, shoppers: u64, seed: u64, dir: &Path, pid: Pid) -> anyhow::Result<Measured> {
+    let limit = s.environment.max_other_cpu;
+    let mut seen = Vec::new();
+    for attempt in 1..=machine::CALIBRATION_TRIES {
+        // A new seed per try: a repeated one replays idempotency keys (see `burst`).
+        let seed = seed.wrapping_add(1000 * (attempt as u64 - 1));
+        let folder = if attempt == 1 { dir.to_path_buf() } else { dir.with_extension(format!("try-{attempt}")) };
+        let m = burst(s, shoppers, seed, &folder, pid).await?;
+        if m.other_work <= limit {
+            return Ok(m);
+        }
+        let busiest = if m.busiest_other.is_empty() { String::new() } else { format!(" ({})", m.busiest_other) };
+        seen.push(format!("{:.0}%{busiest}", m.other_work * 100.0));
+        eprintln!(
+            "calibrating: the machine is busy: other work took {:.0}% of its CPU{busiest} during try {attempt} of {} \
+             (limit {:.0}%)",
+            m.other_work * 100.0,
+            machine::CALIBRATION_TRIES,
+            limit * 100.0
+        );
+        if attempt < machine::CALIBRATION_TRIES {
+            tokio::time::sleep(BUSY_PAUSE).await;
+        }
+    }
+    anyhow::bail!(
+        "this machine is busy with other work: other processes and steal took {} of its CPU in {} calibration \
+         bursts (see {}), more than environment.max_other_cpu ({:.0}%). A capacity measured now would scale \
+         the scenario to a machine that is not really there; run again when the machine is quiet (or raise \
+         environment.max_other_cpu in the scenario)",
+        seen.join(", "),
+        machine::CALIBRATION_TRIES,
+        dir.display(),
+        limit * 100.0
+    )
 }
 
 /// Launch a server with `launch` (its target spec in `scenario.target`),
@@ -351,8 +394,8 @@ pub async fn measure(scenario: &Scenario, launch: &LaunchSpec, dir: &Path) -> an
         let n = ((warm.capacity() * MEASURE_S) as u64).clamp(MIN_SHOPPERS, MAX_SHOPPERS);
         let mut best: Option<Measured> = None;
         for i in 1..=BURSTS {
-            let m = burst(scenario, n, seed(i), &dir.join(format!("measure-{i}")), pid).await?;
-            if best.is_none_or(|b| m.capacity() > b.capacity()) {
+            let m = quiet_burst(scenario, n, seed(i), &dir.join(format!("measure-{i}")), pid).await?;
+            if best.as_ref().is_none_or(|b| m.capacity() > b.capacity()) {
                 best = Some(m);
             }
         }
@@ -368,7 +411,15 @@ mod tests {
     use super::*;
 
     fn m(shoppers: u64, wall_s: f64, server_cpu_s: f64, harness_cpu_s: f64) -> Measured {
-        Measured { shoppers, operations: shoppers * 4, wall_s, server_cpu_s, harness_cpu_s }
+        Measured {
+            shoppers,
+            operations: shoppers * 4,
+            wall_s,
+            server_cpu_s,
+            harness_cpu_s,
+            other_work: 0.0,
+            busiest_other: String::new(),
+        }
     }
 
     #[test]

@@ -276,8 +276,17 @@ fn print_result(s: &crate::summary::Summary, dir: &std::path::Path) {
             a.verdict, a.lost, a.duplicates, a.failed_but_applied, a.oversold, a.reason
         );
     }
+    let undecided = s.environment.as_ref().map(|e| e.undecided_gates.as_slice()).unwrap_or_default();
     for g in &s.gates {
-        println!("  gate {}: {} ({})", g.name, if g.passed { "pass" } else { "FAIL" }, g.detail);
+        let status = match (g.passed, undecided.contains(&g.name)) {
+            (_, true) => "UNKNOWN (busy machine)",
+            (true, false) => "pass",
+            (false, false) => "FAIL",
+        };
+        println!("  gate {}: {status} ({})", g.name, g.detail);
+    }
+    if let Some(e) = &s.environment {
+        println!("  machine: {}", e.line());
     }
     for p in &s.validity.problems {
         println!("  INVALID: {p}");

@@ -31,7 +31,7 @@ use serde_json::Value;
 
 use crate::calibrate::{self, Calibration};
 use crate::chaos::FaultRecord;
-use crate::gates::Verdict;
+use crate::gates::{self, Noise, Verdict};
 use crate::lifecycle::{self, LifecycleOptions};
 use crate::report::baseline::{self, BaselineComparison, BaselineOptions};
 use crate::report::model::{self, GateRow, Machine, ReportData, RunData, Status};
@@ -488,6 +488,9 @@ fn print_run(label: &str, s: &Summary) {
         s.verdict.as_str(),
         if s.validity.valid { "valid".to_string() } else { s.validity.problems.join("; ") }
     );
+    if let Some(e) = &s.environment {
+        println!("{label}: machine: {}", e.line());
+    }
 }
 
 /// What `run` produced.
@@ -552,6 +555,15 @@ pub fn run(scenario: Scenario, o: &CompareOptions) -> Result<Outcome> {
     if let Some(n) = &note {
         println!("scaling: {n}");
     }
+    if let Some(c) = &calibration {
+        println!(
+            "machine: other work took {:.0}% (single-process burst) and {:.0}% (cluster burst) of this machine's \
+             CPU during calibration (limit {:.0}%, environment.max_other_cpu)",
+            c.single.other_work * 100.0,
+            c.cluster.other_work * 100.0,
+            s.environment.max_other_cpu * 100.0
+        );
+    }
     if let Some(c) = &calibration
         && !c.headroom
     {
@@ -592,16 +604,11 @@ pub fn run(scenario: Scenario, o: &CompareOptions) -> Result<Outcome> {
     };
     let cluster_faults =
         faults_gate(CLUSTER, &cluster.scenario.chaos, &cluster_run.chaos.faults, &cluster_run.chaos.skipped);
-    let gates =
+    let judged =
         verdict_rows(&single_data, &single_summary, &cluster_data, &cluster_summary, cluster_faults, baseline.as_ref());
     let valid = single_summary.validity.valid && cluster_summary.validity.valid;
-    let verdict = if !valid {
-        Verdict::Invalid
-    } else if Status::worst(gates.iter().map(|g| g.status)) == Status::Pass {
-        Verdict::Pass
-    } else {
-        Verdict::Fail
-    };
+    let verdict = compare_verdict(valid, &judged);
+    let gates = judged.rows;
 
     let mut description = o.description.clone();
     if !mapping.is_empty() {
@@ -669,9 +676,22 @@ pub fn run(scenario: Scenario, o: &CompareOptions) -> Result<Outcome> {
     Ok(Outcome { summary, written, summary_path })
 }
 
-/// The compare verdict: the side-by-side gates, the cluster's own gates,
-/// whether the single run is valid (its own gates are not gated: it is the
-/// reference, and overloading it is the point), and the baseline checks.
+/// The compare verdict's rows, and how many of them are unknown only
+/// because a run's machine was busy with other work.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judged {
+    pub rows: Vec<GateRow>,
+    pub undecided: usize,
+}
+
+/// The compare verdict's rows: the side-by-side gates, the cluster's own
+/// gates, whether the single run is valid (its own gates are not gated: it
+/// is the reference, and overloading it is the point), and the baseline
+/// checks. A row that a slow machine alone can fail (the cluster's drops
+/// when they were timeouts, the p99 and drop comparisons, the baseline
+/// regressions) is unknown when it failed on a busy machine (gates.rs,
+/// `undecided_by`); the cluster's own gates were judged the same way when
+/// its run concluded.
 pub fn verdict_rows(
     single: &RunData,
     single_summary: &Summary,
@@ -679,15 +699,67 @@ pub fn verdict_rows(
     cluster_summary: &Summary,
     cluster_faults: Option<GateRow>,
     baseline: Option<&BaselineComparison>,
-) -> Vec<GateRow> {
+) -> Judged {
+    let cluster_noise = Noise::of(cluster_summary);
+    let both = Noise::either(Noise::of(single_summary), cluster_noise);
+    let reasons: Vec<String> = [(SINGLE, single_summary), (CLUSTER, cluster_summary)]
+        .iter()
+        .filter_map(|(label, s)| s.environment.as_ref().filter(|e| e.noisy).map(|e| format!("{label}: {}", e.reason)))
+        .collect();
+    let reason = reasons.join("; ");
+    // Whether the row became unknown.
+    let judge = |row: &mut GateRow, capacity_dependent: bool, noise: Noise| -> usize {
+        let undecided =
+            row.status != Status::Unknown && gates::undecided_by(row.status == Status::Pass, capacity_dependent, noise);
+        if undecided {
+            row.status = Status::Unknown;
+            row.detail = format!("{}; undecided: {reason}", row.detail);
+        }
+        usize::from(undecided)
+    };
+    let mut undecided = 0;
+    // comparison_gates' rows: no dropped requests, audit, p99, dropped (report/verdict.rs).
+    let t = &cluster_summary.totals;
+    let timeouts: u64 = crate::outcome::FailureClass::ALL
+        .iter()
+        .filter(|c| c.is_timeout())
+        .filter_map(|c| t.dropped_by_class.get(c.as_str()))
+        .sum();
+    let drops_were_timeouts = t.dropped == timeouts;
     let mut rows = crate::report::verdict::comparison_gates(single, cluster);
+    for (row, capacity_dependent) in rows.iter_mut().zip([drops_were_timeouts, false, true, true]) {
+        undecided += judge(row, capacity_dependent, if capacity_dependent { both } else { cluster_noise });
+    }
     rows.extend(cluster_faults);
-    rows.extend(rundir::gate_rows(CLUSTER, cluster_summary));
+    let own = rundir::gate_rows(CLUSTER, cluster_summary);
+    undecided += cluster_summary.environment.as_ref().map_or(0, |e| e.undecided_gates.len());
+    rows.extend(own);
     rows.extend(rundir::gate_rows(SINGLE, single_summary).into_iter().take(1));
     if let Some(b) = baseline {
-        rows.extend(b.checks.iter().map(|c| c.gate()));
+        for mut row in b.checks.iter().map(|c| c.gate()) {
+            undecided += judge(&mut row, true, cluster_noise);
+            rows.push(row);
+        }
     }
-    rows
+    Judged { rows, undecided }
+}
+
+/// The compare verdict: invalid if either run was; fail if a row failed;
+/// inconclusive (exit 2) if every row that is not a pass is unknown only
+/// because a machine was busy; otherwise any unknown fails (unknown is never a pass).
+pub fn compare_verdict(valid: bool, judged: &Judged) -> Verdict {
+    let status = |s: Status| judged.rows.iter().filter(|r| r.status == s).count();
+    if !valid {
+        Verdict::Invalid
+    } else if status(Status::Fail) > 0 {
+        Verdict::Fail
+    } else if status(Status::Unknown) == 0 {
+        Verdict::Pass
+    } else if judged.undecided > 0 && status(Status::Unknown) <= judged.undecided {
+        Verdict::Inconclusive
+    } else {
+        Verdict::Fail
+    }
 }
 
 /// Whether every fault the scenario schedules was played against `label`'s
@@ -827,6 +899,22 @@ mod tests {
         assert_eq!(map.len(), 6, "every fault is accounted for, played or not");
         assert!(map[3].single.starts_with("nothing"), "{:?}", map[3]);
         assert!(map[1].single.contains("gracefully") && map[1].cluster == "SIGTERM to the master", "{:?}", map[1]);
+    }
+
+    #[test]
+    fn the_compare_verdict_is_inconclusive_only_when_noise_explains_every_unknown() {
+        let row = |status| GateRow { gate: "g".into(), status, detail: String::new() };
+        let judged =
+            |statuses: &[Status], undecided| Judged { rows: statuses.iter().map(|s| row(*s)).collect(), undecided };
+        use Status::{Fail, Pass, Unknown};
+        assert_eq!(compare_verdict(true, &judged(&[Pass, Pass], 0)), Verdict::Pass);
+        assert_eq!(compare_verdict(true, &judged(&[Pass, Unknown], 1)), Verdict::Inconclusive);
+        // An unknown that the noise does not explain (e.g. neither run dropped anything) is a fail.
+        assert_eq!(compare_verdict(true, &judged(&[Unknown, Unknown], 1)), Verdict::Fail);
+        assert_eq!(compare_verdict(true, &judged(&[Unknown], 0)), Verdict::Fail);
+        // A decided failure (an audit) beats the noise; invalid beats everything.
+        assert_eq!(compare_verdict(true, &judged(&[Fail, Unknown], 1)), Verdict::Fail);
+        assert_eq!(compare_verdict(false, &judged(&[Pass, Unknown], 1)), Verdict::Invalid);
     }
 
     #[test]

@@ -23,6 +23,12 @@ pub struct GateResult {
     pub passed: bool,
     /// Human-readable: what was compared, and why it failed.
     pub detail: String,
+    /// True when a slow machine alone could have failed this gate (latency,
+    /// throughput, drops that were timeouts): on a machine busy with other
+    /// work such a failure is unknown, not a fail (see [`verdict_under`]).
+    /// False for gates that do not depend on speed (audit, correctness).
+    #[serde(default)]
+    pub capacity_dependent: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +39,10 @@ pub enum Verdict {
     Fail,
     /// The run itself cannot be trusted (exit code 2).
     Invalid,
+    /// Every gate that decided passed, but a gate that depends on speed
+    /// failed while other work on the machine took more CPU than the
+    /// scenario's `environment.max_other_cpu` (exit code 2: run it again).
+    Inconclusive,
 }
 
 impl Verdict {
@@ -40,7 +50,7 @@ impl Verdict {
         match self {
             Verdict::Pass => 0,
             Verdict::Fail => 1,
-            Verdict::Invalid => 2,
+            Verdict::Invalid | Verdict::Inconclusive => 2,
         }
     }
 
@@ -49,6 +59,7 @@ impl Verdict {
             Verdict::Pass => "pass",
             Verdict::Fail => "fail",
             Verdict::Invalid => "invalid",
+            Verdict::Inconclusive => "inconclusive",
         }
     }
 }
@@ -68,22 +79,26 @@ pub struct Measured<'a> {
 /// Evaluates every gate of the scenario, in a stable order.
 pub fn evaluate(g: &Gates, m: &Measured<'_>) -> Vec<GateResult> {
     let mut out = Vec::new();
-    // A count that must stay at or below the scenario's limit.
-    let at_most = |name: &str, max: u64, actual: u64, what: &str| GateResult {
+    // A count that must stay at or below the scenario's limit; a slow
+    // machine can fail it only if its failures that are not timeouts fit.
+    let at_most = |name: &str, max: u64, actual: u64, timeouts: u64, what: &str| GateResult {
         name: name.into(),
         limit: max as f64,
         actual: Some(actual as f64),
         passed: actual <= max,
         detail: format!("{actual} {what}, at most {max} allowed"),
+        capacity_dependent: actual.saturating_sub(timeouts) <= max,
     };
     if let Some(max) = g.max_dropped {
-        out.push(at_most("max_dropped", max, m.totals.dropped, "dropped operation(s)"));
+        let timeouts = timeouts_in(&m.totals.dropped_by_class);
+        out.push(at_most("max_dropped", max, m.totals.dropped, timeouts, "dropped operation(s)"));
     }
     if let Some(max) = g.max_first_attempt_failures {
         out.push(at_most(
             "max_first_attempt_failures",
             max,
             m.totals.first_attempt_failures,
+            timeouts_in(&m.totals.first_attempt_failures_by_class),
             "first-attempt failure(s)",
         ));
     }
@@ -95,6 +110,7 @@ pub fn evaluate(g: &Gates, m: &Measured<'_>) -> Vec<GateResult> {
             actual: Some(actual),
             passed: actual >= min,
             detail: format!("{actual:.1} ok+refused operations/s, at least {min} required"),
+            capacity_dependent: true,
         });
     }
     for lg in &g.latency {
@@ -116,6 +132,7 @@ pub fn evaluate(g: &Gates, m: &Measured<'_>) -> Vec<GateResult> {
                         lg.percentile,
                         h.len()
                     ),
+                    capacity_dependent: true,
                 }
             }
             // A limit on something that never ran cannot be shown to hold.
@@ -125,6 +142,7 @@ pub fn evaluate(g: &Gates, m: &Measured<'_>) -> Vec<GateResult> {
                 actual: None,
                 passed: false,
                 detail: "no attempts recorded for this gate".into(),
+                capacity_dependent: false,
             },
         };
         out.push(r);
@@ -137,21 +155,32 @@ pub fn evaluate(g: &Gates, m: &Measured<'_>) -> Vec<GateResult> {
                 actual: Some(0.0),
                 passed: true,
                 detail: "the shop's audit found every acknowledged order and no oversold stock".into(),
+                capacity_dependent: false,
             },
-            Some(Err(why)) => {
-                GateResult { name: "audit".into(), limit: 0.0, actual: Some(1.0), passed: false, detail: why.clone() }
-            }
+            Some(Err(why)) => GateResult {
+                name: "audit".into(),
+                limit: 0.0,
+                actual: Some(1.0),
+                passed: false,
+                detail: why.clone(),
+                capacity_dependent: false,
+            },
             None => GateResult {
                 name: "audit".into(),
                 limit: 0.0,
                 actual: None,
                 passed: false,
                 detail: "the audit did not run".into(),
+                capacity_dependent: false,
             },
         };
         out.push(r);
     }
     out
+}
+
+fn timeouts_in(by_class: &std::collections::BTreeMap<crate::outcome::FailureClass, u64>) -> u64 {
+    by_class.iter().filter(|(c, _)| c.is_timeout()).map(|(_, n)| n).sum()
 }
 
 /// The verdict: invalid beats everything; otherwise fail if any gate failed.
@@ -162,6 +191,66 @@ pub fn verdict(valid: bool, gates: &[GateResult]) -> Verdict {
         Verdict::Pass
     } else {
         Verdict::Fail
+    }
+}
+
+/// What the machine did during a run, as far as the verdict cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Noise {
+    /// Other work exceeded the scenario's `environment.max_other_cpu`
+    /// (machine.rs, `Assessment::noisy`).
+    pub noisy: bool,
+    /// The harness kept its own schedule (slip p99 within a tenth of a
+    /// second): its requests went out in the second they were planned for,
+    /// so a server that passed did so under the full load.
+    pub kept_schedule: bool,
+}
+
+impl Noise {
+    /// From the machine's verdict and the harness's p99 schedule slip
+    /// (kept when within [`crate::machine::KEPT_SCHEDULE_SLIP_P99_MS`]).
+    pub fn new(noisy: bool, slip_p99_ms: f64) -> Noise {
+        Noise { noisy, kept_schedule: slip_p99_ms <= crate::machine::KEPT_SCHEDULE_SLIP_P99_MS }
+    }
+
+    /// The noise of a finished run, from its summary.
+    pub fn of(s: &crate::summary::Summary) -> Noise {
+        Noise::new(s.environment.as_ref().is_some_and(|e| e.noisy), s.schedule_slip.p99_ms)
+    }
+
+    /// Either of two runs (a comparison involves both).
+    pub fn either(a: Noise, b: Noise) -> Noise {
+        Noise { noisy: a.noisy || b.noisy, kept_schedule: a.kept_schedule && b.kept_schedule }
+    }
+}
+
+/// Whether `g` cannot be decided under `noise`: a capacity-dependent gate
+/// that failed on a noisy machine (the noise may be why), or that passed on
+/// a noisy machine whose harness fell behind (the load may not have been
+/// offered as planned). A gate that passed while the harness kept the
+/// schedule stands: other work only makes a server look worse.
+pub fn undecided(g: &GateResult, noise: Noise) -> bool {
+    undecided_by(g.passed, g.capacity_dependent, noise)
+}
+
+/// [`undecided`] for a gate that is not a `GateResult` (compare's rows).
+pub fn undecided_by(passed: bool, capacity_dependent: bool, noise: Noise) -> bool {
+    noise.noisy && capacity_dependent && (!passed || !noise.kept_schedule)
+}
+
+/// The verdict on a machine that may have been busy: invalid beats
+/// everything; a gate that decides (not [`undecided`]) and failed fails the
+/// run, so correctness gates always count; otherwise any undecided gate
+/// makes the run inconclusive (exit 2, worth a retry); else pass.
+pub fn verdict_under(valid: bool, gates: &[GateResult], noise: Noise) -> Verdict {
+    if !valid {
+        Verdict::Invalid
+    } else if gates.iter().any(|g| !g.passed && !undecided(g, noise)) {
+        Verdict::Fail
+    } else if gates.iter().any(|g| undecided(g, noise)) {
+        Verdict::Inconclusive
+    } else {
+        Verdict::Pass
     }
 }
 
@@ -241,5 +330,66 @@ mod tests {
         assert!(!r[0].passed);
         let m = Measured { audit_configured: false, ..m };
         assert!(evaluate(&g, &m).is_empty());
+    }
+
+    fn gate(name: &str, passed: bool, capacity_dependent: bool) -> GateResult {
+        GateResult { name: name.into(), limit: 0.0, actual: None, passed, detail: String::new(), capacity_dependent }
+    }
+
+    #[test]
+    fn a_noisy_machine_makes_failed_speed_gates_unknown_and_nothing_else() {
+        let quiet = Noise { noisy: false, kept_schedule: true };
+        let noisy = Noise { noisy: true, kept_schedule: true };
+        let noisy_and_late = Noise { noisy: true, kept_schedule: false };
+        let latency_failed = [gate("latency p99", false, true), gate("audit", true, false)];
+        assert_eq!(verdict_under(true, &latency_failed, quiet), Verdict::Fail);
+        assert_eq!(verdict_under(true, &latency_failed, noisy), Verdict::Inconclusive);
+        assert_eq!(Verdict::Inconclusive.exit_code(), 2);
+        // A correctness gate decides whatever the machine did.
+        let audit_failed = [gate("latency p99", false, true), gate("audit", false, false)];
+        assert_eq!(verdict_under(true, &audit_failed, noisy), Verdict::Fail);
+        // A speed gate that passed despite the noise stands...
+        let passed = [gate("latency p99", true, true), gate("audit", true, false)];
+        assert_eq!(verdict_under(true, &passed, noisy), Verdict::Pass);
+        // ...unless the harness itself fell behind its schedule.
+        assert_eq!(verdict_under(true, &passed, noisy_and_late), Verdict::Inconclusive);
+        assert!(!undecided(&passed[1], noisy_and_late));
+        // A late harness on a quiet machine is not this function's business.
+        assert_eq!(verdict_under(true, &passed, Noise { noisy: false, kept_schedule: false }), Verdict::Pass);
+        assert_eq!(verdict_under(false, &passed, quiet), Verdict::Invalid);
+        // Same as the plain verdict when the machine was quiet.
+        assert_eq!(verdict_under(true, &latency_failed, quiet), verdict(true, &latency_failed));
+    }
+
+    #[test]
+    fn dropped_counts_depend_on_speed_only_when_timeouts_explain_the_excess() {
+        use crate::outcome::FailureClass::{ConnectRefused, ResponseTimeout};
+        use std::collections::BTreeMap;
+        let rec = Recorder::new(vec![]);
+        let g = Gates {
+            max_dropped: Some(1),
+            max_first_attempt_failures: Some(0),
+            min_throughput_rps: Some(1.0),
+            latency: vec![],
+            audit_must_pass: false,
+            max_affinity_breaks: None,
+        };
+        let totals = Totals {
+            dropped: 4,
+            dropped_by_class: BTreeMap::from([(ResponseTimeout, 3), (ConnectRefused, 1)]),
+            first_attempt_failures: 2,
+            first_attempt_failures_by_class: BTreeMap::from([(ConnectRefused, 2)]),
+            ..Default::default()
+        };
+        let m = Measured { totals: &totals, recorder: &rec, goodput_rps: 0.5, audit: None, audit_configured: false };
+        let r = evaluate(&g, &m);
+        let by = |n: &str| r.iter().find(|g| g.name == n).unwrap().clone();
+        // 4 dropped, 3 of them timeouts: the one refusal fits the budget of 1.
+        assert!(by("max_dropped").capacity_dependent);
+        // Refused connections are not slowness: over budget whatever the machine did.
+        assert!(!by("max_first_attempt_failures").capacity_dependent);
+        assert!(by("min_throughput_rps").capacity_dependent);
+        let noisy = Noise { noisy: true, kept_schedule: true };
+        assert_eq!(verdict_under(true, &r, noisy), Verdict::Fail);
     }
 }

@@ -17,6 +17,7 @@ pub mod gates;
 pub mod ledger;
 pub mod lifecycle;
 pub mod limits;
+pub mod machine;
 pub mod outcome;
 pub mod procs;
 pub mod progress;

@@ -138,13 +138,17 @@ pub async fn run(
         scenario.target.launch = None;
         scenario.target.pid_file = Some(f.clone());
     }
-    let p = run::prepare(scenario, opts)?;
+    let mut p = run::prepare(scenario, opts)?;
     let started = match lo.attach_pid {
         Some(pid) => Target::attach_ready(&p.scenario.target, pid).await,
         None => Target::start(&p.scenario.target, lo.launch.as_ref(), &p.dir).await,
     };
     let target = Arc::new(started.map_err(|e| StartError::Target(e.to_string()))?);
     chaos::validate(&p.scenario.chaos, &target).map_err(|e| StartError::Target(e.to_string()))?;
+    p.target_pid = {
+        let target = Arc::clone(&target);
+        Arc::new(move || target.pid())
+    };
     let chaos_opts = ChaosOptions { log_dir: Some(p.dir.clone()), ..lo.chaos.clone() };
     let slot: Slot = Arc::default();
     let side = chaos_task(&p.scenario, Arc::clone(&target), chaos_opts, Arc::clone(&slot));

@@ -51,6 +51,13 @@ impl FailureClass {
         FailureClass::LocalError,
     ];
 
+    /// Whether a slow machine alone can cause this class: a timeout, where a
+    /// server that was only starved of CPU answered too late. Every other
+    /// class is something the server (or the harness) did wrong.
+    pub fn is_timeout(self) -> bool {
+        matches!(self, FailureClass::ConnectTimeout | FailureClass::ResponseTimeout)
+    }
+
     /// The snake_case name used in scenario files, summary.json and events.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -21,9 +21,10 @@ use serde_json::json;
 use crate::client::{self, Connector, Request};
 use crate::engine::{self, EngineOptions, EngineOutcome, Live};
 use crate::events::EventLog;
-use crate::gates::{self, GateResult, Measured};
+use crate::gates::{self, GateResult, Measured, Noise};
 use crate::ledger::{LEDGER_FILE, Ledger};
 use crate::limits;
+use crate::machine::{self, Sampler, SecondSample, TargetPid};
 use crate::recorder::{INTERVALS_FILE, TOTALS_FILE};
 use crate::scenario::{ConnectionModel, Scenario};
 use crate::schedule::{self, Schedule};
@@ -88,6 +89,9 @@ pub struct Prepared {
     pub rate_scale: f64,
     pub engine: EngineOptions,
     pub progress: bool,
+    /// The target's top process for the machine sampler (its tree is the
+    /// run's, not other work); the lifecycle sets it once the target runs.
+    pub target_pid: TargetPid,
 }
 
 /// Applies the overrides, builds the schedule, checks the target address and
@@ -120,6 +124,7 @@ pub fn prepare(mut scenario: Scenario, opts: &RunOptions) -> Result<Prepared, St
         rate_scale: opts.rate_scale,
         engine: opts.engine.clone(),
         progress: opts.progress,
+        target_pid: Arc::new(|| None),
     })
 }
 
@@ -174,6 +179,8 @@ pub struct Executed {
     /// The process's peak resident memory when the traffic ended (MiB), before
     /// anything reads the ledger back: what generating the load cost.
     pub traffic_peak_rss_mb: Option<f64>,
+    /// What the machine did, second by second, while the traffic ran.
+    pub machine: Vec<SecondSample>,
 }
 
 /// This process's peak resident set so far (VmHWM, MiB); None off Linux.
@@ -199,6 +206,7 @@ pub async fn execute(p: &Prepared, side: Vec<SideTask>, live: Arc<Live>) -> Resu
             "sources": p.connector.sources.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
         }),
     );
+    let sampler = Sampler::start(p.target_pid.clone(), events.start(), Duration::from_secs(1));
     let side: Vec<_> = side.into_iter().map(|t| tokio::spawn(t(events.clone(), live.clone()))).collect();
     let progress = p.progress.then(|| crate::progress::spawn(live.snapshot.clone(), Duration::from_secs(5)));
     let outcome = engine::run(
@@ -211,6 +219,7 @@ pub async fn execute(p: &Prepared, side: Vec<SideTask>, live: Arc<Live>) -> Resu
         &p.engine,
     )
     .await;
+    let machine = sampler.finish();
     if let Some(h) = progress {
         h.abort();
         crate::progress::finish();
@@ -249,6 +258,7 @@ pub async fn execute(p: &Prepared, side: Vec<SideTask>, live: Arc<Live>) -> Resu
         extra_gates: Vec::new(),
         chaos: Default::default(),
         traffic_peak_rss_mb,
+        machine,
     })
 }
 
@@ -283,7 +293,14 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
     );
     gate_results.append(&mut ex.extra_gates);
     let valid = problems.is_empty();
-    let verdict = gates::verdict(valid, &gate_results);
+    let schedule_slip = summary::slip(rec);
+    let slip_by_second = rec.series().iter().map(|r| (r.t_s, r.slip_max_ms)).collect();
+    machine::write_csv(&p.dir, &ex.machine, &slip_by_second).map_err(out_err(&p.dir))?;
+    let mut environment = machine::assess(&ex.machine, p.scenario.environment);
+    let noise = Noise::new(environment.noisy, schedule_slip.p99_ms);
+    environment.undecided_gates =
+        gate_results.iter().filter(|g| gates::undecided(g, noise)).map(|g| g.name.clone()).collect();
+    let verdict = gates::verdict_under(valid, &gate_results, noise);
     let (model, pool_size, idle) = match p.scenario.connections {
         ConnectionModel::Pool { size, idle_timeout } => ("pool", Some(size as u64), idle_timeout),
         ConnectionModel::PerShopper { idle_timeout } => ("per_shopper", None, idle_timeout),
@@ -321,7 +338,8 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
             goodput_per_s: round3(goodput),
         },
         latency: summary::latency(rec),
-        schedule_slip: summary::slip(rec),
+        schedule_slip,
+        environment: Some(environment),
         gates: gate_results,
         files: summary::Files {
             ledger: LEDGER_FILE.into(),
@@ -339,6 +357,13 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
         );
     }
     summary::write(&p.dir, &s).map_err(out_err(&p.dir))?;
+    if let Some(env) = s.environment.as_ref().filter(|e| e.noisy) {
+        ex.events.emit(
+            "machine_busy",
+            json!({"interference_peak": env.interference_peak, "at_s": env.interference_peak_at_s,
+                   "max_other_cpu": env.max_other_cpu, "undecided_gates": env.undecided_gates}),
+        );
+    }
     ex.events.emit("verdict", json!({"verdict": verdict.as_str(), "valid": s.validity.valid}));
     let _ = ex.events.flush();
     Ok(s)

@@ -18,6 +18,7 @@ use crate::budgets::Budgets;
 use crate::chaos::FaultRecord;
 use crate::gates::{GateResult, Verdict};
 use crate::ledger::Totals;
+use crate::machine::Assessment;
 use crate::outcome::FailureClass;
 use crate::recorder::{Percentiles, Recorder, SecondRow};
 
@@ -41,6 +42,10 @@ pub struct Summary {
     pub throughput: Throughput,
     pub latency: Latency,
     pub schedule_slip: Slip,
+    /// Other work on the machine during the run and what it left undecided;
+    /// null in summaries written before it was measured.
+    #[serde(default)]
+    pub environment: Option<Assessment>,
     pub gates: Vec<GateResult>,
     pub files: Files,
     /// One row per second of the run.

@@ -73,8 +73,10 @@ fn single_process_drops_on_a_naive_restart_and_the_cluster_does_not() {
     eprintln!("compare took {:?}\n{log}", started.elapsed());
     let code = run.status.code().unwrap();
     // 0 or 1: the p99 comparison on a light smoke load may go either way; 2
-    // (invalid or could not run) is always wrong here.
-    assert!(code == 0 || code == 1, "exit {code}\n{log}");
+    // (invalid or could not run) is wrong here, unless the machine was busy
+    // with someone else's work and the verdict says so.
+    let verdict = read_json(&out.join("summary.json"))["verdict"].clone();
+    assert!(code == 0 || code == 1 || (code == 2 && verdict == "inconclusive"), "exit {code}\n{log}");
 
     for f in ["index.html", "report.json", "junit.xml", "summary.json"] {
         assert!(out.join(f).is_file(), "{f} missing\n{log}");
@@ -176,6 +178,9 @@ async fn calibration_measures_one_process_and_the_cluster() {
         let launch = chaos_support::reference_launch(&sub, port, admin, workers, &[]);
         let mut s = smoke.clone();
         s.target.base_url = format!("http://127.0.0.1:{port}");
+        // Measure even on a shared, busy machine: the busy check has its own
+        // test (machine_noise.rs).
+        s.environment.max_other_cpu = 1.0;
         let m = harness::calibrate::measure(&s, &launch, &sub).await.unwrap();
         eprintln!("{workers} workers: {m:?}");
         assert!(m.shoppers >= 200 && m.operations >= m.shoppers, "{m:?}");

@@ -35,13 +35,20 @@ async fn real_summary_matches_the_schema_and_the_run_folder_is_complete() {
     let rss = doc["run"]["traffic_peak_rss_mb"].as_f64().unwrap();
     assert!(rss > 1.0 && rss < 4096.0, "traffic_peak_rss_mb {rss}");
 
+    // The machine was sampled during the run: figures in summary.json, seconds in machine.csv.
+    assert_eq!(doc["environment"]["file"], "machine.csv", "{:#}", doc["environment"]);
+    assert!(doc["gates"].as_array().unwrap().iter().all(|g| g["capacity_dependent"].is_boolean()));
+    let machine = std::fs::read_to_string(dir.path().join("machine.csv")).unwrap();
+    assert!(machine.starts_with("t_s,other_cpu,steal,"), "{machine}");
+
     // The schema can fail: a missing field, an unknown one, a bad verdict.
     let mut bad = doc.clone();
     bad["totals"].as_object_mut().unwrap().remove("dropped");
     bad["colour"] = serde_json::json!("blue");
     bad["verdict"] = serde_json::json!("maybe");
+    bad["environment"]["noisy"] = serde_json::json!("very");
     let paths: Vec<String> = v.iter_errors(&bad).map(|e| e.instance_path().to_string()).collect();
-    for p in ["/totals", "", "/verdict"] {
+    for p in ["/totals", "", "/verdict", "/environment"] {
         assert!(paths.contains(&p.to_string()), "{p} not flagged: {paths:?}");
     }
 

@@ -84,7 +84,7 @@ fn blackfriday_has_the_promised_shape() {
 }
 
 /// Every top-level field a scenario may have (what raw.rs accepts).
-const TOP_LEVEL: [&str; 15] = [
+const TOP_LEVEL: [&str; 16] = [
     "name",
     "description",
     "seed",
@@ -100,6 +100,7 @@ const TOP_LEVEL: [&str; 15] = [
     "gates",
     "chaos",
     "audit",
+    "environment",
 ];
 
 #[test]

@@ -394,6 +394,7 @@ pub fn run(i: &RunInputs<'_>) -> RunData {
         audit: i.audit.map(audit),
         slip: slip(i.ledger, i.slip_limit_ms),
         totals: totals(i.totals, &i.ledger.ok, i.duration_s),
+        machine: None,
     }
 }
 

@@ -34,6 +34,9 @@ const OK: RGBColor = RGBColor(44, 160, 44);
 const REFUSED: RGBColor = RGBColor(140, 140, 200);
 const FAULT: RGBColor = RGBColor(148, 103, 189);
 const ACTIVE: RGBColor = RGBColor(23, 128, 140);
+const OTHER_WORK: RGBColor = RGBColor(90, 90, 90);
+/// Seconds in which other work took less of the machine than this are not shaded.
+const OTHER_WORK_VISIBLE: f64 = 0.05;
 /// One colour per run on shared charts, in run order.
 pub const RUN_COLOURS: [RGBColor; 4] =
     [RGBColor(230, 85, 13), RGBColor(49, 130, 189), RGBColor(49, 163, 84), RGBColor(117, 107, 177)];
@@ -187,6 +190,42 @@ where
     Ok(())
 }
 
+/// Shade the seconds in which other work on the machine (other processes,
+/// steal) took CPU, darker the more it took, labelled "other work on this
+/// machine": a run that looks slow there may have measured a neighbour.
+fn shade_other_work<Y>(
+    chart: &mut ChartContext<'_, SVGBackend<'_>, Cartesian2d<RangedCoordf64, Y>>,
+    run: &RunData,
+    y: Range<Y::ValueType>,
+) -> Result<()>
+where
+    Y: Ranged,
+    Y::ValueType: Clone + 'static,
+{
+    let Some(m) = &run.machine else { return Ok(()) };
+    let busy: Vec<(f64, f64)> = m
+        .other_work
+        .iter()
+        .enumerate()
+        .filter(|(_, share)| **share >= OTHER_WORK_VISIBLE)
+        .map(|(t, share)| (t as f64, share.min(1.0)))
+        .collect();
+    if busy.is_empty() {
+        return Ok(());
+    }
+    chart
+        .draw_series(busy.into_iter().map(|(t, share)| {
+            Rectangle::new(
+                [(t, y.start.clone()), (t + 1.0, y.end.clone())],
+                OTHER_WORK.mix(0.05 + 0.35 * share).filled(),
+            )
+        }))
+        .map_err(|e| anyhow!("other work shading: {e}"))?
+        .label("other work on this machine")
+        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], OTHER_WORK.mix(0.3).filled()));
+    Ok(())
+}
+
 /// Fault names just above the plotting area, in two staggered rows so neighbours do not overlap.
 fn label_faults<Y: Ranged<ValueType = f64>>(
     root: &Area<'_>,
@@ -270,6 +309,7 @@ pub fn latency_over_time(run: &RunData, axes: &TimeAxes) -> Result<String> {
             .draw()
             .map_err(|e| anyhow!("latency axes: {e}"))?;
         shade_faults(&mut chart, &run.faults, y.clone(), axes.duration_s)?;
+        shade_other_work(&mut chart, run, y.clone())?;
         let mid = |p: &SecondPoint| p.t_s + 0.5;
         type Get = fn(&SecondPoint) -> Option<f64>;
         let series: [(&str, RGBColor, u32, Get); 3] =
@@ -338,6 +378,7 @@ fn linear_time_chart<'a, 'b>(
         .draw()
         .map_err(|e| anyhow!("{what} axes: {e}"))?;
     shade_faults(&mut chart, &run.faults, 0.0..y_max, axes.duration_s)?;
+    shade_other_work(&mut chart, run, 0.0..y_max)?;
     Ok(chart)
 }
 

@@ -245,5 +245,6 @@ fn run(
         audit: Some(audit),
         slip: Slip { p99_ms: 0.4, max_ms: 3.1, harness_bottleneck: false, detail: "sender kept up".into() },
         totals,
+        machine: None,
     }
 }

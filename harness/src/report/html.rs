@@ -9,7 +9,7 @@ use anyhow::Result;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::charts::{self, Charts, fmt_ms};
-use super::model::{FaultRow, ReportData, RunData, Status};
+use super::model::{FaultRow, MachineData, ReportData, RunData, Status};
 use crate::outcome::FailureClass;
 
 const CSS: &str = r#"
@@ -108,15 +108,28 @@ fn verdict(data: &ReportData, overall: Status) -> Markup {
     let failed = data.verdict.iter().filter(|g| g.status == Status::Fail).count();
     let unknown = data.verdict.iter().filter(|g| g.status == Status::Unknown).count();
     let n = data.verdict.len();
+    // Runs whose machine was busy with other work: why gates are unknown.
+    let noisy: Vec<String> = data
+        .runs
+        .iter()
+        .filter_map(|r| r.machine.as_ref().filter(|m| m.assessment.noisy).map(|m| (r, m)))
+        .map(|(r, m)| format!("{}: {}", r.label, m.assessment.reason))
+        .collect();
     let summary = match overall {
         Status::Pass => format!("PASS: all {n} gates passed"),
         Status::Fail => format!("FAIL: {failed} of {n} gates failed"),
         Status::Unknown if n == 0 => "UNKNOWN: no gates were checked".to_string(),
+        Status::Unknown if !noisy.is_empty() => {
+            format!("INCONCLUSIVE: {unknown} of {n} gates could not be decided on a busy machine; run it again")
+        }
         Status::Unknown => format!("UNKNOWN: {unknown} of {n} gates could not be decided"),
     };
     html! {
         section class={ "verdict " (overall.as_str()) } id="verdict" {
             h2 { (summary) }
+            @for why in &noisy {
+                p #noise { (why) }
+            }
             ul {
                 @for g in &data.verdict {
                     li { (badge(g.status)) " " strong { (g.gate) } ": " (g.detail) }
@@ -442,7 +455,9 @@ fn slip_table(runs: &[RunData]) -> Markup {
         p.caption {
             "How late the harness sent requests compared with the schedule. Latency is measured from the \
              scheduled time, so a slow server cannot hide behind a slow harness; if the harness itself was \
-             the bottleneck the run's figures are not trustworthy and it says so here."
+             the bottleneck the run's figures are not trustworthy and it says so here. The line under each run \
+             is the machine's other work (other processes and steal, share of all CPUs): above the scenario's \
+             limit a failed latency, throughput or timeout gate is unknown, not failed."
         }
         table #slip {
             tr { th.l { "run" } th { "p99 slip" } th { "max slip" } th.l { "harness was the bottleneck" } th.l { "detail" } }
@@ -454,6 +469,34 @@ fn slip_table(runs: &[RunData]) -> Markup {
                     }
                     td.l { (r.slip.detail) }
                 }
+                @if let Some(m) = &r.machine {
+                    (other_work_row(r, m))
+                }
+            }
+        }
+    }
+}
+
+/// The slip table's line for the machine: other work during the run.
+fn other_work_row(r: &RunData, m: &MachineData) -> Markup {
+    let a = &m.assessment;
+    html! {
+        tr.other-work {
+            td.l { (r.label) ": other work on this machine" }
+            td colspan="2" {
+                (format!("{:.0}% peak, {:.0}% mean", a.interference_peak * 100.0, (a.other_cpu_mean + a.steal_mean) * 100.0))
+            }
+            td.l class=@if a.noisy { "warn" } { @if a.noisy { "busy" } @else { "quiet" } }
+            td.l {
+                (format!(
+                    "busiest {} s: {:.0}% of the CPU (limit {:.0}%); steal {:.0}% mean; {} s over the limit",
+                    a.window_s,
+                    a.interference_peak * 100.0,
+                    a.max_other_cpu * 100.0,
+                    a.steal_mean * 100.0,
+                    a.seconds_over
+                ))
+                @if !a.busiest_other.is_empty() { "; busiest: " (a.busiest_other) }
             }
         }
     }

@@ -149,6 +149,20 @@ pub struct RunData {
     pub audit: Option<AuditData>,
     pub slip: Slip,
     pub totals: Totals,
+    /// Other work on the machine during the run; None for runs recorded
+    /// before it was measured.
+    #[serde(default)]
+    pub machine: Option<MachineData>,
+}
+
+/// What else the machine did during a run (machine.rs): the band on the
+/// time charts and the line under the slip table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MachineData {
+    /// Other processes + steal, as a share of the machine's CPU (0..=1), per
+    /// second from the run's start (index = second).
+    pub other_work: Vec<f64>,
+    pub assessment: crate::machine::Assessment,
 }
 
 /// What happened in one second of a run. Attempts are counted in the second

@@ -13,10 +13,11 @@ use anyhow::{Context, Result, anyhow};
 use serde_json::Value;
 
 use super::build::{self, FaultInfo, FromLedger, RunInputs};
-use super::model::{GateRow, RunData, Status};
+use super::model::{GateRow, MachineData, RunData, Status};
 use crate::attribution::{self, FaultWindow};
 use crate::audit::AuditReport;
 use crate::ledger::LEDGER_FILE;
+use crate::machine;
 use crate::run::EVENTS_FILE;
 use crate::summary::{self, SUMMARY_FILE, Summary};
 
@@ -160,7 +161,11 @@ pub fn run_from_dir(dir: &Path, o: &RunDirOptions<'_>) -> Result<(RunData, Summa
         duration_s: summary.run.duration_s,
         slip_limit_ms: summary.schedule_slip.limit_ms,
     });
-    Ok((run, summary))
+    let machine = summary.environment.clone().map(|assessment| MachineData {
+        other_work: machine::read_csv(dir).into_iter().map(|(_, share)| share).collect(),
+        assessment,
+    });
+    Ok((RunData { machine, ..run }, summary))
 }
 
 /// The run's gates as verdict rows named "<label>: <gate>", plus a row for
@@ -174,12 +179,16 @@ pub fn gate_rows(label: &str, summary: &Summary) -> Vec<GateRow> {
         status: if v.valid { Status::Pass } else { Status::Unknown },
         detail: if v.valid { "every shopper finished and the ledger adds up".into() } else { v.problems.join("; ") },
     });
+    // Gates the run left undecided because the machine was busy (gates.rs `undecided`).
+    let noise = summary.environment.as_ref().filter(|e| !e.undecided_gates.is_empty());
     for g in &summary.gates {
-        rows.push(GateRow {
-            gate: format!("{label}: {}", g.name),
-            status: if g.passed { Status::Pass } else { Status::Fail },
-            detail: g.detail.clone(),
-        });
+        let (status, detail) = match noise {
+            Some(e) if e.undecided_gates.contains(&g.name) => {
+                (Status::Unknown, format!("{}; undecided: {}", g.detail, e.reason))
+            }
+            _ => (if g.passed { Status::Pass } else { Status::Fail }, g.detail.clone()),
+        };
+        rows.push(GateRow { gate: format!("{label}: {}", g.name), status, detail });
     }
     rows
 }

@@ -51,6 +51,8 @@ pub struct Scenario {
     pub gates: Gates,
     pub chaos: Vec<FaultSpec>,
     pub audit: Option<AuditSpec>,
+    /// How busy the machine may be with other work for the run to count.
+    pub environment: Environment,
 }
 
 impl Scenario {
@@ -277,6 +279,23 @@ pub enum ConnectionModel {
     Pool { size: usize, idle_timeout: Duration },
     /// Each shopper opens its own keep-alive connection.
     PerShopper { idle_timeout: Duration },
+}
+
+/// `environment`: what the machine may spend on other work while a run or
+/// the calibration measures (see crate::machine).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Environment {
+    /// Fraction of the machine's CPU capacity (0 < x <= 1) that other
+    /// processes plus steal may take in the busiest window of
+    /// [`crate::machine::WINDOW_S`] seconds; above it a failed gate that
+    /// depends on speed is unknown and the run inconclusive (exit 2).
+    pub max_other_cpu: f64,
+}
+
+impl Default for Environment {
+    fn default() -> Self {
+        Environment { max_other_cpu: crate::machine::DEFAULT_MAX_OTHER_CPU }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -63,6 +63,8 @@ pub(crate) struct RawScenario {
     pub chaos: Vec<RawFault>,
     #[serde(default)]
     pub audit: Option<RawAudit>,
+    #[serde(default)]
+    pub environment: Option<RawEnvironment>,
 }
 
 fn default_seed() -> u64 {
@@ -281,6 +283,13 @@ pub(crate) struct RawAudit {
     pub url: String,
     #[serde(default)]
     pub checkout_steps: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an environment object such as {\"max_other_cpu\": 0.15}")]
+pub(crate) struct RawEnvironment {
+    #[serde(default)]
+    pub max_other_cpu: Option<f64>,
 }
 
 /// Deserializes with field paths; JSON syntax errors keep their line and column.

@@ -412,6 +412,18 @@ pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
         }
     }
 
+    let mut environment = Environment::default();
+    if let Some(x) = raw.environment.as_ref().and_then(|e| e.max_other_cpu) {
+        if x.is_finite() && x > 0.0 && x <= 1.0 {
+            environment.max_other_cpu = x;
+        } else {
+            v.err(
+                "environment.max_other_cpu",
+                format!("{x} is not a fraction of the machine's CPU in (0, 1], e.g. 0.15 for 15%"),
+            );
+        }
+    }
+
     if !v.errors.is_empty() {
         return Err(v.errors);
     }
@@ -430,6 +442,7 @@ pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
         gates,
         chaos,
         audit,
+        environment,
     })
 }
 
