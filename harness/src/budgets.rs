@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use crate::attribution::{Attribution, FailureCounts};
 use crate::chaos::{FaultRecord, occurrence_name};
-use crate::gates::GateResult;
+use crate::gates::{GateResult, timeouts_in};
 use crate::outcome::FailureClass;
 use crate::scenario::{FaultBudget, FaultSpec};
 
@@ -54,13 +54,28 @@ pub fn by_class(counts: &BTreeMap<FailureClass, u64>) -> String {
 /// The first-attempt failures of `counts` against `max`, as a gate named
 /// `name`, described as `who` ("rolling restart at peak", "outside every
 /// fault window").
+/// First attempts that failed in `counts` for a reason a slow machine cannot
+/// cause (anything but a timeout): these decide even on a noisy machine.
+fn not_timeouts(counts: &FailureCounts) -> u64 {
+    counts.first_attempt_total().saturating_sub(timeouts_in(&counts.first_attempt_failures))
+}
+
 fn first_attempts_gate(name: String, who: &str, max: u64, counts: &FailureCounts) -> GateResult {
     let seen = counts.first_attempt_total();
     let mut detail = format!("{who}: {max} first-attempt failure(s) allowed, {seen} seen");
     if seen > 0 {
         detail.push_str(&format!(": {}", by_class(&counts.first_attempt_failures)));
     }
-    GateResult { name, limit: max as f64, actual: Some(seen as f64), passed: seen <= max, detail }
+    GateResult {
+        name,
+        limit: max as f64,
+        actual: Some(seen as f64),
+        passed: seen <= max,
+        detail,
+        // A reset or a refused connection is the server's doing whatever
+        // else ran on the machine; timeouts alone may be the machine's.
+        capacity_dependent: not_timeouts(counts) <= max,
+    }
 }
 
 fn dropped_gate(name: String, who: &str, max: u64, counts: &FailureCounts) -> GateResult {
@@ -74,13 +89,17 @@ fn dropped_gate(name: String, who: &str, max: u64, counts: &FailureCounts) -> Ga
             "{who}: {max} dropped operation(s) allowed, {seen} dropped ({} saved by a retry)",
             counts.recovered
         ),
+        // Dropped operations are not counted by class per window; if the
+        // window's non-timeout failures could not exceed the budget on their
+        // own, timeouts (maybe the machine's) are part of the excess.
+        capacity_dependent: not_timeouts(counts) <= max,
     }
 }
 
 /// A budget that could not be checked: the fault did not happen, or did not
 /// work. Its promise was not tested, so it is not a pass.
 fn untested(name: String, limit: u64, why: String) -> GateResult {
-    GateResult { name, limit: limit as f64, actual: None, passed: false, detail: why }
+    GateResult { name, limit: limit as f64, actual: None, passed: false, detail: why, capacity_dependent: false }
 }
 
 /// Every budget of the scenario against what the run did. `played` and
@@ -246,6 +265,23 @@ mod tests {
         assert!(gate(&b, "fault deploy: dropped").detail.contains("was not injected"));
         assert!(gate(&b, "fault kill#1: first-attempt failures").detail.contains("did not work (error: the target"));
         assert!(gate(&b, "fault kill#2: first-attempt failures").detail.contains("kill#2 was not injected"));
+    }
+
+    #[test]
+    fn only_timeouts_over_a_budget_may_be_the_machines_fault() {
+        let planned = [spec("deploy", 1, Some(1), Some(5))];
+        let played = [record("deploy", 1, 1000.0, "ok")];
+        let timeouts: Vec<AttemptView> =
+            (0..3).map(|i| failed(i, 1, 1100.0, ResponseTimeout, FinalOutcome::Recovered)).collect();
+        let b = judge(&planned, &played, &timeouts, None);
+        let g = gate(&b, "fault deploy: first-attempt failures");
+        assert!(!g.passed && g.capacity_dependent, "three timeouts over a budget of one: {g:?}");
+        let mut resets = timeouts.clone();
+        resets.extend((3..5).map(|i| failed(i, 1, 1100.0, ResetBeforeResponse, FinalOutcome::Recovered)));
+        let b = judge(&planned, &played, &resets, None);
+        let g = gate(&b, "fault deploy: first-attempt failures");
+        assert!(!g.passed && !g.capacity_dependent, "two resets over a budget of one decide: {g:?}");
+        assert!(gate(&b, "fault deploy: dropped").capacity_dependent);
     }
 
     #[test]

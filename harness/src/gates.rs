@@ -179,7 +179,7 @@ pub fn evaluate(g: &Gates, m: &Measured<'_>) -> Vec<GateResult> {
     out
 }
 
-fn timeouts_in(by_class: &std::collections::BTreeMap<crate::outcome::FailureClass, u64>) -> u64 {
+pub(crate) fn timeouts_in(by_class: &std::collections::BTreeMap<crate::outcome::FailureClass, u64>) -> u64 {
     by_class.iter().filter(|(c, _)| c.is_timeout()).map(|(_, n)| n).sum()
 }
 
@@ -373,6 +373,7 @@ mod tests {
             latency: vec![],
             audit_must_pass: false,
             max_affinity_breaks: None,
+            max_first_attempt_failures_outside_faults: None,
         };
         let totals = Totals {
             dropped: 4,
