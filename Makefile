@@ -2,7 +2,7 @@
 # the rest are building blocks.
 CARGO ?= cargo
 
-.PHONY: all deps build release test fmt-check clippy unit blackfriday bench bench-cluster bench-harness bench-shop bench-sticky clean
+.PHONY: all deps build release test fmt-check clippy unit blackfriday selfcheck bench bench-cluster bench-harness bench-shop bench-sticky clean
 
 all: build
 
@@ -30,9 +30,14 @@ deps:
 test: deps
 	$(MAKE) fmt-check clippy unit
 
-# The main job. Grows with the harness; today it runs what exists.
+# The main job: Black Friday single vs cluster with faults, audit and report, then the self-check.
 blackfriday: release
 	./scripts/blackfriday.sh
+
+# Can the harness still see? Three short runs: the correct reference server
+# must pass, two deliberately broken ones must fail (blackfriday runs it too).
+selfcheck: release
+	./scripts/selfcheck.sh
 
 bench: bench-cluster bench-shop bench-harness bench-sticky
 

@@ -6,8 +6,11 @@
 # folder per run). The load is first calibrated to this machine: one
 # process's capacity for the scenario's mix is measured and the peak set to
 # 1.5x that, which the report prints at the top.
+# Then the self-check (scripts/selfcheck.sh): the harness must still fail two
+# deliberately broken servers, or the job fails.
 # Exit code: the harness's (0 every gate passed, 1 a gate failed, 2 the run
-# was invalid or could not start; docs/EXIT_CODES.md).
+# was invalid, inconclusive or could not start; docs/EXIT_CODES.md); 0 turns
+# into the self-check's code when the self-check fails.
 # Env: CARGO_TARGET_DIR (where `make release` built), BLACKFRIDAY_OUT
 # (default reports/blackfriday), BLACKFRIDAY_ARGS (extra `harness compare`
 # flags, e.g. "--baseline old/summary.json").
@@ -29,4 +32,13 @@ status=0
 # shellcheck disable=SC2086  # BLACKFRIDAY_ARGS is a list of flags
 "$BIN" compare scenarios/blackfriday.json --out "$OUT" --calibrate ${BLACKFRIDAY_ARGS:-} || status=$?
 echo "blackfriday: $(($(date +%s) - start)) s, exit $status; open $OUT/index.html"
+
+# Then prove the verdict can still fail: two deliberately broken servers
+# must be caught (scripts/selfcheck.sh). A harness that passes everything
+# would pass the run above too.
+check=0
+SELFCHECK_OUT="$OUT/selfcheck" ./scripts/selfcheck.sh || check=$?
+if [ "$status" -eq 0 ] && [ "$check" -ne 0 ]; then
+    status=$check
+fi
 exit "$status"
