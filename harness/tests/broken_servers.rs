@@ -131,9 +131,26 @@ fn failed_gates(r: &FullRun) -> Vec<&GateResult> {
 /// failed: the defect is caught by the gate meant for it.
 fn assert_caught_by(r: &FullRun, prefix: &str) {
     let d = describe(r);
-    assert_eq!(r.summary.verdict, Verdict::Fail, "not caught:\n{d}");
     let failed = failed_gates(r);
     assert!(!failed.is_empty() && failed.iter().all(|g| g.name.starts_with(prefix)), "expected {prefix}:\n{d}");
+    if r.summary.verdict != Verdict::Fail {
+        assert_busy_machine(r, &d);
+    }
+}
+
+/// A verdict other than the expected one is acceptable only as
+/// inconclusive on a machine busy with other work (issue 20): timeouts are
+/// then the machine's as much as the server's, and the harness says so
+/// rather than deciding. A defect that shows as resets or in the audit
+/// decides whatever the machine does.
+fn assert_busy_machine(r: &FullRun, d: &str) {
+    let env = r.summary.environment.as_ref();
+    assert!(
+        r.summary.verdict == Verdict::Inconclusive && env.is_some_and(|e| e.noisy),
+        "verdict {:?} on a machine that was not busy:\n{d}",
+        r.summary.verdict
+    );
+    eprintln!("note: inconclusive, the machine was busy: {}", env.map(|e| e.reason.as_str()).unwrap_or_default());
 }
 
 /// The failure classes of the first attempts attributed to the faults named `fault` (all occurrences).
@@ -154,7 +171,9 @@ fn assert_classes(r: &FullRun, fault: &str, allowed: &[FailureClass]) {
 }
 
 fn assert_passes(r: &FullRun) {
-    assert_eq!(r.summary.verdict, Verdict::Pass, "the correct server failed:\n{}", describe(r));
+    if r.summary.verdict != Verdict::Pass {
+        assert_busy_machine(r, &format!("the correct server did not pass:\n{}", describe(r)));
+    }
     assert!(r.chaos.attribution.faults.iter().all(|f| f.recovered_ms.is_some()), "{}", describe(r));
 }
 
@@ -382,6 +401,6 @@ async fn control_racing_retries_replay_the_first_order() {
     let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let r = play(racing_retries_scenario(dir.path(), &[]), dir.path()).await;
-    assert_eq!(r.summary.verdict, Verdict::Pass, "{}", describe(&r));
+    assert_passes(&r);
     assert!(r.summary.totals.first_attempt_failures > 0, "no retry raced anything:\n{}", describe(&r));
 }
