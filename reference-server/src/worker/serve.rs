@@ -103,6 +103,25 @@ impl Shared {
     }
 }
 
+/// One request counted in [`Shared::in_flight`] for as long as this lives.
+/// hyper drops the service future when the client goes away mid-request, so
+/// a decrement written after the handler's `.await` would never run and the
+/// gauge would leak (issue 18, item 5); `Drop` runs either way.
+struct InFlightGauge(Arc<Shared>);
+
+impl InFlightGauge {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(shared))
+    }
+}
+
+impl Drop for InFlightGauge {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub worker_id: String,
@@ -186,10 +205,10 @@ async fn serve_conn(
         let shared = Arc::clone(&svc_shared);
         let worker_id = worker_id.clone();
         async move {
-            shared.in_flight.fetch_add(1, Ordering::Relaxed);
+            let gauge = InFlightGauge::new(&shared);
             let resp = app.oneshot(req.map(Body::new)).await;
             let Ok(mut resp) = resp;
-            shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+            drop(gauge);
             shared.requests.fetch_add(1, Ordering::Relaxed);
             let headers = resp.headers_mut();
             headers.insert("x-worker-id", worker_id);
