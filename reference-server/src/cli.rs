@@ -103,6 +103,12 @@ pub struct Cli {
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub keepalive_timeout: Duration,
 
+    /// A request body must be complete this long after its head, or the
+    /// request gets 408 and its connection closes. While draining, a body
+    /// that stalls for 1 s is ended at once (docs/CLUSTER.md, drain rules).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub body_timeout: Duration,
+
     /// TEST ONLY: drain by dropping every connection at once (the bug the
     /// harness must catch).
     #[arg(long, hide = true)]

@@ -79,6 +79,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
         let cfg = ServeConfig {
             worker_id: WORKER_ID.to_string(),
             keepalive_timeout: cli.keepalive_timeout,
+            body_timeout: cli.body_timeout,
             unsafe_drain: cli.unsafe_drain,
             unsafe_close_idle: cli.unsafe_close_idle,
         };

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use http_body_util::BodyExt;
+use hyper::StatusCode;
 use hyper::body::Incoming;
-use hyper::header::{CONNECTION, HeaderValue};
+use hyper::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::unix::AsyncFd;
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use super::body;
 use super::conn::{ConnState, Tracked};
 use crate::handoff::{self, Received};
 use crate::ipc::Counters;
@@ -126,6 +128,8 @@ impl Drop for InFlightGauge {
 pub struct ServeConfig {
     pub worker_id: String,
     pub keepalive_timeout: Duration,
+    /// A request body must be complete this long after its head (`body.rs`).
+    pub body_timeout: Duration,
     /// TEST ONLY: on drain, drop every connection at once.
     pub unsafe_drain: bool,
     /// TEST ONLY: on drain, drop every connection with nothing in flight.
@@ -199,16 +203,27 @@ async fn serve_conn(
     let io = TokioIo::new(Tracked::new(stream, Arc::clone(&state)));
     let svc_state = Arc::clone(&state);
     let svc_shared = Arc::clone(&shared);
+    let svc_drain = drain.clone();
+    let body_timeout = cfg.body_timeout;
     let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let guard = svc_state.begin();
         let app = app.clone();
         let shared = Arc::clone(&svc_shared);
         let worker_id = worker_id.clone();
+        let (parts, body) = req.into_parts();
+        let (body, expired) = body::limit(body, body_timeout, &svc_drain);
         async move {
             let gauge = InFlightGauge::new(&shared);
-            let resp = app.oneshot(req.map(Body::new)).await;
+            let resp = app.oneshot(hyper::Request::from_parts(parts, body)).await;
             let Ok(mut resp) = resp;
             drop(gauge);
+            if let Some(why) = expired.as_ref().and_then(|e| e.get()) {
+                // Whatever the handler made of the cut body, the client gets
+                // 408, and the connection closes: the rest of its body would
+                // otherwise be read as the next request.
+                resp = json_error(StatusCode::REQUEST_TIMEOUT, why);
+                resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+            }
             shared.requests.fetch_add(1, Ordering::Relaxed);
             let headers = resp.headers_mut();
             headers.insert("x-worker-id", worker_id);
@@ -259,4 +274,18 @@ async fn serve_conn(
         }
     }
     shared.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// An error answer of the serving layer, shaped like the shop's:
+/// `{"error": message}` (docs/SHOP_API.md).
+fn json_error(status: StatusCode, msg: &str) -> axum::response::Response {
+    let body = serde_json::json!({ "error": msg }).to_string();
+    let len = HeaderValue::from(body.len());
+    let mut resp = axum::response::Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    // The router sets Content-Length on its own responses; this one is made
+    // outside it, and the body wrapper below hides its size from hyper.
+    resp.headers_mut().insert(CONTENT_LENGTH, len);
+    resp
 }
