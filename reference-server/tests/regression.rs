@@ -185,3 +185,53 @@ fn issue18_stalled_bodies_do_not_hold_a_rolling_restart() {
     // Generous for a busy machine; the bug took 20 s (the drain timeout) here.
     assert!(took < Duration::from_secs(12), "rolling restart took {took:?}:\n{log}");
 }
+
+/// The whole answer to `request` sent on a fresh connection, read to EOF
+/// (every answer here closes the connection).
+fn answer_to(addr: SocketAddr, request: &[u8]) -> Resp {
+    let stream = send_raw(addr, request);
+    read_response(&stream)
+}
+
+/// Issue 18: the answers hyper makes by itself for a request it cannot parse
+/// (400, 414, 431) had no `X-Worker-Id` and an empty body instead of the
+/// API's JSON error.
+#[test]
+fn issue18_hypers_own_400_414_431_carry_the_worker_id_and_a_json_error() {
+    let server = Server::start(&["--single"]);
+    let many_headers: String = (0..101).map(|i| format!("X-H{i}: y\r\n")).collect();
+    let cases = [
+        (400, "GARBAGE\r\n\r\n".to_string()),
+        (400, "GET /healthz HTTP/1.1\r\nHost: t\r\nBad Header\r\n\r\n".to_string()),
+        (414, format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(70_000))),
+        (431, format!("GET /healthz HTTP/1.1\r\nHost: t\r\n{many_headers}\r\n")),
+    ];
+    for (want, request) in cases {
+        let what = &request[..request.len().min(40)];
+        let resp = answer_to(server.public, request.as_bytes());
+        assert_eq!(resp.status, want, "{what:?}: {resp:?}");
+        assert_eq!(resp.header("x-worker-id"), Some("single"), "{what:?}: {resp:?}");
+        assert_eq!(resp.header("content-type"), Some("application/json"), "{what:?}: {resp:?}");
+        assert!(resp.json()["error"].is_string(), "{what:?}: {resp:?}");
+        assert!(resp.closes(), "{what:?}: {resp:?}");
+    }
+    // A well-formed request is answered as before.
+    let ok = answer_to(server.public, b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert_eq!((ok.status, ok.header("x-worker-id")), (200, Some("single")), "{ok:?}");
+}
+
+/// Issue 18: an HTTP/1.1 request without `Host` got 200; RFC 9112 (3.2)
+/// says 400, and so does more than one `Host`. HTTP/1.0 needs none.
+#[test]
+fn issue18_http11_without_host_gets_400() {
+    let server = Server::start(&["--workers", "1"]);
+    server.wait_ready(1);
+    for request in [&b"GET /healthz HTTP/1.1\r\n\r\n"[..], b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"] {
+        let resp = answer_to(server.public, request);
+        assert_eq!(resp.status, 400, "{resp:?}");
+        assert!(resp.header("x-worker-id").is_some(), "{resp:?}");
+        assert!(resp.json()["error"].as_str().is_some_and(|e| e.contains("Host")), "{resp:?}");
+    }
+    let resp = answer_to(server.public, b"GET /healthz HTTP/1.0\r\n\r\n");
+    assert_eq!(resp.status, 200, "{resp:?}");
+}

@@ -13,7 +13,7 @@ use axum::body::Body;
 use http_body_util::BodyExt;
 use hyper::StatusCode;
 use hyper::body::Incoming;
-use hyper::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::unix::AsyncFd;
@@ -200,7 +200,7 @@ async fn serve_conn(
 ) {
     shared.connections.fetch_add(1, Ordering::Relaxed);
     let state = ConnState::new();
-    let io = TokioIo::new(Tracked::new(stream, Arc::clone(&state)));
+    let io = TokioIo::new(Tracked::new(stream, Arc::clone(&state), cfg.worker_id.clone()));
     let svc_state = Arc::clone(&state);
     let svc_shared = Arc::clone(&shared);
     let svc_drain = drain.clone();
@@ -210,12 +210,21 @@ async fn serve_conn(
         let app = app.clone();
         let shared = Arc::clone(&svc_shared);
         let worker_id = worker_id.clone();
+        let refused = host_error(&req);
         let (parts, body) = req.into_parts();
         let (body, expired) = body::limit(body, body_timeout, &svc_drain);
         async move {
             let gauge = InFlightGauge::new(&shared);
-            let resp = app.oneshot(hyper::Request::from_parts(parts, body)).await;
-            let Ok(mut resp) = resp;
+            let mut resp = match refused {
+                Some(msg) => {
+                    let mut resp = json_error(StatusCode::BAD_REQUEST, msg);
+                    resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+                    resp
+                }
+                None => match app.oneshot(hyper::Request::from_parts(parts, body)).await {
+                    Ok(resp) => resp,
+                },
+            };
             drop(gauge);
             if let Some(why) = expired.as_ref().and_then(|e| e.get()) {
                 // Whatever the handler made of the cut body, the client gets
@@ -274,6 +283,19 @@ async fn serve_conn(
         }
     }
     shared.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// RFC 9112, section 3.2: a server must answer 400 to an HTTP/1.1 request
+/// without a `Host` header or with more than one (hyper checks neither).
+fn host_error<B>(req: &hyper::Request<B>) -> Option<&'static str> {
+    let hosts = req.headers().get_all(HOST).iter().count();
+    if hosts > 1 {
+        return Some("more than one Host header (RFC 9112, section 3.2)");
+    }
+    if hosts == 0 && req.version() == hyper::Version::HTTP_11 {
+        return Some("HTTP/1.1 request without a Host header (RFC 9112, section 3.2)");
+    }
+    None
 }
 
 /// An error answer of the serving layer, shaped like the shop's:
