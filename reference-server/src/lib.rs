@@ -6,6 +6,7 @@ pub mod build_info;
 pub mod cli;
 pub mod handoff;
 pub mod ipc;
+pub mod limits;
 pub mod listen;
 pub mod live;
 pub mod master;
@@ -56,9 +57,17 @@ pub fn run(cli: &cli::Cli) -> Result<u8> {
         worker::run(cli, env)?;
         return Ok(exit::OK);
     }
+    // Before any worker is forked, so every worker inherits the raised limit.
+    let nofile = limits::raise_nofile();
     match cli.cluster_size() {
-        None => single::run(cli),
-        Some(n) => master::run(cli, n),
+        None => {
+            single::log(&nofile.to_string());
+            single::run(cli)
+        }
+        Some(n) => {
+            master::log(&nofile.to_string());
+            master::run(cli, n)
+        }
     }
 }
 

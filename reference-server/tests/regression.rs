@@ -235,3 +235,35 @@ fn issue18_http11_without_host_gets_400() {
     let resp = answer_to(server.public, b"GET /healthz HTTP/1.0\r\n\r\n");
     assert_eq!(resp.status, 200, "{resp:?}");
 }
+
+/// Issue 18: at fd exhaustion `accept failed: Too many open files` flooded
+/// stderr (2,691 lines in 15 s). Now the loop backs off and logs at most a
+/// line a second with a count; and the first line names the limits.
+#[test]
+fn issue18_fd_exhaustion_logs_accept_failures_once_a_second() {
+    // A hard limit of 48 (the server may raise its soft limit only to that),
+    // set by a wrapper that then execs the server in its place.
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = dir.path().join("low-nofile");
+    std::fs::write(&wrapper, format!("#!/bin/sh\nulimit -n 48 || exit 97\nexec '{}' \"$@\"\n", common::BIN)).unwrap();
+    let mut perms = std::fs::metadata(&wrapper).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&wrapper, perms).unwrap();
+    let server = Server::start_exe(&wrapper, &["--single", "--keepalive-timeout", "30s"]);
+    let first = server.lines().into_iter().next().unwrap().text;
+    assert!(first.contains("open files limit: soft 48") && first.contains("hard 48"), "first line: {first}");
+
+    let mark = server.mark();
+    let held: Vec<_> = (0..80).filter_map(|_| TcpStream::connect_timeout(&server.public, LONG).ok()).collect();
+    let flood = server.expect_log(mark, "a failed accept", |l| l.contains("accept failed"), LONG);
+    std::thread::sleep(Duration::from_millis(2500));
+    let failures: Vec<_> = server.lines().into_iter().skip(mark).filter(|l| l.text.contains("accept failed")).collect();
+    let window = failures.last().unwrap().at.duration_since(flood.at).as_secs_f64();
+    assert!(failures.len() as f64 <= window + 2.0, "{} lines in {window:.1} s:\n{}", failures.len(), server.dump());
+    assert!(failures.iter().skip(1).all(|l| l.text.contains(" times ")), "each report counts:\n{}", server.dump());
+
+    drop(held);
+    let ok = answer_to(server.public, b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert_eq!(ok.status, 200, "{ok:?}");
+    server.expect_log(mark, "the recovery", |l| l.contains("accepting again"), LONG);
+}

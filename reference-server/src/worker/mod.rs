@@ -9,6 +9,7 @@
 //! the master; a SIGTERM sent to the worker itself drains it like `shutdown`
 //! (the master then sees an exit it did not order and respawns the slot).
 
+pub mod accept;
 mod auto_response;
 pub mod body;
 pub mod conn;

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use super::accept::AcceptErrors;
 use super::body;
 use super::conn::{ConnState, Tracked};
 use crate::handoff::{self, Received};
@@ -147,20 +148,36 @@ pub async fn serve(
     let listener: Source = listener.into();
     let tracker = TaskTracker::new();
     let worker_id = HeaderValue::from_str(&cfg.worker_id).unwrap_or(HeaderValue::from_static("unknown"));
+    let who = if cfg.worker_id == crate::single::WORKER_ID {
+        "[single]".to_string()
+    } else {
+        format!("[worker {}]", cfg.worker_id)
+    };
+    let mut accept_errors = AcceptErrors::default();
     loop {
         tokio::select! {
             biased;
             () = drain.cancelled() => break,
             accepted = listener.next() => match accepted {
                 Ok(stream) => {
+                    if let Some(line) = accept_errors.succeeded() {
+                        crate::log_line(&format!("{who} {line}"));
+                    }
                     let _ = stream.set_nodelay(true);
                     tracker.spawn(serve_conn(stream, app.clone(), Arc::clone(&shared), cfg.clone(), worker_id.clone(), drain.clone()));
                 }
                 Err(e) => {
                     // EMFILE and friends: the connection stays queued in the
                     // shared backlog for another worker or a later accept.
-                    crate::log_line(&format!("[worker {}] accept failed: {e}", cfg.worker_id));
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    let (line, delay) = accept_errors.failed(&e, Instant::now());
+                    if let Some(line) = line {
+                        crate::log_line(&format!("{who} {line}"));
+                    }
+                    // The drain must not wait for the pause.
+                    tokio::select! {
+                        () = drain.cancelled() => break,
+                        () = tokio::time::sleep(delay) => {}
+                    }
                 }
             },
         }
