@@ -40,6 +40,12 @@ pub struct Cli {
     #[arg(long, default_value = "127.0.0.1:9090")]
     pub admin: SocketAddr,
 
+    /// Allow a non-loopback --admin (e.g. 0.0.0.0:9090). The admin address
+    /// has no authentication and its /audit lists every order, cart id and
+    /// idempotency key; without this flag such an address is refused.
+    #[arg(long)]
+    pub admin_public: bool,
+
     /// Number of worker processes (default: number of CPUs). 0 means single
     /// process, like --single.
     #[arg(long)]

@@ -57,17 +57,17 @@ pub fn run(cli: &cli::Cli) -> Result<u8> {
         worker::run(cli, env)?;
         return Ok(exit::OK);
     }
+    let admin_warning = startup(listen::check_admin_exposure(cli.admin, cli.admin_public))?;
     // Before any worker is forked, so every worker inherits the raised limit.
     let nofile = limits::raise_nofile();
+    let log: fn(&str) = if cli.cluster_size().is_some() { master::log } else { single::log };
+    log(&nofile.to_string());
+    if let Some(warning) = admin_warning {
+        log(&warning);
+    }
     match cli.cluster_size() {
-        None => {
-            single::log(&nofile.to_string());
-            single::run(cli)
-        }
-        Some(n) => {
-            master::log(&nofile.to_string());
-            master::run(cli, n)
-        }
+        None => single::run(cli),
+        Some(n) => master::run(cli, n),
     }
 }
 
