@@ -224,32 +224,11 @@ async fn serve_conn(
     let body_timeout = cfg.body_timeout;
     let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let guard = svc_state.begin();
-        let app = app.clone();
         let shared = Arc::clone(&svc_shared);
         let worker_id = worker_id.clone();
-        let refused = host_error(&req);
-        let (parts, body) = req.into_parts();
-        let (body, expired) = body::limit(body, body_timeout, &svc_drain);
+        let answer = respond(app.clone(), req, Arc::clone(&shared), body_timeout, svc_drain.clone());
         async move {
-            let gauge = InFlightGauge::new(&shared);
-            let mut resp = match refused {
-                Some(msg) => {
-                    let mut resp = json_error(StatusCode::BAD_REQUEST, msg);
-                    resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
-                    resp
-                }
-                None => match app.oneshot(hyper::Request::from_parts(parts, body)).await {
-                    Ok(resp) => resp,
-                },
-            };
-            drop(gauge);
-            if let Some(why) = expired.as_ref().and_then(|e| e.get()) {
-                // Whatever the handler made of the cut body, the client gets
-                // 408, and the connection closes: the rest of its body would
-                // otherwise be read as the next request.
-                resp = json_error(StatusCode::REQUEST_TIMEOUT, why);
-                resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
-            }
+            let mut resp = answer.await;
             shared.requests.fetch_add(1, Ordering::Relaxed);
             let headers = resp.headers_mut();
             headers.insert("x-worker-id", worker_id);
@@ -302,6 +281,31 @@ async fn serve_conn(
     shared.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
+/// One request's answer: refused by the Host check, or the app's, with
+/// the body's deadline applied; counted in flight while it runs.
+async fn respond(
+    app: Router,
+    req: hyper::Request<Incoming>,
+    shared: Arc<Shared>,
+    body_timeout: Duration,
+    drain: CancellationToken,
+) -> axum::response::Response {
+    let _gauge = InFlightGauge::new(&shared);
+    if let Some(msg) = host_error(&req) {
+        return closing_error(StatusCode::BAD_REQUEST, msg);
+    }
+    let (parts, body) = req.into_parts();
+    let (body, expired) = body::limit(body, body_timeout, &drain);
+    let Ok(resp) = app.oneshot(hyper::Request::from_parts(parts, body)).await;
+    match expired.as_ref().and_then(|e| e.get()) {
+        // Whatever the handler made of the cut body, the client gets 408,
+        // and the connection closes: the rest of its body would otherwise
+        // be read as the next request.
+        Some(why) => closing_error(StatusCode::REQUEST_TIMEOUT, why),
+        None => resp,
+    }
+}
+
 /// RFC 9112, section 3.2: a server must answer 400 to an HTTP/1.1 request
 /// without a `Host` header or with more than one (hyper checks neither).
 fn host_error<B>(req: &hyper::Request<B>) -> Option<&'static str> {
@@ -315,9 +319,10 @@ fn host_error<B>(req: &hyper::Request<B>) -> Option<&'static str> {
     None
 }
 
-/// An error answer of the serving layer, shaped like the shop's:
-/// `{"error": message}` (docs/SHOP_API.md).
-fn json_error(status: StatusCode, msg: &str) -> axum::response::Response {
+/// An error answer of the serving layer, shaped like the shop's
+/// (`{"error": message}`, docs/SHOP_API.md), after which hyper closes the
+/// connection.
+fn closing_error(status: StatusCode, msg: &str) -> axum::response::Response {
     let body = serde_json::json!({ "error": msg }).to_string();
     let len = HeaderValue::from(body.len());
     let mut resp = axum::response::Response::new(Body::from(body));
@@ -326,5 +331,6 @@ fn json_error(status: StatusCode, msg: &str) -> axum::response::Response {
     // The router sets Content-Length on its own responses; this one is made
     // outside it, and the body wrapper below hides its size from hyper.
     resp.headers_mut().insert(CONTENT_LENGTH, len);
+    resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
     resp
 }
