@@ -105,28 +105,48 @@ impl AdminServer {
     /// Fds to poll and whether each wants to write.
     pub fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, bool)> {
         let mut fds = Vec::with_capacity(self.conns.len() + 1);
-        // When full, leave new connections in the backlog rather than wake
-        // the loop for a listener we will not accept from.
-        if self.conns.len() < MAX_CONNS {
+        // When no connection can be taken, leave new ones in the backlog
+        // rather than wake the loop for a listener we will not accept from.
+        if self.has_room() {
             fds.push((self.listener.as_fd(), false));
         }
         fds.extend(self.conns.iter().map(|c| (c.stream.as_fd(), c.out.is_some())));
         fds
     }
 
+    /// A new connection can be taken: a free place, or one to evict.
+    fn has_room(&self) -> bool {
+        self.conns.len() < MAX_CONNS || self.oldest_waiting().is_some()
+    }
+
+    /// The connection that has waited longest without sending a whole
+    /// request (an idle or slow client); one being answered is never evicted.
+    fn oldest_waiting(&self) -> Option<usize> {
+        self.conns.iter().enumerate().filter(|(_, c)| c.out.is_none()).min_by_key(|(_, c)| c.opened).map(|(i, _)| i)
+    }
+
     /// Accept, read, answer and write whatever is ready, without blocking.
     pub fn pump(&mut self, src: &dyn AdminSource) {
-        while self.conns.len() < MAX_CONNS {
+        while self.has_room() {
             match self.listener.accept() {
                 Ok((stream, _)) => {
+                    // Full: close the longest-waiting idle connection, so a
+                    // new one (a monitor's /healthz) is served now, not after
+                    // idle ones time out (issue 18: 80 idle connections made
+                    // /healthz take 5 s). A client sending its request at
+                    // once is served within this pump; it would take
+                    // MAX_CONNS newer connections to evict it.
+                    let evict = if self.conns.len() >= MAX_CONNS { self.oldest_waiting() } else { None };
+                    if let Some(i) = evict {
+                        self.conns.swap_remove(i);
+                    }
                     if stream.set_nonblocking(true).is_ok() {
-                        self.conns.push(Conn {
-                            stream,
-                            opened: Instant::now(),
-                            inbuf: Vec::new(),
-                            out: None,
-                            done: false,
-                        });
+                        let mut conn =
+                            Conn { stream, opened: Instant::now(), inbuf: Vec::new(), out: None, done: false };
+                        // A request already here is answered before more
+                        // connections can push this one out.
+                        conn.step(src);
+                        self.conns.push(conn);
                     }
                 }
                 Err(_) => break,

@@ -40,6 +40,12 @@ pub struct Cli {
     #[arg(long, default_value = "127.0.0.1:9090")]
     pub admin: SocketAddr,
 
+    /// Allow a non-loopback --admin (e.g. 0.0.0.0:9090). The admin address
+    /// has no authentication and its /audit lists every order, cart id and
+    /// idempotency key; without this flag such an address is refused.
+    #[arg(long)]
+    pub admin_public: bool,
+
     /// Number of worker processes (default: number of CPUs). 0 means single
     /// process, like --single.
     #[arg(long)]
@@ -102,6 +108,12 @@ pub struct Cli {
     /// drain). Clients' idle timeouts must be shorter, or they race the close.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub keepalive_timeout: Duration,
+
+    /// A request body must be complete this long after its head, or the
+    /// request gets 408 and its connection closes. While draining, a body
+    /// that stalls for 1 s is ended at once (docs/CLUSTER.md, drain rules).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub body_timeout: Duration,
 
     /// TEST ONLY: drain by dropping every connection at once (the bug the
     /// harness must catch).

@@ -6,6 +6,7 @@ pub mod build_info;
 pub mod cli;
 pub mod handoff;
 pub mod ipc;
+pub mod limits;
 pub mod listen;
 pub mod live;
 pub mod master;
@@ -55,6 +56,14 @@ pub fn run(cli: &cli::Cli) -> Result<u8> {
     if let Some(env) = worker::WorkerEnv::from_env()? {
         worker::run(cli, env)?;
         return Ok(exit::OK);
+    }
+    let admin_warning = startup(listen::check_admin_exposure(cli.admin, cli.admin_public))?;
+    // Before any worker is forked, so every worker inherits the raised limit.
+    let nofile = limits::raise_nofile();
+    let log: fn(&str) = if cli.cluster_size().is_some() { master::log } else { single::log };
+    log(&nofile.to_string());
+    if let Some(warning) = admin_warning {
+        log(&warning);
     }
     match cli.cluster_size() {
         None => single::run(cli),

@@ -61,3 +61,39 @@ pub fn bind_admin(admin: SocketAddr, public: SocketAddr) -> Result<TcpListener> 
     TcpListener::bind(admin)
         .with_context(|| format!("cannot bind the admin address {admin} (in use? pick another --admin)"))
 }
+
+/// Whether `admin` may be bound: a loopback address always; any other only
+/// with `--admin-public`, and then with a warning to log (Some). Anyone who
+/// reaches the admin address reads `/audit`: every order, cart id and
+/// idempotency key, with no authentication.
+pub fn check_admin_exposure(admin: SocketAddr, public_ok: bool) -> Result<Option<String>> {
+    if admin.ip().to_canonical().is_loopback() {
+        return Ok(None);
+    }
+    let exposed = "/audit (every order, cart id and idempotency key), /metrics and /workers, with no authentication";
+    if !public_ok {
+        bail!(
+            "--admin {admin} is not a loopback address: it would serve {exposed} to the network; \
+             use 127.0.0.1:PORT (or [::1]:PORT), or add --admin-public if that is really meant"
+        );
+    }
+    Ok(Some(format!("WARNING: --admin-public: the admin address {admin} serves {exposed} to anyone who can reach it")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_non_loopback_admin_needs_admin_public_and_then_warns() {
+        for ok in ["127.0.0.1:9090", "127.9.9.9:0", "[::1]:9090", "[::ffff:127.0.0.1]:9090"] {
+            assert_eq!(check_admin_exposure(ok.parse().unwrap(), false).ok(), Some(None), "{ok}");
+        }
+        for exposed in ["0.0.0.0:9090", "[::]:9090", "192.168.1.5:9090", "[::ffff:10.0.0.1]:9090"] {
+            let err = check_admin_exposure(exposed.parse().unwrap(), false).unwrap_err().to_string();
+            assert!(err.contains("--admin-public") && err.contains("/audit"), "{exposed}: {err}");
+            let warning = check_admin_exposure(exposed.parse().unwrap(), true).unwrap();
+            assert!(warning.is_some_and(|w| w.starts_with("WARNING")), "{exposed}");
+        }
+    }
+}

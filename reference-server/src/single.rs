@@ -23,7 +23,7 @@ use crate::{build_info, exit, listen, shop, startup};
 /// The `X-Worker-Id` of the single process: stable for its life.
 pub const WORKER_ID: &str = "single";
 
-fn log(msg: &str) {
+pub fn log(msg: &str) {
     crate::log_line(&format!("[single] {msg}"));
 }
 
@@ -79,6 +79,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
         let cfg = ServeConfig {
             worker_id: WORKER_ID.to_string(),
             keepalive_timeout: cli.keepalive_timeout,
+            body_timeout: cli.body_timeout,
             unsafe_drain: cli.unsafe_drain,
             unsafe_close_idle: cli.unsafe_close_idle,
         };
@@ -147,17 +148,24 @@ const ADMIN_MAX_HEAD: usize = 16 * 1024;
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn admin_loop(listener: tokio::net::TcpListener, state: Arc<SingleState>) {
+    let mut errors = crate::worker::accept::AcceptErrors::default();
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                if let Some(line) = errors.succeeded() {
+                    log(&format!("admin {line}"));
+                }
                 let state = Arc::clone(&state);
                 tokio::spawn(async move {
                     let _ = tokio::time::timeout(ADMIN_TIMEOUT, admin_conn(stream, &state)).await;
                 });
             }
             Err(e) => {
-                log(&format!("admin accept failed: {e}"));
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                let (line, delay) = errors.failed(&e, std::time::Instant::now());
+                if let Some(line) = line {
+                    log(&format!("admin {line}"));
+                }
+                tokio::time::sleep(delay).await;
             }
         }
     }

@@ -70,16 +70,48 @@ impl Drop for InFlight {
     }
 }
 
-/// A TCP stream that records when bytes last moved.
+/// A TCP stream that records when bytes last moved, and sends hyper's own
+/// error answers in the API's shape (`auto_response.rs`).
 pub struct Tracked {
     inner: TcpStream,
     state: Arc<ConnState>,
+    worker_id: String,
+    /// Our replacement for a hyper error answer, not yet written.
+    pending: Vec<u8>,
 }
 
 impl Tracked {
-    pub fn new(inner: TcpStream, state: Arc<ConnState>) -> Self {
+    pub fn new(inner: TcpStream, state: Arc<ConnState>, worker_id: String) -> Self {
         state.touch();
-        Self { inner, state }
+        Self { inner, state, worker_id, pending: Vec::new() }
+    }
+
+    /// Write out `pending` before anything else.
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.pending.is_empty() {
+            let n = std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.pending.drain(..n);
+            self.state.touch();
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// If `buf` starts hyper's own error answer, take it (reporting its
+    /// length as written) and queue ours instead.
+    fn poll_rewrite(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Option<Poll<io::Result<usize>>> {
+        if !self.state.nothing_in_flight() {
+            return None;
+        }
+        let (ours, used) = super::auto_response::rewrite(buf, &self.worker_id)?;
+        self.pending = ours;
+        // Whatever does not fit now goes out on the next write, flush or shutdown.
+        Some(match self.poll_pending(cx) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            _ => Poll::Ready(Ok(used)),
+        })
     }
 }
 
@@ -98,6 +130,10 @@ impl AsyncRead for Tracked {
 impl AsyncWrite for Tracked {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        std::task::ready!(this.poll_pending(cx))?;
+        if let Some(res) = this.poll_rewrite(cx, buf) {
+            return res;
+        }
         let res = Pin::new(&mut this.inner).poll_write(cx, buf);
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
             this.state.touch();
@@ -106,11 +142,15 @@ impl AsyncWrite for Tracked {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        std::task::ready!(this.poll_pending(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        std::task::ready!(this.poll_pending(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -119,6 +159,13 @@ impl AsyncWrite for Tracked {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        std::task::ready!(this.poll_pending(cx))?;
+        // hyper writes a response head as one buffer, so its error answer
+        // is the whole of the first one.
+        let first = bufs.iter().find(|b| !b.is_empty());
+        if let Some(res) = first.and_then(|first| this.poll_rewrite(cx, first)) {
+            return res;
+        }
         let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
             this.state.touch();

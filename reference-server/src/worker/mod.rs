@@ -9,6 +9,9 @@
 //! the master; a SIGTERM sent to the worker itself drains it like `shutdown`
 //! (the master then sees an exit it did not order and respawns the slot).
 
+pub mod accept;
+mod auto_response;
+pub mod body;
 pub mod conn;
 pub mod serve;
 
@@ -209,6 +212,7 @@ pub fn run(cli: &Cli, env: WorkerEnv) -> Result<()> {
         let cfg = ServeConfig {
             worker_id,
             keepalive_timeout: cli.keepalive_timeout,
+            body_timeout: cli.body_timeout,
             unsafe_drain: cli.unsafe_drain,
             unsafe_close_idle: cli.unsafe_close_idle,
         };

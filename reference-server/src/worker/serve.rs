@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use http_body_util::BodyExt;
+use hyper::StatusCode;
 use hyper::body::Incoming;
-use hyper::header::{CONNECTION, HeaderValue};
+use hyper::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::unix::AsyncFd;
@@ -21,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use super::accept::AcceptErrors;
+use super::body;
 use super::conn::{ConnState, Tracked};
 use crate::handoff::{self, Received};
 use crate::ipc::Counters;
@@ -103,10 +106,31 @@ impl Shared {
     }
 }
 
+/// One request counted in [`Shared::in_flight`] for as long as this lives.
+/// hyper drops the service future when the client goes away mid-request, so
+/// a decrement written after the handler's `.await` would never run and the
+/// gauge would leak (issue 18, item 5); `Drop` runs either way.
+struct InFlightGauge(Arc<Shared>);
+
+impl InFlightGauge {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(shared))
+    }
+}
+
+impl Drop for InFlightGauge {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub worker_id: String,
     pub keepalive_timeout: Duration,
+    /// A request body must be complete this long after its head (`body.rs`).
+    pub body_timeout: Duration,
     /// TEST ONLY: on drain, drop every connection at once.
     pub unsafe_drain: bool,
     /// TEST ONLY: on drain, drop every connection with nothing in flight.
@@ -124,20 +148,36 @@ pub async fn serve(
     let listener: Source = listener.into();
     let tracker = TaskTracker::new();
     let worker_id = HeaderValue::from_str(&cfg.worker_id).unwrap_or(HeaderValue::from_static("unknown"));
+    let who = if cfg.worker_id == crate::single::WORKER_ID {
+        "[single]".to_string()
+    } else {
+        format!("[worker {}]", cfg.worker_id)
+    };
+    let mut accept_errors = AcceptErrors::default();
     loop {
         tokio::select! {
             biased;
             () = drain.cancelled() => break,
             accepted = listener.next() => match accepted {
                 Ok(stream) => {
+                    if let Some(line) = accept_errors.succeeded() {
+                        crate::log_line(&format!("{who} {line}"));
+                    }
                     let _ = stream.set_nodelay(true);
                     tracker.spawn(serve_conn(stream, app.clone(), Arc::clone(&shared), cfg.clone(), worker_id.clone(), drain.clone()));
                 }
                 Err(e) => {
                     // EMFILE and friends: the connection stays queued in the
                     // shared backlog for another worker or a later accept.
-                    crate::log_line(&format!("[worker {}] accept failed: {e}", cfg.worker_id));
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    let (line, delay) = accept_errors.failed(&e, Instant::now());
+                    if let Some(line) = line {
+                        crate::log_line(&format!("{who} {line}"));
+                    }
+                    // The drain must not wait for the pause.
+                    tokio::select! {
+                        () = drain.cancelled() => break,
+                        () = tokio::time::sleep(delay) => {}
+                    }
                 }
             },
         }
@@ -177,19 +217,18 @@ async fn serve_conn(
 ) {
     shared.connections.fetch_add(1, Ordering::Relaxed);
     let state = ConnState::new();
-    let io = TokioIo::new(Tracked::new(stream, Arc::clone(&state)));
+    let io = TokioIo::new(Tracked::new(stream, Arc::clone(&state), cfg.worker_id.clone()));
     let svc_state = Arc::clone(&state);
     let svc_shared = Arc::clone(&shared);
+    let svc_drain = drain.clone();
+    let body_timeout = cfg.body_timeout;
     let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let guard = svc_state.begin();
-        let app = app.clone();
         let shared = Arc::clone(&svc_shared);
         let worker_id = worker_id.clone();
+        let answer = respond(app.clone(), req, Arc::clone(&shared), body_timeout, svc_drain.clone());
         async move {
-            shared.in_flight.fetch_add(1, Ordering::Relaxed);
-            let resp = app.oneshot(req.map(Body::new)).await;
-            let Ok(mut resp) = resp;
-            shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+            let mut resp = answer.await;
             shared.requests.fetch_add(1, Ordering::Relaxed);
             let headers = resp.headers_mut();
             headers.insert("x-worker-id", worker_id);
@@ -240,4 +279,58 @@ async fn serve_conn(
         }
     }
     shared.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// One request's answer: refused by the Host check, or the app's, with
+/// the body's deadline applied; counted in flight while it runs.
+async fn respond(
+    app: Router,
+    req: hyper::Request<Incoming>,
+    shared: Arc<Shared>,
+    body_timeout: Duration,
+    drain: CancellationToken,
+) -> axum::response::Response {
+    let _gauge = InFlightGauge::new(&shared);
+    if let Some(msg) = host_error(&req) {
+        return closing_error(StatusCode::BAD_REQUEST, msg);
+    }
+    let (parts, body) = req.into_parts();
+    let (body, expired) = body::limit(body, body_timeout, &drain);
+    let Ok(resp) = app.oneshot(hyper::Request::from_parts(parts, body)).await;
+    match expired.as_ref().and_then(|e| e.get()) {
+        // Whatever the handler made of the cut body, the client gets 408,
+        // and the connection closes: the rest of its body would otherwise
+        // be read as the next request.
+        Some(why) => closing_error(StatusCode::REQUEST_TIMEOUT, why),
+        None => resp,
+    }
+}
+
+/// RFC 9112, section 3.2: a server must answer 400 to an HTTP/1.1 request
+/// without a `Host` header or with more than one (hyper checks neither).
+fn host_error<B>(req: &hyper::Request<B>) -> Option<&'static str> {
+    let hosts = req.headers().get_all(HOST).iter().count();
+    if hosts > 1 {
+        return Some("more than one Host header (RFC 9112, section 3.2)");
+    }
+    if hosts == 0 && req.version() == hyper::Version::HTTP_11 {
+        return Some("HTTP/1.1 request without a Host header (RFC 9112, section 3.2)");
+    }
+    None
+}
+
+/// An error answer of the serving layer, shaped like the shop's
+/// (`{"error": message}`, docs/SHOP_API.md), after which hyper closes the
+/// connection.
+fn closing_error(status: StatusCode, msg: &str) -> axum::response::Response {
+    let body = serde_json::json!({ "error": msg }).to_string();
+    let len = HeaderValue::from(body.len());
+    let mut resp = axum::response::Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    // The router sets Content-Length on its own responses; this one is made
+    // outside it, and the body wrapper below hides its size from hyper.
+    resp.headers_mut().insert(CONTENT_LENGTH, len);
+    resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
