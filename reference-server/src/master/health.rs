@@ -151,12 +151,12 @@ impl Master<'_> {
         let start_timeout = self.start_timeout();
         for w in self.workers.iter_mut().filter(|w| w.killed.is_none()) {
             match w.phase {
-                Phase::Starting if now.duration_since(w.started) > start_timeout => {
+                Phase::Starting if now.duration_since(w.started) >= start_timeout => {
                     wlog(w, &format!("not ready after {} ms: killing it as hung", start_timeout.as_millis()));
                     w.kill(Kill::Hang);
                     self.metrics.restart(Reason::Hang);
                 }
-                Phase::Ready if now.duration_since(w.last_beat) > self.cli.hang_timeout => {
+                Phase::Ready if now.duration_since(w.last_beat) >= self.cli.hang_timeout => {
                     let ms = now.duration_since(w.last_beat).as_millis();
                     wlog(w, &format!("no heartbeat for {ms} ms: killing it as hung"));
                     w.kill(Kill::Hang);

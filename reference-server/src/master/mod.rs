@@ -214,6 +214,15 @@ impl Master<'_> {
     /// Time until the next timer is due, capped at [`MAX_SLEEP`].
     fn poll_timeout(&self) -> PollTimeout {
         let now = Instant::now();
+        let next = self.next_due(now);
+        // Round up, so a timer is never polled for just before it is due.
+        let ms = next.saturating_duration_since(now).as_micros().div_ceil(1000);
+        PollTimeout::from(u16::try_from(ms).unwrap_or(u16::MAX))
+    }
+
+    /// When the next timer the loop acts on is due (at most [`MAX_SLEEP`]
+    /// from `now`). Before `now` only if something is due this turn.
+    fn next_due(&self, now: Instant) -> Instant {
         let mut next = now + MAX_SLEEP;
         for w in self.workers.iter().filter(|w| w.killed.is_none()) {
             let due = match w.phase {
@@ -230,13 +239,16 @@ impl Master<'_> {
             next = next.min(due);
         }
         if self.stop.is_none() {
-            for at in self.slots.iter().take(self.target).filter_map(|s| s.respawn_at) {
-                next = next.min(at);
+            // Only timers the loop will act on: a respawn timer of a slot
+            // that is served already never fires, and counting it would make
+            // every poll return at once (issue 19: 70% of a core, forever).
+            for slot in (0..self.target.min(self.slots.len())).filter(|&s| self.short(s)) {
+                if let Some(at) = self.slots[slot].respawn_at {
+                    next = next.min(at);
+                }
             }
         }
-        // Round up, so a timer is never polled for just before it is due.
-        let ms = next.saturating_duration_since(now).as_micros().div_ceil(1000);
-        PollTimeout::from(u16::try_from(ms).unwrap_or(u16::MAX))
+        next
     }
 
     fn on_signal(&mut self, sig: Signal, n: usize) {
@@ -393,6 +405,30 @@ impl Master<'_> {
         }
     }
 
+    /// Live workers in `slot` (serving or starting, not draining or killed).
+    fn live_in(&self, slot: usize) -> usize {
+        self.workers.iter().filter(|w| w.slot == slot && w.is_live()).count()
+    }
+
+    /// How many live workers `slot` should have now: two while a rolling
+    /// restart starts its replacement, none while the TEST ONLY old-first
+    /// order holds it empty, otherwise one.
+    fn wanted(&self, slot: usize) -> usize {
+        let r = self.rolling.as_ref();
+        if r.and_then(Rolling::wants_extra) == Some(slot) {
+            2
+        } else if r.and_then(Rolling::holds_empty) == Some(slot) {
+            0
+        } else {
+            1
+        }
+    }
+
+    /// The slot has fewer live workers than it wants: its respawn timer counts.
+    fn short(&self, slot: usize) -> bool {
+        slot < self.target && self.live_in(slot) < self.wanted(slot)
+    }
+
     /// Give every wanted slot its worker(s); retire workers beyond the target.
     fn reconcile(&mut self) {
         let drain_timeout = self.cli.drain_timeout;
@@ -403,19 +439,19 @@ impl Master<'_> {
         while self.slots.len() < self.target {
             self.slots.push(Slot::default());
         }
-        let extra = self.rolling.as_ref().and_then(Rolling::wants_extra);
-        let empty = self.rolling.as_ref().and_then(Rolling::holds_empty);
         let now = Instant::now();
+        for slot in self.target..self.slots.len() {
+            self.slots[slot].respawn_at = None;
+        }
         for slot in 0..self.target {
-            let live = self.workers.iter().filter(|w| w.slot == slot && w.is_live()).count();
-            let want = if extra == Some(slot) {
-                2
-            } else if empty == Some(slot) {
-                0
-            } else {
-                1
-            };
-            if live >= want || self.slots[slot].respawn_at.is_some_and(|at| now < at) {
+            let (live, want) = (self.live_in(slot), self.wanted(slot));
+            if live >= want {
+                // Served (e.g. by a rolling restart's replacement) while its
+                // crash respawn waited: that timer can never fire; drop it.
+                self.slots[slot].respawn_at = None;
+                continue;
+            }
+            if self.slots[slot].respawn_at.is_some_and(|at| now < at) {
                 continue;
             }
             self.slots[slot].respawn_at = None;
