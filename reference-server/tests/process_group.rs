@@ -40,9 +40,18 @@ fn wait_replaced(server: &Server, old: &BTreeSet<i32>, n: usize) -> BTreeSet<i32
 fn group_sigterm_with_on_sigterm_restart_leaves_an_idle_master_and_a_full_cluster() {
     let server = Server::start_with(Path::new(BIN), &["--workers", "2"], setsid);
     let old: BTreeSet<i32> = server.wait_ready(2).into_iter().map(|(_, pid)| pid).collect();
+    let mark = server.mark();
     // The master leads its own session: its pid is the group id.
     signal_group(server.pid(), "SIGTERM");
     wait_replaced(&server, &old, 2);
+    // Each old worker drained itself and exited 0: a drain, not an early crash.
+    for pid in &old {
+        let exit = format!("pid {pid} exited (exit code 0)");
+        server.expect_log(mark, &exit, |l| l.contains(&exit) && l.contains("on its own (sigterm)"), LONG);
+    }
+    assert!(!server.dump().contains("early crash"), "a worker's own SIGTERM counted as a crash:\n{}", server.dump());
+    assert_eq!(server.metric("reference_worker_restarts_total{reason=\"crash\"}"), 0.0);
+    assert_eq!(server.metric("reference_worker_restarts_total{reason=\"sigterm\"}"), 2.0);
 
     let share = cpu_share(server.pid(), IDLE_WINDOW);
     assert!(share < IDLE_SHARE, "master used {:.0}% of a core while idle; log:\n{}", share * 100.0, server.dump());

@@ -7,7 +7,8 @@
 //! IPC channel (the master died) both mean drain and exit. Terminal signals
 //! (SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU) are ignored, being meant for
 //! the master; a SIGTERM sent to the worker itself drains it like `shutdown`
-//! (the master then sees an exit it did not order and respawns the slot).
+//! and tells the master (`draining`), which replaces it at once: a drain,
+//! not a crash.
 
 pub mod conn;
 pub mod serve;
@@ -148,6 +149,7 @@ pub fn run(cli: &Cli, env: WorkerEnv) -> Result<()> {
         let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let drain_on_order = drain.clone();
         let drain_timeout = cli.drain_timeout;
+        let self_drain_tx = tx.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(ipc_read).lines();
             // Whether the master is there to enforce the drain timeout.
@@ -156,6 +158,8 @@ pub fn run(cli: &Cli, env: WorkerEnv) -> Result<()> {
                     next = lines.next_line() => next,
                     _ = sigterm.recv() => {
                         crate::log_line(&format!("[worker {}] SIGTERM; draining", env.id));
+                        // So the master replaces us now, and not as a crash.
+                        let _ = self_drain_tx.send(WorkerMsg::Draining { reason: "sigterm".to_string() });
                         break false;
                     }
                 };
@@ -173,6 +177,8 @@ pub fn run(cli: &Cli, env: WorkerEnv) -> Result<()> {
                     }
                 }
             };
+            // The writer ends (flushing `drained`) only once every sender is gone.
+            drop(self_drain_tx);
             drain_on_order.cancel();
             if !master_watches {
                 // No master will SIGKILL us at the drain timeout (it died, or
