@@ -87,6 +87,19 @@ fn ignore_group_signals() -> Result<()> {
     Ok(())
 }
 
+/// TEST ONLY (`--test-ready-delay MAX`): how long worker `id` waits before
+/// it serves and says `ready`, spread over 0..=MAX by the id so that workers
+/// of one test differ but a run can be repeated.
+fn test_ready_delay(max: Option<Duration>, id: u64) -> Option<Duration> {
+    let max_ms = u64::try_from(max?.as_millis()).unwrap_or(u64::MAX);
+    // splitmix64's finaliser: consecutive ids land far apart.
+    let mut z = id.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    Some(Duration::from_millis(z % max_ms.saturating_add(1)))
+}
+
 /// Run as a cluster worker until drained.
 pub fn run(cli: &Cli, env: WorkerEnv) -> Result<()> {
     if cli.test_crash_on_start {
@@ -193,6 +206,9 @@ pub fn run(cli: &Cli, env: WorkerEnv) -> Result<()> {
             }
         });
 
+        if let Some(delay) = test_ready_delay(cli.test_ready_delay, env.id) {
+            tokio::time::sleep(delay).await;
+        }
         let _ = tx.send(WorkerMsg::Ready {
             pid: std::process::id(),
             version: build_info::VERSION.to_string(),
