@@ -10,6 +10,7 @@
 
 pub mod backoff;
 mod health;
+mod notify;
 pub mod pool;
 pub mod rolling;
 pub mod signals;
@@ -27,6 +28,7 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
 
+use self::notify::Notify;
 use self::pool::{Kill, Phase, Slot, Worker};
 use self::rolling::{Rolling, Step, StepPhase};
 use self::signals::SignalInbox;
@@ -74,10 +76,10 @@ pub fn run(cli: &Cli, workers: usize) -> Result<u8> {
     if cli.unsafe_reuseport && cli.balance == Balance::Sticky {
         return Err(StartupError(anyhow!("--unsafe-reuseport needs --balance shared (workers accept)")).into());
     }
-    let listener = if cli.unsafe_reuseport {
-        startup(listen::bind_reuseport_unlistened(cli.listen))?
+    let (listener, activated) = if cli.unsafe_reuseport {
+        (startup(listen::bind_reuseport_unlistened(cli.listen))?, false)
     } else {
-        startup(listen::bind(cli.listen, cli.backlog))?
+        startup(listen::public(cli.listen, cli.backlog))?
     };
     let admin_listener = startup(listen::bind_admin(cli.admin, cli.listen))?;
     let public = startup(listener.local_addr().context("reading the public address"))?;
@@ -95,8 +97,10 @@ pub fn run(cli: &Cli, workers: usize) -> Result<u8> {
     };
     let spawner = startup(Spawner::new(&listener, sticky.is_some()))?;
     let mut admin = startup(AdminServer::new(admin_listener).context("setting up the admin server"))?;
+    let notify = startup(Notify::from_env().context("reading NOTIFY_SOCKET"))?;
     log(&format!(
-        "listening on {public}, admin on {admin_addr}, {workers} workers, balance {}, version {} build {}",
+        "listening on {public}{}, admin on {admin_addr}, {workers} workers, balance {}, version {} build {}",
+        if activated { " (socket activation)" } else { "" },
         if sticky.is_some() { "sticky" } else { "shared" },
         build_info::VERSION,
         build_info::build_id()
@@ -113,6 +117,7 @@ pub fn run(cli: &Cli, workers: usize) -> Result<u8> {
         stop: None,
         sticky,
         orphans: Vec::new(),
+        notify,
     };
     for slot in 0..master.target {
         master.slots.push(Slot::default());
@@ -148,6 +153,8 @@ struct Master<'a> {
     /// Accepted connections waiting to be routed (their worker stopped
     /// serving before it took them, or no worker is ready).
     orphans: Vec<(OwnedFd, u64)>,
+    /// The supervisor's notify socket and watchdog (systemd), if any.
+    notify: Notify,
 }
 
 impl Master<'_> {
@@ -188,6 +195,7 @@ impl Master<'_> {
             }
             self.balance();
             admin.pump(&View { m: self });
+            self.notify();
             if let Some(stop) = self.stop {
                 if self.workers.is_empty() {
                     log(&format!("all workers gone; exit {}", stop.code));
@@ -224,6 +232,9 @@ impl Master<'_> {
     /// from `now`). Before `now` only if something is due this turn.
     fn next_due(&self, now: Instant) -> Instant {
         let mut next = now + MAX_SLEEP;
+        if let Some(at) = self.notify.next_due() {
+            next = next.min(at);
+        }
         for w in self.workers.iter().filter(|w| w.killed.is_none()) {
             let due = match w.phase {
                 Phase::Starting => w.started + self.start_timeout(),

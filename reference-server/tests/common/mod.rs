@@ -67,13 +67,20 @@ impl Server {
     /// Like `start_exe`, with `setup` applied to the command before it
     /// starts (a session of its own, more environment, inherited fds).
     pub fn start_with(exe: &Path, args: &[&str], setup: impl FnOnce(&mut Command)) -> Server {
+        Self::start_program(exe, &[], args, setup)
+    }
+
+    /// Like `start_with`, through `program` with `pre_args` before the
+    /// server's flags (e.g. `sh -c '... exec "$0" "$@"' BIN`).
+    pub fn start_program(program: &Path, pre_args: &[&str], args: &[&str], setup: impl FnOnce(&mut Command)) -> Server {
         // The shop's store defaults to a file in the working directory: a
         // temp dir keeps every test's store apart.
         let dir = tempfile::tempdir().unwrap();
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let tag = format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
-        let mut cmd = Command::new(exe);
-        cmd.env(TAG_VAR, &tag)
+        let mut cmd = Command::new(program);
+        cmd.args(pre_args)
+            .env(TAG_VAR, &tag)
             .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--heartbeat-interval", "100ms"])
             .args(args)
             .current_dir(dir.path())
