@@ -137,6 +137,12 @@ pub struct Cli {
     #[arg(long, hide = true)]
     pub unsafe_old_before_new: bool,
 
+    /// TEST ONLY: each worker waits up to this long (spread by its id)
+    /// before it serves and says `ready`, so tests can interleave events
+    /// with slow starts.
+    #[arg(long, hide = true, value_parser = parse_duration)]
+    pub test_ready_delay: Option<Duration>,
+
     /// TEST ONLY: workers exit with status 1 right after start.
     #[arg(long, hide = true)]
     pub test_crash_on_start: bool,

@@ -25,6 +25,12 @@ pub enum WorkerMsg {
     Heartbeat {
         counters: Counters,
     },
+    /// Draining without the master's order (a SIGTERM sent to the worker
+    /// itself, e.g. by `kill -TERM -<pgid>`): the master replaces it at once
+    /// and counts a drain, not a crash.
+    Draining {
+        reason: String,
+    },
     /// Drain finished: every connection closed; the worker exits next.
     Drained {
         counters: Counters,

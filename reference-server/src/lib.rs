@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod routes;
 pub mod shop;
 pub mod single;
+pub mod systemd;
 pub mod worker;
 
 use anyhow::Result;

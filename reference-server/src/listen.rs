@@ -8,6 +8,16 @@ use std::net::{SocketAddr, TcpListener};
 use anyhow::{Context, Result, bail};
 use socket2::{Domain, Protocol, Socket, Type};
 
+/// The public listener: the one systemd passed by socket activation
+/// (`LISTEN_FDS`; then `addr` and `backlog` are the .socket unit's
+/// business), else bound here. The flag says it was passed.
+pub fn public(addr: SocketAddr, backlog: i32) -> Result<(TcpListener, bool)> {
+    match crate::systemd::activated_listener()? {
+        Some(listener) => Ok((listener, true)),
+        None => Ok((bind(addr, backlog)?, false)),
+    }
+}
+
 /// Bind and listen on `addr` with `backlog`. The socket is close-on-exec;
 /// the master clears that flag only in the worker it forks.
 pub fn bind(addr: SocketAddr, backlog: i32) -> Result<TcpListener> {

@@ -19,6 +19,9 @@ pub enum Reason {
     Hang,
     /// Replaced by a rolling restart.
     Rolling,
+    /// Drained and exited on a SIGTERM sent to it, not by the master
+    /// (`kill -TERM -<pgid>`, systemd's `KillMode=control-group`).
+    Sigterm,
 }
 
 impl Reason {
@@ -27,6 +30,7 @@ impl Reason {
             Reason::Crash => "crash",
             Reason::Hang => "hang",
             Reason::Rolling => "rolling",
+            Reason::Sigterm => "sigterm",
         }
     }
 }
@@ -114,7 +118,7 @@ impl Metrics {
             fallbacks.clone(),
         );
         // Make every reason visible from the start, at zero.
-        for reason in [Reason::Crash, Reason::Hang, Reason::Rolling] {
+        for reason in [Reason::Crash, Reason::Hang, Reason::Rolling, Reason::Sigterm] {
             let _ = restarts.get_or_create(&ReasonLabel { reason: reason.as_str().to_string() });
         }
         Self {

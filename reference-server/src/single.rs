@@ -32,7 +32,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
     if cli.unsafe_reuseport {
         return Err(crate::StartupError(anyhow::anyhow!("--unsafe-reuseport needs a cluster (--workers N)")).into());
     }
-    let listener = startup(listen::bind(cli.listen, cli.backlog))?;
+    let (listener, _activated) = startup(listen::public(cli.listen, cli.backlog))?;
     let admin_listener = startup(listen::bind_admin(cli.admin, cli.listen))?;
     startup(shop::prepare(&cli.shop).context("preparing the shop store"))?;
     let shop = startup(shop::open(&cli.shop).context("opening the shop store"))?;

@@ -130,6 +130,10 @@ fn sigterm_to_a_worker_drains_it_and_the_master_respawns_the_slot() {
     );
     let now: Vec<u64> = server.wait_ready(2).into_iter().map(|(id, _)| id).collect();
     assert!(!now.contains(&id), "worker {id} was not replaced: {now:?}");
+    // A drain it did on its own, not a crash (issue 19): no backoff, its own reason.
+    server.expect_log(mark, "a self-drain", |l| l.contains(&format!("worker {id} ")) && l.contains("on its own"), LONG);
+    assert_eq!(server.metric("reference_worker_restarts_total{reason=\"sigterm\"}"), 1.0);
+    assert_eq!(server.metric("reference_worker_restarts_total{reason=\"crash\"}"), 0.0);
 }
 
 #[test]

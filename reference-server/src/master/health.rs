@@ -61,6 +61,7 @@ impl Master<'_> {
 
     pub(super) fn read_ipc(&mut self) {
         let now = Instant::now();
+        let drain_timeout = self.cli.drain_timeout;
         for w in &mut self.workers {
             let inbox = w.read_ipc();
             for bad in inbox.bad {
@@ -83,8 +84,11 @@ impl Master<'_> {
                         w.last_beat = now;
                         fold(&self.metrics, w.slot, &mut w.counters, counters);
                     }
+                    WorkerMsg::Draining { reason } => self_drain(&self.metrics, w, &reason, drain_timeout),
                     WorkerMsg::Drained { counters, drain_ms } => {
                         fold(&self.metrics, w.slot, &mut w.counters, counters);
+                        // A worker too old to send `draining` still says `drained`.
+                        self_drain(&self.metrics, w, "unknown", drain_timeout);
                         wlog(w, &format!("drained in {drain_ms} ms"));
                     }
                 }
@@ -118,8 +122,14 @@ impl Master<'_> {
         // Counters sent just before the exit still count.
         let inbox = w.read_ipc();
         for msg in inbox.msgs {
-            if let WorkerMsg::Heartbeat { counters } | WorkerMsg::Drained { counters, .. } = msg {
-                fold(&self.metrics, w.slot, &mut w.counters, counters);
+            match msg {
+                WorkerMsg::Heartbeat { counters } => fold(&self.metrics, w.slot, &mut w.counters, counters),
+                WorkerMsg::Drained { counters, .. } => {
+                    fold(&self.metrics, w.slot, &mut w.counters, counters);
+                    self_drain(&self.metrics, &mut w, "unknown", self.cli.drain_timeout);
+                }
+                WorkerMsg::Draining { reason } => self_drain(&self.metrics, &mut w, &reason, self.cli.drain_timeout),
+                WorkerMsg::Ready { .. } => {}
             }
         }
         let how = match status {
@@ -133,7 +143,11 @@ impl Master<'_> {
                 self.metrics.drains.inc();
                 self.metrics.drain_seconds.observe(took.as_secs_f64());
                 let note = if killed == Some(Kill::DrainTimeout) { ", killed at the drain timeout" } else { "" };
-                wlog(&w, &format!("exited ({how}) {} ms after shutdown{note}", took.as_millis()));
+                let after = match &w.self_drain {
+                    Some(why) => format!("it started draining on its own ({why})"),
+                    None => "shutdown".to_string(),
+                };
+                wlog(&w, &format!("exited ({how}) {} ms after {after}{note}", took.as_millis()));
             }
             (_, Some(kill)) => wlog(&w, &format!("exited ({how}) after SIGKILL ({kill:?})")),
             _ if self.stop.is_some() => wlog(&w, &format!("exited ({how}) while stopping")),
@@ -151,12 +165,12 @@ impl Master<'_> {
         let start_timeout = self.start_timeout();
         for w in self.workers.iter_mut().filter(|w| w.killed.is_none()) {
             match w.phase {
-                Phase::Starting if now.duration_since(w.started) > start_timeout => {
+                Phase::Starting if now.duration_since(w.started) >= start_timeout => {
                     wlog(w, &format!("not ready after {} ms: killing it as hung", start_timeout.as_millis()));
                     w.kill(Kill::Hang);
                     self.metrics.restart(Reason::Hang);
                 }
-                Phase::Ready if now.duration_since(w.last_beat) > self.cli.hang_timeout => {
+                Phase::Ready if now.duration_since(w.last_beat) >= self.cli.hang_timeout => {
                     let ms = now.duration_since(w.last_beat).as_millis();
                     wlog(w, &format!("no heartbeat for {ms} ms: killing it as hung"));
                     w.kill(Kill::Hang);
@@ -179,6 +193,19 @@ impl Master<'_> {
             }
         }
     }
+}
+
+/// A worker drains without our order (it got SIGTERM itself, from
+/// `kill -TERM -<pgid>` or systemd's `KillMode=control-group`): its exit
+/// will be a drain, not a crash, and its slot gets a replacement at once
+/// (`reconcile`: the slot has no live worker) without crash backoff.
+fn self_drain(metrics: &Metrics, w: &mut Worker, reason: &str, drain_timeout: Duration) {
+    if w.is_draining() || w.killed.is_some() {
+        return;
+    }
+    w.drains_itself(reason, drain_timeout);
+    metrics.restart(Reason::Sigterm);
+    wlog(w, &format!("draining on its own ({reason}); starting its replacement"));
 }
 
 /// Fold a worker's cumulative counters into the cluster totals as a delta,

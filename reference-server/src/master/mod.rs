@@ -10,6 +10,7 @@
 
 pub mod backoff;
 mod health;
+mod notify;
 pub mod pool;
 pub mod rolling;
 pub mod signals;
@@ -27,6 +28,7 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
 
+use self::notify::Notify;
 use self::pool::{Kill, Phase, Slot, Worker};
 use self::rolling::{Rolling, Step, StepPhase};
 use self::signals::SignalInbox;
@@ -74,10 +76,10 @@ pub fn run(cli: &Cli, workers: usize) -> Result<u8> {
     if cli.unsafe_reuseport && cli.balance == Balance::Sticky {
         return Err(StartupError(anyhow!("--unsafe-reuseport needs --balance shared (workers accept)")).into());
     }
-    let listener = if cli.unsafe_reuseport {
-        startup(listen::bind_reuseport_unlistened(cli.listen))?
+    let (listener, activated) = if cli.unsafe_reuseport {
+        (startup(listen::bind_reuseport_unlistened(cli.listen))?, false)
     } else {
-        startup(listen::bind(cli.listen, cli.backlog))?
+        startup(listen::public(cli.listen, cli.backlog))?
     };
     let admin_listener = startup(listen::bind_admin(cli.admin, cli.listen))?;
     let public = startup(listener.local_addr().context("reading the public address"))?;
@@ -95,8 +97,10 @@ pub fn run(cli: &Cli, workers: usize) -> Result<u8> {
     };
     let spawner = startup(Spawner::new(&listener, sticky.is_some()))?;
     let mut admin = startup(AdminServer::new(admin_listener).context("setting up the admin server"))?;
+    let notify = startup(Notify::from_env().context("reading NOTIFY_SOCKET"))?;
     log(&format!(
-        "listening on {public}, admin on {admin_addr}, {workers} workers, balance {}, version {} build {}",
+        "listening on {public}{}, admin on {admin_addr}, {workers} workers, balance {}, version {} build {}",
+        if activated { " (socket activation)" } else { "" },
         if sticky.is_some() { "sticky" } else { "shared" },
         build_info::VERSION,
         build_info::build_id()
@@ -113,6 +117,7 @@ pub fn run(cli: &Cli, workers: usize) -> Result<u8> {
         stop: None,
         sticky,
         orphans: Vec::new(),
+        notify,
     };
     for slot in 0..master.target {
         master.slots.push(Slot::default());
@@ -148,6 +153,8 @@ struct Master<'a> {
     /// Accepted connections waiting to be routed (their worker stopped
     /// serving before it took them, or no worker is ready).
     orphans: Vec<(OwnedFd, u64)>,
+    /// The supervisor's notify socket and watchdog (systemd), if any.
+    notify: Notify,
 }
 
 impl Master<'_> {
@@ -188,6 +195,7 @@ impl Master<'_> {
             }
             self.balance();
             admin.pump(&View { m: self });
+            self.notify();
             if let Some(stop) = self.stop {
                 if self.workers.is_empty() {
                     log(&format!("all workers gone; exit {}", stop.code));
@@ -214,7 +222,19 @@ impl Master<'_> {
     /// Time until the next timer is due, capped at [`MAX_SLEEP`].
     fn poll_timeout(&self) -> PollTimeout {
         let now = Instant::now();
+        let next = self.next_due(now);
+        // Round up, so a timer is never polled for just before it is due.
+        let ms = next.saturating_duration_since(now).as_micros().div_ceil(1000);
+        PollTimeout::from(u16::try_from(ms).unwrap_or(u16::MAX))
+    }
+
+    /// When the next timer the loop acts on is due (at most [`MAX_SLEEP`]
+    /// from `now`). Before `now` only if something is due this turn.
+    fn next_due(&self, now: Instant) -> Instant {
         let mut next = now + MAX_SLEEP;
+        if let Some(at) = self.notify.next_due() {
+            next = next.min(at);
+        }
         for w in self.workers.iter().filter(|w| w.killed.is_none()) {
             let due = match w.phase {
                 Phase::Starting => w.started + self.start_timeout(),
@@ -230,13 +250,16 @@ impl Master<'_> {
             next = next.min(due);
         }
         if self.stop.is_none() {
-            for at in self.slots.iter().take(self.target).filter_map(|s| s.respawn_at) {
-                next = next.min(at);
+            // Only timers the loop will act on: a respawn timer of a slot
+            // that is served already never fires, and counting it would make
+            // every poll return at once (issue 19: 70% of a core, forever).
+            for slot in (0..self.target.min(self.slots.len())).filter(|&s| self.short(s)) {
+                if let Some(at) = self.slots[slot].respawn_at {
+                    next = next.min(at);
+                }
             }
         }
-        // Round up, so a timer is never polled for just before it is due.
-        let ms = next.saturating_duration_since(now).as_micros().div_ceil(1000);
-        PollTimeout::from(u16::try_from(ms).unwrap_or(u16::MAX))
+        next
     }
 
     fn on_signal(&mut self, sig: Signal, n: usize) {
@@ -393,6 +416,30 @@ impl Master<'_> {
         }
     }
 
+    /// Live workers in `slot` (serving or starting, not draining or killed).
+    fn live_in(&self, slot: usize) -> usize {
+        self.workers.iter().filter(|w| w.slot == slot && w.is_live()).count()
+    }
+
+    /// How many live workers `slot` should have now: two while a rolling
+    /// restart starts its replacement, none while the TEST ONLY old-first
+    /// order holds it empty, otherwise one.
+    fn wanted(&self, slot: usize) -> usize {
+        let r = self.rolling.as_ref();
+        if r.and_then(Rolling::wants_extra) == Some(slot) {
+            2
+        } else if r.and_then(Rolling::holds_empty) == Some(slot) {
+            0
+        } else {
+            1
+        }
+    }
+
+    /// The slot has fewer live workers than it wants: its respawn timer counts.
+    fn short(&self, slot: usize) -> bool {
+        slot < self.target && self.live_in(slot) < self.wanted(slot)
+    }
+
     /// Give every wanted slot its worker(s); retire workers beyond the target.
     fn reconcile(&mut self) {
         let drain_timeout = self.cli.drain_timeout;
@@ -403,19 +450,19 @@ impl Master<'_> {
         while self.slots.len() < self.target {
             self.slots.push(Slot::default());
         }
-        let extra = self.rolling.as_ref().and_then(Rolling::wants_extra);
-        let empty = self.rolling.as_ref().and_then(Rolling::holds_empty);
         let now = Instant::now();
+        for slot in self.target..self.slots.len() {
+            self.slots[slot].respawn_at = None;
+        }
         for slot in 0..self.target {
-            let live = self.workers.iter().filter(|w| w.slot == slot && w.is_live()).count();
-            let want = if extra == Some(slot) {
-                2
-            } else if empty == Some(slot) {
-                0
-            } else {
-                1
-            };
-            if live >= want || self.slots[slot].respawn_at.is_some_and(|at| now < at) {
+            let (live, want) = (self.live_in(slot), self.wanted(slot));
+            if live >= want {
+                // Served (e.g. by a rolling restart's replacement) while its
+                // crash respawn waited: that timer can never fire; drop it.
+                self.slots[slot].respawn_at = None;
+                continue;
+            }
+            if self.slots[slot].respawn_at.is_some_and(|at| now < at) {
                 continue;
             }
             self.slots[slot].respawn_at = None;

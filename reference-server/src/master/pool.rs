@@ -50,6 +50,8 @@ pub struct Worker {
     pub version: String,
     /// Stayed up for `--min-uptime` after `ready`: its slot's crash count reset.
     pub stable: bool,
+    /// Draining without the master's order (why, e.g. "sigterm").
+    pub self_drain: Option<String>,
     /// Sticky balancing: the master's end of the hand-off socket, and the
     /// connections waiting for room in it (the worker is not reading).
     pub handoff: Option<OwnedFd>,
@@ -81,6 +83,7 @@ impl Worker {
             build_id: String::new(),
             version: String::new(),
             stable: false,
+            self_drain: None,
             handoff,
             pending: VecDeque::new(),
         }
@@ -144,6 +147,17 @@ impl Worker {
         }
         let now = Instant::now();
         self.phase = Phase::Draining { since: now, deadline: now + drain_timeout };
+    }
+
+    /// It started draining on its own (a SIGTERM sent to it): no longer the
+    /// slot's worker; the master still enforces the drain deadline.
+    pub fn drains_itself(&mut self, reason: &str, drain_timeout: Duration) {
+        if self.is_draining() {
+            return;
+        }
+        let now = Instant::now();
+        self.phase = Phase::Draining { since: now, deadline: now + drain_timeout };
+        self.self_drain = Some(reason.to_string());
     }
 
     /// SIGKILL, remembering why.

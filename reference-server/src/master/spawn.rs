@@ -57,6 +57,9 @@ impl Spawner {
             .env(ENV_SLOT, slot.to_string())
             .env(ENV_IPC_FD, ipc_fd.to_string())
             .stdin(Stdio::null());
+        for var in crate::systemd::MASTER_ONLY_ENV {
+            cmd.env_remove(var);
+        }
         if handoff.is_some() {
             cmd.env(ENV_HANDOFF_FD, handoff_fd.to_string());
         } else {

@@ -1,6 +1,8 @@
 //! The admin server's view of the master: metrics (with the gauges computed
 //! from the worker table at scrape time), the worker table, the shop audit.
 
+use std::time::Instant;
+
 use anyhow::Result;
 
 use super::Master;
@@ -12,6 +14,34 @@ use crate::shop;
 /// The admin server's view of the master.
 pub(super) struct View<'a, 'c> {
     pub(super) m: &'a Master<'c>,
+}
+
+impl View<'_, '_> {
+    /// Per-slot state for `/workers`: crash count, live and wanted workers,
+    /// and the respawn timer (ms until it fires; negative if overdue).
+    fn slots(&self) -> Vec<serde_json::Value> {
+        let m = self.m;
+        let now = Instant::now();
+        (0..m.slots.len())
+            .map(|slot| {
+                let s = &m.slots[slot];
+                let respawn_in_ms = s.respawn_at.map(|at| {
+                    if at >= now {
+                        at.duration_since(now).as_millis() as i64
+                    } else {
+                        -(now.duration_since(at).as_millis() as i64)
+                    }
+                });
+                serde_json::json!({
+                    "slot": slot,
+                    "early_crashes": s.crashes.early_crashes,
+                    "live": m.live_in(slot),
+                    "wanted": if slot < m.target { m.wanted(slot) } else { 0 },
+                    "respawn_in_ms": respawn_in_ms,
+                })
+            })
+            .collect()
+    }
 }
 
 impl AdminSource for View<'_, '_> {
@@ -31,6 +61,7 @@ impl AdminSource for View<'_, '_> {
 
     fn workers(&self) -> serde_json::Value {
         let m = self.m;
+        let now = Instant::now();
         serde_json::json!({
             "mode": "cluster",
             "master_pid": std::process::id(),
@@ -38,6 +69,10 @@ impl AdminSource for View<'_, '_> {
             "rolling_restart": m.rolling.is_some(),
             "stopping": m.stop.map(|s| if s.immediate { "immediate" } else { "graceful" }),
             "workers": m.workers.iter().map(Worker::describe).collect::<Vec<_>>(),
+            "slots": self.slots(),
+            // The loop's next timer, as the poll about to run sees it: 0 with
+            // nothing due would be a busy loop (issue 19).
+            "next_timer_ms": m.next_due(now).saturating_duration_since(now).as_millis() as u64,
         })
     }
 

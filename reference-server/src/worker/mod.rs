@@ -7,7 +7,8 @@
 //! IPC channel (the master died) both mean drain and exit. Terminal signals
 //! (SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU) are ignored, being meant for
 //! the master; a SIGTERM sent to the worker itself drains it like `shutdown`
-//! (the master then sees an exit it did not order and respawns the slot).
+//! and tells the master (`draining`), which replaces it at once: a drain,
+//! not a crash.
 
 pub mod accept;
 mod auto_response;
@@ -89,6 +90,19 @@ fn ignore_group_signals() -> Result<()> {
     Ok(())
 }
 
+/// TEST ONLY (`--test-ready-delay MAX`): how long worker `id` waits before
+/// it serves and says `ready`, spread over 0..=MAX by the id so that workers
+/// of one test differ but a run can be repeated.
+fn test_ready_delay(max: Option<Duration>, id: u64) -> Option<Duration> {
+    let max_ms = u64::try_from(max?.as_millis()).unwrap_or(u64::MAX);
+    // splitmix64's finaliser: consecutive ids land far apart.
+    let mut z = id.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    Some(Duration::from_millis(z % max_ms.saturating_add(1)))
+}
+
 /// Run as a cluster worker until drained.
 pub fn run(cli: &Cli, env: WorkerEnv) -> Result<()> {
     if cli.test_crash_on_start {
@@ -151,6 +165,7 @@ pub fn run(cli: &Cli, env: WorkerEnv) -> Result<()> {
         let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let drain_on_order = drain.clone();
         let drain_timeout = cli.drain_timeout;
+        let self_drain_tx = tx.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(ipc_read).lines();
             // Whether the master is there to enforce the drain timeout.
@@ -159,6 +174,8 @@ pub fn run(cli: &Cli, env: WorkerEnv) -> Result<()> {
                     next = lines.next_line() => next,
                     _ = sigterm.recv() => {
                         crate::log_line(&format!("[worker {}] SIGTERM; draining", env.id));
+                        // So the master replaces us now, and not as a crash.
+                        let _ = self_drain_tx.send(WorkerMsg::Draining { reason: "sigterm".to_string() });
                         break false;
                     }
                 };
@@ -176,6 +193,8 @@ pub fn run(cli: &Cli, env: WorkerEnv) -> Result<()> {
                     }
                 }
             };
+            // The writer ends (flushing `drained`) only once every sender is gone.
+            drop(self_drain_tx);
             drain_on_order.cancel();
             if !master_watches {
                 // No master will SIGKILL us at the drain timeout (it died, or
@@ -190,6 +209,9 @@ pub fn run(cli: &Cli, env: WorkerEnv) -> Result<()> {
             }
         });
 
+        if let Some(delay) = test_ready_delay(cli.test_ready_delay, env.id) {
+            tokio::time::sleep(delay).await;
+        }
         let _ = tx.send(WorkerMsg::Ready {
             pid: std::process::id(),
             version: build_info::VERSION.to_string(),

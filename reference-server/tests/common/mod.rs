@@ -61,21 +61,34 @@ impl Server {
 
     /// Start `exe` (e.g. a copy of the binary) with `args`.
     pub fn start_exe(exe: &Path, args: &[&str]) -> Server {
+        Self::start_with(exe, args, |_| {})
+    }
+
+    /// Like `start_exe`, with `setup` applied to the command before it
+    /// starts (a session of its own, more environment, inherited fds).
+    pub fn start_with(exe: &Path, args: &[&str], setup: impl FnOnce(&mut Command)) -> Server {
+        Self::start_program(exe, &[], args, setup)
+    }
+
+    /// Like `start_with`, through `program` with `pre_args` before the
+    /// server's flags (e.g. `sh -c '... exec "$0" "$@"' BIN`).
+    pub fn start_program(program: &Path, pre_args: &[&str], args: &[&str], setup: impl FnOnce(&mut Command)) -> Server {
         // The shop's store defaults to a file in the working directory: a
         // temp dir keeps every test's store apart.
         let dir = tempfile::tempdir().unwrap();
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let tag = format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
-        let mut child = Command::new(exe)
+        let mut cmd = Command::new(program);
+        cmd.args(pre_args)
             .env(TAG_VAR, &tag)
             .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--heartbeat-interval", "100ms"])
             .args(args)
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        setup(&mut cmd);
+        let mut child = cmd.spawn().unwrap();
         let log: Log = Arc::default();
         let stderr = child.stderr.take().unwrap();
         let sink = Arc::clone(&log);
@@ -242,6 +255,47 @@ impl Drop for Server {
             }
         }
     }
+}
+
+/// Start the command in a session (and process group) of its own, as
+/// `setsid(1)` does, so a test can signal the whole group like systemd's
+/// `KillMode=control-group`, `timeout(1)` or a terminal.
+pub fn setsid(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid(2) is async-signal-safe and allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| if libc::setsid() < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) });
+    }
+}
+
+/// Send `sig` to every process in the group `pgid`.
+pub fn signal_group(pgid: i32, sig: &str) {
+    let sig: nix::sys::signal::Signal = sig.parse().unwrap_or_else(|_| panic!("unknown signal {sig}"));
+    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), sig)
+        .unwrap_or_else(|e| panic!("kill {sig} -{pgid}: {e}"));
+}
+
+/// CPU time (user + system) `pid` has used so far, from /proc/PID/stat.
+pub fn cpu_time(pid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces): state is 3,
+    // utime 14 and stime 15 counting from pid = 1.
+    let after = stat.rsplit(')').next().unwrap();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / hz)
+}
+
+/// The share of one core `pid` used over `window` (CPU time / wall time).
+/// Measure while nothing happens: CPU time is the process's own, so other
+/// load on the machine does not inflate it.
+pub fn cpu_share(pid: i32, window: Duration) -> f64 {
+    let (c0, t0) = (cpu_time(pid), Instant::now());
+    std::thread::sleep(window);
+    let (c1, t1) = (cpu_time(pid), Instant::now());
+    (c1 - c0).as_secs_f64() / (t1 - t0).as_secs_f64()
 }
 
 /// Send `sig` (e.g. "SIGKILL") to `pid`.

@@ -1,0 +1,206 @@
+//! The server under systemd without systemd (issue 19): socket activation (`LISTEN_FDS`/`LISTEN_PID`, a listener
+//! the test holds, as systemd does, so connections queue across a full restart of the master) and the notify
+//! socket (`NOTIFY_SOCKET`, `WATCHDOG_USEC`): which messages the master sends, and in what order.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{BIN, Server, get_new_conn};
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// Start the server as systemd would after socket activation: `listener` as
+/// fd 3, `LISTEN_FDS=1`, and `LISTEN_PID` set to the server's own pid (known
+/// only after fork, hence the `sh` that sets it and execs, keeping its pid).
+fn start_activated(listener: &TcpListener, args: &[&str]) -> Server {
+    let fd = listener.as_raw_fd();
+    Server::start_program(
+        Path::new("/bin/sh"),
+        &["-c", r#"LISTEN_PID=$$ exec "$0" "$@""#, BIN],
+        args,
+        move |cmd: &mut Command| {
+            cmd.env("LISTEN_FDS", "1");
+            // SAFETY: dup2 and fcntl are async-signal-safe; nothing allocates.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let ok = if fd == 3 {
+                        // dup2(3, 3) would keep close-on-exec: clear it.
+                        libc::fcntl(3, libc::F_SETFD, 0) == 0
+                    } else {
+                        libc::dup2(fd, 3) == 3
+                    };
+                    if ok { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+                });
+            }
+        },
+    )
+}
+
+/// Send a request on a new connection and read the whole response (the
+/// request says `Connection: close`).
+fn request_on(mut stream: TcpStream) -> std::io::Result<String> {
+    stream.set_read_timeout(Some(LONG))?;
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+#[test]
+fn socket_activation_serves_the_passed_listener_and_queues_connections_across_a_master_restart() {
+    // The test is systemd here: it owns the listening socket for good.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut first = start_activated(&listener, &["--workers", "2", "--on-sigterm", "stop"]);
+    first.expect_log(
+        0,
+        "the activated address",
+        |l| l.contains(&format!("listening on {addr} (socket activation)")),
+        LONG,
+    );
+    first.wait_ready(2);
+    assert_eq!(get_new_conn(addr, "/healthz").unwrap().status, 200);
+    // Workers serve the passed socket and never see the activation variables.
+    for (_, pid) in first.wait_ready(2) {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        assert!(!environ.split(|&b| b == 0).any(|kv| kv.starts_with(b"LISTEN_")), "worker {pid} got LISTEN_*");
+    }
+
+    // A full stop of the master: the socket stays open in the test.
+    first.signal("SIGTERM");
+    assert_eq!(first.wait_exit(LONG).expect("no exit after SIGTERM").code(), Some(0));
+    drop(first);
+    // While no master runs, a client connects (the kernel queues it) and sends.
+    let queued = TcpStream::connect(addr).expect("connection refused while the master was down");
+    let reply = std::thread::spawn(move || request_on(queued));
+    std::thread::sleep(Duration::from_millis(200));
+
+    let second = start_activated(&listener, &["--workers", "1"]);
+    second.wait_ready(1);
+    let reply = reply.join().unwrap().expect("the queued connection got no response");
+    assert!(reply.starts_with("HTTP/1.1 200"), "queued request answered with: {reply}");
+}
+
+#[test]
+fn socket_activation_refuses_a_socket_that_is_not_a_tcp_listener() {
+    // An unconnected, non-listening TCP socket as fd 3.
+    let not_listening = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let fd = not_listening.as_raw_fd();
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", r#"LISTEN_PID=$$ exec "$0" "$@""#, BIN, "--workers", "1", "--admin", "127.0.0.1:0"])
+        .env("LISTEN_FDS", "1")
+        .stdin(std::process::Stdio::null());
+    // SAFETY: dup2 is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || if libc::dup2(fd, 3) == 3 { Ok(()) } else { Err(std::io::Error::last_os_error()) });
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("must be a listening TCP socket"), "{stderr}");
+}
+
+/// Every datagram the server sends to the notify socket, with when it came.
+struct NotifySink {
+    got: Arc<Mutex<Vec<(Instant, String)>>>,
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl NotifySink {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let sock = UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let got: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
+        let sink = Arc::clone(&got);
+        // Ends when the test process does; the socket file goes with the dir.
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    sink.lock().unwrap().push((Instant::now(), String::from_utf8_lossy(&buf[..n]).into_owned()));
+                }
+            }
+        });
+        Self { got, path, _dir: dir }
+    }
+
+    fn messages(&self) -> Vec<String> {
+        self.got.lock().unwrap().iter().map(|(_, m)| m.clone()).collect()
+    }
+
+    /// The state changes, in order, without the watchdog and status lines.
+    fn states(&self) -> Vec<String> {
+        self.messages()
+            .iter()
+            .flat_map(|m| m.lines().map(str::to_string).collect::<Vec<_>>())
+            .filter(|l| matches!(l.as_str(), "READY=1" | "RELOADING=1" | "STOPPING=1"))
+            .collect()
+    }
+
+    fn wait_for(&self, what: &str, n: usize) {
+        let until = Instant::now() + LONG;
+        while self.states().iter().filter(|s| *s == what).count() < n {
+            assert!(Instant::now() < until, "no {what} (#{n}); got: {:?}", self.messages());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+#[test]
+fn sd_notify_ready_reloading_stopping_status_and_watchdog_in_order() {
+    let sink = NotifySink::new();
+    let path = sink.path.clone();
+    let mut server = Server::start_with(Path::new(BIN), &["--workers", "2", "--on-sigterm", "stop"], move |cmd| {
+        cmd.env("NOTIFY_SOCKET", &path).env("WATCHDOG_USEC", "200000");
+    });
+    sink.wait_for("READY=1", 1);
+    let ready = sink.messages().into_iter().find(|m| m.contains("READY=1")).unwrap();
+    assert!(ready.contains("STATUS=2 of 2 workers ready"), "READY=1 before every worker was ready: {ready}");
+    for (_, pid) in server.wait_ready(2) {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        assert!(!environ.split(|&b| b == 0).any(|kv| kv.starts_with(b"NOTIFY_SOCKET=")), "worker {pid} may notify");
+    }
+
+    // WATCHDOG_USEC=200ms: the loop pings every 100 ms while nothing happens.
+    let until = Instant::now() + LONG;
+    while sink.messages().iter().filter(|m| m.contains("WATCHDOG=1")).count() < 5 {
+        assert!(Instant::now() < until, "the watchdog pings stopped: {:?}", sink.messages());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let mark = server.mark();
+    server.signal("SIGHUP");
+    sink.wait_for("READY=1", 2);
+    // The second READY=1 comes with the end of the rolling restart.
+    server.expect_log(mark, "the rolling restart's end", |l| l.contains("rolling restart end"), LONG);
+    assert!(
+        sink.messages().iter().any(|m| m.contains("STATUS=") && m.contains("rolling restart")),
+        "no STATUS during the rolling restart: {:?}",
+        sink.messages()
+    );
+
+    server.signal("SIGTERM");
+    assert_eq!(server.wait_exit(LONG).expect("no exit after SIGTERM").code(), Some(0));
+    assert_eq!(sink.states(), ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"], "{:?}", sink.messages());
+    let reloading = sink.messages().into_iter().find(|m| m.contains("RELOADING=1")).unwrap();
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    let pings: Vec<Instant> =
+        sink.got.lock().unwrap().iter().filter(|(_, m)| m.contains("WATCHDOG=1")).map(|(t, _)| *t).collect();
+    let longest = pings.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    // Half the interval is the schedule; the full interval is what systemd
+    // would kill at. Generous for a busy machine, still far from "never".
+    assert!(longest < Duration::from_secs(2), "a watchdog gap of {longest:?}");
+}
