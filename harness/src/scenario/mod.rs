@@ -357,11 +357,23 @@ impl FaultBudget {
     }
 }
 
+/// Most occurrences of one fault (`chaos[].count`): a fault every 10 ms
+/// for 100 s. More is a typo, and would be planned one by one.
+pub const MAX_FAULT_OCCURRENCES: u32 = 10_000;
+
 impl FaultSpec {
-    /// The instants (from run start) at which this fault fires.
+    /// The instants (from run start) at which this fault fires. `count` is
+    /// at most [`MAX_FAULT_OCCURRENCES`] in a validated scenario.
     pub fn times(&self) -> Vec<Duration> {
         let every = self.every.unwrap_or(Duration::ZERO);
         (0..self.count).map(|i| self.at + every * i).collect()
+    }
+
+    /// When the last occurrence fires, computed without listing them (None
+    /// if it is beyond any representable time).
+    pub fn last_time(&self) -> Option<Duration> {
+        let every = self.every.unwrap_or(Duration::ZERO);
+        every.checked_mul(self.count.saturating_sub(1))?.checked_add(self.at)
     }
 }
 

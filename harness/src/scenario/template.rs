@@ -109,6 +109,36 @@ fn run_nonce() -> u32 {
     })
 }
 
+/// Why `text` cannot be sent as (part of) an HTTP/1.1 request target
+/// (RFC 9112 origin-form: RFC 3986 path and query characters, `%` followed by
+/// two hex digits), or None if it can. CR and LF would end the request line.
+pub fn request_target_problem(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        let ok = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?".contains(&b);
+        if b == b'%' {
+            let hex = |j: usize| bytes.get(j).is_some_and(u8::is_ascii_hexdigit);
+            if !(hex(i + 1) && hex(i + 2)) {
+                return Some(format!(
+                    "\"%\" at byte {i} is not followed by two hex digits (write %25 for a percent sign)"
+                ));
+            }
+        } else if !ok {
+            let what = match b {
+                b'\r' => "a carriage return (CR)".to_string(),
+                b'\n' => "a line feed (LF)".to_string(),
+                b' ' => "a space".to_string(),
+                0x21..=0x7e => format!("{:?}", char::from(b)),
+                _ => format!("the byte 0x{b:02X}"),
+            };
+            return Some(format!(
+                "{what} at byte {i} is not allowed in a request target; percent-encode it (e.g. %{b:02X})"
+            ));
+        }
+    }
+    None
+}
+
 impl Template {
     /// Parses `text`; the error says what is wrong with which placeholder.
     pub fn parse(text: &str, escape: Escape) -> Result<Template, String> {
@@ -127,6 +157,19 @@ impl Template {
         }
         if !rest.is_empty() {
             parts.push(Part::Lit(rest.to_string()));
+        }
+        if escape == Escape::Path {
+            // Placeholders are percent-encoded when rendered; what is written
+            // around them goes to the wire as it is, so it must be a valid
+            // request target (regression, issue 18 item 2: a CR LF in a path
+            // sent a header of its own).
+            for p in &parts {
+                if let Part::Lit(lit) = p
+                    && let Some(problem) = request_target_problem(lit)
+                {
+                    return Err(problem);
+                }
+            }
         }
         Ok(Template { source: text.to_string(), escape, parts })
     }
@@ -318,6 +361,24 @@ mod tests {
         };
         assert_eq!(a, b);
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn a_path_that_is_no_request_target_is_refused() {
+        // Regression (issue 18, item 2): "GET /x\r\nX-Injected: yes" reached the wire.
+        let e = Template::parse("/x\r\nX-Injected: yes", Escape::Path).unwrap_err();
+        assert!(e.contains("carriage return (CR) at byte 2"), "{e}");
+        assert!(Template::parse("/a b", Escape::Path).unwrap_err().contains("a space"));
+        assert!(Template::parse("/a#frag", Escape::Path).unwrap_err().contains("'#'"));
+        assert!(Template::parse("/caf\u{e9}", Escape::Path).unwrap_err().contains("0xC3"));
+        assert!(Template::parse("/100%", Escape::Path).unwrap_err().contains("two hex digits"));
+        // What a path may hold, placeholders included (rendered percent-encoded).
+        let t = Template::parse("/p/{{var.v}}?q=%2F&x=a:b@c,d;e=f!$'()*+~", Escape::Path).unwrap();
+        let mut ctx = ShopperCtx::new(1, 1);
+        ctx.vars.insert("v".into(), "a\r\nb c".into());
+        assert_eq!(t.render(&data(), &mut ctx).unwrap(), "/p/a%0D%0Ab%20c?q=%2F&x=a:b@c,d;e=f!$'()*+~");
+        // Bodies and headers have their own rules.
+        assert!(Template::parse("a b\n", Escape::None).is_ok());
     }
 
     #[test]

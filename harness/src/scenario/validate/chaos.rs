@@ -23,9 +23,14 @@ pub(super) fn fault(
     } else if !names.insert(f.name.clone()) {
         v.err(format!("{p}.name"), format!("fault name {:?} is used twice", f.name));
     }
-    let count = f.count.unwrap_or(1);
+    let mut count = f.count.unwrap_or(1);
     if count == 0 {
         v.err(format!("{p}.count"), "must be at least 1");
+    } else if count > MAX_FAULT_OCCURRENCES {
+        // Regression (issue 18, item 3): a count of 4e9 used to list every
+        // occurrence (a 64 GB allocation) before any check.
+        v.err(format!("{p}.count"), format!("{count} is more than {MAX_FAULT_OCCURRENCES} occurrences"));
+        count = 1;
     }
     if count > 1 && f.every.is_none() {
         v.err(format!("{p}.every"), "required when count > 1 (the time between occurrences)");
@@ -120,19 +125,18 @@ pub(super) fn fault(
         action: action?,
         budget: FaultBudget { max_first_attempt_failures: f.max_first_attempt_failures, max_dropped: f.max_dropped },
     };
-    if let Some(last) = spec.times().last()
-        && *last >= arrival_end
-        && !arrival_end.is_zero()
-    {
-        let field = if spec.count > 1 { "count" } else { "at" };
-        v.err(
+    let field = if spec.count > 1 { "count" } else { "at" };
+    match spec.last_time() {
+        Some(last) if last >= arrival_end && !arrival_end.is_zero() => v.err(
             format!("{p}.{field}"),
             format!(
                 "fires at {} but arrivals end at {}; faults must fall within the arrival profile",
-                format_duration(*last),
+                format_duration(last),
                 format_duration(arrival_end)
             ),
-        );
+        ),
+        Some(_) => {}
+        None => v.err(format!("{p}.{field}"), "its last occurrence is beyond any representable time"),
     }
     Some(spec)
 }

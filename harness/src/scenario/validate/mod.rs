@@ -26,6 +26,9 @@ const RESERVED_HEADERS: [&str; 5] = ["host", "content-length", "transfer-encodin
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 const DEFAULT_POOL_SIZE: usize = 64;
+/// Most attempts of one operation (`retry.attempts`): more only multiplies
+/// how long a journey may take (and the run's drain deadline with it).
+const MAX_ATTEMPTS: u32 = 100;
 
 struct V {
     errors: Vec<FieldError>,
@@ -89,6 +92,8 @@ impl V {
         let attempts = r.attempts.unwrap_or(1);
         if attempts == 0 {
             self.err(format!("{path}.attempts"), "must be at least 1 (1 = no retry; it counts all attempts)");
+        } else if attempts > MAX_ATTEMPTS {
+            self.err(format!("{path}.attempts"), format!("{attempts} is more than {MAX_ATTEMPTS} attempts"));
         }
         let mut on = Vec::new();
         for (i, name) in r.on.iter().enumerate() {
@@ -152,7 +157,9 @@ pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
     let t = &raw.target;
     v.http_url("target.base_url", &t.base_url);
     let ready_path = t.ready_path.clone().unwrap_or_else(|| "/".to_string());
-    if !ready_path.starts_with('/') {
+    if let Some(problem) = super::template::request_target_problem(&ready_path) {
+        v.err("target.ready_path", problem);
+    } else if !ready_path.starts_with('/') {
         v.err("target.ready_path", format!("{ready_path:?} must start with \"/\""));
     }
     let ready_timeout = t.ready_timeout.map_or(Duration::from_secs(30), |d| d.0);
