@@ -673,7 +673,8 @@ pub fn launch_from_command_line(cmd: &str, base: Option<&LaunchSpec>) -> Result<
 
 /// Read a pid file: one decimal pid, surrounding whitespace allowed.
 pub fn read_pid_file(path: &Path) -> Result<Pid, TargetError> {
-    let text = std::fs::read_to_string(path)
+    // A pid is a few digits; a big file is not a pid file (issue 18, item 6).
+    let text = crate::scenario::read_capped(path, 4096)
         .map_err(|e| TargetError::PidFile { path: path.to_path_buf(), why: e.to_string() })?;
     let pid: Pid = text.trim().parse().map_err(|_| TargetError::PidFile {
         path: path.to_path_buf(),

@@ -182,3 +182,23 @@ fn a_huge_fault_count_is_named_not_allocated() {
     assert!(e.paths().contains(&"chaos[0].count"), "{e}");
     assert!(e.to_string().contains("10000"), "{e}");
 }
+
+/// Regression (issue 18, item 6): `harness validate /dev/zero` read until
+/// memory ran out; now it stops at the documented cap and says so.
+#[test]
+fn an_endless_file_is_refused_at_the_cap() {
+    let e = scenario::load(Path::new("/dev/zero")).unwrap_err().to_string();
+    assert!(e.contains("/dev/zero") && e.contains(&scenario::MAX_SCENARIO_BYTES.to_string()), "{e}");
+}
+
+/// Regression (issue 18, item 4): the scenario name is the default run
+/// folder, and "../../x" or "/tmp/abs" wrote outside reports/.
+#[test]
+fn a_name_that_is_not_a_folder_name_is_refused() {
+    for bad in ["../../x", "/tmp/abs", "..", "a\\b", "x\ny"] {
+        let mut doc = shipped("smoke.json");
+        doc["name"] = json!(bad);
+        let e = scenario::parse(&doc.to_string()).unwrap_err();
+        assert_eq!(e.paths(), ["name"], "{bad:?}: {e}");
+    }
+}

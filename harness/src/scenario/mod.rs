@@ -424,11 +424,27 @@ pub struct AuditSpec {
     pub checkout_steps: Vec<String>,
 }
 
+/// Largest scenario file read: far above any real scenario (the Black
+/// Friday one is 8 KB), far below what would hurt the machine.
+pub const MAX_SCENARIO_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Reads, parses and validates a scenario file.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| ScenarioError::Read { path: path.to_path_buf(), source })?;
+    let read_err = |source| ScenarioError::Read { path: path.to_path_buf(), source };
+    let text = read_capped(path, MAX_SCENARIO_BYTES).map_err(read_err)?;
     parse(&text).map_err(|e| e.with_file(path.to_path_buf()))
+}
+
+/// A text file of at most `max` bytes. Regression (issue 18, item 6):
+/// `harness validate /dev/zero` read until memory ran out.
+pub fn read_capped(path: &Path, max: u64) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::fs::File::open(path)?.take(max + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > max {
+        return Err(std::io::Error::other(format!("larger than {max} bytes; not a scenario or a pid file")));
+    }
+    Ok(text)
 }
 
 /// Parses and validates scenario JSON text.

@@ -151,6 +151,20 @@ pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
 
     if raw.name.trim().is_empty() {
         v.err("name", "must not be empty");
+    } else if raw.name == "."
+        || raw.name == ".."
+        || raw.name.contains(['/', '\\'])
+        || raw.name.chars().any(char::is_control)
+    {
+        // Regression (issue 18, item 4): the name is the default run folder
+        // (reports/<name>); "../../x" or "/tmp/abs" wrote outside reports/.
+        v.err(
+            "name",
+            format!(
+                "{:?} must be usable as a folder name: no '/', '\\', control characters, \".\" or \"..\"",
+                raw.name
+            ),
+        );
     }
 
     // target
