@@ -1,6 +1,6 @@
 //! The audit: every order and every SKU's stock from one consistent
-//! snapshot, read as one MULTI of four reads (HGETALL of the orders, the
-//! catalog list, HGETALL of stock and of initial stock). EXEC runs them
+//! snapshot, read as one MULTI of five reads (the seed's presence, HGETALL
+//! of the orders, the catalog list, HGETALL of stock and of initial stock). EXEC runs them
 //! back to back with no other client's command (so no checkout) between
 //! them: an order is wholly in the audit or wholly out.
 //!
@@ -18,12 +18,13 @@ use std::time::Duration;
 use anyhow::Context;
 use redis::{Connection, RedisResult};
 
-use super::{INITIAL, ORDERS, RedisTarget, SKUS, STOCK, connect, store_err};
+use super::{INITIAL, META, ORDERS, RedisTarget, SKUS, STOCK, connect, store_err};
 use crate::shop::model::{Audit, AuditOrder, AuditStock, Order};
 use crate::shop::store::StoreError;
 
-/// The four reads as Redis answered them, in one snapshot.
+/// The five reads as Redis answered them, in one snapshot.
 pub(super) struct Raw {
+    seeded: bool,
     orders: Vec<(String, String)>,
     skus: Vec<String>,
     stock: HashMap<String, i64>,
@@ -31,8 +32,11 @@ pub(super) struct Raw {
 }
 
 pub(super) fn read_raw(c: &mut Connection) -> RedisResult<Raw> {
-    let (orders, skus, stock, initial) = redis::pipe()
+    let (seeded, orders, skus, stock, initial) = redis::pipe()
         .atomic()
+        .cmd("HEXISTS")
+        .arg(META)
+        .arg("seed")
         .cmd("HGETALL")
         .arg(ORDERS)
         .cmd("LRANGE")
@@ -44,12 +48,15 @@ pub(super) fn read_raw(c: &mut Connection) -> RedisResult<Raw> {
         .cmd("HGETALL")
         .arg(INITIAL)
         .query(c)?;
-    Ok(Raw { orders, skus, stock, initial })
+    Ok(Raw { seeded, orders, skus, stock, initial })
 }
 
 /// Orders by id, and stock in catalog order with `sold` summed from the
 /// orders' lines (not derived from initial - left).
 pub(super) fn assemble(raw: Raw) -> Result<Audit, StoreError> {
+    if !raw.seeded {
+        return Err(StoreError::Corrupt("the store was never seeded (was it prepared?)".into()));
+    }
     let mut orders = BTreeMap::new();
     let mut sold: HashMap<&str, i64> = HashMap::new();
     let parsed = raw
