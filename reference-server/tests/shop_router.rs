@@ -292,3 +292,21 @@ async fn redis_down_is_a_503_then_clears_and_keeps_the_data() {
     let order = post(app, "/checkout", json!({"cart_id": "gina"})).await;
     assert_eq!(order.status, StatusCode::CREATED, "{}", order.text);
 }
+
+#[tokio::test]
+async fn a_hung_redis_is_a_503_after_the_busy_timeout_then_clears() {
+    let mut f = fixture(Backend::Redis);
+    f.args.db_busy_timeout = std::time::Duration::from_millis(300);
+    let app = shop::router(shop::open(&f.args).unwrap());
+    let pid = nix::unistd::Pid::from_raw(f.store.redis.as_ref().unwrap().pid().unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let started = std::time::Instant::now();
+    let r = post(&app, "/carts/hank/items", json!({"sku": "sku-0001", "qty": 1})).await;
+    let took = started.elapsed();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    assert!(took >= f.args.db_busy_timeout, "answered before the timeout: {took:?}");
+    assert!(took < f.args.db_busy_timeout * 2 + std::time::Duration::from_secs(2), "hung: {took:?}");
+    let ok = post(&app, "/carts/hank/items", json!({"sku": "sku-0001", "qty": 1})).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+}

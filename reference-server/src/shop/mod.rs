@@ -58,7 +58,8 @@ impl StoreKind {
         if s == "sqlite" {
             return Ok(Self::Sqlite);
         }
-        if s.starts_with("redis://") {
+        // rediss:// and redis+unix:// too, so the refusal names what is missing.
+        if s.starts_with("redis") {
             return redis::RedisTarget::parse(s).map(Self::Redis);
         }
         Err(format!("{s:?}: the store is `sqlite` (the --db file) or redis://HOST:PORT/DB"))
