@@ -8,14 +8,17 @@
 #      at --pricing-cost 0 (the store's own cost), and of two workers sharing
 #      the store (wrk alternates add-item and checkout on fresh carts),
 #      cross-checked against the orders the audit counts, with p99 and the
-#      WAL's size at the end.
+#      WAL's size at the end;
+#   4. with STORE=redis: one worker's product-page and checkout throughput on
+#      Redis (a private redis-server on 127.0.0.1, AOF, appendfsync always,
+#      then everysec) against SQLite, in the same run, as ratios.
 # Every server binds 127.0.0.1:0 and the script reads the port it got from
 # its log, so nothing else on the box can collide with it.
 # On a shared box, servers and wrk run at a raised priority (nice -10 when
 # root, for the process and its session's scheduling group) so other jobs'
 # compiles skew the figures less; BENCH_NICE=0 turns it off.
 # Env: BENCH_DURATION (s, default 10), BENCH_CONNECTIONS (default 32),
-#      BENCH_NICE, CARGO_TARGET_DIR.
+#      BENCH_NICE, CARGO_TARGET_DIR, STORE (sqlite, default, or redis: adds 4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -101,10 +104,13 @@ load() { # name url [extra wrk args...]
 }
 p50() { awk '/ 50%/ {print $2}' "$WORK/$1.txt"; }
 
+# Extra flags naming the store (empty: the SQLite file); section 4 sets it.
+STORE_ARGS=()
+
 start_shop() { # extra shop args...
     : >"$WORK/server.log"
     "${ON_SERVER_CPU[@]}" "$BIN" --workers 1 --listen 127.0.0.1:0 --admin 127.0.0.1:0 \
-        --db "$WORK/shop.db" --reset-db "$@" 2>"$WORK/server.log" &
+        --db "$WORK/shop.db" --reset-db "${STORE_ARGS[@]}" "$@" 2>"$WORK/server.log" &
     SHOP_PID=$!
     PIDS+=("$SHOP_PID")
     SHOP=$(addr_from_log "$WORK/server.log" "listening on")
@@ -178,7 +184,7 @@ checkout_run() {
     : >"$WORK/server.log"
     rm -f "$WORK/shop.db" "$WORK/shop.db-wal" "$WORK/shop.db-shm"
     "${server[@]}" "$BIN" --workers "$workers" --listen 127.0.0.1:0 --admin 127.0.0.1:0 \
-        --db "$WORK/shop.db" --reset-db --pricing-cost "$cost" 2>"$WORK/server.log" &
+        --db "$WORK/shop.db" --reset-db "${STORE_ARGS[@]}" --pricing-cost "$cost" 2>"$WORK/server.log" &
     SHOP_PID=$!
     PIDS+=("$SHOP_PID")
     SHOP=$(addr_from_log "$WORK/server.log" "listening on")
@@ -191,6 +197,7 @@ checkout_run() {
     fi
     local rps orders wal
     rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/checkout.txt")
+    CHECKOUTS=$(awk -v r="$rps" 'BEGIN { printf "%.1f", r / 2 }')
     orders=$(curl -sf "http://$ADMIN/audit" | grep -o '"order_id"' | wc -l)
     wal=$(stat -c %s "$WORK/shop.db-wal" 2>/dev/null || echo 0)
     stop "$SHOP_PID"
@@ -204,3 +211,51 @@ echo "== checkout: wrk connections alternate add-item + checkout on fresh carts 
 checkout_run "1 worker, default --pricing-cost, 4 conns" 1 4 5000 yes
 checkout_run "1 worker, --pricing-cost 0, 4 conns" 1 4 0 yes
 checkout_run "2 workers, --pricing-cost 0, 8 conns, unpinned" 2 8 0 no
+
+[ "${STORE:-sqlite}" = redis ] || exit 0
+
+echo
+echo "== store: one worker on Redis vs SQLite (same run; product page --inventory-cost 0, checkout --pricing-cost 0, 4 conns)"
+need redis-server redis-server
+need redis-cli redis-tools
+mkdir -p "$WORK/redis"
+REDIS_PORT=""
+for _ in 1 2 3 4 5; do
+    port=$((20000 + RANDOM % 20000))
+    # Redis gets no pinning: on two cores it shares them with the worker and
+    # wrk, as a Redis on the same host would.
+    nice -n "$NICE" redis-server --port "$port" --bind 127.0.0.1 --dir "$WORK/redis" --save '' \
+        --appendonly yes --appendfsync always --daemonize no --logfile "$WORK/redis/log" &
+    REDIS_PID=$!
+    PIDS+=("$REDIS_PID")
+    for _ in $(seq 1 100); do
+        redis-cli -p "$port" ping >/dev/null 2>&1 && { REDIS_PORT=$port; break; }
+        kill -0 "$REDIS_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    [ -n "$REDIS_PORT" ] && break
+done
+[ -n "$REDIS_PORT" ] || { echo "bench-shop: redis-server never came up:" >&2; cat "$WORK/redis/log" >&2; exit 1; }
+echo "redis-server $(redis-server --version | awk '{print $3}') on 127.0.0.1:$REDIS_PORT, appendonly yes"
+
+# store_pass LABEL: product-page req/s into PRODUCT, checkouts/s into CHECKOUTS.
+store_pass() {
+    start_shop --inventory-cost 0
+    PRODUCT=$(load "product-$1" "http://$SHOP/products/sku-0042")
+    stop "$SHOP_PID"
+    checkout_run "1 worker, $1, --pricing-cost 0, 4 conns" 1 4 0 yes
+    printf "%-46s %10s req/s  p50 %s\n" "1 worker GET /products/{sku}, $1" "$PRODUCT" "$(p50 "product-$1")"
+}
+STORE_ARGS=()
+store_pass sqlite
+SQLITE_PRODUCT=$PRODUCT SQLITE_CHECKOUTS=$CHECKOUTS
+STORE_ARGS=(--store "redis://127.0.0.1:$REDIS_PORT/0")
+store_pass "redis appendfsync always"
+ALWAYS_PRODUCT=$PRODUCT ALWAYS_CHECKOUTS=$CHECKOUTS
+redis-cli -p "$REDIS_PORT" config set appendfsync everysec >/dev/null
+store_pass "redis appendfsync everysec"
+echo
+printf "Redis/SQLite, product page:  always %s  everysec %s\n" \
+    "$(ratio "$ALWAYS_PRODUCT" "$SQLITE_PRODUCT")" "$(ratio "$PRODUCT" "$SQLITE_PRODUCT")"
+printf "Redis/SQLite, checkout:      always %s  everysec %s\n" \
+    "$(ratio "$ALWAYS_CHECKOUTS" "$SQLITE_CHECKOUTS")" "$(ratio "$CHECKOUTS" "$SQLITE_CHECKOUTS")"

@@ -1,4 +1,4 @@
-//! The shop on the real cluster (master + 2 worker processes, one SQLite file): a doorbuster race sells exactly the stock, one Idempotency-Key on two workers makes one order, and SIGKILLed workers lose no acknowledged order and leave nothing half-written.
+//! The shop on the real cluster (master + 2 worker processes), on both stores (one SQLite file; one private redis-server): a doorbuster race sells exactly the stock, one Idempotency-Key on two workers makes one order, and SIGKILLed workers lose no acknowledged order and leave nothing half-written.
 // Tests may unwrap: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
@@ -15,24 +15,26 @@ use tokio::task::JoinSet;
 
 mod common;
 use common::Server;
+use common::stores::{Backend, TestStore};
 
 /// A running cluster (common::Server: loopback port 0, killed with its
-/// workers on drop) with its own database.
+/// workers on drop) with its own store (dropped after the cluster).
 struct Cluster {
     server: Server,
     public: SocketAddr,
     admin: SocketAddr,
-    _dir: tempfile::TempDir,
+    _store: TestStore,
 }
 
 impl Cluster {
-    fn start(shop_args: &[&str]) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("shop.db");
-        let mut args = vec!["--workers", "2", "--hang-timeout", "20s", "--reset-db", "--db", db.to_str().unwrap()];
+    fn start(backend: Backend, shop_args: &[&str]) -> Cluster {
+        let store = TestStore::new(backend);
+        let flags = store.flags();
+        let mut args = vec!["--workers", "2", "--hang-timeout", "20s", "--reset-db"];
+        args.extend(flags.iter().map(String::as_str));
         args.extend_from_slice(shop_args);
         let server = Server::start(&args);
-        Cluster { public: server.public, admin: server.admin, server, _dir: dir }
+        Cluster { public: server.public, admin: server.admin, server, _store: store }
     }
 
     fn url(&self, path: &str) -> String {
@@ -95,6 +97,13 @@ impl Cluster {
     }
 }
 
+for_each_store!(
+    tokio: doorbuster_race_across_workers_sells_exactly_the_stock,
+    one_idempotency_key_on_two_workers_makes_one_order,
+    sigkilled_workers_lose_no_acknowledged_order,
+    bad_input_over_the_socket_leaves_every_worker_alive,
+);
+
 fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
 }
@@ -120,11 +129,11 @@ fn order_id(body: &str) -> i64 {
     serde_json::from_str::<Value>(body).unwrap()["order_id"].as_i64().unwrap()
 }
 
-#[tokio::test]
-async fn doorbuster_race_across_workers_sells_exactly_the_stock() {
+async fn doorbuster_race_across_workers_sells_exactly_the_stock(backend: Backend) {
     let (stock, buyers) = (40_i64, 300_usize);
     let stock_arg = stock.to_string();
-    let c = Cluster::start(&["--doorbuster-stock", &stock_arg, "--pricing-cost", "100", "--catalog-size", "10"]);
+    let c =
+        Cluster::start(backend, &["--doorbuster-stock", &stock_arg, "--pricing-cost", "100", "--catalog-size", "10"]);
     c.ready_workers(2).await;
     let http = client();
     let mut set = JoinSet::new();
@@ -185,9 +194,8 @@ async fn client_on_worker(c: &Cluster, want: &str) -> reqwest::Client {
     panic!("no connection landed on worker {want} in 200 tries");
 }
 
-#[tokio::test]
-async fn one_idempotency_key_on_two_workers_makes_one_order() {
-    let c = Cluster::start(&["--pricing-cost", "300", "--catalog-size", "10"]);
+async fn one_idempotency_key_on_two_workers_makes_one_order(backend: Backend) {
+    let c = Cluster::start(backend, &["--pricing-cost", "300", "--catalog-size", "10"]);
     c.ready_workers(2).await;
     let ids: Vec<String> =
         c.admin("/workers").await["workers"].as_array().unwrap().iter().map(|w| w["id"].to_string()).collect();
@@ -219,11 +227,10 @@ async fn one_idempotency_key_on_two_workers_makes_one_order() {
     c.stop().await;
 }
 
-#[tokio::test]
-async fn sigkilled_workers_lose_no_acknowledged_order() {
+async fn sigkilled_workers_lose_no_acknowledged_order(backend: Backend) {
     // Debug builds make a unit ~10x dearer: checkouts take tens of ms, so
     // many are in flight (queued on a busy worker) when the kills land.
-    let c = Cluster::start(&["--pricing-cost", "2000", "--catalog-size", "20", "--doorbuster-stock", "60"]);
+    let c = Cluster::start(backend, &["--pricing-cost", "2000", "--catalog-size", "20", "--doorbuster-stock", "60"]);
     c.ready_workers(2).await;
     let http = client();
     let carts = 160_usize;
@@ -318,9 +325,8 @@ async fn sigkilled_workers_lose_no_acknowledged_order() {
 /// (method, path, content-type, body, expected status)
 type BadCase = (&'static str, &'static str, Option<&'static str>, Option<String>, u16);
 
-#[tokio::test]
-async fn bad_input_over_the_socket_leaves_every_worker_alive() {
-    let c = Cluster::start(&["--pricing-cost", "10", "--catalog-size", "10", "--max-body", "1024"]);
+async fn bad_input_over_the_socket_leaves_every_worker_alive(backend: Backend) {
+    let c = Cluster::start(backend, &["--pricing-cost", "10", "--catalog-size", "10", "--max-body", "1024"]);
     let before: BTreeSet<i32> = c.ready_workers(2).await.into_iter().collect();
     let http = client();
     let big = format!(r#"{{"sku":"sku-0001","qty":1,"pad":"{}"}}"#, "x".repeat(1 << 20));

@@ -1,4 +1,4 @@
-//! The shop's handlers in-process (router + oneshot, no socket): the happy path, sold-out, idempotent replay, the audit, and the bad-input table.
+//! The shop's handlers in-process (router + oneshot, no socket), on both stores: the happy path, sold-out, idempotent replay, the audit, and the bad-input table; SQLite's held write lock and Redis's outage as 503s.
 // Tests may unwrap: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
@@ -9,15 +9,18 @@ use reference_server::shop::{self, ShopArgs};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+mod common;
+use common::stores::{Backend, TestStore};
+
 struct Fixture {
-    _dir: tempfile::TempDir,
+    store: TestStore,
     args: ShopArgs,
     app: Router,
 }
 
-fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let mut args = ShopArgs::with_db(dir.path().join("shop.db"));
+fn fixture(backend: Backend) -> Fixture {
+    let store = TestStore::new(backend);
+    let mut args = store.args();
     args.catalog_size = 20;
     args.stock = 50;
     args.doorbusters = 2;
@@ -27,7 +30,7 @@ fn fixture() -> Fixture {
     args.max_body = 1024;
     shop::prepare(&args).unwrap();
     let app = shop::router(shop::open(&args).unwrap());
-    Fixture { _dir: dir, args, app }
+    Fixture { store, args, app }
 }
 
 struct Resp {
@@ -65,9 +68,10 @@ async fn post(app: &Router, uri: &str, body: Value) -> Resp {
     send(app, "POST", uri, &[JSON], Some(&body.to_string())).await
 }
 
-#[tokio::test]
-async fn browse_cart_checkout_order() {
-    let f = fixture();
+for_each_store!(tokio: browse_cart_checkout_order, sold_out_reserves_nothing_and_idempotent_retries_replay, bad_input_table);
+
+async fn browse_cart_checkout_order(backend: Backend) {
+    let f = fixture(backend);
     let app = &f.app;
 
     let page = send(app, "GET", "/products?page=1&per_page=5", &[], None).await;
@@ -127,9 +131,8 @@ async fn browse_cart_checkout_order() {
     assert_eq!(again.status, StatusCode::BAD_REQUEST, "an emptied cart cannot be checked out twice");
 }
 
-#[tokio::test]
-async fn sold_out_reserves_nothing_and_idempotent_retries_replay() {
-    let f = fixture();
+async fn sold_out_reserves_nothing_and_idempotent_retries_replay(backend: Backend) {
+    let f = fixture(backend);
     let app = &f.app;
     post(app, "/carts/bob/items", json!({"sku": "sku-0001", "qty": 1})).await;
     post(app, "/carts/bob/items", json!({"sku": "door-2", "qty": 4})).await;
@@ -169,9 +172,8 @@ async fn sold_out_reserves_nothing_and_idempotent_retries_replay() {
 /// (name, method, uri, headers, body, expected status)
 type Case<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)], Option<&'a str>, u16);
 
-#[tokio::test]
-async fn bad_input_table() {
-    let f = fixture();
+async fn bad_input_table(backend: Backend) {
+    let f = fixture(backend);
     let app = &f.app;
     post(app, "/carts/dave/items", json!({"sku": "sku-0001", "qty": 1})).await;
     let big = format!(r#"{{"sku":"sku-0001","qty":1,"pad":"{}"}}"#, "x".repeat(2000));
@@ -245,8 +247,8 @@ async fn bad_input_table() {
 }
 
 #[tokio::test]
-async fn a_held_write_lock_is_a_503_then_clears() {
-    let mut f = fixture();
+async fn sqlite_a_held_write_lock_is_a_503_then_clears() {
+    let mut f = fixture(Backend::Sqlite);
     f.args.db_busy_timeout = std::time::Duration::from_millis(100);
     let app = shop::router(shop::open(&f.args).unwrap());
     // Another "worker" holds SQLite's write lock (e.g. it was SIGSTOPped mid-transaction).
@@ -259,5 +261,52 @@ async fn a_held_write_lock_is_a_503_then_clears() {
     assert_eq!(send(&app, "GET", "/products/sku-0001", &[], None).await.status, StatusCode::OK);
     drop(tx);
     let ok = post(&app, "/carts/frank/items", json!({"sku": "sku-0001", "qty": 1})).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+}
+
+#[tokio::test]
+async fn redis_down_is_a_503_then_clears_and_keeps_the_data() {
+    let mut f = fixture(Backend::Redis);
+    let app = &f.app;
+    assert_eq!(post(app, "/carts/gina/items", json!({"sku": "sku-0001", "qty": 2})).await.status, StatusCode::OK);
+    f.store.redis.as_mut().unwrap().kill();
+    let budget = f.args.db_busy_timeout + std::time::Duration::from_secs(2);
+    for (method, uri, body) in [
+        ("GET", "/products/sku-0001", None),
+        ("GET", "/carts/gina", None),
+        ("POST", "/carts/gina/items", Some(r#"{"sku":"sku-0002","qty":1}"#)),
+        ("POST", "/checkout", Some(r#"{"cart_id":"gina"}"#)),
+    ] {
+        let started = std::time::Instant::now();
+        let r = send(app, method, uri, &[JSON], body).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{method} {uri}: {}", r.text);
+        assert!(r.json()["error"].as_str().unwrap().contains("unavailable"), "{}", r.text);
+        assert!(started.elapsed() < budget, "{method} {uri} hung past --db-busy-timeout: {:?}", started.elapsed());
+    }
+    // Restarted from its AOF: the same worker's store reconnects, and the
+    // cart written before the kill is still there.
+    f.store.redis.as_mut().unwrap().restart();
+    let cart = send(app, "GET", "/carts/gina", &[], None).await;
+    assert_eq!(cart.status, StatusCode::OK, "{}", cart.text);
+    assert_eq!(cart.json()["lines"], json!([{"sku": "sku-0001", "qty": 2}]));
+    let order = post(app, "/checkout", json!({"cart_id": "gina"})).await;
+    assert_eq!(order.status, StatusCode::CREATED, "{}", order.text);
+}
+
+#[tokio::test]
+async fn a_hung_redis_is_a_503_after_the_busy_timeout_then_clears() {
+    let mut f = fixture(Backend::Redis);
+    f.args.db_busy_timeout = std::time::Duration::from_millis(300);
+    let app = shop::router(shop::open(&f.args).unwrap());
+    let pid = nix::unistd::Pid::from_raw(f.store.redis.as_ref().unwrap().pid().unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let started = std::time::Instant::now();
+    let r = post(&app, "/carts/hank/items", json!({"sku": "sku-0001", "qty": 1})).await;
+    let took = started.elapsed();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    assert!(took >= f.args.db_busy_timeout, "answered before the timeout: {took:?}");
+    assert!(took < f.args.db_busy_timeout * 2 + std::time::Duration::from_secs(2), "hung: {took:?}");
+    let ok = post(&app, "/carts/hank/items", json!({"sku": "sku-0001", "qty": 1})).await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
 }

@@ -1,4 +1,4 @@
-//! The store's life cycle: prepare seeds once (from flags or a catalog file) and keeps data across restarts unless --reset-db, workers never seed, and bad set-ups fail with a message naming the file.
+//! The store's life cycle, on both stores: prepare seeds once (from flags or a catalog file) and keeps data across restarts unless --reset-db, workers never seed, and bad set-ups fail with a message naming the file; the TEST ONLY defects are refused on Redis.
 // Tests may unwrap: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
@@ -8,8 +8,11 @@ use reference_server::shop::{self, ShopArgs};
 use serde_json::Value;
 use tower::ServiceExt;
 
-fn args(dir: &tempfile::TempDir) -> ShopArgs {
-    let mut a = ShopArgs::with_db(dir.path().join("shop.db"));
+mod common;
+use common::stores::{Backend, TestStore};
+
+fn args(store: &TestStore) -> ShopArgs {
+    let mut a = store.args();
     a.catalog_size = 3;
     a.doorbusters = 1;
     a.doorbuster_stock = 5;
@@ -31,10 +34,15 @@ fn audit(a: &ShopArgs) -> Value {
     serde_json::from_str(&shop::audit_json(a).unwrap()).unwrap()
 }
 
-#[tokio::test]
-async fn orders_survive_a_restart_and_reset_wipes_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut a = args(&dir);
+for_each_store!(
+    tokio: orders_survive_a_restart_and_reset_wipes_them,
+    a_catalog_file_seeds_the_store,
+    workers_refuse_an_unprepared_database,
+);
+
+async fn orders_survive_a_restart_and_reset_wipes_them(backend: Backend) {
+    let store = TestStore::new(backend);
+    let mut a = args(&store);
     shop::prepare(&a).unwrap();
     assert_eq!(status(&a, "POST", "/carts/c/items", r#"{"sku":"door-1","qty":2}"#).await, 200);
     assert_eq!(status(&a, "POST", "/checkout", r#"{"cart_id":"c"}"#).await, 201);
@@ -55,36 +63,62 @@ async fn orders_survive_a_restart_and_reset_wipes_them() {
     assert_eq!(fresh["stock"].as_array().unwrap().len(), 4);
 }
 
-#[test]
-fn workers_refuse_an_unprepared_database() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = args(&dir);
+async fn workers_refuse_an_unprepared_database(backend: Backend) {
+    let store = TestStore::new(backend);
+    let a = args(&store);
     let err = shop::open(&a).err().expect("open must not create a database").to_string();
-    assert!(err.contains("shop.db") && err.contains("prepared"), "{err}");
-    assert!(!a.db.exists(), "a worker must never create the database");
-    let err = shop::audit_json(&a).unwrap_err();
-    assert!(format!("{err:#}").contains("shop.db"), "{err:#}");
+    let place = if backend == Backend::Sqlite { "shop.db" } else { "redis://127.0.0.1:" };
+    assert!(err.contains(place) && err.contains("prepared"), "{err}");
+    match &store.redis {
+        None => assert!(!a.db.exists(), "a worker must never create the database"),
+        Some(r) => {
+            let keys: Vec<String> = ::redis::cmd("KEYS").arg("*").query(&mut r.conn()).unwrap();
+            assert!(keys.is_empty(), "a worker must never seed: {keys:?}");
+        }
+    }
+    let err = format!("{:#}", shop::audit_json(&a).unwrap_err());
+    assert!(err.contains(place), "{err}");
+}
+
+#[test]
+fn redis_refuses_the_sqlite_defects_and_bad_urls() {
+    let store = TestStore::new(Backend::Redis);
+    for flag in ["--unsafe-ack-before-commit", "--unsafe-idempotency-outside-tx"] {
+        let mut a = args(&store);
+        a.unsafe_ack_before_commit = flag == "--unsafe-ack-before-commit";
+        a.unsafe_idempotency_outside_tx = flag == "--unsafe-idempotency-outside-tx";
+        let err = shop::prepare(&a).unwrap_err().to_string();
+        assert!(err.contains(flag) && err.contains("SQLite"), "{err}");
+        let err = shop::open(&a).err().unwrap().to_string();
+        assert!(err.contains(flag), "{err}");
+    }
+    for bad in ["rediss://127.0.0.1:1/0", "mysql://x", "redis://127.0.0.1:notaport/0"] {
+        let err = ShopArgs::with_redis(bad).err().unwrap_or_else(|| panic!("{bad} accepted")).to_string();
+        assert!(err.contains("redis://"), "{bad}: {err}");
+    }
+    let hidden = ShopArgs::with_redis("redis://user:secret@127.0.0.1:1/0").unwrap();
+    assert!(!format!("{hidden:?}").contains("secret"), "a password reached Debug: {hidden:?}");
 }
 
 #[test]
 fn bad_setups_name_the_problem() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut a = args(&dir);
+    let store = TestStore::new(Backend::Sqlite);
+    let dir = &store.dir;
+    let mut a = args(&store);
     a.catalog_size = 0;
     a.doorbusters = 0;
     let err = shop::prepare(&a).unwrap_err().to_string();
     assert!(err.contains("--catalog-size"), "{err}");
 
-    let mut a = args(&dir);
+    let mut a = args(&store);
     a.db = dir.path().join("no-such-dir").join("shop.db");
     let err = format!("{:#}", shop::prepare(&a).unwrap_err());
     assert!(err.contains("no-such-dir"), "{err}");
 }
 
-#[tokio::test]
-async fn a_catalog_file_seeds_the_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("catalog.json");
+async fn a_catalog_file_seeds_the_store(backend: Backend) {
+    let store = TestStore::new(backend);
+    let file = store.dir.path().join("catalog.json");
     std::fs::write(
         &file,
         r#"{"products": [
@@ -93,7 +127,7 @@ async fn a_catalog_file_seeds_the_store() {
         ]}"#,
     )
     .unwrap();
-    let mut a = args(&dir);
+    let mut a = args(&store);
     a.catalog_file = Some(file.clone());
     shop::prepare(&a).unwrap();
     let audit = audit(&a);
@@ -123,9 +157,9 @@ async fn a_catalog_file_seeds_the_store() {
 }
 
 #[tokio::test]
-async fn the_wal_is_checkpointed_in_the_background() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = args(&dir);
+async fn sqlite_the_wal_is_checkpointed_in_the_background() {
+    let store = TestStore::new(Backend::Sqlite);
+    let a = args(&store);
     shop::prepare(&a).unwrap();
     let before = std::fs::metadata(&a.db).unwrap().len();
     let app = shop::router(shop::open(&a).unwrap());

@@ -1,4 +1,4 @@
-//! The store's cross-connection guarantees without any server: threads, each with its own `Shop` (own SQLite connection, as each worker process has) on one database file, race doorbuster checkouts and same-key retries.
+//! The store's cross-connection guarantees without any server, on both stores: threads, each with its own `Shop` (own SQLite or Redis connection, as each worker process has) on one database, race doorbuster checkouts and same-key retries.
 // Tests may unwrap: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
@@ -12,10 +12,13 @@ use reference_server::shop::{self, ShopArgs};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+mod common;
+use common::stores::{Backend, TestStore};
+
 const THREADS: usize = 4;
 
-fn args(dir: &tempfile::TempDir, door_stock: i64) -> ShopArgs {
-    let mut a = ShopArgs::with_db(dir.path().join("shop.db"));
+fn args(store: &TestStore, door_stock: i64) -> ShopArgs {
+    let mut a = store.args();
     a.catalog_size = 10;
     a.doorbusters = 1;
     a.doorbuster_stock = door_stock;
@@ -71,11 +74,12 @@ fn race<T: Send + 'static>(
     handles.into_iter().map(|h| h.join().unwrap()).collect()
 }
 
-#[test]
-fn doorbuster_race_sells_exactly_the_stock() {
-    let dir = tempfile::tempdir().unwrap();
+for_each_store!(sync: doorbuster_race_sells_exactly_the_stock, same_key_from_every_connection_makes_one_order);
+
+fn doorbuster_race_sells_exactly_the_stock(backend: Backend) {
+    let store = TestStore::new(backend);
     let (stock, buyers) = (25_i64, 200_usize);
-    let a = args(&dir, stock);
+    let a = args(&store, stock);
     shop::prepare(&a).unwrap();
     let results = race(&a, move |t, rt, app| {
         let mut statuses = Vec::new();
@@ -106,10 +110,9 @@ fn doorbuster_race_sells_exactly_the_stock() {
     assert_eq!(acked, audited, "every 201 is in the audit, and nothing else");
 }
 
-#[test]
-fn same_key_from_every_connection_makes_one_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = args(&dir, 10);
+fn same_key_from_every_connection_makes_one_order(backend: Backend) {
+    let store = TestStore::new(backend);
+    let a = args(&store, 10);
     shop::prepare(&a).unwrap();
     {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

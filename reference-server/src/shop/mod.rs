@@ -2,6 +2,9 @@
 //! checkout with CPU-heavy pricing, limited-stock doorbusters and orders, on
 //! a store shared by every worker (docs/SHOP_API.md).
 //!
+//! Two stores behind one trait (`store.rs`): the SQLite file (default,
+//! `sqlite/`) and Redis (`--store redis://...`, `redis/`).
+//!
 //! The seam with the rest of the server is this module's five items:
 //! [`ShopArgs`] (flags), [`prepare`] (once, before any worker), [`open`]
 //! (once per worker), [`router`] (the public routes) and [`audit_json`] (the
@@ -24,6 +27,7 @@
 pub mod catalog;
 pub mod cpu;
 pub mod model;
+pub mod redis;
 pub mod routes;
 pub mod sqlite;
 pub mod store;
@@ -39,6 +43,29 @@ use clap::Parser;
 use crate::cli::parse_duration;
 use store::Store;
 
+/// Which store holds the shop's state.
+#[derive(Debug, Clone)]
+pub enum StoreKind {
+    /// The SQLite file named by `--db`.
+    Sqlite,
+    /// A Redis database (`redis://HOST:PORT/DB`), shared by every worker
+    /// and every host pointed at it.
+    Redis(redis::RedisTarget),
+}
+
+impl StoreKind {
+    fn parse(s: &str) -> Result<Self, String> {
+        if s == "sqlite" {
+            return Ok(Self::Sqlite);
+        }
+        // rediss:// and redis+unix:// too, so the refusal names what is missing.
+        if s.starts_with("redis") {
+            return redis::RedisTarget::parse(s).map(Self::Redis);
+        }
+        Err(format!("{s:?}: the store is `sqlite` (the --db file) or redis://HOST:PORT/DB"))
+    }
+}
+
 /// Shop flags (catalog size, stock, CPU costs, database path).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ShopArgs {
@@ -46,8 +73,18 @@ pub struct ShopArgs {
     #[arg(long, default_value = "reference-shop.db")]
     pub db: PathBuf,
 
+    /// Where the shop's state lives: `sqlite` (the --db file) or
+    /// redis://HOST:PORT/DB, a Redis database shared by every worker (and
+    /// every host pointed at it); run Redis with appendonly yes and
+    /// appendfsync always, or an acknowledged order can be lost when it
+    /// dies (docs/SHOP_API.md). The TEST ONLY --unsafe-* store defects need
+    /// sqlite.
+    #[arg(long, default_value = "sqlite", value_parser = StoreKind::parse)]
+    pub store: StoreKind,
+
     /// Delete the database (orders, carts, stock) at start-up and seed it
-    /// afresh. Without it an existing database is kept as it is.
+    /// afresh; with Redis, every shop: key of its database. Without it an
+    /// existing database is kept as it is.
     #[arg(long)]
     pub reset_db: bool,
 
@@ -119,6 +156,29 @@ impl ShopArgs {
         args
     }
 
+    /// The command line's defaults, with the store in Redis at `url`
+    /// (`redis://HOST:PORT/DB`).
+    pub fn with_redis(url: &str) -> anyhow::Result<Self> {
+        let mut args = Self::with_db("reference-shop.db");
+        args.store = StoreKind::parse(url).map_err(anyhow::Error::msg)?;
+        Ok(args)
+    }
+
+    /// The TEST ONLY defects live in the SQLite store; asking for them on
+    /// another store is a start-up error, not a silently correct shop.
+    fn refuse_defects_outside_sqlite(&self) -> anyhow::Result<()> {
+        let flags = [
+            (self.unsafe_ack_before_commit, "--unsafe-ack-before-commit"),
+            (self.unsafe_idempotency_outside_tx, "--unsafe-idempotency-outside-tx"),
+        ];
+        match (&self.store, flags.iter().find(|(on, _)| *on)) {
+            (StoreKind::Redis(target), Some((_, flag))) => {
+                anyhow::bail!("{flag} is a defect of the SQLite store only; it cannot be used with --store {target}")
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn defects(&self) -> sqlite::Defects {
         sqlite::Defects {
             ack_before_commit: self.unsafe_ack_before_commit,
@@ -141,7 +201,13 @@ impl ShopArgs {
 /// starts. An existing database is kept unless `--reset-db`; workers never
 /// seed, so a respawned worker finds the stock as the others left it.
 pub fn prepare(args: &ShopArgs) -> anyhow::Result<()> {
-    sqlite::prepare(&args.db, &args.catalog()?, args.reset_db, args.db_busy_timeout, args.defects())
+    args.refuse_defects_outside_sqlite()?;
+    match &args.store {
+        StoreKind::Sqlite => {
+            sqlite::prepare(&args.db, &args.catalog()?, args.reset_db, args.db_busy_timeout, args.defects())
+        }
+        StoreKind::Redis(target) => redis::prepare(target, &args.catalog()?, args.reset_db, args.db_busy_timeout),
+    }
 }
 
 /// Per-worker handle on the shop: the store plus the CPU costs.
@@ -162,8 +228,12 @@ impl Shop {
 
 /// Open the store prepared by [`prepare`]; called once in each worker.
 pub fn open(args: &ShopArgs) -> anyhow::Result<Shop> {
-    let store = sqlite::SqliteStore::open_with(&args.db, args.db_busy_timeout, args.defects())?;
-    Ok(Shop::new(Arc::new(store), args))
+    args.refuse_defects_outside_sqlite()?;
+    let store: Arc<dyn Store> = match &args.store {
+        StoreKind::Sqlite => Arc::new(sqlite::SqliteStore::open_with(&args.db, args.db_busy_timeout, args.defects())?),
+        StoreKind::Redis(target) => Arc::new(redis::RedisStore::open(target, args.db_busy_timeout)?),
+    };
+    Ok(Shop::new(store, args))
 }
 
 /// The shop's public routes.
@@ -174,6 +244,9 @@ pub fn router(shop: Shop) -> Router {
 /// The audit document served on the admin address, as JSON text: read
 /// through a fresh connection in one snapshot (the caller holds no store).
 pub fn audit_json(args: &ShopArgs) -> anyhow::Result<String> {
-    let audit = sqlite::audit_at(&args.db, args.db_busy_timeout)?;
+    let audit = match &args.store {
+        StoreKind::Sqlite => sqlite::audit_at(&args.db, args.db_busy_timeout)?,
+        StoreKind::Redis(target) => redis::audit_at(target, args.db_busy_timeout)?,
+    };
     serde_json::to_string(&audit).context("serialising the audit")
 }

@@ -56,7 +56,7 @@ impl From<StoreError> for ApiError {
         let status = match &e {
             StoreError::UnknownSku(_) => StatusCode::NOT_FOUND,
             StoreError::CartFull { .. } | StoreError::KeyReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            StoreError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            StoreError::Busy(_) | StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             StoreError::Db(_) | StoreError::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {

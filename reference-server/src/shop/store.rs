@@ -1,7 +1,7 @@
 //! The store seam: everything the routes need from durable, shared state,
 //! as one small trait. The embedded SQLite store ([`super::sqlite`]) is the
-//! default; a networked backend (Redis, for a shop that outgrows one host)
-//! would implement the same trait without touching the routes.
+//! default; the Redis store ([`super::redis`]) serves a shop that outgrows
+//! one host, behind the same trait, without touching the routes.
 //!
 //! Methods block: a worker is one event loop with a synchronous store, like
 //! a Node process with a synchronous database driver (see `mod.rs`).
@@ -11,8 +11,14 @@ use thiserror::Error;
 use super::cpu::{PriceLine, Pricing};
 use super::model::{Audit, Cart, CheckoutOutcome, Order, Product, ProductPage};
 
+/// A backend's own error, kept as the source of a [`StoreError`]: the
+/// variants name what the routes do about it, not which database said it.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why a store call failed. Business refusals a client can see are variants;
-/// the database's own failures are `Busy` (retryable) or `Db`.
+/// the database's own failures are `Busy` or `Unavailable` (retryable: a
+/// 503, nothing was written) or `Db` (a 500). Each backend maps its own
+/// errors onto these.
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("unknown sku {0:?}")]
@@ -21,10 +27,14 @@ pub enum StoreError {
     CartFull { cart_id: String, max: usize },
     #[error("Idempotency-Key {key:?} was already used for cart {first_cart:?}, not {cart_id:?}")]
     KeyReused { key: String, first_cart: String, cart_id: String },
-    #[error("the database stayed busy (locked by another worker); retry")]
-    Busy(#[source] rusqlite::Error),
+    #[error("the database stayed busy ({0}); retry")]
+    Busy(#[source] Cause),
+    /// The store could not be reached or is not ready (a networked store
+    /// down, restarting or loading its data), within the busy timeout.
+    #[error("the store is unavailable ({0}); retry")]
+    Unavailable(#[source] Cause),
     #[error("database error: {0}")]
-    Db(#[source] rusqlite::Error),
+    Db(#[source] Cause),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
 }

@@ -3,6 +3,8 @@
 //! client for keep-alive and new-connection request loops.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod stores;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

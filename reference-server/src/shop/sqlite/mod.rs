@@ -41,8 +41,8 @@ pub(crate) fn now_ms() -> i64 {
 
 pub(crate) fn db_err(e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy(e),
-        _ => StoreError::Db(e),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy(Box::new(e)),
+        _ => StoreError::Db(Box::new(e)),
     }
 }
 
