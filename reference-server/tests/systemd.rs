@@ -30,20 +30,25 @@ fn start_activated(listener: &TcpListener, args: &[&str]) -> Server {
         args,
         move |cmd: &mut Command| {
             cmd.env("LISTEN_FDS", "1");
-            // SAFETY: dup2 and fcntl are async-signal-safe; nothing allocates.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let ok = if fd == 3 {
-                        // dup2(3, 3) would keep close-on-exec: clear it.
-                        libc::fcntl(3, libc::F_SETFD, 0) == 0
-                    } else {
-                        libc::dup2(fd, 3) == 3
-                    };
-                    if ok { Ok(()) } else { Err(std::io::Error::last_os_error()) }
-                });
-            }
+            pass_as_fd3(cmd, fd);
         },
     )
+}
+
+/// Makes `fd` the child's fd 3, open across exec, as systemd passes a socket.
+fn pass_as_fd3(cmd: &mut Command, fd: i32) {
+    // SAFETY: dup2 and fcntl are async-signal-safe; nothing allocates.
+    unsafe {
+        cmd.pre_exec(move || {
+            let ok = if fd == 3 {
+                // dup2(3, 3) would keep close-on-exec: clear it.
+                libc::fcntl(3, libc::F_SETFD, 0) == 0
+            } else {
+                libc::dup2(fd, 3) == 3
+            };
+            if ok { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+        });
+    }
 }
 
 /// Send a request on a new connection and read the whole response (the
@@ -100,10 +105,9 @@ fn socket_activation_refuses_a_socket_that_is_not_a_tcp_listener() {
     cmd.args(["-c", r#"LISTEN_PID=$$ exec "$0" "$@""#, BIN, "--workers", "1", "--admin", "127.0.0.1:0"])
         .env("LISTEN_FDS", "1")
         .stdin(std::process::Stdio::null());
-    // SAFETY: dup2 is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(move || if libc::dup2(fd, 3) == 3 { Ok(()) } else { Err(std::io::Error::last_os_error()) });
-    }
+    // Regression: dup2(3, 3) when the socket already was fd 3 kept it
+    // close-on-exec, and the server saw no fd 3 at all (a test-order flake).
+    pass_as_fd3(&mut cmd, fd);
     let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
