@@ -50,6 +50,8 @@ pub const ENV_LISTEN_FD: &str = "RS_UPGRADE_LISTEN_FD";
 pub const ENV_ADMIN_FD: &str = "RS_UPGRADE_ADMIN_FD";
 /// The old master's next worker id, so ids stay unique across the upgrade.
 pub const ENV_NEXT_ID: &str = "RS_UPGRADE_NEXT_ID";
+/// How long a new master that closed the channel has to exit on its own.
+const CLOSED_GRACE: Duration = Duration::from_secs(1);
 /// Every variable of the hand-over; workers never see them.
 pub const ENV: [&str; 5] = [ENV_PARENT, ENV_CHANNEL_FD, ENV_LISTEN_FD, ENV_ADMIN_FD, ENV_NEXT_ID];
 
@@ -133,6 +135,8 @@ pub(super) struct Upgrade {
     pub(super) deadline: Instant,
     /// SIGKILLed; waiting to reap it.
     killed: bool,
+    /// It closed the channel: it is exiting (or broken); no more polling it.
+    closed: bool,
 }
 
 /// What the old master's side saw this turn.
@@ -175,6 +179,7 @@ impl Upgrade {
             started,
             deadline: started + timeout,
             killed: false,
+            closed: false,
         })
     }
 
@@ -192,19 +197,28 @@ impl Upgrade {
         if self.killed {
             return Event::Nothing;
         }
-        let (msgs, closed) = read_msgs(&mut self.chan, &mut self.inbuf);
-        if let Some(build_id) = msgs.into_iter().find_map(|m| match m {
-            Msg::Ready { build_id, .. } => Some(build_id),
-            Msg::HandedOver => None,
-        }) {
-            return Event::Ready { build_id };
+        if !self.closed {
+            let (msgs, closed) = read_msgs(&mut self.chan, &mut self.inbuf);
+            if let Some(build_id) = msgs.into_iter().find_map(|m| match m {
+                Msg::Ready { build_id, .. } => Some(build_id),
+                Msg::HandedOver => None,
+            }) {
+                return Event::Ready { build_id };
+            }
+            if closed {
+                // A process closes its fds before it can be reaped: give its
+                // exit a moment to show, so the log says how it ended.
+                self.closed = true;
+                self.deadline = self.deadline.min(Instant::now() + CLOSED_GRACE);
+            }
         }
-        let why = if closed {
-            "closed the upgrade channel before it was ready".to_string()
-        } else if Instant::now() >= self.deadline {
-            format!("not ready within --upgrade-timeout {timeout:?}")
-        } else {
+        if Instant::now() < self.deadline {
             return Event::Nothing;
+        }
+        let why = if self.closed {
+            format!("closed the upgrade channel but did not exit within {CLOSED_GRACE:?}")
+        } else {
+            format!("not ready within --upgrade-timeout {timeout:?}")
         };
         self.kill();
         Event::Killing(why)
@@ -299,7 +313,7 @@ impl Master<'_> {
 
     /// Fds the loop polls for the upgrade: either side's channel.
     pub(super) fn upgrade_fds(&self) -> Vec<BorrowedFd<'_>> {
-        let old = self.upgrade.as_ref().filter(|u| !u.killed).map(|u| u.chan.as_fd());
+        let old = self.upgrade.as_ref().filter(|u| !u.killed && !u.closed).map(|u| u.chan.as_fd());
         let new = self.handover.as_ref().and_then(|h| h.chan.as_ref()).map(|c| c.as_fd());
         old.into_iter().chain(new).collect()
     }
