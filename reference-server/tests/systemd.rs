@@ -1,6 +1,7 @@
 //! The server under systemd without systemd (issue 19): socket activation (`LISTEN_FDS`/`LISTEN_PID`, a listener
 //! the test holds, as systemd does, so connections queue across a full restart of the master) and the notify
-//! socket (`NOTIFY_SOCKET`, `WATCHDOG_USEC`): which messages the master sends, and in what order.
+//! socket (`NOTIFY_SOCKET`, `WATCHDOG_USEC`): which messages the master sends, and in what order; both across a
+//! SIGUSR2 master upgrade too.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -280,6 +281,36 @@ fn sd_notify_across_a_master_upgrade_the_old_master_names_the_new_main_pid_and_n
     let until = Instant::now() + LONG;
     while common::alive(new) || !server.leftovers().is_empty() {
         assert!(Instant::now() < until, "the new master or its workers outlived SIGTERM; log:\n{}", server.dump());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_master_upgrade_under_socket_activation_hands_fd_3_over_and_serves_on() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("master.pid");
+    let mut server = start_activated(&listener, &["--workers", "1", "--pid-file", pid_file.to_str().unwrap()]);
+    server.wait_ready(1);
+    // Unlike systemd, the test lets its copy go: only the server holds the
+    // socket now, so the upgrade has to pass it on.
+    drop(listener);
+    let mark = server.mark();
+    server.signal("SIGUSR2");
+    assert_eq!(server.wait_exit(LONG).expect("the old master never exited after SIGUSR2").code(), Some(0));
+    let inherited = server.expect_log(mark, "the new master's listener", |l| l.contains("listening on "), LONG);
+    assert!(inherited.text.contains(&format!("listening on {addr} (inherited from master pid")), "{}", inherited.text);
+    let new: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    // The new master never sees the activation variables (they named the old one).
+    let environ = std::fs::read(format!("/proc/{new}/environ")).unwrap();
+    assert!(!environ.split(|&b| b == 0).any(|kv| kv.starts_with(b"LISTEN_")), "the new master got LISTEN_*");
+    server.wait_ready(1);
+    assert_eq!(get_new_conn(addr, "/healthz").unwrap().status, 200);
+    common::signal(new, "SIGINT");
+    let until = Instant::now() + LONG;
+    while common::alive(new) || !server.leftovers().is_empty() {
+        assert!(Instant::now() < until, "the new master or its workers outlived SIGINT; log:\n{}", server.dump());
         std::thread::sleep(Duration::from_millis(20));
     }
 }
