@@ -1,4 +1,4 @@
-//! The master binary upgrade (issue 19, SIGUSR2): under load it fails no request and leaves a new master of the new build serving, named by --pid-file; a new master that exits or hangs leaves the old one serving, unchanged, and a later upgrade still works.
+//! The master binary upgrade (issue 19, SIGUSR2): under load it fails no request and leaves a new master of the new build serving, named by --pid-file; a new master that exits or hangs leaves the old one serving, unchanged, and a later upgrade still works and keeps the worker count.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -149,7 +149,7 @@ fn sigusr2_under_load_hands_over_to_a_new_master_of_the_new_build_without_a_fail
 }
 
 #[test]
-fn a_new_master_that_fails_or_hangs_leaves_the_old_one_serving_and_a_later_upgrade_works() {
+fn a_new_master_that_fails_or_hangs_leaves_the_old_one_serving_and_a_later_upgrade_keeps_the_worker_count() {
     let d = Deploy::new();
     let real = std::fs::read(&d.exe).unwrap();
     let server = d.start(&["--upgrade-timeout", "5s"]);
@@ -203,15 +203,19 @@ fn a_new_master_that_fails_or_hangs_leaves_the_old_one_serving_and_a_later_upgra
     assert_eq!(worker_pids(&server, 2), workers, "a failed upgrade changed the workers");
     assert_eq!(get_new_conn(server.public, "/healthz").unwrap().status, 200);
 
-    // 3. With a working binary back on disk, the next SIGUSR2 upgrades.
+    // 3. With a working binary back on disk, the next SIGUSR2 upgrades, and
+    //    keeps the worker count SIGTTIN changed since --workers was read.
     deploy(&d.exe, &real);
     let mut server = server;
+    server.signal("SIGTTIN");
+    let workers = worker_pids(&server, 3);
     server.signal("SIGUSR2");
     let status = server.wait_exit(LONG).expect("the old master never exited after the upgrade");
     assert_eq!(status.code(), Some(0), "log:\n{}", server.dump());
     let new_master = read_pid(&d.pid_file);
     assert_ne!(new_master, master);
-    assert!(worker_pids(&server, 2).is_disjoint(&workers));
+    assert!(worker_pids(&server, 3).is_disjoint(&workers));
+    assert_eq!(server.workers()["target"], 3);
     assert_eq!(get_new_conn(server.public, "/healthz").unwrap().status, 200);
     stop_adopted_master(&server, new_master, &d.pid_file);
 }

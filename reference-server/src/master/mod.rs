@@ -81,8 +81,10 @@ pub fn run(cli: &Cli, workers: usize) -> Result<u8> {
     // listeners over from the old one instead of binding them.
     let inherited = startup(upgrade::Inherited::from_env())?;
     let mut shop_args = cli.shop.clone();
+    let mut workers = workers;
     let (listener, admin_listener, origin, handover, next_id) = match inherited {
         Some(i) => {
+            workers = i.target.unwrap_or(workers);
             // The old master's workers are serving from the store right now.
             shop_args.reset_db = false;
             let origin = format!(" (inherited from master pid {})", i.handover.old_pid);

@@ -50,10 +50,13 @@ pub const ENV_LISTEN_FD: &str = "RS_UPGRADE_LISTEN_FD";
 pub const ENV_ADMIN_FD: &str = "RS_UPGRADE_ADMIN_FD";
 /// The old master's next worker id, so ids stay unique across the upgrade.
 pub const ENV_NEXT_ID: &str = "RS_UPGRADE_NEXT_ID";
+/// The old master's worker count, which SIGTTIN/SIGTTOU may have changed
+/// since `--workers` was read: an upgrade keeps it, as a rolling restart does.
+pub const ENV_TARGET: &str = "RS_UPGRADE_WORKERS";
 /// How long a new master that closed the channel has to exit on its own.
 const CLOSED_GRACE: Duration = Duration::from_secs(1);
 /// Every variable of the hand-over; workers never see them.
-pub const ENV: [&str; 5] = [ENV_PARENT, ENV_CHANNEL_FD, ENV_LISTEN_FD, ENV_ADMIN_FD, ENV_NEXT_ID];
+pub const ENV: [&str; 6] = [ENV_PARENT, ENV_CHANNEL_FD, ENV_LISTEN_FD, ENV_ADMIN_FD, ENV_NEXT_ID, ENV_TARGET];
 
 /// Variables that describe the old master's deal with systemd and name its
 /// pid: the new master is not the one they were meant for. `NOTIFY_SOCKET`
@@ -75,6 +78,8 @@ pub struct Inherited {
     pub listener: TcpListener,
     pub admin: TcpListener,
     pub next_id: u64,
+    /// The old master's worker count, if it said.
+    pub target: Option<usize>,
     pub(super) handover: Handover,
 }
 
@@ -94,6 +99,7 @@ impl Inherited {
         };
         let (listen_fd, admin_fd, chan_fd) = (fd(ENV_LISTEN_FD)?, fd(ENV_ADMIN_FD)?, fd(ENV_CHANNEL_FD)?);
         let next_id = std::env::var(ENV_NEXT_ID).ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+        let target = std::env::var(ENV_TARGET).ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0);
         let listener = TcpListener::from(adopt(listen_fd, "the public listener")?);
         let admin = TcpListener::from(adopt(admin_fd, "the admin listener")?);
         for (l, what) in [(&listener, "public"), (&admin, "admin")] {
@@ -106,6 +112,7 @@ impl Inherited {
             listener,
             admin,
             next_id,
+            target,
             handover: Handover { chan: Some(chan), inbuf: Vec::new(), old_pid: parent.unwrap_or(0), sent_ready: false },
         }))
     }
@@ -152,7 +159,7 @@ enum Event {
 }
 
 impl Upgrade {
-    fn start(spawner: &Spawner, admin_fd: RawFd, next_id: u64, timeout: Duration) -> Result<Self> {
+    fn start(spawner: &Spawner, admin_fd: RawFd, next_id: u64, target: usize, timeout: Duration) -> Result<Self> {
         let (ours, theirs) = UnixStream::pair().context("creating the upgrade channel")?;
         let (listen_fd, chan_fd) = (spawner.listen_fd(), theirs.as_raw_fd());
         let mut cmd = Command::new(spawner.exe());
@@ -162,6 +169,7 @@ impl Upgrade {
             .env(ENV_LISTEN_FD, listen_fd.to_string())
             .env(ENV_ADMIN_FD, admin_fd.to_string())
             .env(ENV_NEXT_ID, next_id.to_string())
+            .env(ENV_TARGET, target.to_string())
             .stdin(Stdio::null());
         for var in OLD_MASTER_ONLY_ENV {
             cmd.env_remove(var);
@@ -286,7 +294,7 @@ impl Master<'_> {
             log(&format!("SIGUSR2 ignored: {why}"));
             return;
         }
-        match Upgrade::start(&self.spawner, self.admin_fd, self.next_id, self.cli.upgrade_timeout) {
+        match Upgrade::start(&self.spawner, self.admin_fd, self.next_id, self.target, self.cli.upgrade_timeout) {
             Ok(u) => {
                 log(&format!(
                     "upgrade begin: new master pid {} started (exec {}); it has {:?} to get {} workers ready",
