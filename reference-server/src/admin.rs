@@ -5,7 +5,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::{Duration, Instant};
 
 /// What the admin routes read from.
@@ -94,12 +94,26 @@ struct Conn {
 pub struct AdminServer {
     listener: TcpListener,
     conns: Vec<Conn>,
+    /// False once a binary upgrade handed over: the new master answers on
+    /// the same (inherited) listener, and the old one only finishes what it
+    /// accepted, so /metrics and /workers never come from a leaving master.
+    accepting: bool,
 }
 
 impl AdminServer {
     pub fn new(listener: TcpListener) -> std::io::Result<Self> {
         listener.set_nonblocking(true)?;
-        Ok(Self { listener, conns: Vec::new() })
+        Ok(Self { listener, conns: Vec::new(), accepting: true })
+    }
+
+    /// The listener's fd, for a new master to inherit (binary upgrade).
+    pub fn listener_fd(&self) -> RawFd {
+        self.listener.as_raw_fd()
+    }
+
+    /// Leave new connections to another process sharing the listener.
+    pub fn stop_accepting(&mut self) {
+        self.accepting = false;
     }
 
     /// Fds to poll and whether each wants to write.
@@ -116,7 +130,7 @@ impl AdminServer {
 
     /// A new connection can be taken: a free place, or one to evict.
     fn has_room(&self) -> bool {
-        self.conns.len() < MAX_CONNS || self.oldest_waiting().is_some()
+        self.accepting && (self.conns.len() < MAX_CONNS || self.oldest_waiting().is_some())
     }
 
     /// The connection that has waited longest without sending a whole

@@ -3,6 +3,7 @@
 //! through the environment (see `worker::WorkerEnv`).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -114,6 +115,18 @@ pub struct Cli {
     /// that stalls for 1 s is ended at once (docs/CLUSTER.md, drain rules).
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub body_timeout: Duration,
+
+    /// Write the current master's pid (or the single process's) to this file,
+    /// atomically (write + rename). After a binary upgrade (SIGUSR2) the new
+    /// master rewrites it once it has taken over; a master removes it at its
+    /// exit if it still holds its own pid.
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
+
+    /// Binary upgrade (SIGUSR2): how long the new master has to get every
+    /// worker ready; after that the old master kills it and keeps serving.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub upgrade_timeout: Duration,
 
     /// TEST ONLY: drain by dropping every connection at once (the bug the
     /// harness must catch).

@@ -11,6 +11,7 @@ pub mod listen;
 pub mod live;
 pub mod master;
 pub mod metrics;
+pub mod pid_file;
 pub mod routes;
 pub mod shop;
 pub mod single;
@@ -67,9 +68,23 @@ pub fn run(cli: &cli::Cli) -> Result<u8> {
         log(&warning);
     }
     match cli.cluster_size() {
-        None => single::run(cli),
+        None => with_pid_file(cli, single::run),
         Some(n) => master::run(cli, n),
     }
+}
+
+/// Run `f` with `--pid-file` (if given) naming this process meanwhile. The
+/// master writes its own (a new master only once it has taken over).
+fn with_pid_file(cli: &cli::Cli, f: impl FnOnce(&cli::Cli) -> Result<u8>) -> Result<u8> {
+    let pid = std::process::id();
+    if let Some(path) = &cli.pid_file {
+        startup(pid_file::write(path, pid))?;
+    }
+    let result = f(cli);
+    if let Some(path) = &cli.pid_file {
+        pid_file::remove_if_ours(path, pid);
+    }
+    result
 }
 
 /// The exit code for an error returned by [`run`].

@@ -261,23 +261,6 @@ fn item6_a_request_outliving_the_drain_timeout_gets_its_worker_killed_at_the_tim
     assert_eq!(server.metric("reference_drain_timeouts_total"), 1.0);
 }
 
-/// Replace the 16 hex digits after `RSBUILDID=` with `new_id`.
-fn patch_build_id(bytes: &mut [u8], new_id: &str) -> String {
-    let marker = b"RSBUILDID=";
-    let at = bytes
-        .windows(marker.len() + 17)
-        .position(|w| {
-            w.starts_with(marker)
-                && w[marker.len()..marker.len() + 16].iter().all(u8::is_ascii_hexdigit)
-                && w[marker.len() + 16] == b';'
-        })
-        .expect("no build id marker in the binary")
-        + marker.len();
-    let old = String::from_utf8_lossy(&bytes[at..at + 16]).into_owned();
-    bytes[at..at + 16].copy_from_slice(new_id.as_bytes());
-    old
-}
-
 #[test]
 fn item7_binary_replaced_on_disk_then_sighup_runs_the_new_build() {
     let dir = tempfile::tempdir().unwrap();
@@ -287,7 +270,7 @@ fn item7_binary_replaced_on_disk_then_sighup_runs_the_new_build() {
     let before = get_new_conn(server.public, "/version").unwrap().json();
     let mut bytes = std::fs::read(&exe).unwrap();
     let new_id = if before["build_id"] == "0123456789abcdef" { "fedcba9876543210" } else { "0123456789abcdef" };
-    let old_id = patch_build_id(&mut bytes, new_id);
+    let old_id = common::patch_build_id(&mut bytes, new_id);
     assert_eq!(before["build_id"], old_id.as_str());
     let staged = dir.path().join("reference-server.new");
     std::fs::write(&staged, &bytes).unwrap();

@@ -1,6 +1,7 @@
 //! The server under systemd without systemd (issue 19): socket activation (`LISTEN_FDS`/`LISTEN_PID`, a listener
 //! the test holds, as systemd does, so connections queue across a full restart of the master) and the notify
-//! socket (`NOTIFY_SOCKET`, `WATCHDOG_USEC`): which messages the master sends, and in what order.
+//! socket (`NOTIFY_SOCKET`, `WATCHDOG_USEC`): which messages the master sends, and in what order; both across a
+//! SIGUSR2 master upgrade too.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -114,35 +115,65 @@ fn socket_activation_refuses_a_socket_that_is_not_a_tcp_listener() {
     assert!(stderr.contains("must be a listening TCP socket"), "{stderr}");
 }
 
-/// Every datagram the server sends to the notify socket, with when it came.
+/// One notify datagram: when it came, what it said, who sent it.
+struct Datagram {
+    at: Instant,
+    text: String,
+    sender: Option<i32>,
+}
+
+/// Every datagram the server sends to the notify socket, with when it came
+/// and the sender's pid (SO_PASSCRED, as systemd reads it to apply
+/// `NotifyAccess=`).
 struct NotifySink {
-    got: Arc<Mutex<Vec<(Instant, String)>>>,
+    got: Arc<Mutex<Vec<Datagram>>>,
     path: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl NotifySink {
     fn new() -> Self {
+        use nix::sys::socket::{
+            ControlMessageOwned, MsgFlags, UnixAddr, UnixCredentials, recvmsg, setsockopt, sockopt,
+        };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify.sock");
         let sock = UnixDatagram::bind(&path).unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-        let got: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
+        setsockopt(&sock, sockopt::PassCred, &true).unwrap();
+        let got: Arc<Mutex<Vec<Datagram>>> = Arc::default();
         let sink = Arc::clone(&got);
         // Ends when the test process does; the socket file goes with the dir.
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             loop {
-                if let Ok(n) = sock.recv(&mut buf) {
-                    sink.lock().unwrap().push((Instant::now(), String::from_utf8_lossy(&buf[..n]).into_owned()));
-                }
+                let mut cmsg = nix::cmsg_space!(UnixCredentials);
+                let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+                let Ok(msg) = recvmsg::<UnixAddr>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
+                else {
+                    continue;
+                };
+                let n = msg.bytes;
+                let pid = msg.cmsgs().ok().and_then(|mut c| {
+                    c.find_map(|c| match c {
+                        ControlMessageOwned::ScmCredentials(cred) => Some(cred.pid()),
+                        _ => None,
+                    })
+                });
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                sink.lock().unwrap().push(Datagram { at: Instant::now(), text, sender: pid });
             }
         });
         Self { got, path, _dir: dir }
     }
 
+    /// Each datagram with its sender's pid.
+    fn from(&self) -> Vec<(String, Option<i32>)> {
+        self.got.lock().unwrap().iter().map(|d| (d.text.clone(), d.sender)).collect()
+    }
+
     fn messages(&self) -> Vec<String> {
-        self.got.lock().unwrap().iter().map(|(_, m)| m.clone()).collect()
+        self.got.lock().unwrap().iter().map(|d| d.text.clone()).collect()
     }
 
     /// The state changes, in order, without the watchdog and status lines.
@@ -202,9 +233,88 @@ fn sd_notify_ready_reloading_stopping_status_and_watchdog_in_order() {
     let reloading = sink.messages().into_iter().find(|m| m.contains("RELOADING=1")).unwrap();
     assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
     let pings: Vec<Instant> =
-        sink.got.lock().unwrap().iter().filter(|(_, m)| m.contains("WATCHDOG=1")).map(|(t, _)| *t).collect();
+        sink.got.lock().unwrap().iter().filter(|d| d.text.contains("WATCHDOG=1")).map(|d| d.at).collect();
     let longest = pings.windows(2).map(|w| w[1] - w[0]).max().unwrap();
     // Half the interval is the schedule; the full interval is what systemd
     // would kill at. Generous for a busy machine, still far from "never".
     assert!(longest < Duration::from_secs(2), "a watchdog gap of {longest:?}");
+}
+
+#[test]
+fn sd_notify_across_a_master_upgrade_the_old_master_names_the_new_main_pid_and_never_says_stopping() {
+    let sink = NotifySink::new();
+    let path = sink.path.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("master.pid");
+    let args = ["--workers", "2", "--on-sigterm", "stop", "--pid-file", pid_file.to_str().unwrap()];
+    let mut server = Server::start_with(Path::new(BIN), &args, move |cmd| {
+        cmd.env("NOTIFY_SOCKET", &path).env("WATCHDOG_USEC", "200000");
+    });
+    sink.wait_for("READY=1", 1);
+    let old = server.pid();
+    server.signal("SIGUSR2");
+    assert_eq!(server.wait_exit(LONG).expect("the old master never exited after SIGUSR2").code(), Some(0));
+    let new: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    sink.wait_for("READY=1", 2);
+
+    let from = sink.from();
+    let mainpid = format!("MAINPID={new}");
+    // The main pid (still the old master) says who the main pid is now:
+    // what NotifyAccess=main accepts. Only then does the new master speak.
+    let handed = from.iter().position(|(m, _)| m.contains(&mainpid)).expect("no MAINPID= for the new master");
+    assert_eq!(from[handed].1, Some(old), "MAINPID= not sent by the old master: {from:?}");
+    let first_new = from.iter().position(|(_, pid)| *pid == Some(new)).unwrap();
+    assert!(handed < first_new, "the new master spoke before it was the main pid: {from:?}");
+    assert!(from[first_new].0.contains("READY=1") && from[first_new].0.contains(&mainpid), "{from:?}");
+    // The leaving master never says STOPPING=1 (the service is not stopping).
+    assert!(!sink.states().contains(&"STOPPING=1".to_string()), "{from:?}");
+    assert!(
+        from[handed + 1..].iter().all(|(_, pid)| *pid != Some(old)),
+        "the old master spoke after handing over: {from:?}"
+    );
+    // The watchdog is fed by the new master now.
+    let until = Instant::now() + LONG;
+    while sink.from().iter().filter(|(m, pid)| *pid == Some(new) && m.contains("WATCHDOG=1")).count() < 3 {
+        assert!(Instant::now() < until, "the new master does not ping the watchdog: {:?}", sink.from());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // The new master, not our child, stops like any main pid.
+    common::signal(new, "SIGTERM");
+    sink.wait_for("STOPPING=1", 1);
+    let until = Instant::now() + LONG;
+    while common::alive(new) || !server.leftovers().is_empty() {
+        assert!(Instant::now() < until, "the new master or its workers outlived SIGTERM; log:\n{}", server.dump());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_master_upgrade_under_socket_activation_hands_fd_3_over_and_serves_on() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("master.pid");
+    let mut server = start_activated(&listener, &["--workers", "1", "--pid-file", pid_file.to_str().unwrap()]);
+    server.wait_ready(1);
+    // Unlike systemd, the test lets its copy go: only the server holds the
+    // socket now, so the upgrade has to pass it on.
+    drop(listener);
+    let mark = server.mark();
+    server.signal("SIGUSR2");
+    assert_eq!(server.wait_exit(LONG).expect("the old master never exited after SIGUSR2").code(), Some(0));
+    let inherited = server.expect_log(mark, "the new master's listener", |l| l.contains("listening on "), LONG);
+    assert!(inherited.text.contains(&format!("listening on {addr} (inherited from master pid")), "{}", inherited.text);
+    let new: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    // The new master never sees the activation variables (they named the old one).
+    let environ = std::fs::read(format!("/proc/{new}/environ")).unwrap();
+    assert!(!environ.split(|&b| b == 0).any(|kv| kv.starts_with(b"LISTEN_")), "the new master got LISTEN_*");
+    server.wait_ready(1);
+    assert_eq!(get_new_conn(addr, "/healthz").unwrap().status, 200);
+    common::signal(new, "SIGINT");
+    let until = Instant::now() + LONG;
+    while common::alive(new) || !server.leftovers().is_empty() {
+        assert!(Instant::now() < until, "the new master or its workers outlived SIGINT; log:\n{}", server.dump());
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

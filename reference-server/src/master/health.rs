@@ -219,7 +219,7 @@ pub(super) fn fold(metrics: &Metrics, slot: usize, last: &mut Counters, counters
     *last = Counters { requests: last.requests.max(counters.requests), ..counters };
 }
 
-fn describe_status(s: ExitStatus) -> String {
+pub(super) fn describe_status(s: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (s.code(), s.signal()) {
         (Some(c), _) => format!("exit code {c}"),

@@ -16,10 +16,11 @@ pub mod rolling;
 pub mod signals;
 pub mod spawn;
 mod sticky;
+mod upgrade;
 mod view;
 
 use std::net::TcpListener;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -76,15 +77,33 @@ pub fn run(cli: &Cli, workers: usize) -> Result<u8> {
     if cli.unsafe_reuseport && cli.balance == Balance::Sticky {
         return Err(StartupError(anyhow!("--unsafe-reuseport needs --balance shared (workers accept)")).into());
     }
-    let (listener, activated) = if cli.unsafe_reuseport {
-        (startup(listen::bind_reuseport_unlistened(cli.listen))?, false)
-    } else {
-        startup(listen::public(cli.listen, cli.backlog))?
+    // A new master started by a binary upgrade (SIGUSR2) takes both
+    // listeners over from the old one instead of binding them.
+    let inherited = startup(upgrade::Inherited::from_env())?;
+    let mut shop_args = cli.shop.clone();
+    let mut workers = workers;
+    let (listener, admin_listener, origin, handover, next_id) = match inherited {
+        Some(i) => {
+            workers = i.target.unwrap_or(workers);
+            // The old master's workers are serving from the store right now.
+            shop_args.reset_db = false;
+            let origin = format!(" (inherited from master pid {})", i.handover.old_pid);
+            (i.listener, i.admin, origin, Some(i.handover), i.next_id)
+        }
+        None => {
+            let (listener, activated) = if cli.unsafe_reuseport {
+                (startup(listen::bind_reuseport_unlistened(cli.listen))?, false)
+            } else {
+                startup(listen::public(cli.listen, cli.backlog))?
+            };
+            let admin_listener = startup(listen::bind_admin(cli.admin, cli.listen))?;
+            let origin = if activated { " (socket activation)" } else { "" };
+            (listener, admin_listener, origin.to_string(), None, 1)
+        }
     };
-    let admin_listener = startup(listen::bind_admin(cli.admin, cli.listen))?;
     let public = startup(listener.local_addr().context("reading the public address"))?;
     let admin_addr = startup(admin_listener.local_addr().context("reading the admin address"))?;
-    startup(shop::prepare(&cli.shop).context("preparing the shop store"))?;
+    startup(shop::prepare(&shop_args).context("preparing the shop store"))?;
     let signals = startup(SignalInbox::install())?;
     let sticky = match cli.balance {
         Balance::Shared => None,
@@ -97,10 +116,13 @@ pub fn run(cli: &Cli, workers: usize) -> Result<u8> {
     };
     let spawner = startup(Spawner::new(&listener, sticky.is_some()))?;
     let mut admin = startup(AdminServer::new(admin_listener).context("setting up the admin server"))?;
-    let notify = startup(Notify::from_env().context("reading NOTIFY_SOCKET"))?;
+    let mut notify = startup(Notify::from_env().context("reading NOTIFY_SOCKET"))?;
+    if handover.is_some() {
+        // Not the service's main pid until the old master hands over.
+        notify.hold();
+    }
     log(&format!(
-        "listening on {public}{}, admin on {admin_addr}, {workers} workers, balance {}, version {} build {}",
-        if activated { " (socket activation)" } else { "" },
+        "listening on {public}{origin}, admin on {admin_addr}, {workers} workers, balance {}, version {} build {}",
         if sticky.is_some() { "sticky" } else { "shared" },
         build_info::VERSION,
         build_info::build_id()
@@ -111,20 +133,30 @@ pub fn run(cli: &Cli, workers: usize) -> Result<u8> {
         workers: Vec::new(),
         slots: Vec::new(),
         target: workers.max(1),
-        next_id: 1,
+        next_id,
         metrics: Metrics::new(),
         rolling: None,
         stop: None,
         sticky,
         orphans: Vec::new(),
         notify,
+        admin_fd: admin.listener_fd(),
+        upgrade: None,
+        handover,
+        handed_over: false,
     };
     for slot in 0..master.target {
         master.slots.push(Slot::default());
         // A binary that cannot even be exec'd is a start-up error.
         startup(master.spawn(slot))?;
     }
+    if master.handover.is_none() {
+        startup(cli.pid_file.as_deref().map_or(Ok(()), |p| crate::pid_file::write(p, std::process::id())))?;
+    }
     let code = master.run_loop(&signals, &mut admin);
+    if let Some(path) = &cli.pid_file {
+        crate::pid_file::remove_if_ours(path, std::process::id());
+    }
     // The listener lives until every worker is gone (they hold copies anyway).
     drop(listener);
     code
@@ -155,6 +187,14 @@ struct Master<'a> {
     orphans: Vec<(OwnedFd, u64)>,
     /// The supervisor's notify socket and watchdog (systemd), if any.
     notify: Notify,
+    /// The admin listener's fd, for a new master to inherit (SIGUSR2).
+    admin_fd: RawFd,
+    /// Binary upgrade, old master's side: the new master it started.
+    upgrade: Option<upgrade::Upgrade>,
+    /// Binary upgrade, new master's side: until the old one handed over.
+    handover: Option<upgrade::Handover>,
+    /// This master handed over to a new one and is on its way out.
+    handed_over: bool,
 }
 
 impl Master<'_> {
@@ -171,6 +211,9 @@ impl Master<'_> {
                 }
                 for sock in self.handoff_blocked() {
                     fds.push(PollFd::new(sock, PollFlags::POLLOUT));
+                }
+                for chan in self.upgrade_fds() {
+                    fds.push(PollFd::new(chan, PollFlags::POLLIN));
                 }
                 for (fd, wants_write) in admin.poll_fds() {
                     let flags = if wants_write { PollFlags::POLLIN | PollFlags::POLLOUT } else { PollFlags::POLLIN };
@@ -189,6 +232,10 @@ impl Master<'_> {
             self.read_ipc();
             self.reap();
             self.timers();
+            self.upgrade_turn();
+            if self.handed_over {
+                admin.stop_accepting();
+            }
             if self.stop.is_none() {
                 self.roll();
                 self.reconcile();
@@ -235,6 +282,9 @@ impl Master<'_> {
         if let Some(at) = self.notify.next_due() {
             next = next.min(at);
         }
+        if let Some(at) = self.upgrade_due() {
+            next = next.min(at);
+        }
         for w in self.workers.iter().filter(|w| w.killed.is_none()) {
             let due = match w.phase {
                 Phase::Starting => w.started + self.start_timeout(),
@@ -275,6 +325,7 @@ impl Master<'_> {
                 OnSigterm::Stop => self.stop_graceful(exit::OK),
             },
             Signal::SIGHUP => self.begin_rolling("SIGHUP"),
+            Signal::SIGUSR2 => self.begin_upgrade(),
             Signal::SIGTTIN => {
                 self.target += n;
                 log(&format!("worker count now {}", self.target));
@@ -294,6 +345,7 @@ impl Master<'_> {
         }
         log(&format!("stopping: draining every worker (drain timeout {:?})", self.cli.drain_timeout));
         self.stop = Some(Stop { immediate: false, code });
+        self.abandon_upgrade("stopping");
         if self.rolling.take().is_some() {
             log("rolling restart abandoned: stopping");
         }
@@ -309,6 +361,7 @@ impl Master<'_> {
         let code = self.stop.map_or(exit::OK, |s| s.code);
         self.stop = Some(Stop { immediate: true, code });
         self.rolling = None;
+        self.abandon_upgrade("stopping now");
         for w in self.workers.iter_mut().filter(|w| w.killed.is_none()) {
             w.kill(Kill::Immediate);
         }
@@ -324,6 +377,10 @@ impl Master<'_> {
         }
         if self.rolling.is_some() {
             log(&format!("{why} ignored: a rolling restart is already in progress"));
+            return;
+        }
+        if let Some(u) = &self.upgrade {
+            log(&format!("{why} ignored: a master upgrade is in progress (new master pid {})", u.pid));
             return;
         }
         let mut old: Vec<&Worker> = self.workers.iter().filter(|w| w.is_live()).collect();

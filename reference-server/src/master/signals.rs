@@ -10,17 +10,18 @@ use nix::fcntl::OFlag;
 use nix::sys::signal::Signal;
 
 /// The signals the master acts on, in the order it handles a batch.
-pub const HANDLED: [Signal; 7] = [
+pub const HANDLED: [Signal; 8] = [
     Signal::SIGQUIT,
     Signal::SIGINT,
     Signal::SIGTERM,
     Signal::SIGHUP,
+    Signal::SIGUSR2,
     Signal::SIGTTIN,
     Signal::SIGTTOU,
     Signal::SIGCHLD,
 ];
 
-static COUNTS: [AtomicUsize; 7] = [const { AtomicUsize::new(0) }; 7];
+static COUNTS: [AtomicUsize; HANDLED.len()] = [const { AtomicUsize::new(0) }; HANDLED.len()];
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 
 pub struct SignalInbox {

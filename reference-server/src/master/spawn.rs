@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, Result};
@@ -35,6 +35,21 @@ impl Spawner {
         Ok(Self { exe, args: std::env::args_os().skip(1).collect(), listen_fd: listener.as_raw_fd(), sticky })
     }
 
+    /// The binary's path, as resolved at start-up.
+    pub fn exe(&self) -> &Path {
+        &self.exe
+    }
+
+    /// The master's own arguments, which workers and a new master get.
+    pub fn args(&self) -> &[OsString] {
+        &self.args
+    }
+
+    /// The public listener's fd.
+    pub fn listen_fd(&self) -> RawFd {
+        self.listen_fd
+    }
+
     /// Start worker `id` in `slot`. Returns the child, the master's end of
     /// its IPC socket and, when sticky, of its hand-off socket (both
     /// close-on-exec, so later workers never inherit them).
@@ -57,7 +72,7 @@ impl Spawner {
             .env(ENV_SLOT, slot.to_string())
             .env(ENV_IPC_FD, ipc_fd.to_string())
             .stdin(Stdio::null());
-        for var in crate::systemd::MASTER_ONLY_ENV {
+        for var in crate::systemd::MASTER_ONLY_ENV.iter().chain(&super::upgrade::ENV) {
             cmd.env_remove(var);
         }
         if handoff.is_some() {
@@ -65,24 +80,31 @@ impl Spawner {
         } else {
             cmd.env(ENV_LISTEN_FD, listen_fd.to_string());
         }
-        // SAFETY: between fork and exec only async-signal-safe calls are
-        // allowed; fcntl(2) is one, and the closure allocates nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                for fd in [listen_fd, ipc_fd, handoff_fd].into_iter().filter(|&fd| fd >= 0) {
-                    let flags = libc::fcntl(fd, libc::F_GETFD);
-                    if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
+        keep_across_exec(&mut cmd, [listen_fd, ipc_fd, handoff_fd]);
         let child = cmd.spawn().with_context(|| format!("starting worker {id}: exec {}", self.exe.display()))?;
         // The child has its copy; ours must go, or the worker never sees EOF
         // when the master dies.
         drop(theirs);
         ours.set_nonblocking(true).context("making the IPC socket non-blocking")?;
         Ok((child, ours, handoff.map(|(ours, _theirs)| ours)))
+    }
+}
+
+/// Let `cmd`'s child inherit `fds` (-1: none) across its exec by clearing
+/// close-on-exec on just those, after the fork: everything else this process
+/// holds stays close-on-exec.
+pub fn keep_across_exec(cmd: &mut Command, fds: [RawFd; 3]) {
+    // SAFETY: between fork and exec only async-signal-safe calls are
+    // allowed; fcntl(2) is one, and the closure allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            for fd in fds.into_iter().filter(|&fd| fd >= 0) {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
     }
 }

@@ -5,8 +5,8 @@
 //!
 //! Workers take orders over IPC, not signals: `shutdown` or the loss of the
 //! IPC channel (the master died) both mean drain and exit. Terminal signals
-//! (SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU) are ignored, being meant for
-//! the master; a SIGTERM sent to the worker itself drains it like `shutdown`
+//! (SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU) and SIGUSR2 are ignored, being
+//! meant for the master; a SIGTERM sent to the worker itself drains it like `shutdown`
 //! and tells the master (`draining`), which replaces it at once: a drain,
 //! not a crash.
 
@@ -83,7 +83,9 @@ impl WorkerEnv {
 /// them; a worker must not die of a Ctrl-C meant for the master.
 fn ignore_group_signals() -> Result<()> {
     use nix::sys::signal::{SigHandler, Signal, signal};
-    for sig in [Signal::SIGINT, Signal::SIGQUIT, Signal::SIGHUP, Signal::SIGTTIN, Signal::SIGTTOU] {
+    // SIGUSR2 (the master's binary upgrade) too: its default action is to
+    // terminate, and `systemctl kill -s USR2` signals every process of a unit.
+    for sig in [Signal::SIGINT, Signal::SIGQUIT, Signal::SIGHUP, Signal::SIGUSR2, Signal::SIGTTIN, Signal::SIGTTOU] {
         // SAFETY: SIG_IGN installs no handler code.
         unsafe { signal(sig, SigHandler::SigIgn) }.context("ignoring terminal signals")?;
     }

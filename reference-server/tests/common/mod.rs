@@ -611,3 +611,38 @@ pub fn copy_binary(dir: &Path) -> PathBuf {
     std::fs::copy(BIN, &dest).unwrap();
     dest
 }
+
+/// Replace the 16 hex digits after `RSBUILDID=` with `new_id`; returns the
+/// old id.
+pub fn patch_build_id(bytes: &mut [u8], new_id: &str) -> String {
+    let marker = b"RSBUILDID=";
+    let at = bytes
+        .windows(marker.len() + 17)
+        .position(|w| {
+            w.starts_with(marker)
+                && w[marker.len()..marker.len() + 16].iter().all(u8::is_ascii_hexdigit)
+                && w[marker.len() + 16] == b';'
+        })
+        .expect("no build id marker in the binary")
+        + marker.len();
+    let old = String::from_utf8_lossy(&bytes[at..at + 16]).into_owned();
+    bytes[at..at + 16].copy_from_slice(new_id.as_bytes());
+    old
+}
+
+/// Deploy `bytes` as the executable `exe` the way a deploy should: write a
+/// staged file next to it, then rename it over (the running file's inode
+/// stays intact for the processes that have it open).
+pub fn deploy(exe: &Path, bytes: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    let staged = exe.with_extension("new");
+    std::fs::write(&staged, bytes).unwrap();
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&staged, exe).unwrap();
+}
+
+/// The parent pid of `pid`, from /proc/PID/stat (None once it is gone).
+pub fn ppid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse().ok()
+}
