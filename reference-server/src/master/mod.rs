@@ -82,6 +82,9 @@ pub fn run(cli: &Cli, workers: usize) -> Result<u8> {
         startup(listen::public(cli.listen, cli.backlog))?
     };
     let admin_listener = startup(listen::bind_admin(cli.admin, cli.listen))?;
+    // Every worker loads the pair itself; checked here too so that a bad
+    // pair is one start-up error, not a crash loop of fresh workers.
+    let https = startup(cli.tls().context("loading the TLS certificate and key"))?.is_some();
     let public = startup(listener.local_addr().context("reading the public address"))?;
     let admin_addr = startup(admin_listener.local_addr().context("reading the admin address"))?;
     startup(shop::prepare(&cli.shop).context("preparing the shop store"))?;
@@ -99,8 +102,9 @@ pub fn run(cli: &Cli, workers: usize) -> Result<u8> {
     let mut admin = startup(AdminServer::new(admin_listener).context("setting up the admin server"))?;
     let notify = startup(Notify::from_env().context("reading NOTIFY_SOCKET"))?;
     log(&format!(
-        "listening on {public}{}, admin on {admin_addr}, {workers} workers, balance {}, version {} build {}",
+        "listening on {public}{}{}, admin on {admin_addr}, {workers} workers, balance {}, version {} build {}",
         if activated { " (socket activation)" } else { "" },
+        if https { " (https)" } else { "" },
         if sticky.is_some() { "sticky" } else { "shared" },
         build_info::VERSION,
         build_info::build_id()
