@@ -60,6 +60,17 @@ pub struct Cli {
     #[arg(long, default_value_t = 4096)]
     pub backlog: i32,
 
+    /// HTTPS on the public address: the PEM certificate chain, leaf first
+    /// (needs --tls-key). Every worker reads it when it starts, so a rolling
+    /// restart serves the file on disk then (certificate rotation). ALPN
+    /// http/1.1; the admin address stays plain HTTP.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Connection balancing: `shared` listener (default) or `sticky`
     /// (master-accepted, a client IP keeps its worker slot; docs/CLUSTER.md).
     #[arg(long, value_enum, default_value_t = Balance::Shared)]
@@ -165,6 +176,12 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// The TLS acceptor for `--tls-cert`/`--tls-key`, loaded from disk now;
+    /// None for plain HTTP.
+    pub fn tls(&self) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+        crate::tls::from_flags(self.tls_cert.as_deref(), self.tls_key.as_deref())
+    }
+
     /// Worker count, or None for single-process mode.
     pub fn cluster_size(&self) -> Option<usize> {
         if self.single {

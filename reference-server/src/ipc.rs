@@ -31,6 +31,12 @@ pub enum WorkerMsg {
     Draining {
         reason: String,
     },
+    /// Could not start (e.g. the TLS certificate on disk does not load);
+    /// the worker exits next. The master keeps the reason for its crash-loop
+    /// and rolling-restart lines.
+    Failed {
+        error: String,
+    },
     /// Drain finished: every connection closed; the worker exits next.
     Drained {
         counters: Counters,

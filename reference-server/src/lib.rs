@@ -16,6 +16,7 @@ pub mod routes;
 pub mod shop;
 pub mod single;
 pub mod systemd;
+pub mod tls;
 pub mod worker;
 
 use anyhow::Result;

@@ -34,6 +34,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
     }
     let (listener, _activated) = startup(listen::public(cli.listen, cli.backlog))?;
     let admin_listener = startup(listen::bind_admin(cli.admin, cli.listen))?;
+    let tls = startup(cli.tls().context("loading the TLS certificate and key"))?;
     startup(shop::prepare(&cli.shop).context("preparing the shop store"))?;
     let shop = startup(shop::open(&cli.shop).context("opening the shop store"))?;
     let public = startup(listener.local_addr().context("reading the public address"))?;
@@ -84,12 +85,13 @@ pub fn run(cli: &Cli) -> Result<u8> {
             unsafe_close_idle: cli.unsafe_close_idle,
         };
         log(&format!(
-            "pid {} listening on {public}, admin on {admin_addr}, version {} build {}",
+            "pid {} listening on {public}{}, admin on {admin_addr}, version {} build {}",
             std::process::id(),
+            if tls.is_some() { " (https)" } else { "" },
             build_info::VERSION,
             build_info::build_id()
         ));
-        let took = serve(listener, app, shared, cfg, drain).await;
+        let took = serve(listener, app, shared, cfg, tls, drain).await;
         log(&format!("drained in {} ms; exit 0", took.as_millis()));
         Ok(exit::OK)
     })

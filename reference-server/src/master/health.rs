@@ -33,6 +33,10 @@ impl Master<'_> {
             }
             Verdict::GiveUp => {
                 let crashes = s.crashes.early_crashes;
+                let cause = match s.last_failure.take() {
+                    Some(why) => format!(" (last failure: {why})"),
+                    None => String::new(),
+                };
                 // A replacement that cannot start (a broken binary deployed
                 // by a rolling restart) while the old worker still serves its
                 // slot: abandon the deploy, keep serving on the old workers.
@@ -40,7 +44,7 @@ impl Master<'_> {
                 if old_serves && self.rolling.is_some() {
                     log(&format!(
                         "rolling restart aborted: the replacement in slot {slot} crashed {crashes} times in a row \
-                         within {:?} of starting; the old workers keep serving",
+                         within {:?} of starting{cause}; the old workers keep serving",
                         cli.min_uptime
                     ));
                     self.rolling = None;
@@ -51,7 +55,7 @@ impl Master<'_> {
                     return;
                 }
                 log(&format!(
-                    "giving up: slot {slot} crashed {crashes} times in a row within {:?} of starting",
+                    "giving up: slot {slot} crashed {crashes} times in a row within {:?} of starting{cause}",
                     cli.min_uptime
                 ));
                 self.stop_graceful(exit::GAVE_UP);
@@ -85,6 +89,7 @@ impl Master<'_> {
                         fold(&self.metrics, w.slot, &mut w.counters, counters);
                     }
                     WorkerMsg::Draining { reason } => self_drain(&self.metrics, w, &reason, drain_timeout),
+                    WorkerMsg::Failed { error } => note_failure(&mut self.slots, w, error),
                     WorkerMsg::Drained { counters, drain_ms } => {
                         fold(&self.metrics, w.slot, &mut w.counters, counters);
                         // A worker too old to send `draining` still says `drained`.
@@ -129,6 +134,7 @@ impl Master<'_> {
                     self_drain(&self.metrics, &mut w, "unknown", self.cli.drain_timeout);
                 }
                 WorkerMsg::Draining { reason } => self_drain(&self.metrics, &mut w, &reason, self.cli.drain_timeout),
+                WorkerMsg::Failed { error } => note_failure(&mut self.slots, &w, error),
                 WorkerMsg::Ready { .. } => {}
             }
         }
@@ -182,6 +188,7 @@ impl Master<'_> {
                     w.stable = true;
                     if let Some(s) = self.slots.get_mut(w.slot) {
                         s.crashes.on_stable();
+                        s.last_failure = None;
                     }
                 }
                 Phase::Draining { deadline, .. } if now >= deadline => {
@@ -206,6 +213,15 @@ fn self_drain(metrics: &Metrics, w: &mut Worker, reason: &str, drain_timeout: Du
     w.drains_itself(reason, drain_timeout);
     metrics.restart(Reason::Sigterm);
     wlog(w, &format!("draining on its own ({reason}); starting its replacement"));
+}
+
+/// A worker said why it cannot start: logged now, and kept on its slot for
+/// the crash-loop lines (the abort of a rolling restart names it).
+fn note_failure(slots: &mut [super::pool::Slot], w: &Worker, error: String) {
+    wlog(w, &format!("failed to start: {error}"));
+    if let Some(s) = slots.get_mut(w.slot) {
+        s.last_failure = Some(error);
+    }
 }
 
 /// Fold a worker's cumulative counters into the cluster totals as a delta,

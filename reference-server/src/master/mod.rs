@@ -101,6 +101,9 @@ pub fn run(cli: &Cli, workers: usize) -> Result<u8> {
             (listener, admin_listener, origin.to_string(), None, 1)
         }
     };
+    // Every worker loads the pair itself; checked here too so that a bad
+    // pair is one start-up error, not a crash loop of fresh workers.
+    let https = startup(cli.tls().context("loading the TLS certificate and key"))?.is_some();
     let public = startup(listener.local_addr().context("reading the public address"))?;
     let admin_addr = startup(admin_listener.local_addr().context("reading the admin address"))?;
     startup(shop::prepare(&shop_args).context("preparing the shop store"))?;
@@ -122,7 +125,8 @@ pub fn run(cli: &Cli, workers: usize) -> Result<u8> {
         notify.hold();
     }
     log(&format!(
-        "listening on {public}{origin}, admin on {admin_addr}, {workers} workers, balance {}, version {} build {}",
+        "listening on {public}{origin}{}, admin on {admin_addr}, {workers} workers, balance {}, version {} build {}",
+        if https { " (https)" } else { "" },
         if sticky.is_some() { "sticky" } else { "shared" },
         build_info::VERSION,
         build_info::build_id()

@@ -200,4 +200,6 @@ pub struct Slot {
     pub crashes: super::backoff::CrashLoop,
     /// No respawn before this instant (crash backoff).
     pub respawn_at: Option<Instant>,
+    /// Why the slot's last worker failed to start, as it said (`failed`).
+    pub last_failure: Option<String>,
 }

@@ -17,7 +17,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 /// Per-connection bookkeeping shared by the IO wrapper and the service.
 #[derive(Debug)]
@@ -70,18 +69,21 @@ impl Drop for InFlight {
     }
 }
 
-/// A TCP stream that records when bytes last moved, and sends hyper's own
-/// error answers in the API's shape (`auto_response.rs`).
-pub struct Tracked {
-    inner: TcpStream,
+/// A stream that records when bytes last moved, and sends hyper's own
+/// error answers in the API's shape (`auto_response.rs`). Generic over the
+/// stream, not boxed: a plain connection is a `Tracked<TcpStream>` exactly as
+/// before TLS existed; a TLS one wraps the decrypted side (the rewrite works
+/// on HTTP bytes, so it must sit above TLS).
+pub struct Tracked<S> {
+    inner: S,
     state: Arc<ConnState>,
     worker_id: String,
     /// Our replacement for a hyper error answer, not yet written.
     pending: Vec<u8>,
 }
 
-impl Tracked {
-    pub fn new(inner: TcpStream, state: Arc<ConnState>, worker_id: String) -> Self {
+impl<S: AsyncRead + AsyncWrite + Unpin> Tracked<S> {
+    pub fn new(inner: S, state: Arc<ConnState>, worker_id: String) -> Self {
         state.touch();
         Self { inner, state, worker_id, pending: Vec::new() }
     }
@@ -115,7 +117,7 @@ impl Tracked {
     }
 }
 
-impl AsyncRead for Tracked {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Tracked<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
@@ -127,7 +129,7 @@ impl AsyncRead for Tracked {
     }
 }
 
-impl AsyncWrite for Tracked {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         std::task::ready!(this.poll_pending(cx))?;

@@ -105,6 +105,15 @@ fn test_ready_delay(max: Option<Duration>, id: u64) -> Option<Duration> {
     Some(Duration::from_millis(z % max_ms.saturating_add(1)))
 }
 
+/// Say `failed` (with why) to the master before exiting at start-up, so
+/// its crash-loop and rolling-restart log lines can name the cause. Best
+/// effort and blocking: the event loop is not running yet, and a master
+/// that is gone needs no reason.
+fn tell_master_failed(ipc: &OwnedFd, err: &anyhow::Error) {
+    let line = ipc::encode(&WorkerMsg::Failed { error: format!("{err:#}") });
+    let _ = nix::unistd::write(ipc, &line);
+}
+
 /// Run as a cluster worker until drained.
 pub fn run(cli: &Cli, env: WorkerEnv) -> Result<()> {
     if cli.test_crash_on_start {
@@ -116,6 +125,16 @@ pub fn run(cli: &Cli, env: WorkerEnv) -> Result<()> {
     let listen_fd = env.listen_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
     let handoff_fd = env.handoff_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
     let ipc_fd = unsafe { OwnedFd::from_raw_fd(env.ipc_fd) };
+    // The files on disk now: a rolling restart is how a new certificate is
+    // deployed. A worker that cannot load them is a broken deploy, which
+    // the master handles as a crash loop; it learns why first.
+    let tls = match cli.tls().context("loading the TLS certificate and key") {
+        Ok(tls) => tls,
+        Err(e) => {
+            tell_master_failed(&ipc_fd, &e);
+            return Err(e);
+        }
+    };
     let shop = shop::open(&cli.shop).context("opening the shop store")?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the event loop")?;
     rt.block_on(async move {
@@ -240,7 +259,7 @@ pub fn run(cli: &Cli, env: WorkerEnv) -> Result<()> {
             unsafe_drain: cli.unsafe_drain,
             unsafe_close_idle: cli.unsafe_close_idle,
         };
-        let took = serve(source, app, Arc::clone(&shared), cfg, drain).await;
+        let took = serve(source, app, Arc::clone(&shared), cfg, tls, drain).await;
         heartbeat.abort();
         let _ = heartbeat.await;
         let _ = tx.send(WorkerMsg::Drained { counters: shared.counters(), drain_ms: took.as_millis() as u64 });

@@ -17,7 +17,9 @@ use hyper::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue}
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -125,6 +127,24 @@ impl Drop for InFlightGauge {
     }
 }
 
+/// One connection counted in [`Shared::connections`] from its accept until
+/// its task ends, the TLS handshake included (a client stuck in one is
+/// visible in `/workers`).
+struct ConnGauge(Arc<Shared>);
+
+impl ConnGauge {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.connections.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(shared))
+    }
+}
+
+impl Drop for ConnGauge {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub worker_id: String,
@@ -137,12 +157,15 @@ pub struct ServeConfig {
     pub unsafe_close_idle: bool,
 }
 
-/// Serve until `drain` is cancelled, then drain. Returns how long the drain took.
+/// Serve until `drain` is cancelled, then drain. Returns how long the drain
+/// took. With `tls`, every connection is served after its handshake
+/// (`crate::tls::handshake`); the drain rules are the same.
 pub async fn serve(
     listener: impl Into<Source>,
     app: Router,
     shared: Arc<Shared>,
     cfg: ServeConfig,
+    tls: Option<TlsAcceptor>,
     drain: CancellationToken,
 ) -> Duration {
     let listener: Source = listener.into();
@@ -153,6 +176,8 @@ pub async fn serve(
     } else {
         format!("[worker {}]", cfg.worker_id)
     };
+    let unsafe_drain = cfg.unsafe_drain;
+    let conns = Conns { app, shared: Arc::clone(&shared), cfg, worker_id, drain: drain.clone(), tls };
     let mut accept_errors = AcceptErrors::default();
     loop {
         tokio::select! {
@@ -163,8 +188,7 @@ pub async fn serve(
                     if let Some(line) = accept_errors.succeeded() {
                         crate::log_line(&format!("{who} {line}"));
                     }
-                    let _ = stream.set_nodelay(true);
-                    tracker.spawn(serve_conn(stream, app.clone(), Arc::clone(&shared), cfg.clone(), worker_id.clone(), drain.clone()));
+                    conns.spawn(&tracker, stream);
                 }
                 Err(e) => {
                     // EMFILE and friends: the connection stays queued in the
@@ -185,21 +209,13 @@ pub async fn serve(
     let started = Instant::now();
     shared.draining.store(true, Ordering::SeqCst);
     for stream in listener.take_queued() {
-        let _ = stream.set_nodelay(true);
-        tracker.spawn(serve_conn(
-            stream,
-            app.clone(),
-            Arc::clone(&shared),
-            cfg.clone(),
-            worker_id.clone(),
-            drain.clone(),
-        ));
+        conns.spawn(&tracker, stream);
     }
     // Closing our copy of the shared listener loses nothing: the master and
     // the other workers hold the same socket, so its queue stays served.
     // A hand-off socket is empty now, and the master sends no more.
     drop(listener);
-    if cfg.unsafe_drain {
+    if unsafe_drain {
         return started.elapsed();
     }
     tracker.close();
@@ -207,15 +223,73 @@ pub async fn serve(
     started.elapsed()
 }
 
-async fn serve_conn(
-    stream: TcpStream,
+/// What every connection of one serving process is served with.
+struct Conns {
+    app: Router,
+    shared: Arc<Shared>,
+    cfg: ServeConfig,
+    worker_id: HeaderValue,
+    drain: CancellationToken,
+    tls: Option<TlsAcceptor>,
+}
+
+impl Conns {
+    /// Serve one accepted connection on its own task: at once when plain,
+    /// after its (bounded) handshake with TLS.
+    fn spawn(&self, tracker: &TaskTracker, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let counted = ConnGauge::new(&self.shared);
+        let (app, shared, cfg) = (self.app.clone(), Arc::clone(&self.shared), self.cfg.clone());
+        let (worker_id, drain) = (self.worker_id.clone(), self.drain.clone());
+        let Some(acceptor) = &self.tls else {
+            tracker.spawn(serve_conn(stream, counted, app, shared, cfg, worker_id, drain));
+            return;
+        };
+        let acceptor = acceptor.clone();
+        tracker.spawn(async move {
+            // A failed handshake has no request to answer: the client
+            // sees its own TLS error (bad trust, no shared version), or
+            // was idle past the handshake timeout.
+            if let Ok(tls) = crate::tls::handshake(&acceptor, stream, &drain).await {
+                serve_conn(tls, counted, app, shared, cfg, worker_id, drain).await;
+            }
+        });
+    }
+}
+
+/// How a connection's stream ends when the idle rule closes it.
+trait IdleClose {
+    /// Say so first (TLS close_notify), or just drop the socket (plain TCP:
+    /// its FIN says it; the plain path stays as it always was).
+    const CLOSE_NOTIFY: bool;
+}
+
+impl IdleClose for TcpStream {
+    const CLOSE_NOTIFY: bool = false;
+}
+
+/// Over TLS an end without close_notify reads as a truncation to the client
+/// (rustls: `UnexpectedEof`), so an idle close says it.
+impl IdleClose for tokio_rustls::server::TlsStream<TcpStream> {
+    const CLOSE_NOTIFY: bool = true;
+}
+
+/// How long an idle TLS connection may take to take its close_notify.
+const CLOSE_NOTIFY_WAIT: Duration = Duration::from_secs(1);
+
+/// One connection, plain or TLS: generic rather than boxed, so the plain
+/// path stays exactly what it was (no indirection per read or write).
+/// Responses with `Connection: close` (every one sent while draining) end
+/// with hyper's shutdown of the stream, which over TLS is close_notify.
+async fn serve_conn<S: AsyncRead + AsyncWrite + IdleClose + Unpin + Send + 'static>(
+    stream: S,
+    _counted: ConnGauge,
     app: Router,
     shared: Arc<Shared>,
     cfg: ServeConfig,
     worker_id: HeaderValue,
     drain: CancellationToken,
 ) {
-    shared.connections.fetch_add(1, Ordering::Relaxed);
     let state = ConnState::new();
     let io = TokioIo::new(Tracked::new(stream, Arc::clone(&state), cfg.worker_id.clone()));
     let svc_state = Arc::clone(&state);
@@ -262,6 +336,12 @@ async fn serve_conn(
             _ = conn.as_mut() => break,
             _ = ticker.tick() => {
                 if state.idle_expired(cfg.keepalive_timeout) {
+                    if S::CLOSE_NOTIFY {
+                        // Nothing in flight and idle, so hyper closes at
+                        // once, through the stream's shutdown: close_notify.
+                        conn.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(CLOSE_NOTIFY_WAIT, conn.as_mut()).await;
+                    }
                     break;
                 }
             }
@@ -278,7 +358,6 @@ async fn serve_conn(
             }
         }
     }
-    shared.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// One request's answer: refused by the Host check, or the app's, with

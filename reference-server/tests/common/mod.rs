@@ -1,9 +1,11 @@
 //! Helpers for the cluster tests: start the real binary on loopback port 0
 //! (kill on drop), read its lifecycle log, and a tiny blocking HTTP/1.1
-//! client for keep-alive and new-connection request loops.
+//! client for keep-alive and new-connection request loops, over plain TCP
+//! or TLS (rustls; certificates from `tls::TestPki`).
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod stores;
+pub mod tls;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -336,10 +338,52 @@ impl Resp {
     }
 }
 
+/// The bytes of one connection: plain TCP, or rustls over it (boxed: a
+/// rustls connection is large, and tests do not care about the indirection).
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
 /// One HTTP/1.1 connection.
 pub struct Conn {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+    /// Requests are written through `get_mut`: HTTP/1.1 without pipelining
+    /// never writes while a response is half read.
+    reader: BufReader<Stream>,
     pub requests: u64,
     pub opened: Instant,
     pub worker: Option<String>,
@@ -356,28 +400,85 @@ impl Conn {
     /// address in 127.0.0.0/8 is ours, which is how sticky tests get clients
     /// with different IPs).
     pub fn open_from(addr: SocketAddr, local: Option<std::net::IpAddr>) -> std::io::Result<Conn> {
-        let stream = connect_from(addr, local)?;
+        Self::connect(addr, local, None)
+    }
+
+    /// A TLS connection to `addr` with `tls` (e.g. `TestPki::client`),
+    /// handshake done, the server's name being `addr`'s IP.
+    pub fn open_tls(addr: SocketAddr, tls: &Arc<rustls::ClientConfig>) -> std::io::Result<Conn> {
+        Self::connect(addr, None, Some(tls))
+    }
+
+    /// Plain or (with `tls`) TLS, from source address `local` if given.
+    pub fn connect(
+        addr: SocketAddr,
+        local: Option<std::net::IpAddr>,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> std::io::Result<Conn> {
+        let mut stream = connect_from(addr, local)?;
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
         stream.set_nodelay(true)?;
-        Ok(Conn {
-            reader: BufReader::new(stream.try_clone()?),
-            writer: stream,
-            requests: 0,
-            opened: Instant::now(),
-            worker: None,
-        })
+        let stream = match tls {
+            None => Stream::Plain(stream),
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::from(addr.ip());
+                let mut conn = rustls::ClientConnection::new(Arc::clone(config), name)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+                while conn.is_handshaking() {
+                    conn.complete_io(&mut stream)?;
+                }
+                Stream::Tls(Box::new(rustls::StreamOwned::new(conn, stream)))
+            }
+        };
+        Ok(Conn { reader: BufReader::new(stream), requests: 0, opened: Instant::now(), worker: None })
+    }
+
+    /// The TLS session, if this is a TLS connection (peer certificate, ALPN).
+    pub fn tls(&self) -> Option<&rustls::ClientConnection> {
+        match self.reader.get_ref() {
+            Stream::Plain(_) => None,
+            Stream::Tls(s) => Some(&s.conn),
+        }
+    }
+
+    /// The server's leaf certificate (DER), on a TLS connection.
+    pub fn peer_cert(&self) -> Option<Vec<u8>> {
+        Some(self.tls()?.peer_certificates()?.first()?.to_vec())
     }
 
     /// Whether the server closes (EOF or reset) this idle connection within
-    /// `wait`, reading nothing from it.
+    /// `wait`, reading nothing from it (over TLS: no application data).
     pub fn closed_by_server_within(&mut self, wait: Duration) -> bool {
-        self.writer.set_read_timeout(Some(wait)).unwrap();
-        let seen = self.writer.peek(&mut [0u8; 1]);
-        self.writer.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let tcp = self.reader.get_ref().tcp().try_clone().unwrap();
+        tcp.set_read_timeout(Some(wait)).unwrap();
+        let seen = match self.reader.get_ref() {
+            Stream::Plain(s) => s.peek(&mut [0u8; 1]),
+            // A close_notify is bytes on the wire: ask rustls, which
+            // buffers anything that is application data.
+            Stream::Tls(_) => self.reader.fill_buf().map(<[u8]>::len),
+        };
+        tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         match seen {
             Ok(n) => n == 0,
-            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            Err(e) => matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof),
+        }
+    }
+
+    /// After a `Connection: close` response: the server's end of the
+    /// stream, which over TLS must be a close_notify (rustls reports a bare
+    /// TCP close as `UnexpectedEof`). Ok when the stream ended cleanly
+    /// with no further byte.
+    pub fn expect_clean_end(&mut self) -> std::io::Result<()> {
+        let mut rest = Vec::new();
+        self.reader.read_to_end(&mut rest)?;
+        if rest.is_empty() {
+            Ok(())
+        } else {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} bytes after the response", rest.len()),
+            ))
         }
     }
 
@@ -410,7 +511,9 @@ impl Conn {
         }
         head.push_str("\r\n");
         head.push_str(body.unwrap_or(""));
-        self.writer.write_all(head.as_bytes())?;
+        let out = self.reader.get_mut();
+        out.write_all(head.as_bytes())?;
+        out.flush()?;
         let mut line = String::new();
         if self.reader.read_line(&mut line)? == 0 {
             return Err(Error::new(ErrorKind::UnexpectedEof, "connection closed before a response"));
@@ -516,6 +619,17 @@ impl Traffic {
     /// `keepalive` threads reuse a connection until the server says close;
     /// `fresh` threads open a new connection per request. Each cycles `paths`.
     pub fn start(addr: SocketAddr, keepalive: usize, fresh: usize, paths: &[&str]) -> Traffic {
+        Self::start_tls(addr, None, keepalive, fresh, paths)
+    }
+
+    /// `start`, over TLS with `tls` when given.
+    pub fn start_tls(
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        keepalive: usize,
+        fresh: usize,
+        paths: &[&str],
+    ) -> Traffic {
         let stop = Arc::new(AtomicBool::new(false));
         let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
         let mut handles = Vec::new();
@@ -523,7 +637,8 @@ impl Traffic {
             let stop = Arc::clone(&stop);
             let paths = paths.clone();
             let reuse = i < keepalive;
-            handles.push(std::thread::spawn(move || request_loop(addr, reuse, &paths, i, &stop)));
+            let tls = tls.clone();
+            handles.push(std::thread::spawn(move || request_loop(addr, tls.as_ref(), reuse, &paths, i, &stop)));
         }
         Traffic { stop, handles }
     }
@@ -538,7 +653,14 @@ impl Traffic {
     }
 }
 
-fn request_loop(addr: SocketAddr, reuse: bool, paths: &[String], seed: usize, stop: &AtomicBool) -> Tally {
+fn request_loop(
+    addr: SocketAddr,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    reuse: bool,
+    paths: &[String],
+    seed: usize,
+    stop: &AtomicBool,
+) -> Tally {
     let mut tally = Tally::default();
     let mut conn: Option<Conn> = None;
     let mut n = seed;
@@ -547,7 +669,7 @@ fn request_loop(addr: SocketAddr, reuse: bool, paths: &[String], seed: usize, st
         n += 1;
         let c = match conn.take() {
             Some(c) => c,
-            None => match Conn::open(addr) {
+            None => match Conn::connect(addr, None, tls) {
                 Ok(c) => c,
                 Err(e) => {
                     let now = Instant::now();
@@ -584,6 +706,17 @@ fn request_loop(addr: SocketAddr, reuse: bool, paths: &[String], seed: usize, st
                 tally.oks.push((Instant::now(), w));
                 if reuse && !r.closes() {
                     conn = Some(c);
+                } else if r.closes() && c.tls().is_some() {
+                    // Over TLS a drain's `Connection: close` must be followed
+                    // by close_notify, not a bare TCP close.
+                    if let Err(e) = c.expect_clean_end() {
+                        tally.failures.push(Failure {
+                            error: format!("no clean TLS end after Connection: close: {e}"),
+                            worker: worker_before,
+                            conn_opened: c.opened,
+                            at: Instant::now(),
+                        });
+                    }
                 }
             }
             Ok(r) => tally.failures.push(Failure {
