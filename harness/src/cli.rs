@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::chaos::ChaosOptions;
-use crate::engine::EngineOptions;
-use crate::lifecycle::{self, LifecycleOptions};
-use crate::run::RunOptions;
+use crate::chaos::faults::ChaosOptions;
+use crate::chaos::target::launch_from_command_line;
+use crate::drive::lifecycle::{self, LifecycleOptions};
+use crate::drive::run::RunOptions;
 use crate::scenario;
-use crate::target::launch_from_command_line;
+use crate::traffic::engine::EngineOptions;
 
 /// Exit codes: the run passed every gate.
 pub const EXIT_PASS: i32 = 0;
@@ -86,7 +86,7 @@ pub enum Command {
     },
     /// Play a scenario against one process and against a cluster; one report
     /// with both side by side (OUT/index.html, summary.json, junit.xml).
-    Compare(crate::compare::CompareArgs),
+    Compare(crate::drive::compare::CompareArgs),
     /// Rebuild a run folder's index.html from its report.json, without re-running.
     Report {
         /// The run folder (holds report.json).
@@ -97,7 +97,7 @@ pub enum Command {
 /// Runs the command; returns the process exit code.
 pub fn main_with(cli: Cli) -> i32 {
     match cli.command {
-        Command::Compare(args) => crate::compare::main(args),
+        Command::Compare(args) => crate::drive::compare::main(args),
         Command::Report { run_dir } => match crate::report::regenerate(&run_dir) {
             Ok(page) => {
                 println!("{}", page.display());
@@ -237,7 +237,7 @@ fn seconds(flag: &str, x: f64) -> Result<Duration, String> {
     Duration::try_from_secs_f64(x).map_err(|_| format!("{flag} {x}: must be a number of seconds >= 0"))
 }
 
-fn print_result(s: &crate::summary::Summary, dir: &std::path::Path) {
+fn print_result(s: &crate::judge::summary::Summary, dir: &std::path::Path) {
     let t = &s.totals;
     println!("{}: {}; {:.0} ops/s", s.scenario.name, s.totals_line(), s.throughput.goodput_per_s);
     for (class, n) in t.attempts_failed_by_class.iter().filter(|(_, n)| **n > 0) {
@@ -255,7 +255,7 @@ fn print_result(s: &crate::summary::Summary, dir: &std::path::Path) {
         let repeated = s.chaos.faults.iter().any(|o| o.name == f.name && o.occurrence > 1);
         println!(
             "  fault {} ({}, {}): {recovery}; {} first-attempt failures, {} recovered, {} dropped",
-            crate::chaos::occurrence_name(&f.name, f.occurrence, repeated),
+            crate::chaos::faults::occurrence_name(&f.name, f.occurrence, repeated),
             f.action,
             f.outcome,
             f.failures.first_attempt_failures,

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use harness::audit::{self, CheckoutView, Verdict};
+use harness::judge::audit::{self, CheckoutView, Verdict};
 use harness::outcome::Outcome;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

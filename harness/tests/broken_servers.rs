@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chaos_support::*;
-use harness::chaos::ChaosOptions;
-use harness::engine::Live;
-use harness::gates::{GateResult, Verdict};
-use harness::lifecycle::{self, FullRun, LifecycleOptions};
+use harness::chaos::faults::ChaosOptions;
+use harness::drive::lifecycle::{self, FullRun, LifecycleOptions};
+use harness::drive::run::RunOptions;
+use harness::judge::gates::{GateResult, Verdict};
 use harness::outcome::FailureClass;
-use harness::run::RunOptions;
 use harness::scenario::{self, ConnectionModel, FaultAction, FaultBudget, FaultSpec, Pick, RetryPolicy, Scenario};
+use harness::traffic::engine::Live;
 
 /// One live cluster at a time: they share two cores.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

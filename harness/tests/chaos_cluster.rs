@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chaos_support::*;
-use harness::audit::{self, CheckoutView, Verdict};
-use harness::chaos::{self, ChaosOptions};
-use harness::events::EventLog;
+use harness::chaos::faults::{self as chaos, ChaosOptions};
+use harness::chaos::target::{Target, http_get};
+use harness::host::procs;
+use harness::judge::audit::{self, CheckoutView, Verdict};
 use harness::outcome::Outcome;
-use harness::procs;
+use harness::record::events::EventLog;
 use harness::scenario::{FaultAction, FaultSpec, Pick};
-use harness::target::{Target, http_get};
 
 struct Cluster {
     target: Arc<Target>,
@@ -124,14 +124,19 @@ async fn sighup_rolling_restart_replaces_every_worker() {
 async fn audit_of_the_real_shop_finds_the_acknowledged_order_and_flags_a_lost_one() {
     let c = cluster(2, &[]).await;
     let base = c.target.base_url().to_string();
-    let (addr, host, _) = harness::target::resolve(&base).await.unwrap();
-    let connector = harness::client::Connector::new(addr, host, vec![]);
+    let (addr, host, _) = harness::chaos::target::resolve(&base).await.unwrap();
+    let connector = harness::traffic::client::Connector::new(addr, host, vec![]);
     let post = |path: &'static str, body: &'static str, headers: Vec<(String, String)>| {
         let connector = &connector;
         async move {
-            let req = harness::client::Request { method: "POST", path, headers: &headers, body: Some(body.as_bytes()) };
+            let req = harness::traffic::client::Request {
+                method: "POST",
+                path,
+                headers: &headers,
+                body: Some(body.as_bytes()),
+            };
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            let a = harness::client::send(connector, &mut None, &req, true, deadline, &mut Vec::new()).await;
+            let a = harness::traffic::client::send(connector, &mut None, &req, true, deadline, &mut Vec::new()).await;
             a.result.unwrap()
         }
     };

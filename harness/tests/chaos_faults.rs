@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chaos_support::*;
-use harness::chaos::{self, ChaosOptions};
-use harness::events::{self, EventLog};
-use harness::procs;
+use harness::chaos::faults::{self as chaos, ChaosOptions};
+use harness::chaos::target::Target;
+use harness::host::procs;
+use harness::record::events::{self, EventLog};
 use harness::scenario::{FaultAction, FaultSpec, Pick};
-use harness::target::Target;
 
 fn fault(name: &str, at_ms: u64, action: FaultAction) -> FaultSpec {
     FaultSpec {
@@ -223,9 +223,11 @@ async fn a_whole_run_against_a_foreign_prefork_server() {
     doc["target"]["launch"] = launch_json(&prefork(dir.path(), port, 2));
     let text = doc.to_string();
     let s = harness::scenario::parse(&text).unwrap();
-    let run_opts = harness::run::RunOptions { out: Some(dir.path().join("run")), ..Default::default() };
-    let lo = harness::lifecycle::LifecycleOptions { chaos: opts(), ..Default::default() };
-    let r = harness::lifecycle::run(s, &run_opts, &lo, Arc::new(harness::engine::Live::default())).await.unwrap();
+    let run_opts = harness::drive::run::RunOptions { out: Some(dir.path().join("run")), ..Default::default() };
+    let lo = harness::drive::lifecycle::LifecycleOptions { chaos: opts(), ..Default::default() };
+    let r = harness::drive::lifecycle::run(s, &run_opts, &lo, Arc::new(harness::traffic::engine::Live::default()))
+        .await
+        .unwrap();
     assert_eq!(r.chaos.faults.len(), 1, "{:?}", r.chaos);
     let f = &r.chaos.faults[0];
     assert_eq!(f.outcome, "ok");

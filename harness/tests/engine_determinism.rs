@@ -10,7 +10,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use harness::ledger::AttemptRecord;
+use harness::record::ledger::AttemptRecord;
 use support::{Behavior, TestServer, run};
 
 fn scenario(url: &str, seed: u64) -> String {

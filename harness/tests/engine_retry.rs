@@ -32,7 +32,7 @@ async fn recovered_retry_is_counted_as_recovered_and_as_a_first_attempt_failure(
     assert_eq!(keys.len(), 30);
     assert!(keys.values().all(|&n| n == 2), "{keys:?}");
     // The ledger pairs the attempts of one operation under one key.
-    let mut by_op: BTreeMap<u64, Vec<&harness::ledger::AttemptRecord>> = BTreeMap::new();
+    let mut by_op: BTreeMap<u64, Vec<&harness::record::ledger::AttemptRecord>> = BTreeMap::new();
     for r in &recs {
         by_op.entry(r.op).or_default().push(r);
     }
@@ -75,14 +75,14 @@ async fn a_run_cut_off_with_requests_open_is_invalid() {
     let dir = tempfile::tempdir().unwrap();
     let json = scenario(&srv.url(), 5, 50.0, r#"{"model": "pool", "size": 8}"#, r#""path": "/x""#);
     let sc = harness::scenario::parse(&json).unwrap();
-    let opts = harness::run::RunOptions {
+    let opts = harness::drive::run::RunOptions {
         out: Some(dir.path().to_path_buf()),
-        engine: harness::engine::EngineOptions { drain_timeout: Some(Duration::from_millis(200)) },
+        engine: harness::traffic::engine::EngineOptions { drain_timeout: Some(Duration::from_millis(200)) },
         ..Default::default()
     };
-    let p = harness::run::prepare(sc, &opts).unwrap();
-    let ex = harness::run::execute(&p, Vec::new(), Default::default()).await.unwrap();
-    let s = harness::run::conclude(&p, ex, None).unwrap();
+    let p = harness::drive::run::prepare(sc, &opts).unwrap();
+    let ex = harness::drive::run::execute(&p, Vec::new(), Default::default()).await.unwrap();
+    let s = harness::drive::run::conclude(&p, ex, None).unwrap();
     assert_eq!(s.verdict.as_str(), "invalid");
     assert_eq!(s.exit_code, 2);
     assert!(!s.validity.valid);

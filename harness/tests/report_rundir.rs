@@ -105,8 +105,8 @@ fn run_folder_becomes_report_data() {
     let scenario = harness::scenario::parse(&scenario).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let opts = harness::run::RunOptions { out: Some(out.clone()), ..Default::default() };
-    let summary = harness::run::run_blocking(scenario, &opts).unwrap();
+    let opts = harness::drive::run::RunOptions { out: Some(out.clone()), ..Default::default() };
+    let summary = harness::drive::run::run_blocking(scenario, &opts).unwrap();
     // Each shopper runs both steps once.
     let n = summary.run.shoppers_arrived;
     assert!(n > 0);

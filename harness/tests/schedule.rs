@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use harness::scenario::{self, ArrivalProcess, Scenario, ShopperCtx, ThinkTime};
-use harness::schedule::{self, Rng};
+use harness::traffic::schedule::{self, Rng};
 use rand::SeedableRng;
 use serde_json::json;
 

@@ -14,11 +14,11 @@ use hdrhistogram::Histogram;
 use super::model::{
     AuditData, AuditRow, EndpointRow, FaultRow, RunData, SecondPoint, Slip, Status, Totals, spectrum_from_histogram,
 };
-use crate::attribution::{AttemptView, Attribution, FailedViews, FinalOutcome};
-use crate::audit::{AuditReport, Verdict};
-use crate::ledger::{self, AttemptRecord, OutcomeKind};
+use crate::judge::attribution::{AttemptView, Attribution, FailedViews, FinalOutcome};
+use crate::judge::audit::{AuditReport, Verdict};
 use crate::outcome::FailureClass;
-use crate::recorder::SecondRow;
+use crate::record::ledger::{self, AttemptRecord, OutcomeKind};
+use crate::record::recorder::SecondRow;
 
 fn histogram() -> Histogram<u64> {
     // Auto-resizing, 3 significant figures, microseconds (as the recorder).
@@ -247,7 +247,7 @@ pub struct FaultInfo {
     pub end_ms: f64,
     pub outcome: String,
     /// The occurrence's budget and whether it was kept, as the run's summary says.
-    pub budget: Option<crate::summary::BudgetOut>,
+    pub budget: Option<crate::judge::summary::BudgetOut>,
 }
 
 /// Fault rows from the attribution (counts, recovery) and the chaos records.
@@ -306,7 +306,7 @@ pub fn audit(a: &AuditReport) -> AuditData {
     let count = |pairs: &[(&str, usize)]| -> BTreeMap<String, u64> {
         pairs.iter().map(|(k, v)| (k.to_string(), *v as u64)).collect()
     };
-    let key = |c: &crate::audit::CheckoutRef| {
+    let key = |c: &crate::judge::audit::CheckoutRef| {
         format!(
             "op {} ({}){}",
             c.op,
@@ -401,7 +401,7 @@ pub fn run(i: &RunInputs<'_>) -> RunData {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attribution::{FailureCounts, FaultAttribution};
+    use crate::judge::attribution::{FailureCounts, FaultAttribution};
     use crate::outcome::Outcome;
 
     fn rec(op: u64, step: &str, attempt: u32, intended_ms: f64, end_ms: f64, o: Outcome) -> AttemptRecord {
@@ -517,7 +517,8 @@ mod tests {
         a.verdict = Verdict::Fail;
         a.acknowledged = 10;
         a.orders_in_audit = 10;
-        a.oversold.push(crate::audit::StockProblem { sku: "door-1".into(), problem: "sold 101 > initial 100".into() });
+        a.oversold
+            .push(crate::judge::audit::StockProblem { sku: "door-1".into(), problem: "sold 101 > initial 100".into() });
         let d = audit(&a);
         assert_eq!(d.status, Status::Fail);
         let by_check: BTreeMap<&str, Status> = d.rows.iter().map(|r| (r.check.as_str(), r.status)).collect();

@@ -105,7 +105,7 @@ fn fault(
         dropped,
         recovery_ms: recovered_s.map(|r| (r - start_s) * 1000.0),
         // A rolling restart promises zero (docs/CHAOS.md, "Budgets").
-        budget: action.starts_with("signal_master").then_some(crate::summary::BudgetOut {
+        budget: action.starts_with("signal_master").then_some(crate::judge::summary::BudgetOut {
             max_first_attempt_failures: Some(0),
             max_dropped: Some(0),
             kept: failed == 0 && dropped == 0,

@@ -162,7 +162,7 @@ pub struct MachineData {
     /// Other processes + steal, as a share of the machine's CPU (0..=1), per
     /// second from the run's start (index = second).
     pub other_work: Vec<f64>,
-    pub assessment: crate::machine::Assessment,
+    pub assessment: crate::host::machine::Assessment,
 }
 
 /// What happened in one second of a run. Attempts are counted in the second
@@ -249,7 +249,7 @@ pub struct FaultRow {
     pub recovery_ms: Option<f64>,
     /// The scenario's budget for this occurrence and whether it was kept.
     #[serde(default)]
-    pub budget: Option<crate::summary::BudgetOut>,
+    pub budget: Option<crate::judge::summary::BudgetOut>,
 }
 
 impl FaultRow {

@@ -14,12 +14,12 @@ use serde_json::Value;
 
 use super::build::{self, FaultInfo, FromLedger, RunInputs};
 use super::model::{GateRow, MachineData, RunData, Status};
-use crate::attribution::{self, FaultWindow};
-use crate::audit::AuditReport;
-use crate::ledger::LEDGER_FILE;
-use crate::machine;
-use crate::run::EVENTS_FILE;
-use crate::summary::{self, SUMMARY_FILE, Summary};
+use crate::drive::run::EVENTS_FILE;
+use crate::host::machine;
+use crate::judge::attribution::{self, FaultWindow};
+use crate::judge::audit::AuditReport;
+use crate::judge::summary::{self, SUMMARY_FILE, Summary};
+use crate::record::ledger::LEDGER_FILE;
 
 /// What the run folder does not say.
 pub struct RunDirOptions<'a> {
@@ -109,7 +109,7 @@ fn faults_from_events(events: &[Value]) -> Vec<FaultEvents> {
     }
     let repeated: Vec<String> = faults.iter().filter(|f| f.occurrence > 1).map(|f| f.name.clone()).collect();
     for f in &mut faults {
-        f.name = crate::chaos::occurrence_name(&f.name, f.occurrence as u32, repeated.contains(&f.name));
+        f.name = crate::chaos::faults::occurrence_name(&f.name, f.occurrence as u32, repeated.contains(&f.name));
     }
     faults.sort_by(|a, b| a.start_ms.total_cmp(&b.start_ms));
     faults
@@ -120,7 +120,8 @@ pub fn run_from_dir(dir: &Path, o: &RunDirOptions<'_>) -> Result<(RunData, Summa
     let summary = summary::read(&dir.join(SUMMARY_FILE)).map_err(|e| anyhow!("reading the run's summary: {e}"))?;
     let ledger = FromLedger::read(&dir.join(LEDGER_FILE)).map_err(|e| anyhow!("reading the ledger: {e}"))?;
     let events_path = dir.join(EVENTS_FILE);
-    let events = crate::events::read(&events_path).with_context(|| format!("reading {}", events_path.display()))?;
+    let events =
+        crate::record::events::read(&events_path).with_context(|| format!("reading {}", events_path.display()))?;
     let faults = faults_from_events(&events);
     let windows: Vec<FaultWindow> = faults
         .iter()

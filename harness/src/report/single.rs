@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use super::model::{self, Machine, ReportData};
 use super::rundir::{self, RunDirOptions};
 use super::{Written, write};
-use crate::audit::AuditReport;
+use crate::judge::audit::AuditReport;
 use crate::scenario::Scenario;
 
 /// Write the single-run report into `dir`, a run folder `harness run` has

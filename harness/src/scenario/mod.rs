@@ -4,7 +4,7 @@
 //! [`Scenario`]: every later stage can trust it (weights positive, step names
 //! unique, templates refer to data and variables that exist, ...).
 //!
-//! Not for: deciding when shoppers arrive (`crate::schedule`) or sending
+//! Not for: deciding when shoppers arrive (`crate::traffic::schedule`) or sending
 //! anything (the engine).
 
 mod duration;
@@ -31,7 +31,7 @@ pub struct Scenario {
     pub name: String,
     pub seed: u64,
     pub target: TargetSpec,
-    /// Total shoppers that arrive (fewer only if the stages end first; see `crate::schedule`).
+    /// Total shoppers that arrive (fewer only if the stages end first; see `crate::traffic::schedule`).
     pub shoppers: u64,
     /// Open arrival profile, stages played one after the other.
     pub arrival: Vec<Stage>,
@@ -152,7 +152,7 @@ pub enum ThinkTime {
 }
 
 impl ThinkTime {
-    pub fn sample(&self, rng: &mut crate::schedule::Rng) -> Duration {
+    pub fn sample(&self, rng: &mut crate::traffic::schedule::Rng) -> Duration {
         match *self {
             ThinkTime::None => Duration::ZERO,
             ThinkTime::Constant(d) => d,
@@ -282,19 +282,19 @@ pub enum ConnectionModel {
 }
 
 /// `environment`: what the machine may spend on other work while a run or
-/// the calibration measures (see crate::machine).
+/// the calibration measures (see crate::host::machine).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Environment {
     /// Fraction of the machine's CPU capacity (0 < x <= 1) that other
     /// processes plus steal may take in the busiest window of
-    /// [`crate::machine::WINDOW_S`] seconds; above it a failed gate that
+    /// [`crate::host::machine::WINDOW_S`] seconds; above it a failed gate that
     /// depends on speed is unknown and the run inconclusive (exit 2).
     pub max_other_cpu: f64,
 }
 
 impl Default for Environment {
     fn default() -> Self {
-        Environment { max_other_cpu: crate::machine::DEFAULT_MAX_OTHER_CPU }
+        Environment { max_other_cpu: crate::host::machine::DEFAULT_MAX_OTHER_CPU }
     }
 }
 

@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use harness::engine::Live;
-use harness::ledger::{AttemptRecord, LEDGER_FILE, read_records};
-use harness::run::{RunOptions, conclude, execute, prepare};
-use harness::summary::Summary;
+use harness::drive::run::{RunOptions, conclude, execute, prepare};
+use harness::judge::summary::Summary;
+use harness::record::ledger::{AttemptRecord, LEDGER_FILE, read_records};
+use harness::traffic::engine::Live;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

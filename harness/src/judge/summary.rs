@@ -12,15 +12,15 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::attribution::{Attribution, FailureCounts};
-use crate::audit::AuditReport;
-use crate::budgets::Budgets;
-use crate::chaos::FaultRecord;
-use crate::gates::{GateResult, Verdict};
-use crate::ledger::Totals;
-use crate::machine::Assessment;
+use crate::chaos::faults::FaultRecord;
+use crate::host::machine::Assessment;
+use crate::judge::attribution::{Attribution, FailureCounts};
+use crate::judge::audit::AuditReport;
+use crate::judge::budgets::Budgets;
+use crate::judge::gates::{GateResult, Verdict};
 use crate::outcome::FailureClass;
-use crate::recorder::{Percentiles, Recorder, SecondRow};
+use crate::record::ledger::Totals;
+use crate::record::recorder::{Percentiles, Recorder, SecondRow};
 
 pub const SCHEMA_VERSION: u32 = 1;
 pub const SUMMARY_FILE: &str = "summary.json";

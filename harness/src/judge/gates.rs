@@ -7,8 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ledger::Totals;
-use crate::recorder::Recorder;
+use crate::record::ledger::Totals;
+use crate::record::recorder::Recorder;
 use crate::scenario::Gates;
 
 /// One gate's result.
@@ -208,13 +208,13 @@ pub struct Noise {
 
 impl Noise {
     /// From the machine's verdict and the harness's p99 schedule slip
-    /// (kept when within [`crate::machine::KEPT_SCHEDULE_SLIP_P99_MS`]).
+    /// (kept when within [`crate::host::machine::KEPT_SCHEDULE_SLIP_P99_MS`]).
     pub fn new(noisy: bool, slip_p99_ms: f64) -> Noise {
-        Noise { noisy, kept_schedule: slip_p99_ms <= crate::machine::KEPT_SCHEDULE_SLIP_P99_MS }
+        Noise { noisy, kept_schedule: slip_p99_ms <= crate::host::machine::KEPT_SCHEDULE_SLIP_P99_MS }
     }
 
     /// The noise of a finished run, from its summary.
-    pub fn of(s: &crate::summary::Summary) -> Noise {
+    pub fn of(s: &crate::judge::summary::Summary) -> Noise {
         Noise::new(s.environment.as_ref().is_some_and(|e| e.noisy), s.schedule_slip.p99_ms)
     }
 

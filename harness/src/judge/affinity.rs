@@ -15,9 +15,9 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::attribution::FaultWindow;
-use crate::gates::GateResult;
-use crate::ledger::AttemptRecord;
+use crate::judge::attribution::FaultWindow;
+use crate::judge::gates::GateResult;
+use crate::record::ledger::AttemptRecord;
 
 /// A time span in which changes of worker are expected, ms since run start.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -20,12 +20,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{EngineOptions, Live};
-use crate::machine::{self, Interval, Reading};
-use crate::procs::Pid;
-use crate::run::{self, RunOptions};
+use crate::chaos::target::Target;
+use crate::drive::run::{self, RunOptions};
+use crate::host::machine::{self, Interval, Reading};
+use crate::host::procs::Pid;
 use crate::scenario::{ArrivalProcess, ConnectionModel, Gates, LaunchSpec, RetryPolicy, Scenario, Stage, ThinkTime};
-use crate::target::Target;
+use crate::traffic::engine::{EngineOptions, Live};
 
 /// The scenario's peak is scaled to this multiple of one process's measured
 /// capacity, if the cluster has room for it: clearly more than one process
@@ -480,7 +480,7 @@ mod tests {
         let c = closed_loop(&s, 1234);
         assert_eq!(c.journeys.len(), s.journeys.len());
         assert_eq!(c.shoppers, 1234);
-        assert_eq!(crate::schedule::build(&c, 1.0).shoppers.len(), 1234);
+        assert_eq!(crate::traffic::schedule::build(&c, 1.0).shoppers.len(), 1234);
         assert!(c.chaos.is_empty() && c.audit.is_none() && c.think == ThinkTime::None);
         assert!(c.journeys.iter().flat_map(|j| &j.steps).all(|st| st.retry.attempts == 1));
     }

@@ -30,11 +30,11 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::attribution::FaultWindow;
-use crate::events::EventLog;
-use crate::procs::{self, Pid, ProcInfo};
+use crate::chaos::target::{self, Health, Target};
+use crate::host::procs::{self, Pid, ProcInfo};
+use crate::judge::attribution::FaultWindow;
+use crate::record::events::EventLog;
 use crate::scenario::{FaultAction, FaultSpec, Pick};
-use crate::target::{self, Health, Target};
 
 /// Tunables of the runner; the defaults suit the reference server.
 #[derive(Debug, Clone)]
@@ -159,15 +159,20 @@ fn plan(faults: &[FaultSpec]) -> Vec<Planned> {
 }
 
 /// The rng for one occurrence's pick: same seed, fault and occurrence, same pick.
-fn pick_rng(seed: u64, index: usize, occurrence: u32) -> crate::schedule::Rng {
+fn pick_rng(seed: u64, index: usize, occurrence: u32) -> crate::traffic::schedule::Rng {
     const CHAOS_STREAM: u64 = 0xC4A0_5000_0000_0000;
-    crate::schedule::rng_for(seed, CHAOS_STREAM | ((index as u64) << 20) | u64::from(occurrence))
+    crate::traffic::schedule::rng_for(seed, CHAOS_STREAM | ((index as u64) << 20) | u64::from(occurrence))
 }
 
 /// Choose among `workers` (any order): `random` takes the n-th by pid with n
 /// from `rng`; `oldest` the earliest started; `busiest` needs the CPU sample
 /// taken `window` earlier (`before`).
-fn choose(pick: Pick, workers: &[ProcInfo], before: &[ProcInfo], rng: &mut crate::schedule::Rng) -> Option<Pid> {
+fn choose(
+    pick: Pick,
+    workers: &[ProcInfo],
+    before: &[ProcInfo],
+    rng: &mut crate::traffic::schedule::Rng,
+) -> Option<Pid> {
     let mut sorted: Vec<&ProcInfo> = workers.iter().collect();
     sorted.sort_by_key(|p| p.pid);
     if sorted.is_empty() {
@@ -396,7 +401,7 @@ fn detail_of(action: &FaultAction) -> String {
 }
 
 /// Pick a worker of the target.
-async fn pick_worker(shared: &Shared, pick: Pick, rng: &mut crate::schedule::Rng) -> Result<Pid, String> {
+async fn pick_worker(shared: &Shared, pick: Pick, rng: &mut crate::traffic::schedule::Rng) -> Result<Pid, String> {
     let tree = shared.target.worker_tree().map_err(|e| e.to_string())?;
     let before = tree.workers;
     let after = if pick == Pick::Busiest {
@@ -411,7 +416,7 @@ async fn pick_worker(shared: &Shared, pick: Pick, rng: &mut crate::schedule::Rng
 async fn run_action(
     shared: &Shared,
     spec: &FaultSpec,
-    rng: &mut crate::schedule::Rng,
+    rng: &mut crate::traffic::schedule::Rng,
     emit_start: &impl Fn(&[Pid]),
     mut stop: watch::Receiver<bool>,
 ) -> Done {

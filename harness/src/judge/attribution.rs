@@ -183,7 +183,7 @@ pub fn attribute(windows: &[FaultWindow], failed: &[AttemptView], run_end_ms: f6
 }
 
 /// The failed attempts of a ledger, as views, gathered from its records one
-/// at a time ([`crate::ledger::for_each_record`]): memory follows the
+/// at a time ([`crate::record::ledger::for_each_record`]): memory follows the
 /// failures, not the run. An operation's final outcome is that of its last
 /// attempt (highest attempt number): failed means dropped, ok or refused
 /// means recovered. Operations still open (a cut-off run) count as dropped:
@@ -191,11 +191,11 @@ pub fn attribute(windows: &[FaultWindow], failed: &[AttemptView], run_end_ms: f6
 #[derive(Debug, Default)]
 pub struct FailedViews {
     views: Vec<AttemptView>,
-    ops: crate::ledger::FailedOps,
+    ops: crate::record::ledger::FailedOps,
 }
 
 impl FailedViews {
-    pub fn add(&mut self, r: &crate::ledger::AttemptRecord) {
+    pub fn add(&mut self, r: &crate::record::ledger::AttemptRecord) {
         self.ops.add(r);
         if let crate::outcome::Outcome::Failed(class) = r.outcome() {
             self.views.push(AttemptView {
@@ -222,8 +222,8 @@ impl FailedViews {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::AttemptRecord;
     use crate::outcome::Outcome;
+    use crate::record::ledger::AttemptRecord;
     use FailureClass::*;
 
     fn record(op: u64, attempt: u32, o: Outcome, end: f64) -> AttemptRecord {

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::procs::{self, Pid, ProcInfo};
+use crate::host::procs::{self, Pid, ProcInfo};
 use crate::scenario::Environment;
 
 /// Clock ticks per second of /proc CPU times: USER_HZ, 100 on every Linux

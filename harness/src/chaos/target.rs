@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid as NixPid;
 
-use crate::client::{Connector, Request};
-use crate::procs::{self, Pid, WorkerTree};
+use crate::host::procs::{self, Pid, WorkerTree};
 use crate::scenario::{LaunchSpec, TargetSpec};
+use crate::traffic::client::{Connector, Request};
 
 /// How often readiness and health are polled.
 const POLL: Duration = Duration::from_millis(100);
@@ -140,7 +140,7 @@ pub async fn http_get(url: &str, timeout: Duration, keep_body: bool) -> Result<G
     let mut slot = None;
     let mut scratch = Vec::new();
     let deadline = tokio::time::Instant::now() + timeout;
-    let attempt = crate::client::send(&connector, &mut slot, &req, keep_body, deadline, &mut scratch).await;
+    let attempt = crate::traffic::client::send(&connector, &mut slot, &req, keep_body, deadline, &mut scratch).await;
     match attempt.result {
         Ok(resp) => Ok(GetResponse { status: resp.status, body: resp.body }),
         Err(f) => Err(GetError::Http(format!("{}: {}", f.class.as_str(), f.detail))),

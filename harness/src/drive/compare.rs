@@ -29,17 +29,17 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::calibrate::{self, Calibration};
-use crate::chaos::FaultRecord;
-use crate::gates::{self, Noise, Verdict};
-use crate::lifecycle::{self, LifecycleOptions};
+use crate::chaos::faults::FaultRecord;
+use crate::drive::calibrate::{self, Calibration};
+use crate::drive::lifecycle::{self, LifecycleOptions};
+use crate::drive::run::RunOptions;
+use crate::judge::gates::{self, Noise, Verdict};
+use crate::judge::summary::{self, Summary};
 use crate::report::baseline::{self, BaselineComparison, BaselineOptions};
 use crate::report::model::{self, GateRow, Machine, ReportData, RunData, Status};
 use crate::report::rundir::{self, RunDirOptions};
-use crate::run::RunOptions;
 use crate::scenario::{FaultAction, FaultSpec, LaunchSpec, Scenario};
-use crate::schedule;
-use crate::summary::{self, Summary};
+use crate::traffic::schedule;
 
 pub const SINGLE: &str = "single process";
 pub const CLUSTER: &str = "cluster";
@@ -307,7 +307,8 @@ fn reference_side(
 
 /// The side for a user's command line, serving where the scenario says.
 fn custom_side(s: &Scenario, label: &'static str, dir: PathBuf, cmd: &str) -> Result<Side> {
-    let launch = crate::target::launch_from_command_line(cmd, s.target.launch.as_ref()).map_err(|e| anyhow!(e))?;
+    let launch =
+        crate::chaos::target::launch_from_command_line(cmd, s.target.launch.as_ref()).map_err(|e| anyhow!(e))?;
     let mut scenario = s.clone();
     scenario.target.launch = Some(launch.clone());
     scenario.target.pid_file = None;
@@ -428,7 +429,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// Measure one process and the cluster, and plan the scale (see calibrate.rs).
 fn calibrate_scale(s: &Scenario, o: &CompareOptions) -> Result<Calibration> {
-    let peak = crate::limits::peak_rate(s, 1.0);
+    let peak = crate::host::limits::peak_rate(s, 1.0);
     let rt = runtime()?;
     let mut measured = Vec::new();
     // The calibration servers are the runs' own: the same command, or the
@@ -644,8 +645,8 @@ pub fn run(scenario: Scenario, o: &CompareOptions) -> Result<Outcome> {
         scaling: ScalingInfo {
             source: source.into(),
             scale,
-            peak_rate: crate::limits::peak_rate(&s, scale),
-            peak_rate_as_written: crate::limits::peak_rate(&s, 1.0),
+            peak_rate: crate::host::limits::peak_rate(&s, scale),
+            peak_rate_as_written: crate::host::limits::peak_rate(&s, 1.0),
             planned_shoppers: planned.shoppers.len() as u64,
             arrivals_s: planned.duration.as_secs_f64(),
             arrivals_as_written_s: as_written.duration.as_secs_f64(),

@@ -23,14 +23,14 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::client::{self, Conn, Connector, Request};
-use crate::events::EventLog;
-use crate::ledger::{self, AttemptRef, Ledger};
 use crate::outcome::{FailureClass, Outcome};
-use crate::progress::Snapshot;
-use crate::recorder::Recorder;
+use crate::record::events::EventLog;
+use crate::record::ledger::{self, AttemptRef, Ledger};
+use crate::record::recorder::Recorder;
 use crate::scenario::{ConnectionModel, Scenario, ShopperCtx, Step};
-use crate::schedule::{PlannedShopper, Schedule};
+use crate::traffic::client::{self, Conn, Connector, Request};
+use crate::traffic::progress::Snapshot;
+use crate::traffic::schedule::{PlannedShopper, Schedule};
 
 /// The ledger and the recorder, updated together under one lock so that a
 /// reader never sees an attempt in one and not the other.
@@ -332,7 +332,7 @@ async fn arrive_and_drain(
             // ARRIVAL_BATCH (late, never early; the slip is recorded), so
             // the loop does not pay a timer wake-up per arrival.
             let wake = at.max(last_wake + ARRIVAL_BATCH).min(now + Duration::from_millis(100));
-            crate::timer::sleep_until(wake.into_std()).await;
+            crate::traffic::timer::sleep_until(wake.into_std()).await;
             last_wake = tokio::time::Instant::now();
         }
         if interrupted {
@@ -414,7 +414,7 @@ async fn shopper(shared: Arc<Shared>, planned: PlannedShopper) {
         // Think (or, for the first step, nothing: the shopper starts when
         // due) before the operation exists, so a thinking shopper holds only
         // its own state. The operation is boxed: see `spawn_shopper`.
-        crate::timer::sleep_until(intended).await;
+        crate::traffic::timer::sleep_until(intended).await;
         let (last, end) = Box::pin(operation(&shared, step, global, is_checkout, &mut ctx, &mut own, intended)).await;
         intended = end;
         if last != Outcome::Ok {
@@ -467,7 +467,7 @@ async fn operation(
 ) -> (Outcome, Instant) {
     // Think first: an operation begins when its first attempt is due, so a
     // thinking shopper holds no rendered request and no open operation.
-    crate::timer::sleep_until(first_intended).await;
+    crate::traffic::timer::sleep_until(first_intended).await;
     // One lock for the operation and its first attempt (the hot path takes
     // the book's lock twice per attempt: begin, and end with the recording).
     let op = {
@@ -497,7 +497,7 @@ async fn operation(
         attempt += 1;
         if attempt > 1 {
             // (The first attempt is due at `first_intended`, slept above.)
-            crate::timer::sleep_until(intended).await;
+            crate::traffic::timer::sleep_until(intended).await;
         }
         let started = Instant::now();
         if attempt > 1 {

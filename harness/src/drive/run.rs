@@ -18,17 +18,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
-use crate::client::{self, Connector, Request};
-use crate::engine::{self, EngineOptions, EngineOutcome, Live};
-use crate::events::EventLog;
-use crate::gates::{self, GateResult, Measured, Noise};
-use crate::ledger::{LEDGER_FILE, Ledger};
-use crate::limits;
-use crate::machine::{self, Sampler, SecondSample, TargetPid};
-use crate::recorder::{INTERVALS_FILE, TOTALS_FILE};
+use crate::host::limits;
+use crate::host::machine::{self, Sampler, SecondSample, TargetPid};
+use crate::judge::gates::{self, GateResult, Measured, Noise};
+use crate::judge::summary::{self, Summary};
+use crate::record::events::EventLog;
+use crate::record::ledger::{LEDGER_FILE, Ledger};
+use crate::record::recorder::{INTERVALS_FILE, TOTALS_FILE};
 use crate::scenario::{ConnectionModel, Scenario};
-use crate::schedule::{self, Schedule};
-use crate::summary::{self, Summary};
+use crate::traffic::client::{self, Connector, Request};
+use crate::traffic::engine::{self, EngineOptions, EngineOutcome, Live};
+use crate::traffic::schedule::{self, Schedule};
 
 pub const EVENTS_FILE: &str = "events.jsonl";
 
@@ -208,7 +208,7 @@ pub async fn execute(p: &Prepared, side: Vec<SideTask>, live: Arc<Live>) -> Resu
     );
     let sampler = Sampler::start(p.target_pid.clone(), events.start(), Duration::from_secs(1));
     let side: Vec<_> = side.into_iter().map(|t| tokio::spawn(t(events.clone(), live.clone()))).collect();
-    let progress = p.progress.then(|| crate::progress::spawn(live.snapshot.clone(), Duration::from_secs(5)));
+    let progress = p.progress.then(|| crate::traffic::progress::spawn(live.snapshot.clone(), Duration::from_secs(5)));
     let outcome = engine::run(
         p.scenario.clone(),
         p.schedule.clone(),
@@ -222,7 +222,7 @@ pub async fn execute(p: &Prepared, side: Vec<SideTask>, live: Arc<Live>) -> Resu
     let machine = sampler.finish();
     if let Some(h) = progress {
         h.abort();
-        crate::progress::finish();
+        crate::traffic::progress::finish();
     }
     let grace = tokio::time::Instant::now() + SIDE_TASK_GRACE;
     for h in side {

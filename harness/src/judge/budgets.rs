@@ -14,9 +14,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::attribution::{Attribution, FailureCounts};
-use crate::chaos::{FaultRecord, occurrence_name};
-use crate::gates::{GateResult, timeouts_in};
+use crate::chaos::faults::{FaultRecord, occurrence_name};
+use crate::judge::attribution::{Attribution, FailureCounts};
+use crate::judge::gates::{GateResult, timeouts_in};
 use crate::outcome::FailureClass;
 use crate::scenario::{FaultBudget, FaultSpec};
 
@@ -169,7 +169,7 @@ pub fn evaluate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attribution::{AttemptView, FaultWindow, FinalOutcome, attribute};
+    use crate::judge::attribution::{AttemptView, FaultWindow, FinalOutcome, attribute};
     use crate::scenario::{FaultAction, Pick};
     use FailureClass::*;
     use std::time::Duration;

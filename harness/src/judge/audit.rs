@@ -376,7 +376,7 @@ impl<'s> Checkouts<'s> {
         Checkouts { checkout_steps, ops: BTreeMap::new() }
     }
 
-    pub fn add(&mut self, r: &crate::ledger::AttemptRecord) {
+    pub fn add(&mut self, r: &crate::record::ledger::AttemptRecord) {
         if !self.checkout_steps.contains(&r.step) {
             return;
         }
@@ -422,9 +422,9 @@ pub fn parse(body: &[u8]) -> Result<AuditDoc, String> {
 
 /// GET the audit document.
 pub async fn fetch(url: &str, timeout: Duration) -> Result<AuditDoc, AuditError> {
-    let resp = crate::target::http_get(url, timeout, true).await.map_err(|e| match e {
-        crate::target::GetError::Url(why) => AuditError::Url { url: url.to_string(), why },
-        crate::target::GetError::Http(why) => AuditError::Http { url: url.to_string(), why },
+    let resp = crate::chaos::target::http_get(url, timeout, true).await.map_err(|e| match e {
+        crate::chaos::target::GetError::Url(why) => AuditError::Url { url: url.to_string(), why },
+        crate::chaos::target::GetError::Http(why) => AuditError::Http { url: url.to_string(), why },
     })?;
     if resp.status != 200 {
         return Err(AuditError::Status { url: url.to_string(), status: resp.status });
@@ -604,7 +604,7 @@ mod tests {
 
     #[test]
     fn ledger_records_group_into_checkouts() {
-        use crate::ledger::{AttemptRecord, split};
+        use crate::record::ledger::{AttemptRecord, split};
         let rec = |op: u64, step: &str, attempt: u32, o: Outcome, order_id: Option<i64>| {
             let (outcome, class) = split(o);
             AttemptRecord {

@@ -18,18 +18,18 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::affinity::{self, Affinity};
-use crate::attribution::{self, Attribution, FaultWindow};
-use crate::audit::{self, AuditReport, Verdict};
-use crate::budgets;
-use crate::chaos::{self, ChaosError, ChaosHandle, ChaosOptions, ChaosReport, FaultRecord};
-use crate::engine::Live;
-use crate::ledger;
-use crate::procs::Pid;
-use crate::run::{self, RunOptions, SideTask, StartError};
+use crate::chaos::faults::{ChaosError, ChaosHandle, ChaosOptions, ChaosReport, FaultRecord};
+use crate::chaos::target::Target;
+use crate::drive::run::{self, RunOptions, SideTask, StartError};
+use crate::host::procs::Pid;
+use crate::judge::affinity::{self, Affinity};
+use crate::judge::attribution::{self, Attribution, FaultWindow};
+use crate::judge::audit::{self, AuditReport, Verdict};
+use crate::judge::budgets;
+use crate::judge::summary::{ChaosSections, Summary};
+use crate::record::ledger;
 use crate::scenario::{LaunchSpec, Scenario};
-use crate::summary::{ChaosSections, Summary};
-use crate::target::Target;
+use crate::traffic::engine::Live;
 
 /// File name of the chaos/attribution/audit results inside a run folder.
 pub const CHAOS_FILE: &str = "chaos.json";
@@ -112,7 +112,7 @@ fn chaos_task(scenario: &Scenario, target: Arc<Target>, opts: ChaosOptions, slot
     let seed = scenario.seed;
     Box::new(move |events, _live| {
         Box::pin(async move {
-            let started = chaos::start(&faults, seed, target, events, opts);
+            let started = crate::chaos::faults::start(&faults, seed, target, events, opts);
             *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(started);
         })
     })
@@ -144,7 +144,7 @@ pub async fn run(
         None => Target::start(&p.scenario.target, lo.launch.as_ref(), &p.dir).await,
     };
     let target = Arc::new(started.map_err(|e| StartError::Target(e.to_string()))?);
-    chaos::validate(&p.scenario.chaos, &target).map_err(|e| StartError::Target(e.to_string()))?;
+    crate::chaos::faults::validate(&p.scenario.chaos, &target).map_err(|e| StartError::Target(e.to_string()))?;
     p.target_pid = {
         let target = Arc::clone(&target);
         Arc::new(move || target.pid())
