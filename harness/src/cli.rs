@@ -10,15 +10,9 @@ use crate::chaos::faults::ChaosOptions;
 use crate::chaos::target::launch_from_command_line;
 use crate::drive::lifecycle::{self, LifecycleOptions};
 use crate::drive::run::RunOptions;
+use crate::judge::verdict::{EXIT_INVALID, EXIT_PASS};
 use crate::scenario;
 use crate::traffic::engine::EngineOptions;
-
-/// Exit codes: the run passed every gate.
-pub const EXIT_PASS: i32 = 0;
-/// A gate failed.
-pub const EXIT_GATE_FAILED: i32 = 1;
-/// The run was invalid or could not start (bad scenario, limits, target unreachable).
-pub const EXIT_INVALID: i32 = 2;
 
 #[derive(Debug, Parser)]
 #[command(name = "harness", version, about = "Black Friday load-and-chaos harness")]

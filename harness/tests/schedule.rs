@@ -7,8 +7,9 @@
 
 use std::time::Duration;
 
+use harness::scenario::rng::Rng;
 use harness::scenario::{self, ArrivalProcess, Scenario, ShopperCtx, ThinkTime};
-use harness::traffic::schedule::{self, Rng};
+use harness::traffic::schedule;
 use rand::SeedableRng;
 use serde_json::json;
 

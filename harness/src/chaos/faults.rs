@@ -32,7 +32,6 @@ use tokio::task::JoinSet;
 
 use crate::chaos::target::{self, Health, Target};
 use crate::host::procs::{self, Pid, ProcInfo};
-use crate::judge::attribution::FaultWindow;
 use crate::record::events::EventLog;
 use crate::scenario::{FaultAction, FaultSpec, Pick};
 
@@ -85,6 +84,16 @@ pub struct FaultRecord {
     pub pids: Vec<Pid>,
     /// "ok" or "error: ...".
     pub outcome: String,
+}
+
+/// The window a fault's failures are attributed to (judge/attribution.rs): from its start until the target was back at steady state, in ms since run start.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FaultWindow {
+    pub name: String,
+    pub action: String,
+    pub start_ms: f64,
+    /// When the target was back at steady state; None if it never was.
+    pub recovered_ms: Option<f64>,
 }
 
 impl FaultRecord {
@@ -159,20 +168,15 @@ fn plan(faults: &[FaultSpec]) -> Vec<Planned> {
 }
 
 /// The rng for one occurrence's pick: same seed, fault and occurrence, same pick.
-fn pick_rng(seed: u64, index: usize, occurrence: u32) -> crate::traffic::schedule::Rng {
+fn pick_rng(seed: u64, index: usize, occurrence: u32) -> crate::scenario::rng::Rng {
     const CHAOS_STREAM: u64 = 0xC4A0_5000_0000_0000;
-    crate::traffic::schedule::rng_for(seed, CHAOS_STREAM | ((index as u64) << 20) | u64::from(occurrence))
+    crate::scenario::rng::rng_for(seed, CHAOS_STREAM | ((index as u64) << 20) | u64::from(occurrence))
 }
 
 /// Choose among `workers` (any order): `random` takes the n-th by pid with n
 /// from `rng`; `oldest` the earliest started; `busiest` needs the CPU sample
 /// taken `window` earlier (`before`).
-fn choose(
-    pick: Pick,
-    workers: &[ProcInfo],
-    before: &[ProcInfo],
-    rng: &mut crate::traffic::schedule::Rng,
-) -> Option<Pid> {
+fn choose(pick: Pick, workers: &[ProcInfo], before: &[ProcInfo], rng: &mut crate::scenario::rng::Rng) -> Option<Pid> {
     let mut sorted: Vec<&ProcInfo> = workers.iter().collect();
     sorted.sort_by_key(|p| p.pid);
     if sorted.is_empty() {
@@ -401,7 +405,7 @@ fn detail_of(action: &FaultAction) -> String {
 }
 
 /// Pick a worker of the target.
-async fn pick_worker(shared: &Shared, pick: Pick, rng: &mut crate::traffic::schedule::Rng) -> Result<Pid, String> {
+async fn pick_worker(shared: &Shared, pick: Pick, rng: &mut crate::scenario::rng::Rng) -> Result<Pid, String> {
     let tree = shared.target.worker_tree().map_err(|e| e.to_string())?;
     let before = tree.workers;
     let after = if pick == Pick::Busiest {
@@ -416,7 +420,7 @@ async fn pick_worker(shared: &Shared, pick: Pick, rng: &mut crate::traffic::sche
 async fn run_action(
     shared: &Shared,
     spec: &FaultSpec,
-    rng: &mut crate::traffic::schedule::Rng,
+    rng: &mut crate::scenario::rng::Rng,
     emit_start: &impl Fn(&[Pid]),
     mut stop: watch::Receiver<bool>,
 ) -> Done {

@@ -33,8 +33,9 @@ use crate::chaos::faults::FaultRecord;
 use crate::drive::calibrate::{self, Calibration};
 use crate::drive::lifecycle::{self, LifecycleOptions};
 use crate::drive::run::RunOptions;
-use crate::judge::gates::{self, Noise, Verdict};
+use crate::judge::gates::{self, Noise};
 use crate::judge::summary::{self, Summary};
+use crate::judge::verdict::Verdict;
 use crate::report::baseline::{self, BaselineComparison, BaselineOptions};
 use crate::report::model::{self, GateRow, Machine, ReportData, RunData, Status};
 use crate::report::rundir::{self, RunDirOptions};
@@ -701,8 +702,8 @@ pub fn verdict_rows(
     cluster_faults: Option<GateRow>,
     baseline: Option<&BaselineComparison>,
 ) -> Judged {
-    let cluster_noise = Noise::of(cluster_summary);
-    let both = Noise::either(Noise::of(single_summary), cluster_noise);
+    let cluster_noise = cluster_summary.noise();
+    let both = Noise::either(single_summary.noise(), cluster_noise);
     let reasons: Vec<String> = [(SINGLE, single_summary), (CLUSTER, cluster_summary)]
         .iter()
         .filter_map(|(label, s)| s.environment.as_ref().filter(|e| e.noisy).map(|e| format!("{label}: {}", e.reason)))
@@ -795,7 +796,7 @@ pub fn main(args: CompareArgs) -> i32 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("harness: compare: {e:#}");
-            crate::cli::EXIT_INVALID
+            crate::judge::verdict::EXIT_INVALID
         }
     }
 }

@@ -18,12 +18,13 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::chaos::faults::FaultWindow;
 use crate::chaos::faults::{ChaosError, ChaosHandle, ChaosOptions, ChaosReport, FaultRecord};
 use crate::chaos::target::Target;
 use crate::drive::run::{self, RunOptions, SideTask, StartError};
 use crate::host::procs::Pid;
 use crate::judge::affinity::{self, Affinity};
-use crate::judge::attribution::{self, Attribution, FaultWindow};
+use crate::judge::attribution::{self, Attribution};
 use crate::judge::audit::{self, AuditReport, Verdict};
 use crate::judge::budgets;
 use crate::judge::summary::{ChaosSections, Summary};

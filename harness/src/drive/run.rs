@@ -22,15 +22,13 @@ use crate::host::limits;
 use crate::host::machine::{self, Sampler, SecondSample, TargetPid};
 use crate::judge::gates::{self, GateResult, Measured, Noise};
 use crate::judge::summary::{self, Summary};
-use crate::record::events::EventLog;
+use crate::record::events::{EVENTS_FILE, EventLog};
 use crate::record::ledger::{LEDGER_FILE, Ledger};
 use crate::record::recorder::{INTERVALS_FILE, TOTALS_FILE};
 use crate::scenario::{ConnectionModel, Scenario};
 use crate::traffic::client::{self, Connector, Request};
 use crate::traffic::engine::{self, EngineOptions, EngineOutcome, Live};
 use crate::traffic::schedule::{self, Schedule};
-
-pub const EVENTS_FILE: &str = "events.jsonl";
 
 /// Options from the command line (everything else is in the scenario).
 #[derive(Debug, Clone)]

@@ -38,11 +38,6 @@ use crate::scenario::Environment;
 pub const USER_HZ: f64 = 100.0;
 /// The per-second file in a run folder.
 pub const MACHINE_FILE: &str = "machine.csv";
-/// Default of the scenario's `environment.max_other_cpu`: other work above
-/// 15% of the machine's CPU makes a failed capacity gate unknown. On 2 CPUs
-/// that is 0.3 of a core, about what an editor's language server and a
-/// browser tab take at rest; one stray compiler job is 0.5.
-pub const DEFAULT_MAX_OTHER_CPU: f64 = 0.15;
 /// The threshold applies to the busiest window of this many seconds (the
 /// mean of each run of consecutive seconds, then the highest). See
 /// [`assess`] for why neither the whole-run mean nor one second.

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::judge::attribution::FaultWindow;
+use crate::chaos::faults::FaultWindow;
 use crate::judge::gates::GateResult;
 use crate::record::ledger::AttemptRecord;
 

@@ -15,17 +15,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
+use crate::chaos::faults::FaultWindow;
 use crate::outcome::FailureClass;
-
-/// One fault as chaos.rs recorded it, in ms since run start.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FaultWindow {
-    pub name: String,
-    pub action: String,
-    pub start_ms: f64,
-    /// When the target was back at steady state; None if it never was.
-    pub recovered_ms: Option<f64>,
-}
 
 /// How the operation an attempt belongs to ended in the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -169,7 +169,8 @@ pub fn evaluate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::judge::attribution::{AttemptView, FaultWindow, FinalOutcome, attribute};
+    use crate::chaos::faults::FaultWindow;
+    use crate::judge::attribution::{AttemptView, FinalOutcome, attribute};
     use crate::scenario::{FaultAction, Pick};
     use FailureClass::*;
     use std::time::Duration;

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::judge::verdict::Verdict;
 use crate::record::ledger::Totals;
 use crate::record::recorder::Recorder;
 use crate::scenario::Gates;
@@ -29,39 +30,6 @@ pub struct GateResult {
     /// False for gates that do not depend on speed (audit, correctness).
     #[serde(default)]
     pub capacity_dependent: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    Pass,
-    /// A gate failed (exit code 1).
-    Fail,
-    /// The run itself cannot be trusted (exit code 2).
-    Invalid,
-    /// Every gate that decided passed, but a gate that depends on speed
-    /// failed while other work on the machine took more CPU than the
-    /// scenario's `environment.max_other_cpu` (exit code 2: run it again).
-    Inconclusive,
-}
-
-impl Verdict {
-    pub fn exit_code(self) -> i32 {
-        match self {
-            Verdict::Pass => 0,
-            Verdict::Fail => 1,
-            Verdict::Invalid | Verdict::Inconclusive => 2,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Pass => "pass",
-            Verdict::Fail => "fail",
-            Verdict::Invalid => "invalid",
-            Verdict::Inconclusive => "inconclusive",
-        }
-    }
 }
 
 /// What the gates look at, besides the scenario's limits.
@@ -211,11 +179,6 @@ impl Noise {
     /// (kept when within [`crate::host::machine::KEPT_SCHEDULE_SLIP_P99_MS`]).
     pub fn new(noisy: bool, slip_p99_ms: f64) -> Noise {
         Noise { noisy, kept_schedule: slip_p99_ms <= crate::host::machine::KEPT_SCHEDULE_SLIP_P99_MS }
-    }
-
-    /// The noise of a finished run, from its summary.
-    pub fn of(s: &crate::judge::summary::Summary) -> Noise {
-        Noise::new(s.environment.as_ref().is_some_and(|e| e.noisy), s.schedule_slip.p99_ms)
     }
 
     /// Either of two runs (a comparison involves both).

@@ -12,3 +12,4 @@ pub mod audit;
 pub mod budgets;
 pub mod gates;
 pub mod summary;
+pub mod verdict;

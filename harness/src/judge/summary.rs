@@ -17,7 +17,8 @@ use crate::host::machine::Assessment;
 use crate::judge::attribution::{Attribution, FailureCounts};
 use crate::judge::audit::AuditReport;
 use crate::judge::budgets::Budgets;
-use crate::judge::gates::{GateResult, Verdict};
+use crate::judge::gates::{GateResult, Noise};
+use crate::judge::verdict::Verdict;
 use crate::outcome::FailureClass;
 use crate::record::ledger::Totals;
 use crate::record::recorder::{Percentiles, Recorder, SecondRow};
@@ -406,6 +407,10 @@ pub fn slip(rec: &Recorder) -> Slip {
 }
 
 impl Summary {
+    /// The noise of this finished run (gates.rs decides what it excuses).
+    pub fn noise(&self) -> Noise {
+        Noise::new(self.environment.as_ref().is_some_and(|e| e.noisy), self.schedule_slip.p99_ms)
+    }
     /// One line for a console: operations by outcome, first-attempt
     /// failures, and the latency of all attempts (`harness run`, `compare`).
     pub fn totals_line(&self) -> String {

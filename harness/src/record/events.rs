@@ -16,6 +16,9 @@ use std::time::Instant;
 
 use serde_json::{Map, Value};
 
+/// The event log's file name in a run folder.
+pub const EVENTS_FILE: &str = "events.jsonl";
+
 /// A cheap-to-clone handle on the event log. `Send + Sync`.
 #[derive(Clone)]
 pub struct EventLog {

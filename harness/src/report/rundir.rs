@@ -14,11 +14,12 @@ use serde_json::Value;
 
 use super::build::{self, FaultInfo, FromLedger, RunInputs};
 use super::model::{GateRow, MachineData, RunData, Status};
-use crate::drive::run::EVENTS_FILE;
+use crate::chaos::faults::FaultWindow;
 use crate::host::machine;
-use crate::judge::attribution::{self, FaultWindow};
+use crate::judge::attribution;
 use crate::judge::audit::AuditReport;
 use crate::judge::summary::{self, SUMMARY_FILE, Summary};
+use crate::record::events::EVENTS_FILE;
 use crate::record::ledger::LEDGER_FILE;
 
 /// What the run folder does not say.

@@ -33,14 +33,12 @@
 
 use std::time::Duration;
 
+use rand::Rng as _;
 use rand::distr::Distribution;
 use rand::distr::weighted::WeightedIndex;
-use rand::{Rng as _, SeedableRng};
 
+use crate::scenario::rng::{Rng, rng_for};
 use crate::scenario::{ArrivalProcess, Scenario, Stage};
-
-/// The harness's random number generator: reproducible for a seed on every platform.
-pub type Rng = rand_chacha::ChaCha8Rng;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Schedule {
@@ -61,13 +59,6 @@ pub struct PlannedShopper {
     pub journey: usize,
     /// Seed of the shopper's own rng (`ShopperCtx::new`).
     pub seed: u64,
-}
-
-/// An rng for one purpose (`stream`) derived from the scenario seed.
-pub fn rng_for(seed: u64, stream: u64) -> Rng {
-    let mut rng = Rng::seed_from_u64(seed);
-    rng.set_stream(stream);
-    rng
 }
 
 const STREAM_ARRIVALS: u64 = 1;

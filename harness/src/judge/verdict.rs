@@ -1,0 +1,49 @@
+//! The verdict of a run and the exit codes CI sees (docs/EXIT_CODES.md).
+//! The judge decides the verdict; every command maps it to an exit code
+//! here, so the report, which only renders, is never upstream of CI.
+//!
+//! Not for: evaluating gates (gates.rs) or naming faults (chaos/).
+
+use serde::{Deserialize, Serialize};
+
+/// Exit codes: the run passed every gate.
+pub const EXIT_PASS: i32 = 0;
+/// A gate failed.
+pub const EXIT_GATE_FAILED: i32 = 1;
+/// The run was invalid, inconclusive or could not start (bad scenario,
+/// limits, target unreachable, a machine too busy to judge).
+pub const EXIT_INVALID: i32 = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    /// A gate failed (exit code 1).
+    Fail,
+    /// The run itself cannot be trusted (exit code 2).
+    Invalid,
+    /// Every gate that decided passed, but a gate that depends on speed
+    /// failed while other work on the machine took more CPU than the
+    /// scenario's `environment.max_other_cpu` (exit code 2: run it again).
+    Inconclusive,
+}
+
+impl Verdict {
+    /// The process exit code for this verdict (docs/EXIT_CODES.md).
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Verdict::Pass => EXIT_PASS,
+            Verdict::Fail => EXIT_GATE_FAILED,
+            Verdict::Invalid | Verdict::Inconclusive => EXIT_INVALID,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Invalid => "invalid",
+            Verdict::Inconclusive => "inconclusive",
+        }
+    }
+}
