@@ -1,6 +1,6 @@
 //! How one HTTP attempt ended: the vocabulary of the ledger. Shared by the
 //! scenario (retry policies name failure classes), the engine (which
-//! classifies), the checker and the report. Not the ledger itself.
+//! classifies), the judge and the report. Not the ledger itself.
 
 use serde::{Deserialize, Serialize};
 

@@ -7,7 +7,8 @@
 //! (launch before `execute`, stop after), the chaos fault runner (a
 //! [`SideTask`] given to `execute`) and the audit (reads the ledger after
 //! `execute`, its result given to `conclude`) plug in without this module
-//! knowing them. [`run_blocking`] chains the stages for `harness run`.
+//! knowing them. `harness run` and `harness compare` go through
+//! drive/lifecycle.rs, which chains these stages with the target around them.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

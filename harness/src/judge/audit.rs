@@ -1,5 +1,5 @@
 //! The data audit, a Jepsen-style check of the shop's data after the run:
-//! read the shop's audit document (docs: contracts section 1, `GET /audit` on
+//! read the shop's audit document (docs/SHOP_API.md, `GET /audit` on
 //! the admin address) and check it against the checkouts the ledger saw.
 //!
 //! - lost: a checkout acknowledged (2xx) to a shopper but missing from the audit;
@@ -14,7 +14,7 @@
 //! The verdict is pass, fail or unknown (audit unreachable, run incomplete,
 //! an acknowledged checkout the ledger cannot identify); unknown is never a
 //! pass. `check` is pure and unit-tested with hand-made documents; `fetch`
-//! does the one GET. Not the gates (the checker turns the verdict into one).
+//! does the one GET. Not the gates (gates.rs turns the verdict into one).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;

@@ -5,7 +5,7 @@
 //!
 //! It reads the summary by the key paths below (the summary schema is
 //! docs/SUMMARY.md); they are kept in this one place so a schema change is a
-//! one-line change here. Not for: the run's own gates (the checker does those).
+//! one-line change here. Not for: the run's own gates (judge/gates.rs does those).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -4,7 +4,7 @@
 //! as `report.json` so the page can be rebuilt without re-running
 //! (`harness report RUN_DIR` calls [`regenerate`]).
 //!
-//! Not for: measuring or judging a run (recorder and checker do that).
+//! Not for: measuring or judging a run (record/ and judge/ do that).
 
 pub mod baseline;
 pub mod build;

@@ -3,7 +3,7 @@
 //! be rebuilt without re-running (`harness report RUN_DIR`).
 //!
 //! This is the report's own input type, filled by whoever drives a run (the
-//! compare command) from the recorder, the chaos log and the checker. It is
+//! compare command) from the recorder, the chaos log and the judge. It is
 //! not the machine-readable summary for CI (that is `summary.json`), and it
 //! does no measuring itself, apart from reading the CPU model and turning an
 //! HDR histogram into a percentile spectrum.
