@@ -245,16 +245,9 @@ fn print_result(s: &crate::judge::summary::Summary, dir: &std::path::Path) {
     }
     for f in &s.chaos.faults {
         let recovery = f.recovery_ms.map_or("never recovered".to_string(), |ms| format!("recovered in {ms:.0} ms"));
-        // Named as the report and the budget gates name it.
-        let repeated = s.chaos.faults.iter().any(|o| o.name == f.name && o.occurrence > 1);
         println!(
             "  fault {} ({}, {}): {recovery}; {} first-attempt failures, {} recovered, {} dropped",
-            crate::chaos::faults::occurrence_name(&f.name, f.occurrence, repeated),
-            f.action,
-            f.outcome,
-            f.failures.first_attempt_failures,
-            f.failures.recovered,
-            f.failures.dropped
+            f.label, f.action, f.outcome, f.failures.first_attempt_failures, f.failures.recovered, f.failures.dropped
         );
     }
     if let Some(o) =

@@ -68,7 +68,12 @@ fn ms3(x: f64) -> f64 {
 /// One executed fault.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FaultRecord {
+    /// The scenario's name of the fault.
     pub name: String,
+    /// This occurrence's final name, the one the attribution, the budgets,
+    /// the summary, the console and the report all use: `name`, or `name#n`
+    /// when the scenario repeats the fault ([`occurrence_name`]).
+    pub label: String,
     /// "kill_worker", "signal_master", ...
     pub action: String,
     /// Signal, pick, duration or command, for people reading the report.
@@ -105,7 +110,7 @@ impl FaultRecord {
     /// The attribution window of this fault.
     pub fn window(&self) -> FaultWindow {
         FaultWindow {
-            name: self.name.clone(),
+            name: self.label.clone(),
             action: self.action.clone(),
             start_ms: self.start_ms,
             recovered_ms: self.recovered_at_ms,
@@ -312,8 +317,9 @@ async fn schedule(shared: Arc<Shared>, planned: Vec<Planned>, mut stop: watch::R
     while let Some(p) = rest.next() {
         if sleep_until_or_stop(&shared.log, p.at, &mut stop).await {
             let mut skipped = shared.skipped.lock().unwrap_or_else(|e| e.into_inner());
-            skipped.push(format!("{}#{}", p.spec.name, p.occurrence));
-            skipped.extend(rest.map(|p| format!("{}#{}", p.spec.name, p.occurrence)));
+            let label = |p: &Planned| occurrence_name(&p.spec.name, p.occurrence, p.spec.count > 1);
+            skipped.push(label(&p));
+            skipped.extend(rest.map(|p| label(&p)));
             break;
         }
         // Each occurrence runs on its own: a long hang does not delay a kill.
@@ -333,6 +339,7 @@ struct Done {
 async fn execute(shared: Arc<Shared>, p: Planned, stop: watch::Receiver<bool>) {
     let log = &shared.log;
     let name = p.spec.name.clone();
+    let label = occurrence_name(&name, p.occurrence, p.spec.count > 1);
     let action = p.spec.action.as_str();
     let detail = detail_of(&p.spec.action);
     let mut rng = pick_rng(shared.seed, p.index, p.occurrence);
@@ -344,7 +351,7 @@ async fn execute(shared: Arc<Shared>, p: Planned, stop: watch::Receiver<bool>) {
         log.emit_at(
             t,
             "fault_start",
-            json!({"fault": name, "action": action, "detail": detail, "occurrence": p.occurrence, "pids": pids}),
+            json!({"fault": name, "label": label, "action": action, "detail": detail, "occurrence": p.occurrence, "pids": pids}),
         );
     };
     let done = run_action(&shared, &p.spec, &mut rng, &emit_start, stop).await;
@@ -382,6 +389,7 @@ async fn execute(shared: Arc<Shared>, p: Planned, stop: watch::Receiver<bool>) {
     };
     let record = FaultRecord {
         name: name.clone(),
+        label,
         action: action.to_string(),
         detail,
         occurrence: p.occurrence,

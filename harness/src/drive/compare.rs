@@ -927,6 +927,7 @@ mod tests {
         let planned = vec![kill, fault("deploy", 5, FaultAction::SignalMaster { signal: "SIGTERM".into() })];
         let rec = |name: &str, occurrence: u32, outcome: &str| FaultRecord {
             name: name.into(),
+            label: format!("{name}#{occurrence}"),
             action: "kill_worker".into(),
             detail: String::new(),
             occurrence,

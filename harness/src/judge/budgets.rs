@@ -189,6 +189,7 @@ mod tests {
     fn record(name: &str, occurrence: u32, start_ms: f64, outcome: &str) -> FaultRecord {
         FaultRecord {
             name: name.into(),
+            label: format!("{name}#{occurrence}"),
             action: "kill_worker".into(),
             detail: String::new(),
             occurrence,

@@ -78,6 +78,10 @@ pub struct ChaosSections {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FaultOut {
     pub name: String,
+    /// The occurrence's final name (`name`, or `name#n` for a repeated
+    /// fault), as the gates, the console and the report show it.
+    #[serde(default)]
+    pub label: String,
     /// 1-based occurrence of a periodic fault.
     pub occurrence: u32,
     pub action: String,
@@ -194,6 +198,7 @@ impl ChaosSections {
             .zip(&attribution.faults)
             .map(|(f, a)| FaultOut {
                 name: f.name.clone(),
+                label: f.label.clone(),
                 occurrence: f.occurrence,
                 action: f.action.clone(),
                 detail: f.detail.clone(),
