@@ -1,12 +1,11 @@
 //! A real run folder into the report: `harness run`'s stages against a tiny
 //! loopback HTTP server (one route ok, one always 500), then
-//! `report::rundir::run_from_dir` reads ledger, events and summary into run
-//! data whose counts match the summary, and the page renders from it.
+//! `report::rundir::run_from_dir` reads the run's summary into run data
+//! whose counts match the summary, and the page renders from it.
 
 // Test helpers panic on purpose: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
@@ -103,6 +102,7 @@ fn run_folder_becomes_report_data() {
         port = server.port
     );
     let scenario = harness::scenario::parse(&scenario).unwrap();
+    let requests = report::build::requests_of(&scenario);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let opts = harness::drive::run::RunOptions { out: Some(out.clone()), ..Default::default() };
@@ -112,7 +112,6 @@ fn run_folder_becomes_report_data() {
     assert!(n > 0);
     assert_eq!(summary.totals.operations, 2 * n, "{:?}", summary.totals);
 
-    let requests: BTreeMap<String, String> = [("boom step".to_string(), "GET /boom".to_string())].into();
     let options = rundir::RunDirOptions { label: "loopback", target: "test server", requests: &requests, audit: None };
     let (run, read_back) = rundir::run_from_dir(&out, &options).unwrap();
     assert_eq!(read_back, summary);

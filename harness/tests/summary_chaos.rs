@@ -43,7 +43,7 @@ fn same_as_chaos_json(r: &FullRun, doc: &Value) {
     let faults = doc["faults"].as_array().unwrap();
     assert_eq!(faults.len(), a.faults.len());
     for (f, fa) in faults.iter().zip(&a.faults) {
-        assert_eq!(f["name"], fa.name.as_str());
+        assert_eq!(f["label"], fa.name.as_str(), "the attribution names each occurrence by its label");
         assert_eq!(f["failures"]["first_attempt_failures"], fa.counts.first_attempt_total());
         assert_eq!(f["failures"]["retry_failures"], fa.counts.retry_total());
         assert_eq!(f["failures"]["recovered"], fa.counts.recovered);

@@ -581,7 +581,7 @@ pub fn run(scenario: Scenario, o: &CompareOptions) -> Result<Outcome> {
     let single_run = play(&single, scale, o)?;
     let cluster_run = play(&cluster, scale, o)?;
 
-    let requests = rundir::requests_of(&s);
+    let requests = crate::report::build::requests_of(&s);
     let single_target = if mapping.is_empty() {
         single.command.clone()
     } else {

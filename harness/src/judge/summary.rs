@@ -21,7 +21,7 @@ use crate::judge::gates::{GateResult, Noise};
 use crate::judge::verdict::Verdict;
 use crate::outcome::FailureClass;
 use crate::record::ledger::Totals;
-use crate::record::recorder::{Percentiles, Recorder, SecondRow};
+use crate::record::recorder::{self, Percentiles, Recorder, SecondRow, SpectrumPoint};
 
 pub const SCHEMA_VERSION: u32 = 1;
 pub const SUMMARY_FILE: &str = "summary.json";
@@ -272,6 +272,9 @@ pub struct TotalsOut {
     pub refused: u64,
     pub dropped: u64,
     pub dropped_by_class: BTreeMap<String, u64>,
+    /// Per step name; steps that dropped nothing are absent.
+    #[serde(default)]
+    pub dropped_by_step: BTreeMap<String, u64>,
     pub first_attempt_failures: u64,
     pub first_attempt_failures_by_class: BTreeMap<String, u64>,
     pub recovered: u64,
@@ -308,6 +311,7 @@ impl TotalsOut {
             refused: self.refused,
             dropped: self.dropped,
             dropped_by_class: classes(&self.dropped_by_class),
+            dropped_by_step: self.dropped_by_step.clone(),
             first_attempt_failures: self.first_attempt_failures,
             first_attempt_failures_by_class: classes(&self.first_attempt_failures_by_class),
             recovered: self.recovered,
@@ -326,6 +330,7 @@ impl TotalsOut {
             refused: t.refused,
             dropped: t.dropped,
             dropped_by_class: all(&t.dropped_by_class),
+            dropped_by_step: t.dropped_by_step.clone(),
             first_attempt_failures: t.first_attempt_failures,
             first_attempt_failures_by_class: all(&t.first_attempt_failures_by_class),
             recovered: t.recovered,
@@ -358,6 +363,10 @@ pub struct Latency {
     /// All steps, split by outcome key (`ok`, `refused`, or a failure class).
     pub by_outcome: BTreeMap<String, Percentiles>,
     pub steps: BTreeMap<String, StepLatency>,
+    /// Ok attempts of all steps by percentile, from the median to the
+    /// maximum on a "nines" axis (the report's percentile chart).
+    #[serde(default)]
+    pub ok_spectrum: Vec<SpectrumPoint>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -386,9 +395,10 @@ pub struct Files {
 }
 
 pub fn latency(rec: &Recorder) -> Latency {
+    let per_outcome = rec.per_outcome();
     Latency {
         overall: Percentiles::of(&rec.overall()),
-        by_outcome: rec.per_outcome().iter().map(|(k, h)| (k.to_string(), Percentiles::of(h))).collect(),
+        by_outcome: per_outcome.iter().map(|(k, h)| (k.to_string(), Percentiles::of(h))).collect(),
         steps: rec
             .per_step()
             .into_iter()
@@ -397,6 +407,7 @@ pub fn latency(rec: &Recorder) -> Latency {
                 (s.name.to_string(), StepLatency { all: Percentiles::of(&s.all), by_outcome: by })
             })
             .collect(),
+        ok_spectrum: per_outcome.get("ok").map(recorder::spectrum).unwrap_or_default(),
     }
 }
 
@@ -469,6 +480,7 @@ mod tests {
             refused: 1,
             dropped: 1,
             dropped_by_class: BTreeMap::from([(FailureClass::ServerError, 1)]),
+            dropped_by_step: BTreeMap::from([("checkout".to_string(), 1)]),
             first_attempt_failures: 2,
             first_attempt_failures_by_class: BTreeMap::from([(FailureClass::ConnectRefused, 2)]),
             recovered: 1,

@@ -183,6 +183,9 @@ pub struct Totals {
     pub dropped: u64,
     /// Dropped operations by the class of their last attempt.
     pub dropped_by_class: BTreeMap<FailureClass, u64>,
+    /// Dropped operations by step name (steps with none are absent).
+    #[serde(default)]
+    pub dropped_by_step: BTreeMap<String, u64>,
     /// Operations whose first attempt failed (whatever happened next).
     pub first_attempt_failures: u64,
     pub first_attempt_failures_by_class: BTreeMap<FailureClass, u64>,
@@ -509,9 +512,9 @@ impl Ledger {
         }
     }
 
-    /// Ends an operation with the outcome of its last attempt.
+    /// Ends an operation of step `step` with the outcome of its last attempt.
     /// `first_failed`: its first attempt failed.
-    pub fn end_operation(&mut self, last: Outcome, first_failed: bool) {
+    pub fn end_operation(&mut self, step: &str, last: Outcome, first_failed: bool) {
         let t = &mut self.totals;
         t.open_operations = t.open_operations.saturating_sub(1);
         match last {
@@ -520,6 +523,13 @@ impl Ledger {
             Outcome::Failed(c) => {
                 t.dropped += 1;
                 *t.dropped_by_class.entry(c).or_default() += 1;
+                // A string per dropped operation only: rare, and never on the ok path.
+                match t.dropped_by_step.get_mut(step) {
+                    Some(n) => *n += 1,
+                    None => {
+                        t.dropped_by_step.insert(step.to_string(), 1);
+                    }
+                }
             }
         }
         if first_failed && !matches!(last, Outcome::Failed(_)) {
@@ -604,11 +614,11 @@ mod tests {
         l.end_attempt(&rec(op, 1, Outcome::Failed(FailureClass::ResetBeforeResponse)));
         l.begin_attempt();
         l.end_attempt(&rec(op, 2, Outcome::Ok));
-        l.end_operation(Outcome::Ok, true);
+        l.end_operation("s", Outcome::Ok, true);
         let op2 = l.begin_operation();
         l.begin_attempt();
         l.end_attempt(&rec(op2, 1, Outcome::Failed(FailureClass::ServerError)));
-        l.end_operation(Outcome::Failed(FailureClass::ServerError), true);
+        l.end_operation("s", Outcome::Failed(FailureClass::ServerError), true);
         let t = l.totals();
         assert_eq!((t.operations, t.ok, t.refused, t.dropped), (2, 1, 0, 1));
         assert_eq!(t.first_attempt_failures, 2);
@@ -616,6 +626,7 @@ mod tests {
         assert_eq!(t.retries, 1);
         assert_eq!(t.attempts_failed_by_class[&FailureClass::ResetBeforeResponse], 1);
         assert_eq!(t.dropped_by_class[&FailureClass::ServerError], 1);
+        assert_eq!(t.dropped_by_step["s"], 1);
         t.check().unwrap();
     }
 
@@ -634,7 +645,7 @@ mod tests {
             l.end_attempt_of(&r.view(), reconnect);
             recs.push(r);
         }
-        l.end_operation(Outcome::Ok, false);
+        l.end_operation("s", Outcome::Ok, false);
         let t = l.totals();
         assert_eq!((t.attempts, t.reconnects, t.retries, t.first_attempt_failures), (3, 1, 1, 0));
         assert_eq!(t.attempts, t.operations + t.retries + t.reconnects);

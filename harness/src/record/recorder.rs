@@ -101,6 +101,51 @@ pub struct SecondRow {
     /// Largest schedule slip among the attempts that ended in this second
     /// (attempts are filed by their end).
     pub slip_max_ms: f64,
+    /// Latency of the ok attempts that ended in this second; null when none
+    /// did (the report's latency chart shows ok requests only).
+    #[serde(default)]
+    pub ok_p50_ms: Option<f64>,
+    #[serde(default)]
+    pub ok_p99_ms: Option<f64>,
+    #[serde(default)]
+    pub ok_max_ms: Option<f64>,
+    /// The slowest failed attempt that ended in this second (a timeout shows
+    /// as the time it took to give up); null when none failed.
+    #[serde(default)]
+    pub failed_max_ms: Option<f64>,
+}
+
+/// One point of a latency spectrum: the latency at a percentile.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SpectrumPoint {
+    /// 50.0 .. 100.0.
+    pub percentile: f64,
+    pub latency_ms: f64,
+}
+
+/// Quantiles at which the spectrum is sampled: evenly spaced on the "nines"
+/// axis x = 1/(1-q), 20 samples per decade, from the median up to the last
+/// quantile the sample count can resolve, then the maximum.
+pub fn spectrum(hist: &Histogram<u64>) -> Vec<SpectrumPoint> {
+    let mut out = Vec::new();
+    if hist.is_empty() {
+        return out;
+    }
+    let len = hist.len() as f64;
+    let mut k = 0u32;
+    loop {
+        // x from 2 (the median) upwards.
+        let x = 2.0 * 10f64.powf(f64::from(k) / 20.0);
+        // The median is always shown, even from a single sample.
+        if k > 0 && (x > len || x > 1e7) {
+            break;
+        }
+        let q = 1.0 - 1.0 / x;
+        out.push(SpectrumPoint { percentile: q * 100.0, latency_ms: us_to_ms(hist.value_at_quantile(q)) });
+        k += 1;
+    }
+    out.push(SpectrumPoint { percentile: 100.0, latency_ms: us_to_ms(hist.max()) });
+    out
 }
 
 /// One step's histograms: all its attempts, and split by outcome key.
@@ -161,6 +206,9 @@ struct Interval {
     steps: Vec<Histogram<u64>>,
     row: SecondRow,
     slip_max_us: u64,
+    /// Ok attempts of this second (the report's latency chart).
+    ok: Histogram<u64>,
+    failed_max_us: Option<u64>,
 }
 
 /// Records every attempt's latency. Steps are addressed by index (the order
@@ -197,6 +245,8 @@ impl Recorder {
                 steps: (0..n).map(|_| new_histogram()).collect(),
                 row: SecondRow::default(),
                 slip_max_us: 0,
+                ok: new_histogram(),
+                failed_max_us: None,
             },
             intervals: Vec::new(),
             series: Vec::new(),
@@ -226,10 +276,14 @@ impl Recorder {
         }
         cur.slip_max_us = cur.slip_max_us.max(slip_us);
         match outcome {
-            Outcome::Ok => cur.row.ok += 1,
+            Outcome::Ok => {
+                cur.row.ok += 1;
+                record_value(&mut cur.ok, latency_us);
+            }
             Outcome::Refused => cur.row.refused += 1,
             Outcome::Failed(c) => {
                 cur.row.failed += 1;
+                cur.failed_max_us = Some(cur.failed_max_us.unwrap_or(0).max(latency_us));
                 *cur.row.failed_by_class.entry(c.as_str().to_string()).or_default() += 1;
             }
         }
@@ -265,6 +319,12 @@ impl Recorder {
         row.max_ms = p.max_ms;
         row.slip_max_ms = us_to_ms(cur.slip_max_us);
         cur.slip_max_us = 0;
+        if !cur.ok.is_empty() {
+            let ok = Percentiles::of(&cur.ok);
+            (row.ok_p50_ms, row.ok_p99_ms, row.ok_max_ms) = (Some(ok.p50_ms), Some(ok.p99_ms), Some(ok.max_ms));
+            cur.ok.reset();
+        }
+        row.failed_max_ms = cur.failed_max_us.take().map(us_to_ms);
         if !all.is_empty() {
             let mut buf = Vec::new();
             if self.serializer.serialize(&all, &mut buf).is_ok() {
@@ -399,6 +459,30 @@ fn tag_safe(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spectrum_rises_and_ends_at_the_max() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+        for v in 1..=10_000u64 {
+            h.record(v * 100).unwrap(); // 0.1 ms .. 1000 ms in µs
+        }
+        let s = spectrum(&h);
+        assert!(s.len() > 40, "{}", s.len());
+        assert!((s[0].percentile - 50.0).abs() < 1e-9);
+        assert!((s[0].latency_ms - 500.0).abs() < 1.0, "{:?}", s[0]);
+        assert!(s.windows(2).all(|w| w[0].percentile < w[1].percentile && w[0].latency_ms <= w[1].latency_ms));
+        let last = s.last().unwrap();
+        assert_eq!(last.percentile, 100.0);
+        assert!((last.latency_ms - 1000.0).abs() < 1.0);
+        // Never beyond what 10,000 samples can resolve (99.99 %), apart from the max.
+        assert!(s[s.len() - 2].percentile <= 99.99 + 1e-9);
+        assert!(spectrum(&Histogram::<u64>::new(3).unwrap()).is_empty());
+        let mut one = Histogram::<u64>::new(3).unwrap();
+        one.record(2000).unwrap();
+        let s = spectrum(&one);
+        assert_eq!(s.iter().map(|p| p.percentile).collect::<Vec<_>>(), [50.0, 100.0]);
+    }
+
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 
     #[test]

@@ -316,6 +316,7 @@ mod tests {
             overall: p(v),
             by_outcome: Default::default(),
             steps: [("checkout".to_string(), StepLatency { all: p(v), by_outcome: Default::default() })].into(),
+            ok_spectrum: Vec::new(),
         };
         let summary = |dropped, v| json!({"totals": totals(dropped), "latency": latency(v)});
         let options = BaselineOptions { per_step: true, ..Default::default() };

@@ -239,7 +239,7 @@ fn run(
         label: label.into(),
         target: target.into(),
         seconds: points,
-        spectrum: spectrum_from_histogram(&all, 1000.0),
+        spectrum: crate::record::recorder::spectrum(&all),
         endpoints,
         faults,
         audit: Some(audit),

@@ -2,19 +2,18 @@
 //! plus the verdict. The run folder keeps it as `report.json`, so the page can
 //! be rebuilt without re-running (`harness report RUN_DIR`).
 //!
-//! This is the report's own input type, filled by whoever drives a run (the
-//! compare command) from the recorder, the chaos log and the judge. It is
-//! not the machine-readable summary for CI (that is `summary.json`), and it
-//! does no measuring itself, apart from reading the CPU model and turning an
-//! HDR histogram into a percentile spectrum.
+//! This is the report's own input type, filled by build.rs from what the run
+//! concluded (`summary.json`, the audit). It is not the machine-readable
+//! summary for CI (that is `summary.json`), and it does no measuring itself,
+//! apart from reading the CPU model.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::outcome::FailureClass;
+pub use crate::record::recorder::SpectrumPoint;
 
 /// Everything one report page shows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,7 +140,7 @@ pub struct RunData {
     /// One point per second of the run, in time order.
     pub seconds: Vec<SecondPoint>,
     /// Latency of ok requests by percentile, ascending, from the run's histogram
-    /// (see [`spectrum_from_histogram`]).
+    /// (the recorder's [`crate::record::recorder::spectrum`]).
     pub spectrum: Vec<SpectrumPoint>,
     pub endpoints: Vec<EndpointRow>,
     pub faults: Vec<FaultRow>,
@@ -192,13 +191,6 @@ impl SecondPoint {
     pub fn failed(&self) -> u64 {
         self.failures.values().sum()
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct SpectrumPoint {
-    /// 0..=100, e.g. 99.9.
-    pub percentile: f64,
-    pub latency_ms: f64,
 }
 
 /// One step (endpoint) of the journeys. Latency is of ok attempts.
@@ -313,31 +305,6 @@ pub struct Totals {
     pub max_ms: f64,
 }
 
-/// Quantiles at which the spectrum is sampled: evenly spaced on the "nines"
-/// axis x = 1/(1-q), 20 samples per decade, from the median up to the last
-/// quantile the sample count can resolve, then the maximum.
-pub fn spectrum_from_histogram(hist: &Histogram<u64>, units_per_ms: f64) -> Vec<SpectrumPoint> {
-    let mut out = Vec::new();
-    if hist.is_empty() || units_per_ms <= 0.0 {
-        return out;
-    }
-    let len = hist.len() as f64;
-    let mut k = 0u32;
-    loop {
-        // x from 2 (the median) upwards.
-        let x = 2.0 * 10f64.powf(f64::from(k) / 20.0);
-        // The median is always shown, even from a single sample.
-        if k > 0 && (x > len || x > 1e7) {
-            break;
-        }
-        let q = 1.0 - 1.0 / x;
-        out.push(SpectrumPoint { percentile: q * 100.0, latency_ms: hist.value_at_quantile(q) as f64 / units_per_ms });
-        k += 1;
-    }
-    out.push(SpectrumPoint { percentile: 100.0, latency_ms: hist.max() as f64 / units_per_ms });
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,29 +315,6 @@ mod tests {
         assert_eq!(cpu_model_from_cpuinfo(text).as_deref(), Some("Intel(R) Xeon(R) CPU @ 2.20GHz"));
         assert_eq!(cpu_model_from_cpuinfo("processor : 0\n"), None);
         assert!(Machine::current().cpus >= 1);
-    }
-
-    #[test]
-    fn spectrum_rises_and_ends_at_the_max() {
-        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
-        for v in 1..=10_000u64 {
-            h.record(v * 100).unwrap(); // 0.1 ms .. 1000 ms in µs
-        }
-        let s = spectrum_from_histogram(&h, 1000.0);
-        assert!(s.len() > 40, "{}", s.len());
-        assert!((s[0].percentile - 50.0).abs() < 1e-9);
-        assert!((s[0].latency_ms - 500.0).abs() < 1.0, "{:?}", s[0]);
-        assert!(s.windows(2).all(|w| w[0].percentile < w[1].percentile && w[0].latency_ms <= w[1].latency_ms));
-        let last = s.last().unwrap();
-        assert_eq!(last.percentile, 100.0);
-        assert!((last.latency_ms - 1000.0).abs() < 1.0);
-        // Never beyond what 10,000 samples can resolve (99.99 %), apart from the max.
-        assert!(s[s.len() - 2].percentile <= 99.99 + 1e-9);
-        assert!(spectrum_from_histogram(&Histogram::<u64>::new(3).unwrap(), 1000.0).is_empty());
-        let mut one = Histogram::<u64>::new(3).unwrap();
-        one.record(2000).unwrap();
-        let s = spectrum_from_histogram(&one, 1000.0);
-        assert_eq!(s.iter().map(|p| p.percentile).collect::<Vec<_>>(), [50.0, 100.0]);
     }
 
     #[test]

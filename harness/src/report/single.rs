@@ -25,7 +25,7 @@ pub fn write_for_run(
     target: &str,
     audit: Option<&AuditReport>,
 ) -> Result<Written> {
-    let requests = rundir::requests_of(scenario);
+    let requests = super::build::requests_of(scenario);
     let (run, summary) = rundir::run_from_dir(dir, &RunDirOptions { label, target, requests: &requests, audit })
         .with_context(|| format!("reading the run folder {}", dir.display()))?;
     // Scaling is never hidden: a --rate-scale other than 1 is said at the top.

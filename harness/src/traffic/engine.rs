@@ -620,7 +620,7 @@ async fn operation(
             book.ledger.end_attempt_of(&rec, reconnecting);
             book.recorder.record(global, outcome, latency_us, slip_us, rec.end_ms);
             if !retry && !reconnect {
-                book.ledger.end_operation(outcome, first_failed);
+                book.ledger.end_operation(&step.name, outcome, first_failed);
             }
         }
         if let Outcome::Failed(c) = outcome {
