@@ -36,7 +36,7 @@ use anyhow::Context;
 use axum::Router;
 use clap::Parser;
 
-use crate::cli::parse_duration;
+use crate::duration::parse_duration;
 use store::Store;
 
 /// Shop flags (catalog size, stock, CPU costs, database path).
