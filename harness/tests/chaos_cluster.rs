@@ -13,7 +13,8 @@ use chaos_support::*;
 use harness::chaos::faults::{self as chaos, ChaosOptions};
 use harness::chaos::target::{Target, http_get};
 use harness::host::procs;
-use harness::judge::audit::{self, CheckoutView, Verdict};
+use harness::judge::audit::{self, CheckoutView};
+use harness::judge::verdict::Status;
 use harness::outcome::Outcome;
 use harness::record::events::EventLog;
 use harness::scenario::{FaultAction, FaultSpec, Pick};
@@ -158,18 +159,18 @@ async fn audit_of_the_real_shop_finds_the_acknowledged_order_and_flags_a_lost_on
         order_id: Some(order_id),
     };
     let report = audit::run(&url, std::slice::from_ref(&acked), true, Duration::from_secs(10)).await;
-    assert_eq!(report.verdict, Verdict::Pass, "{report:?}");
+    assert_eq!(report.verdict, Status::Pass, "{report:?}");
     assert_eq!((report.orders_in_audit, report.acknowledged), (1, 1));
 
     // A checkout the harness says was acknowledged but the shop never saw.
     let phantom = CheckoutView { op: 2, idempotency_key: Some("never-sent".into()), order_id: Some(999_999), ..acked };
     let report = audit::run(&url, &[phantom], true, Duration::from_secs(10)).await;
-    assert_eq!(report.verdict, Verdict::Fail);
+    assert_eq!(report.verdict, Status::Fail);
     assert_eq!(report.lost.len(), 1);
 
     // The admin address down: unknown, never pass.
     c.target.stop(None).await.unwrap();
     let report = audit::run(&url, &[], true, Duration::from_secs(2)).await;
-    assert_eq!(report.verdict, Verdict::Unknown, "{report:?}");
+    assert_eq!(report.verdict, Status::Unknown, "{report:?}");
     assert!(report.reason.contains("unreachable"), "{}", report.reason);
 }

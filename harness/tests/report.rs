@@ -5,6 +5,7 @@
 // Test helpers panic on purpose: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
+use harness::judge::baseline;
 use harness::report::model::{GateRow, Status};
 use harness::report::{self, ReportData, demo};
 
@@ -160,17 +161,16 @@ fn baseline_files_are_compared_and_bad_ones_named() {
     };
     let old = write("old.json", r#"{"totals": {"dropped": 0}, "latency": {"overall": {"p99_ms": 100.0}}}"#);
     let new = write("new.json", r#"{"totals": {"dropped": 4}, "latency": {"overall": {"p99_ms": 90.0}}}"#);
-    let options = report::baseline::BaselineOptions::default();
-    let cmp = report::compare_baseline_files(&new, &old, &options).unwrap();
+    let options = baseline::BaselineOptions::default();
+    let cmp = baseline::compare(&baseline::read(&new).unwrap(), &baseline::read(&old).unwrap(), &options);
     assert_eq!(cmp.status(), Status::Fail);
     let failed: Vec<&str> = cmp.failures().map(|c| c.detail.as_str()).collect();
     assert_eq!(failed, ["dropped requests increased from 0 to 4"]);
 
     let bad = write("bad.json", "{not json");
-    let err = format!("{:#}", report::compare_baseline_files(&new, &bad, &options).unwrap_err());
+    let err = format!("{:#}", baseline::read(&bad).unwrap_err());
     assert!(err.contains("bad.json is not JSON"), "{err}");
-    let err =
-        format!("{:#}", report::compare_baseline_files(&dir.path().join("nope.json"), &old, &options).unwrap_err());
+    let err = format!("{:#}", baseline::read(&dir.path().join("nope.json")).unwrap_err());
     assert!(err.contains("reading") && err.contains("nope.json"), "{err}");
 }
 

@@ -33,10 +33,10 @@ use crate::chaos::faults::FaultRecord;
 use crate::drive::calibrate::{self, Calibration};
 use crate::drive::lifecycle::{self, LifecycleOptions};
 use crate::drive::run::RunOptions;
+use crate::judge::baseline::{self, BaselineComparison, BaselineOptions};
 use crate::judge::gates::{self, Noise};
 use crate::judge::summary::{self, Summary};
 use crate::judge::verdict::Verdict;
-use crate::report::baseline::{self, BaselineComparison, BaselineOptions};
 use crate::report::model::{self, GateRow, Machine, ReportData, RunData, Status};
 use crate::report::rundir::{self, RunDirOptions};
 use crate::scenario::{FaultAction, FaultSpec, LaunchSpec, Scenario};
@@ -388,29 +388,6 @@ pub struct CompareSummary {
     pub runs: Runs,
 }
 
-pub const KIND: &str = "compare";
-
-/// The run summary a baseline file stands for: a compare summary's cluster
-/// run, or a plain run's summary as it is.
-pub fn baseline_run(doc: Value, path: &Path) -> Result<Value> {
-    if doc.get("kind").and_then(Value::as_str) == Some(KIND) {
-        return doc
-            .pointer("/runs/cluster/summary")
-            .cloned()
-            .ok_or_else(|| anyhow!("{}: a compare summary without runs.cluster.summary", path.display()));
-    }
-    if doc.get("totals").is_none() {
-        bail!("{}: not a summary.json of `harness run` or `harness compare` (no `totals`)", path.display());
-    }
-    Ok(doc)
-}
-
-fn read_baseline(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading the baseline {}", path.display()))?;
-    let doc: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-    baseline_run(doc, path)
-}
-
 fn check_baseline_options(b: &BaselineOptions) -> Result<()> {
     if !["p50", "p90", "p99", "p99_9", "max"].contains(&b.percentile.as_str()) {
         bail!("--baseline-percentile {:?}: expected one of p50, p90, p99, p99_9, max", b.percentile);
@@ -505,7 +482,7 @@ pub struct Outcome {
 /// Scale, run both sides, build the report and the joint summary.
 pub fn run(scenario: Scenario, o: &CompareOptions) -> Result<Outcome> {
     check_baseline_options(&o.baseline_options)?;
-    let baseline_doc = o.baseline.as_deref().map(read_baseline).transpose()?;
+    let baseline_doc = o.baseline.as_deref().map(baseline::read).transpose()?;
     if o.workers == 0 {
         bail!("--workers 0: the cluster needs at least one worker");
     }
@@ -637,7 +614,7 @@ pub fn run(scenario: Scenario, o: &CompareOptions) -> Result<Outcome> {
     let written = crate::report::write(&o.out, &data)?;
     let summary = CompareSummary {
         schema_version: summary::SCHEMA_VERSION,
-        kind: KIND.into(),
+        kind: baseline::COMPARE_KIND.into(),
         harness_version: env!("CARGO_PKG_VERSION").into(),
         scenario: s.name.clone(),
         verdict,
@@ -974,6 +951,12 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_baseline_percentile_is_named() {
+        let bad = BaselineOptions { percentile: "p42".into(), ..BaselineOptions::default() };
+        assert!(check_baseline_options(&bad).unwrap_err().to_string().contains("p42"));
+    }
+
+    #[test]
     fn urls_get_the_picked_ports() {
         assert_eq!(
             with_authority("http://127.0.0.1:9090/audit", "127.0.0.1:1234").unwrap(),
@@ -981,19 +964,5 @@ mod tests {
         );
         assert_eq!(with_authority("http://h:1", "127.0.0.1:2").unwrap(), "http://127.0.0.1:2");
         assert!(with_authority("127.0.0.1:9090/audit", "x:1").is_err());
-    }
-
-    #[test]
-    fn a_baseline_is_a_compare_summarys_cluster_run_or_a_plain_summary() {
-        let p = Path::new("old/summary.json");
-        let plain = serde_json::json!({"totals": {"dropped": 3}});
-        assert_eq!(baseline_run(plain.clone(), p).unwrap(), plain);
-        let joint = serde_json::json!({"kind": "compare", "runs": {"cluster": {"summary": plain.clone()}}});
-        assert_eq!(baseline_run(joint, p).unwrap(), plain);
-        let e = baseline_run(serde_json::json!({"kind": "compare"}), p).unwrap_err().to_string();
-        assert!(e.contains("runs.cluster.summary") && e.contains("old/summary.json"), "{e}");
-        assert!(baseline_run(serde_json::json!({"x": 1}), p).is_err());
-        let bad = BaselineOptions { percentile: "p42".into(), ..BaselineOptions::default() };
-        assert!(check_baseline_options(&bad).unwrap_err().to_string().contains("p42"));
     }
 }

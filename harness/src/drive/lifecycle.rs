@@ -25,9 +25,10 @@ use crate::drive::run::{self, RunOptions, SideTask, StartError};
 use crate::host::procs::Pid;
 use crate::judge::affinity::{self, Affinity};
 use crate::judge::attribution::{self, Attribution};
-use crate::judge::audit::{self, AuditReport, Verdict};
+use crate::judge::audit::{self, AuditReport};
 use crate::judge::budgets;
 use crate::judge::summary::{ChaosSections, Summary};
+use crate::judge::verdict::Status;
 use crate::record::ledger;
 use crate::scenario::{LaunchSpec, Scenario};
 use crate::traffic::engine::Live;
@@ -97,9 +98,9 @@ pub struct FullRun {
 /// The gate's view of an audit: only `pass` passes.
 pub fn audit_gate(report: &AuditReport) -> Result<(), String> {
     match report.verdict {
-        Verdict::Pass => Ok(()),
-        Verdict::Fail => Err(format!("audit failed: {}", report.reason)),
-        Verdict::Unknown => Err(format!("audit verdict unknown: {}", report.reason)),
+        Status::Pass => Ok(()),
+        Status::Fail => Err(format!("audit failed: {}", report.reason)),
+        Status::Unknown => Err(format!("audit verdict unknown: {}", report.reason)),
     }
 }
 

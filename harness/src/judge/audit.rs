@@ -22,6 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::judge::verdict::Status;
 use crate::outcome::Outcome;
 
 /// The shop's audit document.
@@ -110,24 +111,6 @@ fn seen(c: &CheckoutView) -> Seen {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    Pass,
-    Fail,
-    Unknown,
-}
-
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Pass => "pass",
-            Verdict::Fail => "fail",
-            Verdict::Unknown => "unknown",
-        }
-    }
-}
-
 /// A checkout the report points at.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CheckoutRef {
@@ -156,7 +139,7 @@ pub struct StockProblem {
 /// The audit's findings. Lists are complete; the report may shorten them.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditReport {
-    pub verdict: Verdict,
+    pub verdict: Status,
     /// Why the verdict is unknown or fail, in one line.
     pub reason: String,
     pub orders_in_audit: usize,
@@ -183,7 +166,7 @@ impl AuditReport {
     /// The report when the audit could not be read: verdict unknown.
     pub fn unreachable(reason: impl Into<String>, checkouts: usize) -> AuditReport {
         AuditReport {
-            verdict: Verdict::Unknown,
+            verdict: Status::Unknown,
             reason: reason.into(),
             orders_in_audit: 0,
             checkouts,
@@ -306,14 +289,14 @@ pub fn check(doc: &AuditDoc, checkouts: &[CheckoutView], run_complete: bool) -> 
         }
     }
     (report.verdict, report.reason) = if !problems.is_empty() {
-        (Verdict::Fail, problems.join(", "))
+        (Status::Fail, problems.join(", "))
     } else if !report.unverifiable.is_empty() {
         let n = report.unverifiable.len();
-        (Verdict::Unknown, format!("{n} acknowledged checkouts carry neither an idempotency key nor an order id"))
+        (Status::Unknown, format!("{n} acknowledged checkouts carry neither an idempotency key nor an order id"))
     } else if !run_complete {
-        (Verdict::Unknown, "the run did not complete, so the ledger is not the whole story".to_string())
+        (Status::Unknown, "the run did not complete, so the ledger is not the whole story".to_string())
     } else {
-        (Verdict::Pass, String::new())
+        (Status::Pass, String::new())
     };
     report
 }
@@ -504,17 +487,17 @@ mod tests {
             co(3, Some("k3"), "c3", &[Outcome::Refused], None),
         ];
         let r = check(&clean_doc(), &cs, true);
-        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+        assert_eq!(r.verdict, Status::Pass, "{r:?}");
         assert_eq!((r.acknowledged, r.checkouts, r.orders_in_audit, r.unclaimed_orders), (2, 3, 2, 0));
         // The same data with an incomplete run is unknown, never pass.
-        assert_eq!(check(&clean_doc(), &cs, false).verdict, Verdict::Unknown);
+        assert_eq!(check(&clean_doc(), &cs, false).verdict, Status::Unknown);
     }
 
     #[test]
     fn lost_acknowledged_checkout_fails() {
         let cs = [co(9, Some("k9"), "c9", &[Outcome::Ok], Some(99))];
         let r = check(&clean_doc(), &cs, true);
-        assert_eq!(r.verdict, Verdict::Fail);
+        assert_eq!(r.verdict, Status::Fail);
         assert_eq!(r.lost.len(), 1);
         assert_eq!(r.lost[0].op, 9);
         assert!(r.reason.contains("1 lost"), "{}", r.reason);
@@ -528,7 +511,7 @@ mod tests {
         let mut doc = clean_doc();
         doc.orders.push(order(3, Some("k1"), "c1", &[]));
         let r = check(&doc, &[], true);
-        assert_eq!(r.verdict, Verdict::Fail);
+        assert_eq!(r.verdict, Status::Fail);
         assert_eq!(r.duplicates, vec![Duplicate { idempotency_key: "k1".into(), order_ids: vec![1, 3] }]);
     }
 
@@ -537,7 +520,7 @@ mod tests {
         // Order 1 (key k1) exists although the harness saw a 503 and then a refusal.
         let bad = [co(1, Some("k1"), "c1", &[Outcome::Failed(ServerError), Outcome::Failed(ConnectRefused)], None)];
         let r = check(&clean_doc(), &bad, true);
-        assert_eq!(r.verdict, Verdict::Fail);
+        assert_eq!(r.verdict, Status::Fail);
         assert_eq!(r.failed_but_applied[0].found_orders, vec![1]);
 
         // A timeout (outcome unknown) followed by a refused connect: allowed, counted as recovered.
@@ -547,7 +530,7 @@ mod tests {
             co(5, Some("k5"), "c5", &[Outcome::Failed(ResetBeforeResponse)], None),
         ];
         let r = check(&clean_doc(), &unknown, true);
-        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+        assert_eq!(r.verdict, Status::Pass, "{r:?}");
         assert_eq!((r.recovered, r.unknown_not_applied), (1, 1));
     }
 
@@ -572,7 +555,7 @@ mod tests {
         ];
         doc.orders.push(order(4, Some("k4"), "c4", &[("sku-9999", 1)]));
         let r = check(&doc, &[], true);
-        assert_eq!(r.verdict, Verdict::Fail);
+        assert_eq!(r.verdict, Status::Fail);
         let problems: Vec<String> = r.oversold.iter().map(|p| format!("{}: {}", p.sku, p.problem)).collect();
         assert!(problems.contains(&"door-1: oversold: sold 3 > initial 2".to_string()), "{problems:?}");
         assert!(problems.contains(&"door-1: negative stock: left -1".to_string()), "{problems:?}");
@@ -586,7 +569,7 @@ mod tests {
     #[test]
     fn unidentifiable_ack_is_unknown_not_pass() {
         let r = check(&clean_doc(), &[co(3, None, "c3", &[Outcome::Ok], None)], true);
-        assert_eq!(r.verdict, Verdict::Unknown);
+        assert_eq!(r.verdict, Status::Unknown);
         assert_eq!(r.unverifiable.len(), 1);
     }
 
@@ -596,7 +579,7 @@ mod tests {
                        "stock":[{"sku":"door-1","initial":100,"left":99,"sold":1}]}"#;
         let doc = parse(body).unwrap();
         assert_eq!(doc.orders[0].cart_id.as_deref(), Some("c-7"));
-        assert_eq!(check(&doc, &[], true).verdict, Verdict::Pass);
+        assert_eq!(check(&doc, &[], true).verdict, Status::Pass);
         let err = parse(br#"{"orders":[{"order_id":"x","lines":[]}],"stock":[]}"#).unwrap_err();
         assert!(err.contains("orders[0].order_id"), "{err}");
         assert!(parse(b"<html>").is_err());
@@ -641,7 +624,7 @@ mod tests {
     #[test]
     fn unreachable_is_unknown() {
         let r = AuditReport::unreachable("connect refused", 4);
-        assert_eq!(r.verdict, Verdict::Unknown);
+        assert_eq!(r.verdict, Status::Unknown);
         assert_eq!(serde_json::to_value(&r).unwrap()["verdict"], "unknown");
     }
 }

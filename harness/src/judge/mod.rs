@@ -9,6 +9,7 @@
 pub mod affinity;
 pub mod attribution;
 pub mod audit;
+pub mod baseline;
 pub mod budgets;
 pub mod gates;
 pub mod summary;

@@ -47,3 +47,47 @@ impl Verdict {
         }
     }
 }
+
+/// How one gate or check came out. Unlike a run's [`Verdict`], it has no
+/// invalid: a check that could not be decided is unknown, never a pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pass,
+    Fail,
+    /// Could not be decided (no data, audit unreachable, ...). Never counted as a pass.
+    Unknown,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Fail => "fail",
+            Status::Unknown => "unknown",
+        }
+    }
+
+    /// The worst of several: any fail fails, else any unknown is unknown.
+    pub fn worst(statuses: impl IntoIterator<Item = Status>) -> Status {
+        let mut worst = Status::Pass;
+        for s in statuses {
+            match s {
+                Status::Fail => return Status::Fail,
+                Status::Unknown => worst = Status::Unknown,
+                Status::Pass => {}
+            }
+        }
+        worst
+    }
+}
+
+/// One gate of the verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateRow {
+    /// e.g. "cluster: dropped <= 0".
+    pub gate: String,
+    pub status: Status,
+    /// What was measured against what, in words: "0 dropped (budget 0)".
+    pub detail: String,
+}

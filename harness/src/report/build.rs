@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use super::model::{AuditData, AuditRow, EndpointRow, FaultRow, RunData, SecondPoint, Slip, Status, Totals};
-use crate::judge::audit::{AuditReport, Verdict};
+use crate::judge::audit::AuditReport;
 use crate::judge::summary::{self, FaultOut, Summary};
 use crate::outcome::FailureClass;
 use crate::record::recorder::{Percentiles, SecondRow};
@@ -145,14 +145,6 @@ pub fn faults(faults: &[FaultOut]) -> Vec<FaultRow> {
         .collect()
 }
 
-fn status(v: Verdict) -> Status {
-    match v {
-        Verdict::Pass => Status::Pass,
-        Verdict::Fail => Status::Fail,
-        Verdict::Unknown => Status::Unknown,
-    }
-}
-
 fn pass_if(ok: bool) -> Status {
     if ok { Status::Pass } else { Status::Fail }
 }
@@ -181,14 +173,14 @@ pub fn audit(a: &AuditReport) -> AuditData {
         )
     };
     let mut rows = Vec::new();
-    if a.verdict == Verdict::Unknown && a.orders_in_audit == 0 && a.acknowledged == 0 && !a.reason.is_empty() {
+    if a.verdict == Status::Unknown && a.orders_in_audit == 0 && a.acknowledged == 0 && !a.reason.is_empty() {
         rows.push(AuditRow {
             check: "the shop's audit could be read".into(),
             status: Status::Unknown,
             counts: count(&[("checkouts", a.checkouts)]),
             detail: a.reason.clone(),
         });
-        return AuditData { status: status(a.verdict), rows };
+        return AuditData { status: a.verdict, rows };
     }
     rows.push(AuditRow {
         check: "every acknowledged checkout has its order".into(),
@@ -231,7 +223,7 @@ pub fn audit(a: &AuditReport) -> AuditData {
         ]),
         detail: "the shopper saw no answer; the shop may or may not have acted, and either is consistent".into(),
     });
-    AuditData { status: status(a.verdict), rows }
+    AuditData { status: a.verdict, rows }
 }
 
 /// One run of the report from its summary, the steps of its scenario and its audit.
@@ -301,7 +293,7 @@ mod tests {
         assert_eq!((d.status, d.rows.len()), (Status::Unknown, 1));
         assert!(d.rows[0].detail.contains("connection refused"));
 
-        a.verdict = Verdict::Fail;
+        a.verdict = Status::Fail;
         a.acknowledged = 10;
         a.orders_in_audit = 10;
         a.oversold

@@ -6,7 +6,6 @@
 //!
 //! Not for: measuring or judging a run (record/ and judge/ do that).
 
-pub mod baseline;
 pub mod build;
 pub mod charts;
 pub mod demo;
@@ -59,19 +58,6 @@ pub fn regenerate(run_dir: &Path) -> Result<PathBuf> {
         anyhow::anyhow!("{} is not valid report data: at `{}`: {}", path.display(), e.path(), e.inner())
     })?;
     write_html(run_dir, &data)
-}
-
-/// Compare two `summary.json` files (see [`baseline`]); errors name the file.
-pub fn compare_baseline_files(
-    current: &Path,
-    baseline: &Path,
-    options: &baseline::BaselineOptions,
-) -> Result<baseline::BaselineComparison> {
-    let read = |path: &Path| -> Result<serde_json::Value> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
-    };
-    Ok(baseline::compare(&read(current)?, &read(baseline)?, options))
 }
 
 fn write_html(run_dir: &Path, data: &ReportData) -> Result<PathBuf> {

@@ -12,6 +12,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::judge::verdict::{GateRow, Status};
 use crate::outcome::FailureClass;
 pub use crate::record::recorder::SpectrumPoint;
 
@@ -86,48 +87,6 @@ pub struct ScenarioInfo {
     /// Planned length of the arrival schedule, seconds.
     pub duration_s: f64,
     pub seed: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Pass,
-    Fail,
-    /// Could not be decided (no data, audit unreachable, ...). Never counted as a pass.
-    Unknown,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pass => "pass",
-            Status::Fail => "fail",
-            Status::Unknown => "unknown",
-        }
-    }
-
-    /// The worst of several: any fail fails, else any unknown is unknown.
-    pub fn worst(statuses: impl IntoIterator<Item = Status>) -> Status {
-        let mut worst = Status::Pass;
-        for s in statuses {
-            match s {
-                Status::Fail => return Status::Fail,
-                Status::Unknown => worst = Status::Unknown,
-                Status::Pass => {}
-            }
-        }
-        worst
-    }
-}
-
-/// One gate of the verdict.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GateRow {
-    /// e.g. "cluster: dropped <= 0".
-    pub gate: String,
-    pub status: Status,
-    /// What was measured against what, in words: "0 dropped (budget 0)".
-    pub detail: String,
 }
 
 /// One run (one target) of the scenario.

@@ -1,16 +1,45 @@
 //! Compare a run's `summary.json` against a stored baseline `summary.json`:
 //! fail when dropped requests increased, or when a chosen percentile got
-//! slower by more than a threshold, and say which. Pure: takes parsed JSON,
-//! does no I/O.
+//! slower by more than a threshold, and say which. Pure apart from [`read`]:
+//! the comparison takes parsed JSON.
 //!
 //! It reads the summary by the key paths below (the summary schema is
 //! docs/SUMMARY.md); they are kept in this one place so a schema change is a
 //! one-line change here. Not for: the run's own gates (judge/gates.rs does those).
 
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::model::{GateRow, Status};
+use crate::judge::verdict::{GateRow, Status};
+
+/// The `kind` of a compare command's `summary.json` (a plain run's has none).
+pub const COMPARE_KIND: &str = "compare";
+
+/// The run summary a baseline file stands for: a compare summary's cluster
+/// run, or a plain run's summary as it is.
+pub fn baseline_run(doc: Value, path: &Path) -> Result<Value> {
+    if doc.get("kind").and_then(Value::as_str) == Some(COMPARE_KIND) {
+        return doc
+            .pointer("/runs/cluster/summary")
+            .cloned()
+            .ok_or_else(|| anyhow!("{}: a compare summary without runs.cluster.summary", path.display()));
+    }
+    if doc.get("totals").is_none() {
+        bail!("{}: not a summary.json of `harness run` or `harness compare` (no `totals`)", path.display());
+    }
+    Ok(doc)
+}
+
+/// Read a baseline file: the run summary it stands for ([`baseline_run`]);
+/// errors name the file.
+pub fn read(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading the baseline {}", path.display()))?;
+    let doc: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    baseline_run(doc, path)
+}
 
 /// Dropped operations of the whole run.
 pub const DROPPED: &[&str] = &["totals", "dropped"];
@@ -187,6 +216,18 @@ fn check_percentile(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_baseline_is_a_compare_summarys_cluster_run_or_a_plain_summary() {
+        let p = Path::new("old/summary.json");
+        let plain = serde_json::json!({"totals": {"dropped": 3}});
+        assert_eq!(baseline_run(plain.clone(), p).unwrap(), plain);
+        let joint = serde_json::json!({"kind": "compare", "runs": {"cluster": {"summary": plain.clone()}}});
+        assert_eq!(baseline_run(joint, p).unwrap(), plain);
+        let e = baseline_run(serde_json::json!({"kind": "compare"}), p).unwrap_err().to_string();
+        assert!(e.contains("runs.cluster.summary") && e.contains("old/summary.json"), "{e}");
+        assert!(baseline_run(serde_json::json!({"x": 1}), p).is_err());
+    }
     use serde_json::json;
 
     fn summary(dropped: Option<u64>, p99: Option<f64>, steps: &[(&str, f64)]) -> Value {
