@@ -131,7 +131,7 @@ fn run_folder_becomes_report_data() {
     assert!(!run.spectrum.is_empty());
     assert!(run.faults.is_empty());
 
-    let verdict = rundir::gate_rows("loopback", &summary);
+    let verdict = summary.gate_rows("loopback");
     assert_eq!(verdict[0].status, Status::Pass, "{:?}", verdict[0]);
     let data = ReportData {
         title: "loopback".into(),

@@ -29,21 +29,18 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::chaos::faults::FaultRecord;
 use crate::drive::calibrate::{self, Calibration};
 use crate::drive::lifecycle::{self, LifecycleOptions};
 use crate::drive::run::RunOptions;
 use crate::judge::baseline::{self, BaselineComparison, BaselineOptions};
-use crate::judge::gates::{self, Noise};
 use crate::judge::summary::{self, Summary};
 use crate::judge::verdict::Verdict;
-use crate::report::model::{self, GateRow, Machine, ReportData, RunData, Status};
+use crate::judge::versus::{self, CLUSTER, Figures, SINGLE};
+use crate::report::model::{self, GateRow, Machine, ReportData, RunData};
 use crate::report::rundir::{self, RunDirOptions};
 use crate::scenario::{FaultAction, FaultSpec, LaunchSpec, Scenario};
 use crate::traffic::schedule;
 
-pub const SINGLE: &str = "single process";
-pub const CLUSTER: &str = "cluster";
 pub const SINGLE_DIR: &str = "single";
 pub const CLUSTER_DIR: &str = "cluster";
 pub const CALIBRATION_DIR: &str = "calibration";
@@ -582,11 +579,20 @@ pub fn run(scenario: Scenario, o: &CompareOptions) -> Result<Outcome> {
         None => None,
     };
     let cluster_faults =
-        faults_gate(CLUSTER, &cluster.scenario.chaos, &cluster_run.chaos.faults, &cluster_run.chaos.skipped);
-    let judged =
-        verdict_rows(&single_data, &single_summary, &cluster_data, &cluster_summary, cluster_faults, baseline.as_ref());
+        versus::faults_gate(CLUSTER, &cluster.scenario.chaos, &cluster_run.chaos.faults, &cluster_run.chaos.skipped);
+    // The verdict is the judge's, from the summaries and the audits; the
+    // page below shows the same rows.
+    let (single_audit, cluster_audit) = (single_data.audit.as_ref(), cluster_data.audit.as_ref());
+    let judged = versus::verdict_rows(
+        &Figures::of(SINGLE, &single_summary, single_audit),
+        &single_summary,
+        &Figures::of(CLUSTER, &cluster_summary, cluster_audit),
+        &cluster_summary,
+        cluster_faults,
+        baseline.as_ref(),
+    );
     let valid = single_summary.validity.valid && cluster_summary.validity.valid;
-    let verdict = compare_verdict(valid, &judged);
+    let verdict = versus::compare_verdict(valid, &judged);
     let gates = judged.rows;
 
     let mut description = o.description.clone();
@@ -653,118 +659,6 @@ pub fn run(scenario: Scenario, o: &CompareOptions) -> Result<Outcome> {
     let text = serde_json::to_string_pretty(&summary).context("serialising summary.json")?;
     std::fs::write(&summary_path, text).with_context(|| format!("writing {}", summary_path.display()))?;
     Ok(Outcome { summary, written, summary_path })
-}
-
-/// The compare verdict's rows, and how many of them are unknown only
-/// because a run's machine was busy with other work.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Judged {
-    pub rows: Vec<GateRow>,
-    pub undecided: usize,
-}
-
-/// The compare verdict's rows: the side-by-side gates, the cluster's own
-/// gates, whether the single run is valid (its own gates are not gated: it
-/// is the reference, and overloading it is the point), and the baseline
-/// checks. A row that a slow machine alone can fail (the cluster's drops
-/// when they were timeouts, the p99 and drop comparisons, the baseline
-/// regressions) is unknown when it failed on a busy machine (gates.rs,
-/// `undecided_by`); the cluster's own gates were judged the same way when
-/// its run concluded.
-pub fn verdict_rows(
-    single: &RunData,
-    single_summary: &Summary,
-    cluster: &RunData,
-    cluster_summary: &Summary,
-    cluster_faults: Option<GateRow>,
-    baseline: Option<&BaselineComparison>,
-) -> Judged {
-    let cluster_noise = cluster_summary.noise();
-    let both = Noise::either(single_summary.noise(), cluster_noise);
-    let reasons: Vec<String> = [(SINGLE, single_summary), (CLUSTER, cluster_summary)]
-        .iter()
-        .filter_map(|(label, s)| s.environment.as_ref().filter(|e| e.noisy).map(|e| format!("{label}: {}", e.reason)))
-        .collect();
-    let reason = reasons.join("; ");
-    // Whether the row became unknown.
-    let judge = |row: &mut GateRow, capacity_dependent: bool, noise: Noise| -> usize {
-        let undecided =
-            row.status != Status::Unknown && gates::undecided_by(row.status == Status::Pass, capacity_dependent, noise);
-        if undecided {
-            row.status = Status::Unknown;
-            row.detail = format!("{}; undecided: {reason}", row.detail);
-        }
-        usize::from(undecided)
-    };
-    let mut undecided = 0;
-    // comparison_gates' rows: no dropped requests, audit, p99, dropped (report/verdict.rs).
-    let t = &cluster_summary.totals;
-    let timeouts: u64 = crate::outcome::FailureClass::ALL
-        .iter()
-        .filter(|c| c.is_timeout())
-        .filter_map(|c| t.dropped_by_class.get(c.as_str()))
-        .sum();
-    let drops_were_timeouts = t.dropped == timeouts;
-    let mut rows = crate::report::verdict::comparison_gates(single, cluster);
-    for (row, capacity_dependent) in rows.iter_mut().zip([drops_were_timeouts, false, true, true]) {
-        undecided += judge(row, capacity_dependent, if capacity_dependent { both } else { cluster_noise });
-    }
-    rows.extend(cluster_faults);
-    let own = rundir::gate_rows(CLUSTER, cluster_summary);
-    undecided += cluster_summary.environment.as_ref().map_or(0, |e| e.undecided_gates.len());
-    rows.extend(own);
-    rows.extend(rundir::gate_rows(SINGLE, single_summary).into_iter().take(1));
-    if let Some(b) = baseline {
-        for mut row in b.checks.iter().map(|c| c.gate()) {
-            undecided += judge(&mut row, true, cluster_noise);
-            rows.push(row);
-        }
-    }
-    Judged { rows, undecided }
-}
-
-/// The compare verdict: invalid if either run was; fail if a row failed;
-/// inconclusive (exit 2) if every row that is not a pass is unknown only
-/// because a machine was busy; otherwise any unknown fails (unknown is never a pass).
-pub fn compare_verdict(valid: bool, judged: &Judged) -> Verdict {
-    let status = |s: Status| judged.rows.iter().filter(|r| r.status == s).count();
-    if !valid {
-        Verdict::Invalid
-    } else if status(Status::Fail) > 0 {
-        Verdict::Fail
-    } else if status(Status::Unknown) == 0 {
-        Verdict::Pass
-    } else if judged.undecided > 0 && status(Status::Unknown) <= judged.undecided {
-        Verdict::Inconclusive
-    } else {
-        Verdict::Fail
-    }
-}
-
-/// Whether every fault the scenario schedules was played against `label`'s
-/// target and worked: a chaos run whose faults did not happen shows nothing
-/// about surviving them. None when the scenario has no faults.
-pub fn faults_gate(label: &str, planned: &[FaultSpec], played: &[FaultRecord], skipped: &[String]) -> Option<GateRow> {
-    let want: usize = planned.iter().map(|f| f.times().len()).sum();
-    if want == 0 {
-        return None;
-    }
-    let failed: Vec<String> = played
-        .iter()
-        .filter(|f| f.outcome != "ok")
-        .map(|f| format!("{}#{}: {}", f.name, f.occurrence, f.outcome))
-        .collect();
-    let ok = played.len() - failed.len();
-    let mut problems = failed;
-    if !skipped.is_empty() {
-        problems.push(format!("not started before the run ended: {}", skipped.join(", ")));
-    }
-    let status = if ok == want && problems.is_empty() { Status::Pass } else { Status::Fail };
-    let mut detail = format!("{ok} of {want} scheduled fault(s) ran and worked");
-    if !problems.is_empty() {
-        detail.push_str(&format!("; {}", problems.join("; ")));
-    }
-    Some(GateRow { gate: format!("{label}: every scheduled fault was injected"), status, detail })
 }
 
 /// `harness compare`: returns the exit code (docs/EXIT_CODES.md).
@@ -878,51 +772,6 @@ mod tests {
         assert_eq!(map.len(), 6, "every fault is accounted for, played or not");
         assert!(map[3].single.starts_with("nothing"), "{:?}", map[3]);
         assert!(map[1].single.contains("gracefully") && map[1].cluster == "SIGTERM to the master", "{:?}", map[1]);
-    }
-
-    #[test]
-    fn the_compare_verdict_is_inconclusive_only_when_noise_explains_every_unknown() {
-        let row = |status| GateRow { gate: "g".into(), status, detail: String::new() };
-        let judged =
-            |statuses: &[Status], undecided| Judged { rows: statuses.iter().map(|s| row(*s)).collect(), undecided };
-        use Status::{Fail, Pass, Unknown};
-        assert_eq!(compare_verdict(true, &judged(&[Pass, Pass], 0)), Verdict::Pass);
-        assert_eq!(compare_verdict(true, &judged(&[Pass, Unknown], 1)), Verdict::Inconclusive);
-        // An unknown that the noise does not explain (e.g. neither run dropped anything) is a fail.
-        assert_eq!(compare_verdict(true, &judged(&[Unknown, Unknown], 1)), Verdict::Fail);
-        assert_eq!(compare_verdict(true, &judged(&[Unknown], 0)), Verdict::Fail);
-        // A decided failure (an audit) beats the noise; invalid beats everything.
-        assert_eq!(compare_verdict(true, &judged(&[Fail, Unknown], 1)), Verdict::Fail);
-        assert_eq!(compare_verdict(false, &judged(&[Pass, Unknown], 1)), Verdict::Invalid);
-    }
-
-    #[test]
-    fn every_scheduled_fault_must_have_run_and_worked() {
-        let mut kill = fault("kill", 1, FaultAction::KillWorker { signal: "SIGKILL".into(), pick: Pick::Busiest });
-        kill.count = 2;
-        kill.every = Some(Duration::from_secs(1));
-        let planned = vec![kill, fault("deploy", 5, FaultAction::SignalMaster { signal: "SIGTERM".into() })];
-        let rec = |name: &str, occurrence: u32, outcome: &str| FaultRecord {
-            name: name.into(),
-            label: format!("{name}#{occurrence}"),
-            action: "kill_worker".into(),
-            detail: String::new(),
-            occurrence,
-            start_ms: 0.0,
-            end_ms: 1.0,
-            recovered_at_ms: Some(2.0),
-            pids: vec![1],
-            outcome: outcome.into(),
-        };
-        let all = [rec("kill", 1, "ok"), rec("kill", 2, "ok"), rec("deploy", 1, "ok")];
-        let g = faults_gate(CLUSTER, &planned, &all, &[]).unwrap();
-        assert_eq!((g.status, g.gate.as_str()), (Status::Pass, "cluster: every scheduled fault was injected"));
-        assert_eq!(g.detail, "3 of 3 scheduled fault(s) ran and worked");
-        let broken = [rec("kill", 1, "ok"), rec("kill", 2, "error: the target has no workers to pick from")];
-        let g = faults_gate(CLUSTER, &planned, &broken, &["deploy#1".to_string()]).unwrap();
-        assert_eq!(g.status, Status::Fail);
-        assert!(g.detail.contains("1 of 3") && g.detail.contains("kill#2: error") && g.detail.contains("deploy#1"));
-        assert_eq!(faults_gate(CLUSTER, &[], &[], &[]), None);
     }
 
     #[test]

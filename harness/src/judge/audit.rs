@@ -436,6 +436,107 @@ pub async fn run(url: &str, checkouts: &[CheckoutView], run_complete: bool, time
     AuditReport::unreachable(format!("audit unreachable: {last}"), checkouts.len())
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The audit's findings as one row per check, for the report and the
+/// compare verdict ([`checks`]).
+pub struct AuditChecks {
+    pub status: Status,
+    pub rows: Vec<AuditCheck>,
+}
+
+/// One check of the post-run audit (orders vs acknowledgements, stock conservation...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditCheck {
+    pub check: String,
+    pub status: Status,
+    /// The numbers behind the result, e.g. {"acknowledged": 812, "found": 812}.
+    #[serde(default)]
+    pub counts: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub detail: String,
+}
+
+fn pass_if(ok: bool) -> Status {
+    if ok { Status::Pass } else { Status::Fail }
+}
+
+/// Up to a few examples, so a long list does not swamp the table.
+fn examples<T>(items: &[T], show: impl Fn(&T) -> String) -> String {
+    const MAX: usize = 5;
+    let mut parts: Vec<String> = items.iter().take(MAX).map(show).collect();
+    if items.len() > MAX {
+        parts.push(format!("and {} more", items.len() - MAX));
+    }
+    parts.join("; ")
+}
+
+/// The audit's findings as one row per check.
+pub fn checks(a: &AuditReport) -> AuditChecks {
+    let count = |pairs: &[(&str, usize)]| -> BTreeMap<String, u64> {
+        pairs.iter().map(|(k, v)| (k.to_string(), *v as u64)).collect()
+    };
+    let key = |c: &CheckoutRef| {
+        format!(
+            "op {} ({}){}",
+            c.op,
+            c.step,
+            c.idempotency_key.as_deref().map(|k| format!(" key {k}")).unwrap_or_default()
+        )
+    };
+    let mut rows = Vec::new();
+    if a.verdict == Status::Unknown && a.orders_in_audit == 0 && a.acknowledged == 0 && !a.reason.is_empty() {
+        rows.push(AuditCheck {
+            check: "the shop's audit could be read".into(),
+            status: Status::Unknown,
+            counts: count(&[("checkouts", a.checkouts)]),
+            detail: a.reason.clone(),
+        });
+        return AuditChecks { status: a.verdict, rows };
+    }
+    rows.push(AuditCheck {
+        check: "every acknowledged checkout has its order".into(),
+        status: pass_if(a.lost.is_empty()),
+        counts: count(&[("acknowledged", a.acknowledged), ("lost", a.lost.len())]),
+        detail: examples(&a.lost, key),
+    });
+    rows.push(AuditCheck {
+        check: "no idempotency key ordered twice".into(),
+        status: pass_if(a.duplicates.is_empty()),
+        counts: count(&[("duplicates", a.duplicates.len())]),
+        detail: examples(&a.duplicates, |d| format!("key {} -> orders {:?}", d.idempotency_key, d.order_ids)),
+    });
+    rows.push(AuditCheck {
+        check: "no order for a checkout the shopper was told failed".into(),
+        status: pass_if(a.failed_but_applied.is_empty()),
+        counts: count(&[("failed but applied", a.failed_but_applied.len())]),
+        detail: examples(&a.failed_but_applied, key),
+    });
+    rows.push(AuditCheck {
+        check: "no stock oversold (initial = left + sold)".into(),
+        status: pass_if(a.oversold.is_empty()),
+        counts: count(&[("oversold skus", a.oversold.len())]),
+        detail: examples(&a.oversold, |s| format!("{}: {}", s.sku, s.problem)),
+    });
+    rows.push(AuditCheck {
+        check: "acknowledged checkouts can be verified".into(),
+        status: if a.unverifiable.is_empty() { Status::Pass } else { Status::Unknown },
+        counts: count(&[("unverifiable", a.unverifiable.len())]),
+        detail: examples(&a.unverifiable, key),
+    });
+    rows.push(AuditCheck {
+        check: "checkouts with an unknown outcome (allowed either way)".into(),
+        status: Status::Pass,
+        counts: count(&[
+            ("applied", a.recovered),
+            ("not applied", a.unknown_not_applied),
+            ("orders in audit", a.orders_in_audit),
+            ("unclaimed orders", a.unclaimed_orders),
+        ]),
+        detail: "the shopper saw no answer; the shop may or may not have acted, and either is consistent".into(),
+    });
+    AuditChecks { status: a.verdict, rows }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -626,5 +727,24 @@ mod tests {
         let r = AuditReport::unreachable("connect refused", 4);
         assert_eq!(r.verdict, Status::Unknown);
         assert_eq!(serde_json::to_value(&r).unwrap()["verdict"], "unknown");
+    }
+
+    #[test]
+    fn audit_rows_follow_the_findings() {
+        let mut a = AuditReport::unreachable("GET http://127.0.0.1:1/audit: connection refused", 12);
+        let d = checks(&a);
+        assert_eq!((d.status, d.rows.len()), (Status::Unknown, 1));
+        assert!(d.rows[0].detail.contains("connection refused"));
+
+        a.verdict = Status::Fail;
+        a.acknowledged = 10;
+        a.orders_in_audit = 10;
+        a.oversold.push(StockProblem { sku: "door-1".into(), problem: "sold 101 > initial 100".into() });
+        let d = checks(&a);
+        assert_eq!(d.status, Status::Fail);
+        let by_check: BTreeMap<&str, Status> = d.rows.iter().map(|r| (r.check.as_str(), r.status)).collect();
+        assert_eq!(by_check["no stock oversold (initial = left + sold)"], Status::Fail);
+        assert_eq!(by_check["every acknowledged checkout has its order"], Status::Pass);
+        assert!(d.rows.iter().any(|r| r.detail.contains("door-1: sold 101 > initial 100")));
     }
 }

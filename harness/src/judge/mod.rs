@@ -14,3 +14,4 @@ pub mod budgets;
 pub mod gates;
 pub mod summary;
 pub mod verdict;
+pub mod versus;

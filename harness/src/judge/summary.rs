@@ -18,7 +18,7 @@ use crate::judge::attribution::{Attribution, FailureCounts};
 use crate::judge::audit::AuditReport;
 use crate::judge::budgets::Budgets;
 use crate::judge::gates::{GateResult, Noise};
-use crate::judge::verdict::Verdict;
+use crate::judge::verdict::{GateRow, Status, Verdict};
 use crate::outcome::FailureClass;
 use crate::record::ledger::Totals;
 use crate::record::recorder::{self, Percentiles, Recorder, SecondRow, SpectrumPoint};
@@ -444,6 +444,36 @@ impl Summary {
             l.p99_ms,
             l.max_ms
         )
+    }
+
+    /// The run's gates as verdict rows named "<label>: <gate>", plus a row for
+    /// the run's validity: an invalid run (interrupted, ledger not adding up...)
+    /// is unknown, never a pass.
+    pub fn gate_rows(&self, label: &str) -> Vec<GateRow> {
+        let summary = self;
+        let mut rows = Vec::new();
+        let v = &summary.validity;
+        rows.push(GateRow {
+            gate: format!("{label}: the run is valid"),
+            status: if v.valid { Status::Pass } else { Status::Unknown },
+            detail: if v.valid {
+                "every shopper finished and the ledger adds up".into()
+            } else {
+                v.problems.join("; ")
+            },
+        });
+        // Gates the run left undecided because the machine was busy (gates.rs `undecided`).
+        let noise = summary.environment.as_ref().filter(|e| !e.undecided_gates.is_empty());
+        for g in &summary.gates {
+            let (status, detail) = match noise {
+                Some(e) if e.undecided_gates.contains(&g.name) => {
+                    (Status::Unknown, format!("{}; undecided: {}", g.detail, e.reason))
+                }
+                _ => (if g.passed { Status::Pass } else { Status::Fail }, g.detail.clone()),
+            };
+            rows.push(GateRow { gate: format!("{label}: {}", g.name), status, detail });
+        }
+        rows
     }
 }
 

@@ -91,3 +91,34 @@ pub struct GateRow {
     /// What was measured against what, in words: "0 dropped (budget 0)".
     pub detail: String,
 }
+
+// How the judge writes numbers in a gate's detail; the report writes them
+// the same way, so a detail reads like the page around it.
+
+/// "12 ms", "0.25 ms", "3.4 ms", "1 ms", "1.5 s".
+pub fn fmt_ms(v: f64) -> String {
+    let (value, unit) = if v >= 1000.0 { (v / 1000.0, "s") } else { (v, "ms") };
+    let text = if value >= 10.0 {
+        format!("{value:.0}")
+    } else if value >= 1.0 || unit == "s" {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.2}")
+    };
+    // "1.0 s" reads as more precise than it is; axis ticks land on whole numbers.
+    let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.') } else { &text };
+    format!("{text} {unit}")
+}
+
+/// 152000 -> "152,000".
+pub fn fmt_count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

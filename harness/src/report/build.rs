@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use super::model::{AuditData, AuditRow, EndpointRow, FaultRow, RunData, SecondPoint, Slip, Status, Totals};
+use super::model::{EndpointRow, FaultRow, RunData, SecondPoint, Slip, Totals};
 use crate::judge::audit::AuditReport;
 use crate::judge::summary::{self, FaultOut, Summary};
 use crate::outcome::FailureClass;
@@ -145,87 +145,6 @@ pub fn faults(faults: &[FaultOut]) -> Vec<FaultRow> {
         .collect()
 }
 
-fn pass_if(ok: bool) -> Status {
-    if ok { Status::Pass } else { Status::Fail }
-}
-
-/// Up to a few examples, so a long list does not swamp the table.
-fn examples<T>(items: &[T], show: impl Fn(&T) -> String) -> String {
-    const MAX: usize = 5;
-    let mut parts: Vec<String> = items.iter().take(MAX).map(show).collect();
-    if items.len() > MAX {
-        parts.push(format!("and {} more", items.len() - MAX));
-    }
-    parts.join("; ")
-}
-
-/// The audit's findings as table rows, one per check.
-pub fn audit(a: &AuditReport) -> AuditData {
-    let count = |pairs: &[(&str, usize)]| -> BTreeMap<String, u64> {
-        pairs.iter().map(|(k, v)| (k.to_string(), *v as u64)).collect()
-    };
-    let key = |c: &crate::judge::audit::CheckoutRef| {
-        format!(
-            "op {} ({}){}",
-            c.op,
-            c.step,
-            c.idempotency_key.as_deref().map(|k| format!(" key {k}")).unwrap_or_default()
-        )
-    };
-    let mut rows = Vec::new();
-    if a.verdict == Status::Unknown && a.orders_in_audit == 0 && a.acknowledged == 0 && !a.reason.is_empty() {
-        rows.push(AuditRow {
-            check: "the shop's audit could be read".into(),
-            status: Status::Unknown,
-            counts: count(&[("checkouts", a.checkouts)]),
-            detail: a.reason.clone(),
-        });
-        return AuditData { status: a.verdict, rows };
-    }
-    rows.push(AuditRow {
-        check: "every acknowledged checkout has its order".into(),
-        status: pass_if(a.lost.is_empty()),
-        counts: count(&[("acknowledged", a.acknowledged), ("lost", a.lost.len())]),
-        detail: examples(&a.lost, key),
-    });
-    rows.push(AuditRow {
-        check: "no idempotency key ordered twice".into(),
-        status: pass_if(a.duplicates.is_empty()),
-        counts: count(&[("duplicates", a.duplicates.len())]),
-        detail: examples(&a.duplicates, |d| format!("key {} -> orders {:?}", d.idempotency_key, d.order_ids)),
-    });
-    rows.push(AuditRow {
-        check: "no order for a checkout the shopper was told failed".into(),
-        status: pass_if(a.failed_but_applied.is_empty()),
-        counts: count(&[("failed but applied", a.failed_but_applied.len())]),
-        detail: examples(&a.failed_but_applied, key),
-    });
-    rows.push(AuditRow {
-        check: "no stock oversold (initial = left + sold)".into(),
-        status: pass_if(a.oversold.is_empty()),
-        counts: count(&[("oversold skus", a.oversold.len())]),
-        detail: examples(&a.oversold, |s| format!("{}: {}", s.sku, s.problem)),
-    });
-    rows.push(AuditRow {
-        check: "acknowledged checkouts can be verified".into(),
-        status: if a.unverifiable.is_empty() { Status::Pass } else { Status::Unknown },
-        counts: count(&[("unverifiable", a.unverifiable.len())]),
-        detail: examples(&a.unverifiable, key),
-    });
-    rows.push(AuditRow {
-        check: "checkouts with an unknown outcome (allowed either way)".into(),
-        status: Status::Pass,
-        counts: count(&[
-            ("applied", a.recovered),
-            ("not applied", a.unknown_not_applied),
-            ("orders in audit", a.orders_in_audit),
-            ("unclaimed orders", a.unclaimed_orders),
-        ]),
-        detail: "the shopper saw no answer; the shop may or may not have acted, and either is consistent".into(),
-    });
-    AuditData { status: a.verdict, rows }
-}
-
 /// One run of the report from its summary, the steps of its scenario and its audit.
 pub fn run(label: &str, target: &str, s: &Summary, requests: &[StepRequest], audit: Option<&AuditReport>) -> RunData {
     RunData {
@@ -235,7 +154,7 @@ pub fn run(label: &str, target: &str, s: &Summary, requests: &[StepRequest], aud
         spectrum: s.latency.ok_spectrum.clone(),
         endpoints: endpoints(s, requests),
         faults: faults(&s.chaos.faults),
-        audit: audit.map(self::audit),
+        audit: audit.map(crate::judge::audit::checks),
         slip: slip(&s.schedule_slip),
         totals: totals(s),
         machine: None,
@@ -284,25 +203,5 @@ mod tests {
         assert_eq!(r.iter().map(|r| r.step.as_str()).collect::<Vec<_>>(), ["view", "buy"]);
         assert_eq!(r[0].request, "GET /products/{{pick.skus}}");
         assert_eq!(r[1].request, "POST /checkout");
-    }
-
-    #[test]
-    fn audit_rows_follow_the_findings() {
-        let mut a = AuditReport::unreachable("GET http://127.0.0.1:1/audit: connection refused", 12);
-        let d = audit(&a);
-        assert_eq!((d.status, d.rows.len()), (Status::Unknown, 1));
-        assert!(d.rows[0].detail.contains("connection refused"));
-
-        a.verdict = Status::Fail;
-        a.acknowledged = 10;
-        a.orders_in_audit = 10;
-        a.oversold
-            .push(crate::judge::audit::StockProblem { sku: "door-1".into(), problem: "sold 101 > initial 100".into() });
-        let d = audit(&a);
-        assert_eq!(d.status, Status::Fail);
-        let by_check: BTreeMap<&str, Status> = d.rows.iter().map(|r| (r.check.as_str(), r.status)).collect();
-        assert_eq!(by_check["no stock oversold (initial = left + sold)"], Status::Fail);
-        assert_eq!(by_check["every acknowledged checkout has its order"], Status::Pass);
-        assert!(d.rows.iter().any(|r| r.detail.contains("door-1: sold 101 > initial 100")));
     }
 }

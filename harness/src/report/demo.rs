@@ -218,16 +218,16 @@ fn run(
         })
         .collect();
     let audit_ok = fail_per_load == 0;
-    let audit = AuditData {
+    let audit = AuditChecks {
         status: Status::Pass,
         rows: vec![
-            AuditRow {
+            AuditCheck {
                 check: "every acknowledged order exists exactly once".into(),
                 status: Status::Pass,
                 counts: [("acknowledged".to_string(), 812), ("found".to_string(), 812)].into(),
                 detail: String::new(),
             },
-            AuditRow {
+            AuditCheck {
                 check: "stock: initial = left + sold".into(),
                 status: Status::Pass,
                 counts: [("skus".to_string(), 1005), ("oversold".to_string(), 0)].into(),

@@ -14,7 +14,6 @@ pub mod junit;
 pub mod model;
 pub mod rundir;
 pub mod single;
-pub mod verdict;
 
 use std::path::{Path, PathBuf};
 

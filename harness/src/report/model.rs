@@ -12,6 +12,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::judge::audit::{AuditCheck, AuditChecks};
 pub use crate::judge::verdict::{GateRow, Status};
 use crate::outcome::FailureClass;
 pub use crate::record::recorder::SpectrumPoint;
@@ -104,7 +105,7 @@ pub struct RunData {
     pub endpoints: Vec<EndpointRow>,
     pub faults: Vec<FaultRow>,
     #[serde(default)]
-    pub audit: Option<AuditData>,
+    pub audit: Option<AuditChecks>,
     pub slip: Slip,
     pub totals: Totals,
     /// Other work on the machine during the run; None for runs recorded
@@ -207,24 +208,6 @@ impl FaultRow {
     pub fn first_attempt_failed(&self) -> u64 {
         self.first_attempt_failures.values().sum()
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuditData {
-    pub status: Status,
-    pub rows: Vec<AuditRow>,
-}
-
-/// One check of the post-run audit (orders vs acknowledgements, stock conservation...).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuditRow {
-    pub check: String,
-    pub status: Status,
-    /// The numbers behind the result, e.g. {"acknowledged": 812, "found": 812}.
-    #[serde(default)]
-    pub counts: BTreeMap<String, u64>,
-    #[serde(default)]
-    pub detail: String,
 }
 
 /// How late the harness sent requests compared with the schedule (its own

@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::{Result, anyhow};
 
 use super::build::{self, StepRequest};
-use super::model::{GateRow, MachineData, RunData, Status};
+use super::model::{MachineData, RunData};
 use crate::host::machine;
 use crate::judge::audit::AuditReport;
 use crate::judge::summary::{self, SUMMARY_FILE, Summary};
@@ -38,29 +38,4 @@ pub fn run_from_dir(dir: &Path, o: &RunDirOptions<'_>) -> Result<(RunData, Summa
         assessment,
     });
     Ok((RunData { machine, ..run }, summary))
-}
-
-/// The run's gates as verdict rows named "<label>: <gate>", plus a row for
-/// the run's validity: an invalid run (interrupted, ledger not adding up...)
-/// is unknown, never a pass.
-pub fn gate_rows(label: &str, summary: &Summary) -> Vec<GateRow> {
-    let mut rows = Vec::new();
-    let v = &summary.validity;
-    rows.push(GateRow {
-        gate: format!("{label}: the run is valid"),
-        status: if v.valid { Status::Pass } else { Status::Unknown },
-        detail: if v.valid { "every shopper finished and the ledger adds up".into() } else { v.problems.join("; ") },
-    });
-    // Gates the run left undecided because the machine was busy (gates.rs `undecided`).
-    let noise = summary.environment.as_ref().filter(|e| !e.undecided_gates.is_empty());
-    for g in &summary.gates {
-        let (status, detail) = match noise {
-            Some(e) if e.undecided_gates.contains(&g.name) => {
-                (Status::Unknown, format!("{}; undecided: {}", g.detail, e.reason))
-            }
-            _ => (if g.passed { Status::Pass } else { Status::Fail }, g.detail.clone()),
-        };
-        rows.push(GateRow { gate: format!("{label}: {}", g.name), status, detail });
-    }
-    rows
 }

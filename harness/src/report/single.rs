@@ -44,7 +44,7 @@ pub fn write_for_run(
             seed: summary.scenario.seed,
         },
         scaling_note,
-        verdict: rundir::gate_rows(label, &summary),
+        verdict: summary.gate_rows(label),
         runs: vec![run],
     };
     write(dir, &data).with_context(|| format!("writing the report into {}", dir.display()))
