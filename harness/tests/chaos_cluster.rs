@@ -125,8 +125,8 @@ async fn sighup_rolling_restart_replaces_every_worker() {
 async fn audit_of_the_real_shop_finds_the_acknowledged_order_and_flags_a_lost_one() {
     let c = cluster(2, &[]).await;
     let base = c.target.base_url().to_string();
-    let (addr, host, _) = harness::chaos::target::resolve(&base).await.unwrap();
-    let connector = harness::traffic::client::Connector::new(addr, host, vec![]);
+    let at = harness::chaos::target::resolve(&base).await.unwrap();
+    let connector = harness::traffic::client::Connector::new(at.addr, at.host, vec![]);
     let post = |path: &'static str, body: &'static str, headers: Vec<(String, String)>| {
         let connector = &connector;
         async move {

@@ -22,6 +22,7 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid as NixPid;
 
 use crate::host::procs::{self, Pid, WorkerTree};
+use crate::scenario::url::HttpUrl;
 use crate::scenario::{LaunchSpec, TargetSpec};
 use crate::traffic::client::{Connector, Request};
 
@@ -107,34 +108,28 @@ pub struct GetResponse {
     pub body: Option<Vec<u8>>,
 }
 
-/// Split `http://host:port/path` into a socket address, Host header and path.
-pub async fn resolve(url: &str) -> Result<(SocketAddr, String, String), GetError> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| GetError::Url(format!("\"{url}\" must start with http:// (https is not supported)")))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if authority.is_empty() {
-        return Err(GetError::Url(format!("\"{url}\" has no host")));
-    }
-    let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit())) {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
-    let addr = tokio::net::lookup_host(with_port.as_str())
+/// A URL resolved for one request: where to connect, the Host header, the path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub addr: SocketAddr,
+    pub host: String,
+    pub path: String,
+}
+
+/// Parse `url` ([`HttpUrl`]) and resolve its host.
+pub async fn resolve(url: &str) -> Result<Resolved, GetError> {
+    let u = HttpUrl::parse(url).map_err(|e| GetError::Url(format!("{url:?} {e}")))?;
+    let addr = tokio::net::lookup_host(u.socket_target())
         .await
-        .map_err(|e| GetError::Url(format!("\"{url}\": cannot resolve {authority}: {e}")))?
+        .map_err(|e| GetError::Url(format!("{url:?}: cannot resolve {}: {e}", u.authority)))?
         .next()
-        .ok_or_else(|| GetError::Url(format!("\"{url}\": {authority} resolves to no address")))?;
-    Ok((addr, authority.to_string(), path.to_string()))
+        .ok_or_else(|| GetError::Url(format!("{url:?}: {} resolves to no address", u.authority)))?;
+    Ok(Resolved { addr, host: u.authority, path: u.path })
 }
 
 /// One GET with a deadline, on a fresh connection.
 pub async fn http_get(url: &str, timeout: Duration, keep_body: bool) -> Result<GetResponse, GetError> {
-    let (addr, host, path) = resolve(url).await?;
+    let Resolved { addr, host, path } = resolve(url).await?;
     let connector = Connector::new(addr, host, Vec::new());
     let req = Request { method: "GET", path: &path, headers: &[], body: None };
     let mut slot = None;
@@ -728,10 +723,10 @@ mod tests {
 
     #[tokio::test]
     async fn urls_are_split_and_bad_ones_named() {
-        let (addr, host, path) = resolve("http://127.0.0.1:9090/audit?x=1").await.unwrap();
-        assert_eq!((addr.port(), host.as_str(), path.as_str()), (9090, "127.0.0.1:9090", "/audit?x=1"));
-        let (addr, _, path) = resolve("http://127.0.0.1").await.unwrap();
-        assert_eq!((addr.port(), path.as_str()), (80, "/"));
+        let r = resolve("http://127.0.0.1:9090/audit?x=1").await.unwrap();
+        assert_eq!((r.addr.port(), r.host.as_str(), r.path.as_str()), (9090, "127.0.0.1:9090", "/audit?x=1"));
+        let r = resolve("http://127.0.0.1").await.unwrap();
+        assert_eq!((r.addr.port(), r.path.as_str()), (80, "/"));
         assert!(matches!(resolve("https://127.0.0.1/").await, Err(GetError::Url(m)) if m.contains("http://")));
         assert!(matches!(resolve("http:///x").await, Err(GetError::Url(_))));
     }

@@ -38,6 +38,7 @@ use crate::judge::verdict::Verdict;
 use crate::judge::versus::{self, CLUSTER, Figures, SINGLE};
 use crate::report::model::{self, GateRow, Machine, ReportData, RunData};
 use crate::report::rundir::{self, RunDirOptions};
+use crate::scenario::url::HttpUrl;
 use crate::scenario::{FaultAction, FaultSpec, LaunchSpec, Scenario};
 use crate::traffic::schedule;
 
@@ -216,13 +217,6 @@ pub fn compress(s: &Scenario, scale: f64) -> Scenario {
     c
 }
 
-/// `url` with its host:port replaced by `authority` ("http://a:1/x" -> "http://b:2/x").
-pub fn with_authority(url: &str, authority: &str) -> Result<String> {
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| anyhow!("{url:?} is not an absolute http URL"))?;
-    let path = rest.find('/').map_or("", |i| &rest[i..]);
-    Ok(format!("{scheme}://{authority}{path}"))
-}
-
 fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("picking a free loopback port")?;
     Ok(l.local_addr().context("reading a picked port")?.port())
@@ -296,7 +290,8 @@ fn reference_side(
     scenario.target.base_url = format!("http://127.0.0.1:{port}");
     scenario.target.pid_file = None;
     if let Some(a) = scenario.audit.as_mut() {
-        a.url = with_authority(&a.url, &format!("127.0.0.1:{admin}"))?;
+        let url = HttpUrl::parse(&a.url).map_err(|e| anyhow!("audit.url {:?} {e}", a.url))?;
+        a.url = url.with_authority(&format!("127.0.0.1:{admin}"));
     }
     let launch = launch_of(argv, s.target.launch.as_ref());
     scenario.target.launch = Some(launch.clone());
@@ -803,15 +798,5 @@ mod tests {
     fn an_unknown_baseline_percentile_is_named() {
         let bad = BaselineOptions { percentile: "p42".into(), ..BaselineOptions::default() };
         assert!(check_baseline_options(&bad).unwrap_err().to_string().contains("p42"));
-    }
-
-    #[test]
-    fn urls_get_the_picked_ports() {
-        assert_eq!(
-            with_authority("http://127.0.0.1:9090/audit", "127.0.0.1:1234").unwrap(),
-            "http://127.0.0.1:1234/audit"
-        );
-        assert_eq!(with_authority("http://h:1", "127.0.0.1:2").unwrap(), "http://127.0.0.1:2");
-        assert!(with_authority("127.0.0.1:9090/audit", "x:1").is_err());
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 
+use crate::scenario::url::HttpUrl;
 use crate::scenario::{ConnectionModel, Scenario};
 
 /// Descriptors the harness needs besides its connections (stdio, the ledger,
@@ -106,9 +107,10 @@ pub fn source_addresses(target: SocketAddr, ports: u64, per_address: u64) -> Res
     }
 }
 
-/// A parsed `http://host:port` base URL.
+/// The scenario's base URL, resolved: where to connect and what to send as
+/// the Host header. (Not the target's process: that is chaos::target::Target.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub struct TargetAddr {
     pub addr: SocketAddr,
     /// For the Host header.
     pub authority: String,
@@ -117,21 +119,9 @@ pub struct Target {
 /// Resolves the base URL and refuses non-loopback addresses unless
 /// `allow_remote` (the harness generates real load; aiming it elsewhere by
 /// accident is a denial of service).
-pub fn resolve_target(base_url: &str, allow_remote: bool) -> Result<Target, String> {
-    let rest = base_url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("target {base_url:?}: only http:// URLs are supported (no TLS)"))?;
-    let authority = rest.split('/').next().unwrap_or_default();
-    if authority.is_empty() {
-        return Err(format!("target {base_url:?}: no host"));
-    }
-    let with_port = if authority.starts_with('[') {
-        if authority.contains("]:") { authority.to_string() } else { format!("{authority}:80") }
-    } else if authority.contains(':') {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
+pub fn resolve_target(base_url: &str, allow_remote: bool) -> Result<TargetAddr, String> {
+    let url = HttpUrl::parse(base_url).map_err(|e| format!("target {base_url:?} {e}"))?;
+    let with_port = url.socket_target();
     let addrs: Vec<SocketAddr> = with_port
         .to_socket_addrs()
         .map_err(|e| format!("target {base_url:?}: cannot resolve {with_port}: {e}"))?
@@ -144,7 +134,7 @@ pub fn resolve_target(base_url: &str, allow_remote: bool) -> Result<Target, Stri
             addr.ip()
         ));
     }
-    Ok(Target { addr, authority: authority.to_string() })
+    Ok(TargetAddr { addr, authority: url.authority })
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod error;
 mod raw;
 pub mod rng;
 mod template;
+pub mod url;
 mod validate;
 
 use std::collections::BTreeMap;

@@ -64,24 +64,8 @@ impl V {
     }
 
     fn http_url(&mut self, path: &str, url: &str) {
-        let Some(rest) = url.strip_prefix("http://") else {
-            self.err(path, format!("{url:?} is not an http:// URL (the harness speaks plain HTTP/1.1)"));
-            return;
-        };
-        let authority = rest.split('/').next().unwrap_or("");
-        if authority.is_empty() || authority.contains(['?', '#', '@', ' ']) {
-            self.err(path, format!("{url:?} has no valid host[:port]"));
-            return;
-        }
-        // "[::1]:8080" or "host:8080" or "host"
-        let port = match authority.strip_prefix('[') {
-            Some(v6) => v6.split_once(']').and_then(|(_, rest)| rest.strip_prefix(':')),
-            None => authority.split_once(':').map(|(_, p)| p),
-        };
-        if let Some(port) = port
-            && port.parse::<u16>().map_or(true, |p| p == 0)
-        {
-            self.err(path, format!("{url:?}: port {port:?} is not a number in 1..=65535"));
+        if let Err(e) = crate::scenario::url::HttpUrl::parse(url) {
+            self.err(path, format!("{url:?} {e}"));
         }
     }
 
