@@ -235,7 +235,7 @@ fn print_result(s: &crate::judge::summary::Summary, dir: &std::path::Path) {
     let t = &s.totals;
     println!("{}: {}; {:.0} ops/s", s.scenario.name, s.totals_line(), s.throughput.goodput_per_s);
     for (class, n) in t.attempts_failed_by_class.iter().filter(|(_, n)| **n > 0) {
-        println!("  failed attempts {class}: {n}");
+        println!("  failed attempts {}: {n}", class.as_str());
     }
     if s.schedule_slip.harness_limited {
         println!(

@@ -151,7 +151,11 @@ async fn e2e_3_naive_restart_of_a_single_process_drops_requests_and_fails() {
     eprintln!("{d}");
     assert_eq!(r.chaos.faults[0].outcome, "ok", "{d}");
     assert!(r.summary.totals.dropped > 0, "{d}");
-    assert!(r.summary.totals.dropped_by_class["connect_refused"] > 0, "{d}");
+    assert!(
+        r.summary.totals.dropped_by_class.get(&harness::outcome::FailureClass::ConnectRefused).copied().unwrap_or(0)
+            > 0,
+        "{d}"
+    );
     assert_ne!(r.summary.exit_code, 0, "{d}");
     assert!(r.summary.gates.iter().any(|g| !g.passed), "{d}");
     // The drops happened in the restart's window.

@@ -22,7 +22,7 @@ async fn recovered_retry_is_counted_as_recovered_and_as_a_first_attempt_failure(
     let t = &s.totals;
     assert_eq!((t.operations, t.ok, t.dropped), (30, 30, 0));
     assert_eq!(t.first_attempt_failures, 30);
-    assert_eq!(t.first_attempt_failures_by_class["server_error"], 30);
+    assert_eq!(t.first_attempt_failures_by_class[&harness::outcome::FailureClass::ServerError], 30);
     assert_eq!(t.recovered, 30);
     assert_eq!(t.retries, 30);
     assert_eq!(t.attempts, 60);
@@ -62,8 +62,8 @@ async fn exhausted_retries_drop_the_operation() {
     let t = &s.totals;
     assert_eq!((t.operations, t.ok, t.dropped, t.recovered), (10, 0, 10, 0));
     assert_eq!(t.first_attempt_failures, 10);
-    assert_eq!(t.attempts_failed_by_class["server_error"], 20);
-    assert_eq!(t.dropped_by_class["server_error"], 10);
+    assert_eq!(t.attempts_failed_by_class[&harness::outcome::FailureClass::ServerError], 20);
+    assert_eq!(t.dropped_by_class[&harness::outcome::FailureClass::ServerError], 10);
     assert_eq!(s.verdict.as_str(), "fail");
     assert_eq!(s.exit_code, 1);
     assert!(s.validity.valid);

@@ -208,7 +208,7 @@ async fn a_stream_cut_every_time_is_dropped_as_truncated_body() {
     let t = &s.totals;
     let d = format!("{t:?}\n{recs:#?}");
     assert_eq!((t.operations, t.ok, t.dropped, t.attempts), (2, 0, 2, 4), "{d}");
-    assert_eq!(s.totals.dropped_by_class["truncated_body"], 2, "{d}");
+    assert_eq!(s.totals.dropped_by_class[&harness::outcome::FailureClass::TruncatedBody], 2, "{d}");
     assert_eq!(harness::record::ledger::reconnects(&recs), 0, "{d}");
     assert!(s.validity.valid, "{:?}", s.validity);
 }

@@ -357,8 +357,8 @@ pub struct Runs {
 /// The report's whole-run figures of both runs (ok-request latency).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Comparison {
-    pub single: model::Totals,
-    pub cluster: model::Totals,
+    pub single: model::KeyNumbers,
+    pub cluster: model::KeyNumbers,
 }
 
 /// `OUT/summary.json` of a compare run (docs/SUMMARY.md, "Compare").

@@ -331,7 +331,7 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
         verdict,
         exit_code: verdict.exit_code(),
         validity: summary::Validity { valid, problems },
-        totals: summary::TotalsOut::from(&totals),
+        totals: totals.clone(),
         throughput: summary::Throughput {
             attempts_per_s: round3((totals.attempts - totals.open_attempts) as f64 / duration_s),
             goodput_per_s: round3(goodput),

@@ -349,10 +349,10 @@ mod tests {
     /// The key paths must find numbers in what summary.rs really writes.
     #[test]
     fn key_paths_match_the_summary_types() {
-        use crate::judge::summary::{Latency, StepLatency, TotalsOut};
+        use crate::judge::summary::{Latency, StepLatency};
         use crate::record::recorder::Percentiles;
         let p = |v: f64| Percentiles { count: 10, p50_ms: v, p90_ms: v, p99_ms: v, p99_9_ms: v, max_ms: v, mean_ms: v };
-        let totals = |dropped| TotalsOut::from(&crate::record::ledger::Totals { dropped, ..Default::default() });
+        let totals = |dropped| crate::record::ledger::Totals { dropped, ..Default::default() };
         let latency = |v: f64| Latency {
             overall: p(v),
             by_outcome: Default::default(),

@@ -39,7 +39,7 @@ pub struct Summary {
     pub verdict: Verdict,
     pub exit_code: i32,
     pub validity: Validity,
-    pub totals: TotalsOut,
+    pub totals: Totals,
     pub throughput: Throughput,
     pub latency: Latency,
     pub schedule_slip: Slip,
@@ -264,90 +264,6 @@ pub struct Validity {
     pub problems: Vec<String>,
 }
 
-/// Ledger counts. Every failure class appears in the `*_by_class` maps, with 0 if none.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TotalsOut {
-    pub operations: u64,
-    pub ok: u64,
-    pub refused: u64,
-    pub dropped: u64,
-    pub dropped_by_class: BTreeMap<String, u64>,
-    /// Per step name; steps that dropped nothing are absent.
-    #[serde(default)]
-    pub dropped_by_step: BTreeMap<String, u64>,
-    pub first_attempt_failures: u64,
-    pub first_attempt_failures_by_class: BTreeMap<String, u64>,
-    pub recovered: u64,
-    pub retries: u64,
-    pub attempts: u64,
-    pub attempts_ok: u64,
-    pub attempts_refused: u64,
-    pub attempts_failed: u64,
-    pub attempts_failed_by_class: BTreeMap<String, u64>,
-    pub attempts_failed_on_reused_connection: u64,
-    pub open_attempts: u64,
-    pub open_operations: u64,
-    /// Server-requested reconnects of stream steps (not retries, not failures).
-    #[serde(default)]
-    pub reconnects: u64,
-}
-
-impl TotalsOut {
-    /// Back to the ledger's counts (the report reads a run folder's summary):
-    /// the inverse of [`TotalsOut::from`]; unknown class names are ignored.
-    pub fn to_totals(&self) -> Totals {
-        let classes = |m: &BTreeMap<String, u64>| -> BTreeMap<FailureClass, u64> {
-            FailureClass::ALL.iter().filter_map(|c| m.get(c.as_str()).filter(|n| **n > 0).map(|n| (*c, *n))).collect()
-        };
-        Totals {
-            attempts: self.attempts,
-            attempts_ok: self.attempts_ok,
-            attempts_refused: self.attempts_refused,
-            attempts_failed: self.attempts_failed,
-            attempts_failed_by_class: classes(&self.attempts_failed_by_class),
-            attempts_failed_on_reused: self.attempts_failed_on_reused_connection,
-            operations: self.operations,
-            ok: self.ok,
-            refused: self.refused,
-            dropped: self.dropped,
-            dropped_by_class: classes(&self.dropped_by_class),
-            dropped_by_step: self.dropped_by_step.clone(),
-            first_attempt_failures: self.first_attempt_failures,
-            first_attempt_failures_by_class: classes(&self.first_attempt_failures_by_class),
-            recovered: self.recovered,
-            retries: self.retries,
-            reconnects: self.reconnects,
-            open_attempts: self.open_attempts,
-            open_operations: self.open_operations,
-        }
-    }
-
-    pub fn from(t: &Totals) -> Self {
-        let all = all_classes;
-        TotalsOut {
-            operations: t.operations,
-            ok: t.ok,
-            refused: t.refused,
-            dropped: t.dropped,
-            dropped_by_class: all(&t.dropped_by_class),
-            dropped_by_step: t.dropped_by_step.clone(),
-            first_attempt_failures: t.first_attempt_failures,
-            first_attempt_failures_by_class: all(&t.first_attempt_failures_by_class),
-            recovered: t.recovered,
-            retries: t.retries,
-            attempts: t.attempts,
-            attempts_ok: t.attempts_ok,
-            attempts_refused: t.attempts_refused,
-            attempts_failed: t.attempts_failed,
-            attempts_failed_by_class: all(&t.attempts_failed_by_class),
-            attempts_failed_on_reused_connection: t.attempts_failed_on_reused,
-            open_attempts: t.open_attempts,
-            open_operations: t.open_operations,
-            reconnects: t.reconnects,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Throughput {
     /// Attempts ended per second of the run.
@@ -504,7 +420,7 @@ mod tests {
                 (FailureClass::ConnectRefused, 2),
                 (FailureClass::ServerError, 1),
             ]),
-            attempts_failed_on_reused: 1,
+            attempts_failed_on_reused_connection: 1,
             operations: 8,
             ok: 6,
             refused: 1,
@@ -519,8 +435,9 @@ mod tests {
             open_attempts: 0,
             open_operations: 0,
         };
-        let out = TotalsOut::from(&t);
-        assert_eq!(out.attempts_failed_by_class.len(), FailureClass::ALL.len());
-        assert_eq!(out.to_totals(), t);
+        let doc = serde_json::to_value(&t).unwrap();
+        assert_eq!(doc["attempts_failed_by_class"].as_object().unwrap().len(), FailureClass::ALL.len());
+        assert_eq!(doc["attempts_failed_by_class"]["connect_timeout"], 0, "every class, 0 if none");
+        assert_eq!(serde_json::from_value::<Totals>(doc).unwrap(), t);
     }
 }

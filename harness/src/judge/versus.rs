@@ -173,7 +173,7 @@ pub fn verdict_rows(
     let timeouts: u64 = crate::outcome::FailureClass::ALL
         .iter()
         .filter(|c| c.is_timeout())
-        .filter_map(|c| t.dropped_by_class.get(c.as_str()))
+        .filter_map(|c| t.dropped_by_class.get(c))
         .sum();
     let drops_were_timeouts = t.dropped == timeouts;
     let mut rows = comparison_gates(single, cluster);

@@ -166,42 +166,48 @@ pub fn reconnects(records: &[AttemptRecord]) -> u64 {
     records.iter().filter(|r| r.attempt > 1 && ok.contains(&(r.op, r.attempt - 1))).count() as u64
 }
 
-/// The counts. Attempt counts and operation counts are kept apart.
+/// The counts, as `summary.json` carries them (`totals`, docs/SUMMARY.md):
+/// the one totals type, from the ledger to the judge, the console and the
+/// report. Attempt counts and operation counts are kept apart. Every
+/// failure class appears in the `*_by_class` maps on disk, with 0 if none.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
-    pub attempts: u64,
-    pub attempts_ok: u64,
-    pub attempts_refused: u64,
-    pub attempts_failed: u64,
-    pub attempts_failed_by_class: BTreeMap<FailureClass, u64>,
-    /// Failed attempts that were sent on a reused keep-alive connection.
-    pub attempts_failed_on_reused: u64,
     /// Operations invoked (begun).
     pub operations: u64,
     pub ok: u64,
     pub refused: u64,
     pub dropped: u64,
     /// Dropped operations by the class of their last attempt.
+    #[serde(with = "crate::outcome::by_class")]
     pub dropped_by_class: BTreeMap<FailureClass, u64>,
     /// Dropped operations by step name (steps with none are absent).
     #[serde(default)]
     pub dropped_by_step: BTreeMap<String, u64>,
     /// Operations whose first attempt failed (whatever happened next).
     pub first_attempt_failures: u64,
+    #[serde(with = "crate::outcome::by_class")]
     pub first_attempt_failures_by_class: BTreeMap<FailureClass, u64>,
     /// First attempt failed, a later attempt ended ok or refused.
     pub recovered: u64,
     /// Attempts beyond the first that followed a failure (the retry policy).
     pub retries: u64,
+    pub attempts: u64,
+    pub attempts_ok: u64,
+    pub attempts_refused: u64,
+    pub attempts_failed: u64,
+    #[serde(with = "crate::outcome::by_class")]
+    pub attempts_failed_by_class: BTreeMap<FailureClass, u64>,
+    /// Failed attempts that were sent on a reused keep-alive connection.
+    pub attempts_failed_on_reused_connection: u64,
+    /// Begun and not ended: non-zero at the end of a run makes it invalid.
+    pub open_attempts: u64,
+    pub open_operations: u64,
     /// Requests of a stream step sent because the server ended the previous
     /// one with `event: reconnect` (not failures, not retries): attempts
     /// beyond the first that followed an ok one. So `attempts = operations
     /// + retries + reconnects` once nothing is open.
     #[serde(default)]
     pub reconnects: u64,
-    /// Begun and not ended: non-zero at the end of a run makes it invalid.
-    pub open_attempts: u64,
-    pub open_operations: u64,
 }
 
 impl Totals {
@@ -487,7 +493,7 @@ impl Ledger {
                 t.attempts_failed += 1;
                 *t.attempts_failed_by_class.entry(c).or_default() += 1;
                 if rec.reused {
-                    t.attempts_failed_on_reused += 1;
+                    t.attempts_failed_on_reused_connection += 1;
                 }
                 if rec.attempt == 1 {
                     t.first_attempt_failures += 1;

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use super::model::{EndpointRow, FaultRow, RunData, SecondPoint, Slip, Totals};
+use super::model::{EndpointRow, FaultRow, KeyNumbers, RunData, SecondPoint, Slip};
 use crate::judge::audit::AuditReport;
 use crate::judge::summary::{self, FaultOut, Summary};
 use crate::outcome::FailureClass;
@@ -93,12 +93,12 @@ pub fn requests_of(scenario: &crate::scenario::Scenario) -> Vec<StepRequest> {
 
 /// Whole-run counts, latency of ok attempts, and throughput as ok
 /// operations per second of the run.
-pub fn totals(s: &Summary) -> Totals {
+pub fn totals(s: &Summary) -> KeyNumbers {
     let t = &s.totals;
     let duration_s = s.run.duration_s;
     let ok = s.latency.by_outcome.get("ok");
     let at = |f: fn(&Percentiles) -> f64| ok.map_or(0.0, f);
-    Totals {
+    KeyNumbers {
         operations: t.operations,
         ok: t.ok,
         refused: t.refused,

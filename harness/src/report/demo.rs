@@ -129,7 +129,7 @@ fn run(
 ) -> RunData {
     let mut all = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).expect("static histogram bounds");
     let mut points = Vec::new();
-    let mut totals = Totals::default();
+    let mut totals = KeyNumbers::default();
     let mut active = 0u64;
     let mut failed_total = 0u64;
     for s in 0..seconds {

@@ -107,7 +107,7 @@ pub struct RunData {
     #[serde(default)]
     pub audit: Option<AuditChecks>,
     pub slip: Slip,
-    pub totals: Totals,
+    pub totals: KeyNumbers,
     /// Other work on the machine during the run; None for runs recorded
     /// before it was measured.
     #[serde(default)]
@@ -223,9 +223,11 @@ pub struct Slip {
     pub detail: String,
 }
 
-/// Whole-run counts. An operation is one step of one shopper, with its retries.
+/// The page's key numbers of one run: a few of the ledger's totals (summary.json
+/// `totals`, the one totals type) with the throughput and the ok latency next
+/// to them. An operation is one step of one shopper, with its retries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct Totals {
+pub struct KeyNumbers {
     pub operations: u64,
     pub ok: u64,
     pub refused: u64,

@@ -325,7 +325,12 @@ pub async fn run(json: &str, dir: &Path) -> (Summary, Vec<AttemptRecord>) {
 
 /// The failure-class counts of a summary, non-zero ones only.
 pub fn failures(s: &Summary) -> Vec<(String, u64)> {
-    s.totals.attempts_failed_by_class.iter().filter(|(_, n)| **n > 0).map(|(k, n)| (k.clone(), *n)).collect()
+    s.totals
+        .attempts_failed_by_class
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| (k.as_str().to_string(), *n))
+        .collect()
 }
 
 /// The JSON Schema of summary.json (harness/summary.schema.json), compiled.
