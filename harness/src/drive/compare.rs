@@ -465,14 +465,14 @@ fn print_run(label: &str, s: &Summary) {
 }
 
 /// What `run` produced.
-pub struct Outcome {
+pub struct Compared {
     pub summary: CompareSummary,
     pub written: crate::report::Written,
     pub summary_path: PathBuf,
 }
 
 /// Scale, run both sides, build the report and the joint summary.
-pub fn run(scenario: Scenario, o: &CompareOptions) -> Result<Outcome> {
+pub fn run(scenario: Scenario, o: &CompareOptions) -> Result<Compared> {
     check_baseline_options(&o.baseline_options)?;
     let baseline_doc = o.baseline.as_deref().map(baseline::read).transpose()?;
     if o.workers == 0 {
@@ -653,7 +653,7 @@ pub fn run(scenario: Scenario, o: &CompareOptions) -> Result<Outcome> {
     let summary_path = o.out.join(summary::SUMMARY_FILE);
     let text = serde_json::to_string_pretty(&summary).context("serialising summary.json")?;
     std::fs::write(&summary_path, text).with_context(|| format!("writing {}", summary_path.display()))?;
-    Ok(Outcome { summary, written, summary_path })
+    Ok(Compared { summary, written, summary_path })
 }
 
 /// `harness compare`: returns the exit code (docs/EXIT_CODES.md).

@@ -454,8 +454,48 @@ fn render(
     Ok(Rendered { path, headers, body })
 }
 
-/// Runs one step with its retries. Returns the last attempt's outcome and
-/// when it ended.
+/// What stays the same for every attempt of one operation.
+struct Op<'a> {
+    shared: &'a Shared,
+    step: &'a Step,
+    /// The step's index in the recorder.
+    global: usize,
+    is_checkout: bool,
+    /// The ledger's operation id.
+    id: u64,
+}
+
+/// A stream step's state across its attempts: when the watch ends, the last
+/// event id seen (sent as Last-Event-ID on reconnects and retries), the
+/// reconnects so far, and what the server's last `event: reconnect` said.
+#[derive(Default)]
+struct StreamState {
+    watch_end: Option<Instant>,
+    last_event_id: Option<String>,
+    reconnects: u32,
+    reconnect_asked: Option<String>,
+}
+
+/// How one attempt ended, as the ledger and the event log record it.
+struct Classified {
+    outcome: Outcome,
+    status: Option<u16>,
+    reused: bool,
+    worker: Option<String>,
+    detail: Option<String>,
+    order_id: Option<i64>,
+}
+
+/// When an attempt was due, started and ended.
+#[derive(Clone, Copy)]
+struct AttemptTimes {
+    intended: Instant,
+    started: Instant,
+    ended: Instant,
+}
+
+/// Runs one step with its retries (and a stream step's reconnects). Returns
+/// the last attempt's outcome and when it ended.
 async fn operation(
     shared: &Shared,
     step: &Step,
@@ -470,15 +510,15 @@ async fn operation(
     crate::traffic::timer::sleep_until(first_intended).await;
     // One lock for the operation and its first attempt (the hot path takes
     // the book's lock twice per attempt: begin, and end with the recording).
-    let op = {
+    let id = {
         let mut book = shared.book();
         book.ledger.begin_attempt();
         book.ledger.begin_operation()
     };
+    let op = Op { shared, step, global, is_checkout, id };
     ctx.idem = step.idempotency_key.then(|| ctx.new_idempotency_key(&step.name));
     // Rendered once: a retry resends the same request (same picks, same key).
     let rendered = render(step, &shared.scenario.data, ctx);
-    let keep_body = !step.extract.is_empty() || is_checkout;
     let mut scratch = Vec::new();
     let mut intended = first_intended;
     let mut first_failed = false;
@@ -486,12 +526,8 @@ async fn operation(
     // Failed attempts so far: the retry policy counts these, so a stream's
     // reconnects do not use up its retries.
     let mut failures = 0u32;
-    // Stream steps: when the watch ends, the last event id seen (sent as
-    // Last-Event-ID on reconnects and retries), the reconnects so far, and
-    // whether the attempt now due is a reconnect.
-    let watch_end = step.stream.map(|sp| first_intended + sp.watch);
-    let mut last_event_id: Option<String> = None;
-    let mut reconnects = 0u32;
+    let mut stream = StreamState { watch_end: step.stream.map(|sp| first_intended + sp.watch), ..Default::default() };
+    // Whether the attempt now due is a reconnect.
     let mut reconnecting = false;
     loop {
         attempt += 1;
@@ -504,157 +540,179 @@ async fn operation(
             shared.book().ledger.begin_attempt();
         }
         let deadline = tokio::time::Instant::from_std(started + step.timeout);
-        let mut reconnect_asked: Option<String> = None;
-        let (outcome, status, reused, worker, detail, order_id) = match &rendered {
-            Err(e) => (Outcome::Failed(FailureClass::LocalError), None, false, None, Some(e.clone()), None),
-            Ok(r) => {
-                let with_id;
-                let headers = match (watch_end, last_event_id.as_deref()) {
-                    (Some(_), Some(id)) if !id.is_empty() => {
-                        let mut h = r.headers.clone();
-                        h.push(("Last-Event-ID".to_string(), id.to_string()));
-                        with_id = h;
-                        &with_id
-                    }
-                    _ => &r.headers,
-                };
-                let req = Request {
-                    method: &step.method,
-                    path: &r.path,
-                    headers,
-                    body: r.body.as_deref().map(str::as_bytes),
-                };
-                // Boxed: the exchange's state is the largest part of a
-                // shopper's future; boxing it keeps the 30,000 thinking
-                // shoppers small and costs one allocation per attempt.
-                let source = match shared.shopper_sources.len() {
-                    0 => None,
-                    n => Some(shared.shopper_sources[(ctx.shopper % n as u64) as usize]),
-                };
-                match watch_end {
-                    None => {
-                        let a = Box::pin(send(shared, source, own, &req, keep_body, deadline, &mut scratch)).await;
-                        classify(step, is_checkout, a, ctx)
-                    }
-                    Some(watch_end) => {
-                        let sse = client::Sse::resuming(last_event_id.take());
-                        let watch_end = tokio::time::Instant::from_std(watch_end);
-                        let a = Box::pin(send_stream(
-                            shared,
-                            source,
-                            own,
-                            &req,
-                            (deadline, watch_end, step.timeout),
-                            sse,
-                            &mut scratch,
-                        ))
-                        .await;
-                        last_event_id = a.sse.last_event_id;
-                        if matches!(&a.result, Ok(r) if r.end == client::StreamEnd::Server) {
-                            reconnect_asked = a.sse.reconnect;
-                        }
-                        let a = client::Attempt {
-                            result: a.result.map(|r| client::Response {
-                                status: r.status,
-                                body: None,
-                                worker_id: r.worker_id,
-                                keep_alive: false,
-                            }),
-                            reused: a.reused,
-                        };
-                        classify(step, is_checkout, a, ctx)
-                    }
-                }
-            }
+        stream.reconnect_asked = None;
+        let c = match &rendered {
+            Err(e) => Classified {
+                outcome: Outcome::Failed(FailureClass::LocalError),
+                status: None,
+                reused: false,
+                worker: None,
+                detail: Some(e.clone()),
+                order_id: None,
+            },
+            Ok(r) => exchange(&op, r, ctx, own, deadline, &mut scratch, &mut stream).await,
         };
-        let ended = Instant::now();
-        let rec = {
-            let ev = &shared.events;
-            let (kind, class) = ledger::split(outcome);
-            // Borrowed: ending an attempt copies no strings.
-            AttemptRef {
-                op,
-                shopper: ctx.shopper,
-                step: &step.name,
-                attempt,
-                intended_ms: ev.ms_at(intended),
-                start_ms: ev.ms_at(started),
-                end_ms: ev.ms_at(ended),
-                outcome: kind,
-                class,
-                status,
-                reused,
-                worker: worker.as_deref(),
-                idem: ctx.idem.as_deref(),
-                order_id,
-            }
-        };
-        let latency_us = ended.saturating_duration_since(intended).as_micros() as u64;
-        let slip_us = started.saturating_duration_since(intended).as_micros() as u64;
-        if matches!(outcome, Outcome::Failed(_)) {
-            failures += 1;
-        }
-        let retry = matches!(outcome, Outcome::Failed(c) if step.retry.retries(c, failures));
-        if attempt == 1 && matches!(outcome, Outcome::Failed(_)) {
-            first_failed = true;
-        }
-        // The server ended an ok stream with `event: reconnect`: come back,
-        // while the watch lasts and the step allows another reconnect.
-        let reconnect = match (&reconnect_asked, step.stream, watch_end) {
-            (Some(data), Some(sp), Some(watch_end)) if outcome == Outcome::Ok => {
-                let watching = ended < watch_end;
-                if watching && reconnects >= sp.max_reconnects {
-                    shared.events.emit_at(
-                        rec.end_ms,
-                        "stream_reconnects_exhausted",
-                        json!({"op": op, "shopper": ctx.shopper, "step": step.name, "attempt": attempt,
-                               "reconnects": reconnects, "worker": rec.worker, "data": data}),
-                    );
-                }
-                watching && reconnects < sp.max_reconnects
-            }
-            _ => false,
-        };
-        {
-            let mut book = shared.book();
-            book.ledger.end_attempt_of(&rec, reconnecting);
-            book.recorder.record(global, outcome, latency_us, slip_us, rec.end_ms);
-            if !retry && !reconnect {
-                book.ledger.end_operation(&step.name, outcome, first_failed);
-            }
-        }
-        if let Outcome::Failed(c) = outcome {
-            shared.events.emit_at(
-                rec.end_ms,
-                "attempt_failed",
-                json!({
-                    "op": op, "shopper": ctx.shopper, "step": step.name, "attempt": attempt,
-                    "class": c.as_str(), "status": status, "reused": reused, "worker": rec.worker,
-                    "intended_ms": rec.intended_ms, "detail": detail,
-                }),
-            );
-        }
+        let times = AttemptTimes { intended, started, ended: Instant::now() };
+        let failed = matches!(c.outcome, Outcome::Failed(_));
+        failures += u32::from(failed);
+        first_failed |= attempt == 1 && failed;
+        let retry = matches!(c.outcome, Outcome::Failed(class) if step.retry.retries(class, failures));
+        let reconnect = reconnect_due(&op, ctx, attempt, &c, times.ended, &stream);
+        let end_ms =
+            record_attempt(&op, ctx, attempt, &c, times, reconnecting, (!retry && !reconnect).then_some(first_failed));
         reconnecting = reconnect;
         if reconnect && let Some(sp) = step.stream {
-            reconnects += 1;
+            stream.reconnects += 1;
             shared.events.emit_at(
-                rec.end_ms,
+                end_ms,
                 "stream_reconnect",
                 json!({
-                    "op": op, "shopper": ctx.shopper, "step": step.name, "attempt": attempt,
-                    "worker": rec.worker, "last_event_id": last_event_id, "reconnects": reconnects,
-                    "data": reconnect_asked, "delay_ms": sp.reconnect_delay.as_millis() as u64,
+                    "op": op.id, "shopper": ctx.shopper, "step": step.name, "attempt": attempt,
+                    "worker": c.worker, "last_event_id": stream.last_event_id, "reconnects": stream.reconnects,
+                    "data": stream.reconnect_asked, "delay_ms": sp.reconnect_delay.as_millis() as u64,
                 }),
             );
-            intended = ended + sp.reconnect_delay;
+            intended = times.ended + sp.reconnect_delay;
             continue;
         }
         if retry {
-            intended = ended + step.retry.backoff;
+            intended = times.ended + step.retry.backoff;
             continue;
         }
-        return (outcome, ended);
+        return (c.outcome, times.ended);
     }
+}
+
+/// Sends one attempt of the rendered request (a plain exchange, or a stream
+/// watched until its watch ends) and classifies how it ended.
+async fn exchange(
+    op: &Op<'_>,
+    r: &Rendered,
+    ctx: &mut ShopperCtx,
+    own: &mut Option<Conn>,
+    deadline: tokio::time::Instant,
+    scratch: &mut Vec<u8>,
+    stream: &mut StreamState,
+) -> Classified {
+    let (shared, step) = (op.shared, op.step);
+    let with_id;
+    let headers = match (stream.watch_end, stream.last_event_id.as_deref()) {
+        (Some(_), Some(id)) if !id.is_empty() => {
+            let mut h = r.headers.clone();
+            h.push(("Last-Event-ID".to_string(), id.to_string()));
+            with_id = h;
+            &with_id
+        }
+        _ => &r.headers,
+    };
+    let req = Request { method: &step.method, path: &r.path, headers, body: r.body.as_deref().map(str::as_bytes) };
+    let keep_body = !step.extract.is_empty() || op.is_checkout;
+    // Boxed: the exchange's state is the largest part of a shopper's future;
+    // boxing it keeps the 30,000 thinking shoppers small and costs one
+    // allocation per attempt.
+    let source = match shared.shopper_sources.len() {
+        0 => None,
+        n => Some(shared.shopper_sources[(ctx.shopper % n as u64) as usize]),
+    };
+    let Some(watch_end) = stream.watch_end else {
+        let a = Box::pin(send(shared, source, own, &req, keep_body, deadline, scratch)).await;
+        return classify(step, op.is_checkout, a, ctx);
+    };
+    let sse = client::Sse::resuming(stream.last_event_id.take());
+    let times = StreamTimes { deadline, watch_end: tokio::time::Instant::from_std(watch_end), idle: step.timeout };
+    let a = Box::pin(send_stream(shared, source, own, &req, times, sse, scratch)).await;
+    stream.last_event_id = a.sse.last_event_id;
+    if matches!(&a.result, Ok(r) if r.end == client::StreamEnd::Server) {
+        stream.reconnect_asked = a.sse.reconnect;
+    }
+    let a = client::Attempt {
+        result: a.result.map(|r| client::Response {
+            status: r.status,
+            body: None,
+            worker_id: r.worker_id,
+            keep_alive: false,
+        }),
+        reused: a.reused,
+    };
+    classify(step, op.is_checkout, a, ctx)
+}
+
+/// Whether the server ended an ok stream with `event: reconnect` and the
+/// shopper comes back: while the watch lasts and the step allows another
+/// reconnect. Says so in the event log when the reconnects ran out.
+fn reconnect_due(op: &Op<'_>, ctx: &ShopperCtx, attempt: u32, c: &Classified, ended: Instant, s: &StreamState) -> bool {
+    let (Some(data), Some(sp), Some(watch_end)) = (&s.reconnect_asked, op.step.stream, s.watch_end) else {
+        return false;
+    };
+    if c.outcome != Outcome::Ok {
+        return false;
+    }
+    let watching = ended < watch_end;
+    if watching && s.reconnects >= sp.max_reconnects {
+        op.shared.events.emit_at(
+            op.shared.events.ms_at(ended),
+            "stream_reconnects_exhausted",
+            json!({"op": op.id, "shopper": ctx.shopper, "step": op.step.name, "attempt": attempt,
+                   "reconnects": s.reconnects, "worker": c.worker, "data": data}),
+        );
+    }
+    watching && s.reconnects < sp.max_reconnects
+}
+
+/// Ends the attempt in the ledger and the recorder (and the operation, when
+/// `ends_operation` carries whether its first attempt failed), and logs a
+/// failure. Returns the attempt's end on the run clock.
+fn record_attempt(
+    op: &Op<'_>,
+    ctx: &ShopperCtx,
+    attempt: u32,
+    c: &Classified,
+    t: AttemptTimes,
+    reconnecting: bool,
+    ends_operation: Option<bool>,
+) -> f64 {
+    let (shared, step) = (op.shared, op.step);
+    let ev = &shared.events;
+    let (kind, class) = ledger::split(c.outcome);
+    // Borrowed: ending an attempt copies no strings.
+    let rec = AttemptRef {
+        op: op.id,
+        shopper: ctx.shopper,
+        step: &step.name,
+        attempt,
+        intended_ms: ev.ms_at(t.intended),
+        start_ms: ev.ms_at(t.started),
+        end_ms: ev.ms_at(t.ended),
+        outcome: kind,
+        class,
+        status: c.status,
+        reused: c.reused,
+        worker: c.worker.as_deref(),
+        idem: ctx.idem.as_deref(),
+        order_id: c.order_id,
+    };
+    let latency_us = t.ended.saturating_duration_since(t.intended).as_micros() as u64;
+    let slip_us = t.started.saturating_duration_since(t.intended).as_micros() as u64;
+    {
+        let mut book = shared.book();
+        book.ledger.end_attempt_of(&rec, reconnecting);
+        book.recorder.record(op.global, c.outcome, latency_us, slip_us, rec.end_ms);
+        if let Some(first_failed) = ends_operation {
+            book.ledger.end_operation(&step.name, c.outcome, first_failed);
+        }
+    }
+    if let Outcome::Failed(class) = c.outcome {
+        ev.emit_at(
+            rec.end_ms,
+            "attempt_failed",
+            json!({
+                "op": op.id, "shopper": ctx.shopper, "step": step.name, "attempt": attempt,
+                "class": class.as_str(), "status": c.status, "reused": c.reused, "worker": rec.worker,
+                "intended_ms": rec.intended_ms, "detail": c.detail,
+            }),
+        );
+    }
+    rec.end_ms
 }
 
 /// Sends on the model's connection: a pooled one (waiting for a free slot
@@ -700,6 +758,15 @@ fn no_pool_connection() -> client::TransportFailure {
     }
 }
 
+/// A stream attempt's clock: the step timeout for the response head, the end
+/// of the watch, and the longest silence allowed between events.
+#[derive(Clone, Copy)]
+struct StreamTimes {
+    deadline: tokio::time::Instant,
+    watch_end: tokio::time::Instant,
+    idle: Duration,
+}
+
 /// [`send`] for a stream step: the request on the model's connection, its
 /// body read as an event stream (see `client::send_stream`). `times`: the
 /// head's deadline, the end of the watch, the longest silence. The
@@ -709,11 +776,11 @@ async fn send_stream(
     source: Option<std::net::IpAddr>,
     own: &mut Option<Conn>,
     req: &Request<'_>,
-    times: (tokio::time::Instant, tokio::time::Instant, Duration),
+    times: StreamTimes,
     sse: client::Sse,
     scratch: &mut Vec<u8>,
 ) -> client::StreamAttempt {
-    let (deadline, watch_end, idle) = times;
+    let StreamTimes { deadline, watch_end, idle } = times;
     match &shared.pool {
         None => {
             if own.as_ref().is_some_and(|c| !c.usable(Instant::now(), shared.idle_timeout)) {
@@ -731,15 +798,22 @@ async fn send_stream(
     }
 }
 
-type Classified = (Outcome, Option<u16>, bool, Option<String>, Option<String>, Option<i64>);
-
 /// Turns a transport result into the attempt's outcome: expected status ->
 /// ok (if the body yields what the step extracts), refusal status ->
 /// refused, 5xx -> server error, anything else -> unexpected status.
 fn classify(step: &Step, is_checkout: bool, a: client::Attempt, ctx: &mut ShopperCtx) -> Classified {
     let reused = a.reused;
     let r = match a.result {
-        Err(f) => return (Outcome::Failed(f.class), f.status, reused, f.worker_id, Some(f.detail), None),
+        Err(f) => {
+            return Classified {
+                outcome: Outcome::Failed(f.class),
+                status: f.status,
+                reused,
+                worker: f.worker_id,
+                detail: Some(f.detail),
+                order_id: None,
+            };
+        }
         Ok(r) => r,
     };
     let status = Some(r.status);
@@ -787,5 +861,5 @@ fn classify(step: &Step, is_checkout: bool, a: client::Attempt, ctx: &mut Shoppe
     } else {
         (Outcome::Failed(FailureClass::UnexpectedStatus), Some(format!("status {}", r.status)), None)
     };
-    (outcome, status, reused, r.worker_id, detail, order_id)
+    Classified { outcome, status, reused, worker: r.worker_id, detail, order_id }
 }
