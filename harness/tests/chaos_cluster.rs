@@ -16,7 +16,6 @@ use harness::host::procs;
 use harness::judge::audit::{self, CheckoutView};
 use harness::judge::verdict::Status;
 use harness::outcome::Outcome;
-use harness::record::events::EventLog;
 use harness::scenario::{FaultAction, FaultSpec, Pick};
 
 struct Cluster {
@@ -67,11 +66,12 @@ async fn sigkill_of_a_worker_is_seen_replaced() {
     assert_eq!(admin_worker_pids(c.admin).await, before.iter().map(|&p| p as i64).collect::<Vec<_>>());
 
     let kill = fault("kill", FaultAction::KillWorker { signal: "SIGKILL".into(), pick: Pick::Random });
-    let handle =
-        chaos::start(&[kill], 3, Arc::clone(&c.target), EventLog::discard(std::time::Instant::now()), opts()).unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (log, path) = watched_log(dir.path());
+    let handle = chaos::start(&[kill], 3, Arc::clone(&c.target), log.clone(), opts()).unwrap();
+    wait_for_events(&log, &path, "fault_end", 1).await;
     let report = handle.finish(Duration::from_secs(30)).await;
-    let f = &report.faults[0];
+    let f = first_fault(&report);
     assert_eq!(f.outcome, "ok");
     assert!(f.recovered_at_ms.is_some(), "{f:?}");
     let after = c.target.worker_tree().unwrap().pids();
@@ -87,11 +87,12 @@ async fn a_hung_worker_is_replaced_by_the_master() {
     let c = cluster(2, &["--hang-timeout", "1s"]).await;
     let before = c.target.worker_tree().unwrap().pids();
     let hang = fault("hang", FaultAction::HangWorker { pick: Pick::Oldest, duration: Duration::from_secs(4) });
-    let handle =
-        chaos::start(&[hang], 3, Arc::clone(&c.target), EventLog::discard(std::time::Instant::now()), opts()).unwrap();
-    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (log, path) = watched_log(dir.path());
+    let handle = chaos::start(&[hang], 3, Arc::clone(&c.target), log.clone(), opts()).unwrap();
+    wait_for_events(&log, &path, "fault_end", 1).await;
     let report = handle.finish(Duration::from_secs(30)).await;
-    let f = &report.faults[0];
+    let f = first_fault(&report);
     assert_eq!(f.outcome, "ok", "{f:?}");
     let victim = f.pids[0];
     assert!(before.contains(&victim));
@@ -108,11 +109,12 @@ async fn sighup_rolling_restart_replaces_every_worker() {
     let c = cluster(2, &[]).await;
     let before = c.target.worker_tree().unwrap().pids();
     let hup = fault("deploy", FaultAction::SignalMaster { signal: "SIGHUP".into() });
-    let handle =
-        chaos::start(&[hup], 3, Arc::clone(&c.target), EventLog::discard(std::time::Instant::now()), opts()).unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (log, path) = watched_log(dir.path());
+    let handle = chaos::start(&[hup], 3, Arc::clone(&c.target), log.clone(), opts()).unwrap();
+    wait_for_events(&log, &path, "fault_end", 1).await;
     let report = handle.finish(Duration::from_secs(60)).await;
-    let f = &report.faults[0];
+    let f = first_fault(&report);
     assert_eq!((f.outcome.as_str(), f.pids.clone()), ("ok", vec![c.target.pid().unwrap()]));
     assert!(f.recovered_at_ms.is_some(), "{report:?}");
     let after = c.target.worker_tree().unwrap().pids();

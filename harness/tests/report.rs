@@ -145,7 +145,8 @@ fn write_then_regenerate_from_report_json() {
 fn regenerate_names_the_missing_or_bad_file() {
     let dir = tempfile::tempdir().unwrap();
     let err = format!("{:#}", report::regenerate(dir.path()).unwrap_err());
-    assert!(err.contains("report.json") && err.contains("is") && err.contains("a run folder"), "{err}");
+    let folder = dir.path().display().to_string();
+    assert!(err.contains("report.json") && err.contains(&format!("is {folder} a run folder")), "{err}");
     std::fs::write(dir.path().join("report.json"), "{\"title\": 3}").unwrap();
     let err = format!("{:#}", report::regenerate(dir.path()).unwrap_err());
     assert!(err.contains("not valid report data") && err.contains("title"), "{err}");
