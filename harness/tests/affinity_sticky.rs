@@ -134,10 +134,9 @@ async fn reconnecting_shoppers(
     s.target.launch =
         Some(reference_launch(dir.path(), port, admin, 2, &["--balance", balance, "--live-interval", "50ms"]));
     let r = play(s, dir.path()).await;
-    let records =
-        harness::record::ledger::read_records(&dir.path().join("run").join(harness::record::ledger::LEDGER_FILE))
-            .unwrap();
-    let workers = records.iter().filter_map(|r| r.worker.clone()).collect();
+    let mut workers = std::collections::BTreeSet::new();
+    let ledger = dir.path().join("run").join(harness::record::ledger::LEDGER_FILE);
+    harness::record::ledger::for_each_record(&ledger, |r| workers.extend(r.worker.clone())).unwrap();
     eprintln!("{balance}: affinity {:?}, workers {workers:?}, totals {:?}", r.chaos.affinity, r.summary.totals);
     assert_eq!(r.summary.totals.dropped, 0);
     (r.chaos.affinity, workers)

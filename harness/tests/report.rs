@@ -7,7 +7,10 @@
 
 use harness::judge::baseline;
 use harness::report::model::{GateRow, Status};
-use harness::report::{self, ReportData, demo};
+use harness::report::{self, ReportData};
+
+#[path = "report_support/demo.rs"]
+mod demo;
 
 fn sample() -> ReportData {
     demo::synthetic(40, 3)

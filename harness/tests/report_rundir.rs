@@ -106,7 +106,13 @@ fn run_folder_becomes_report_data() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let opts = harness::drive::run::RunOptions { out: Some(out.clone()), ..Default::default() };
-    let summary = harness::drive::run::run_blocking(scenario, &opts).unwrap();
+    // `harness run`'s stages on their own runtime (without a launched target).
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let summary = rt.block_on(async {
+        let p = harness::drive::run::prepare(scenario, &opts).unwrap();
+        let ex = harness::drive::run::execute(&p, Vec::new(), Default::default()).await.unwrap();
+        harness::drive::run::conclude(&p, ex, None).unwrap()
+    });
     // Each shopper runs both steps once.
     let n = summary.run.shoppers_arrived;
     assert!(n > 0);

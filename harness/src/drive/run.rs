@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
@@ -27,7 +27,7 @@ use crate::record::events::{EVENTS_FILE, EventLog};
 use crate::record::ledger::{LEDGER_FILE, Ledger};
 use crate::record::recorder::{INTERVALS_FILE, TOTALS_FILE};
 use crate::scenario::{ConnectionModel, Scenario};
-use crate::traffic::client::{self, Connector, Request};
+use crate::traffic::client::Connector;
 use crate::traffic::engine::{self, EngineOptions, EngineOutcome, Live};
 use crate::traffic::schedule::{self, Schedule};
 
@@ -125,32 +125,6 @@ pub fn prepare(mut scenario: Scenario, opts: &RunOptions) -> Result<Prepared, St
         progress: opts.progress,
         target_pid: Arc::new(|| None),
     })
-}
-
-/// Polls `target.ready_path` until it answers with a status below 500, or
-/// the scenario's `ready_timeout` passes.
-pub async fn wait_ready(p: &Prepared) -> Result<(), StartError> {
-    let t = &p.scenario.target;
-    let give_up = Instant::now() + t.ready_timeout;
-    let mut scratch = Vec::new();
-    loop {
-        let mut slot = None;
-        let req = Request { method: "GET", path: &t.ready_path, headers: &[], body: None };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        let a = client::send(&p.connector, &mut slot, &req, false, deadline, &mut scratch).await;
-        let why = match a.result {
-            Ok(r) if r.status < 500 => return Ok(()),
-            Ok(r) => format!("status {}", r.status),
-            Err(f) => f.detail,
-        };
-        if Instant::now() >= give_up {
-            return Err(StartError::Target(format!(
-                "target {} not ready after {:?} (GET {}: {why}); is the server running? (--target URL to point elsewhere)",
-                t.base_url, t.ready_timeout, t.ready_path
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// A task that runs alongside the traffic, e.g. the chaos fault runner. It
@@ -370,30 +344,4 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
 
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
-}
-
-/// `harness run`: prepare, wait for the target, execute (Ctrl-C stops the
-/// run, which makes it invalid), conclude. Builds its own runtime.
-pub fn run_blocking(scenario: Scenario, opts: &RunOptions) -> Result<Summary, StartError> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| StartError::Limits(format!("cannot start the async runtime: {e}")))?;
-    rt.block_on(async {
-        let p = prepare(scenario, opts)?;
-        wait_ready(&p).await?;
-        let live = Arc::new(Live::default());
-        let stopper = {
-            let live = live.clone();
-            tokio::spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    eprintln!("\nharness: interrupted; stopping (the run will be marked invalid)");
-                    live.stop.store(true, Ordering::Relaxed);
-                }
-            })
-        };
-        let ex = execute(&p, Vec::new(), live).await?;
-        stopper.abort();
-        conclude(&p, ex, None)
-    })
 }

@@ -8,7 +8,6 @@
 
 pub mod build;
 pub mod charts;
-pub mod demo;
 pub mod html;
 pub mod junit;
 pub mod model;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use harness::drive::run::{RunOptions, conclude, execute, prepare};
 use harness::judge::summary::Summary;
-use harness::record::ledger::{AttemptRecord, LEDGER_FILE, read_records};
+use harness::record::ledger::{self, AttemptRecord, LEDGER_FILE};
 use harness::traffic::engine::Live;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -312,6 +312,13 @@ pub fn scenario(url: &str, shoppers: u64, rate: f64, connections: &str, step: &s
     )
 }
 
+/// A whole ledger file, in the order attempts completed.
+pub fn read_ledger(path: &Path) -> Vec<AttemptRecord> {
+    let mut out = Vec::new();
+    ledger::for_each_record(path, |r| out.push(r.clone())).unwrap();
+    out
+}
+
 /// Runs scenario JSON through prepare -> execute -> conclude, writing into `dir`.
 pub async fn run(json: &str, dir: &Path) -> (Summary, Vec<AttemptRecord>) {
     let s = harness::scenario::parse(json).unwrap_or_else(|e| panic!("bad test scenario: {e}\n{json}"));
@@ -319,7 +326,7 @@ pub async fn run(json: &str, dir: &Path) -> (Summary, Vec<AttemptRecord>) {
     let p = prepare(s, &opts).unwrap();
     let ex = execute(&p, Vec::new(), Arc::new(Live::default())).await.unwrap();
     let summary = conclude(&p, ex, None).unwrap();
-    let records = read_records(&dir.join(LEDGER_FILE)).unwrap();
+    let records = read_ledger(&dir.join(LEDGER_FILE));
     (summary, records)
 }
 

@@ -1,7 +1,9 @@
 //! Synthetic report data shaped like a Black Friday single-process vs
 //! cluster run, for the report's tests, the `report_demo` example and
 //! trying the page out. Deterministic for a seed. Not measured data: pages
-//! built from it say so in their title.
+//! built from it say so in their title. Test code, not shipped in the
+//! library: included with `#[path = "report_support/demo.rs"] mod demo;`.
+#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 
@@ -9,8 +11,8 @@ use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::model::*;
-use crate::outcome::FailureClass;
+use harness::outcome::FailureClass;
+use harness::report::model::*;
 
 /// Two runs ("single process", "cluster") over `seconds` seconds.
 pub fn synthetic(seconds: u32, seed: u64) -> ReportData {
@@ -105,7 +107,7 @@ fn fault(
         dropped,
         recovery_ms: recovered_s.map(|r| (r - start_s) * 1000.0),
         // A rolling restart promises zero (docs/CHAOS.md, "Budgets").
-        budget: action.starts_with("signal_master").then_some(crate::judge::summary::BudgetOut {
+        budget: action.starts_with("signal_master").then_some(harness::judge::summary::BudgetOut {
             max_first_attempt_failures: Some(0),
             max_dropped: Some(0),
             kept: failed == 0 && dropped == 0,
@@ -239,7 +241,7 @@ fn run(
         label: label.into(),
         target: target.into(),
         seconds: points,
-        spectrum: crate::record::recorder::spectrum(&all),
+        spectrum: harness::record::recorder::spectrum(&all),
         endpoints,
         faults,
         audit: Some(audit),
