@@ -471,29 +471,12 @@ pub struct Compared {
     pub summary_path: PathBuf,
 }
 
-/// Scale, run both sides, build the report and the joint summary.
-pub fn run(scenario: Scenario, o: &CompareOptions) -> Result<Compared> {
-    check_baseline_options(&o.baseline_options)?;
-    let baseline_doc = o.baseline.as_deref().map(baseline::read).transpose()?;
-    if o.workers == 0 {
-        bail!("--workers 0: the cluster needs at least one worker");
-    }
-    if o.single_cmd.is_none() || o.cluster_cmd.is_none() {
-        anyhow::ensure!(
-            o.server_bin.is_file(),
-            "{} not found: build it (`cargo build --release -p reference-server`) or give --single-cmd and \
-             --cluster-cmd",
-            o.server_bin.display()
-        );
-    }
-    let mut s = scenario;
-    if let Some(seed) = o.seed {
-        s.seed = seed;
-    }
-    std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
-
+/// How the load is scaled to this machine: calibrated, a fixed
+/// --rate-scale, or as written; printed, and kept for the summary and the
+/// report's yellow box.
+fn scaling(s: &Scenario, o: &CompareOptions) -> Result<ScalingInfo> {
     let calibration = match o.scaling {
-        Scaling::Calibrate => Some(calibrate_scale(&s, o)?),
+        Scaling::Calibrate => Some(calibrate_scale(s, o)?),
         _ => None,
     };
     let (scale, source) = match (o.scaling, &calibration) {
@@ -504,9 +487,8 @@ pub fn run(scenario: Scenario, o: &CompareOptions) -> Result<Compared> {
     if !(scale.is_finite() && scale > 0.0) {
         bail!("--rate-scale {scale}: must be a positive number");
     }
-    let played = compress(&s, scale);
-    let planned = schedule::build(&played, scale);
-    let as_written = schedule::build(&s, 1.0);
+    let planned = schedule::build(&compress(s, scale), scale);
+    let as_written = schedule::build(s, 1.0);
     let mut note = None;
     if scale != 1.0 {
         let mut text = match &calibration {
@@ -540,6 +522,43 @@ pub fn run(scenario: Scenario, o: &CompareOptions) -> Result<Compared> {
     {
         eprintln!("harness: WARNING: {}", c.warnings.join(" "));
     }
+    Ok(ScalingInfo {
+        source: source.into(),
+        scale,
+        peak_rate: crate::host::limits::peak_rate(s, scale),
+        peak_rate_as_written: crate::host::limits::peak_rate(s, 1.0),
+        planned_shoppers: planned.shoppers.len() as u64,
+        arrivals_s: planned.duration.as_secs_f64(),
+        arrivals_as_written_s: as_written.duration.as_secs_f64(),
+        note,
+        calibration,
+    })
+}
+
+/// Scale, run both sides, build the report and the joint summary.
+pub fn run(scenario: Scenario, o: &CompareOptions) -> Result<Compared> {
+    check_baseline_options(&o.baseline_options)?;
+    let baseline_doc = o.baseline.as_deref().map(baseline::read).transpose()?;
+    if o.workers == 0 {
+        bail!("--workers 0: the cluster needs at least one worker");
+    }
+    if o.single_cmd.is_none() || o.cluster_cmd.is_none() {
+        anyhow::ensure!(
+            o.server_bin.is_file(),
+            "{} not found: build it (`cargo build --release -p reference-server`) or give --single-cmd and \
+             --cluster-cmd",
+            o.server_bin.display()
+        );
+    }
+    let mut s = scenario;
+    if let Some(seed) = o.seed {
+        s.seed = seed;
+    }
+    std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
+
+    let scaling = scaling(&s, o)?;
+    let scale = scaling.scale;
+    let played = compress(&s, scale);
 
     let graceful = s.target.launch.as_ref().map_or(Duration::from_secs(10), |l| l.stop_timeout);
     let (single_faults, mapping) = single_process_faults(&played.chaos, graceful);
@@ -605,10 +624,10 @@ pub fn run(scenario: Scenario, o: &CompareOptions) -> Result<Compared> {
             name: s.name.clone(),
             description,
             shoppers: cluster_summary.run.shoppers_arrived,
-            duration_s: planned.duration.as_secs_f64(),
+            duration_s: scaling.arrivals_s,
             seed: s.seed,
         },
-        scaling_note: note.clone(),
+        scaling_note: scaling.note.clone(),
         verdict: gates.clone(),
         runs: vec![single_data.clone(), cluster_data.clone()],
     };
@@ -621,17 +640,7 @@ pub fn run(scenario: Scenario, o: &CompareOptions) -> Result<Compared> {
         verdict,
         exit_code: verdict.exit_code(),
         gates,
-        scaling: ScalingInfo {
-            source: source.into(),
-            scale,
-            peak_rate: crate::host::limits::peak_rate(&s, scale),
-            peak_rate_as_written: crate::host::limits::peak_rate(&s, 1.0),
-            planned_shoppers: planned.shoppers.len() as u64,
-            arrivals_s: planned.duration.as_secs_f64(),
-            arrivals_as_written_s: as_written.duration.as_secs_f64(),
-            note,
-            calibration,
-        },
+        scaling,
         single_process_faults: mapping,
         comparison: Comparison { single: single_data.totals, cluster: cluster_data.totals },
         baseline,
