@@ -158,43 +158,11 @@ pub async fn run(
 
     // Resume paused workers and wait until the target is healthy, before
     // anything reads the shop.
-    let started = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-    let chaos_report = match started {
-        Some(Ok(handle)) => handle.finish(lo.health_timeout).await,
-        Some(Err(e)) => {
-            ex.problems.push(format!("the fault runner could not start: {e}"));
-            ChaosReport::default()
-        }
-        None => {
-            ex.problems.push("the fault runner did not start".to_string());
-            ChaosReport::default()
-        }
-    };
-    if !chaos_report.healthy_at_end && !chaos_report.end_health.is_empty() {
-        // end_health says "the target was not healthy again within ...".
-        ex.problems.push(format!("after the run: {}", chaos_report.end_health));
-    }
+    let chaos_report = finish_faults(&slot, lo, &mut ex).await;
 
-    // One pass over the ledger file, flushed first, feeds the attribution,
-    // the affinity check and the audit; none of them holds the whole ledger.
     let windows: Vec<FaultWindow> = chaos_report.faults.iter().map(FaultRecord::window).collect();
-    let affinity_windows: Vec<affinity::Window> = windows.iter().map(affinity::Window::from).collect();
-    let no_steps = Vec::new();
-    let checkout_steps = p.scenario.audit.as_ref().map_or(&no_steps, |a| &a.checkout_steps);
-    let mut failed = attribution::FailedViews::default();
-    let mut affinity = affinity::Tracker::new(&affinity_windows);
-    let mut checkouts = audit::Checkouts::new(checkout_steps);
-    let read = ex.outcome.book.ledger.finish().and_then(|()| {
-        ledger::for_each_record(&ex.ledger_path, |r| {
-            failed.add(r);
-            affinity.add_record(r);
-            checkouts.add(r);
-        })
-    });
-    if let Err(e) = read {
-        ex.problems.push(format!("cannot read the ledger back for attribution and audit: {e}"));
-    }
-    let attribution = attribution::attribute(&windows, &failed.finish(), ex.outcome.end_ms);
+    let (failed, affinity, checkouts) = read_ledger_back(&p, &mut ex, &windows);
+    let attribution = attribution::attribute(&windows, &failed, ex.outcome.end_ms);
     for f in &attribution.faults {
         ex.events.emit("fault_attribution", json!(f));
     }
@@ -208,7 +176,6 @@ pub async fn run(
         }),
     );
 
-    let affinity = affinity.finish();
     ex.events.emit(
         "affinity",
         json!({"shoppers": affinity.shoppers, "breaks": affinity.breaks, "excused_changes": affinity.excused_changes}),
@@ -216,7 +183,6 @@ pub async fn run(
     if let Some(max) = p.scenario.gates.max_affinity_breaks {
         ex.extra_gates.push(affinity::gate(max, &affinity));
     }
-    let checkouts = checkouts.finish();
     // Each fault's promise, and the promise of no failure where none was
     // injected: retries cannot hide a broken drain from these.
     let budgets = budgets::evaluate(
@@ -227,30 +193,7 @@ pub async fn run(
     );
     ex.extra_gates.extend(budgets.gates.iter().cloned());
 
-    let audit_report = match &p.scenario.audit {
-        None => None,
-        Some(spec) => {
-            let totals = ex.outcome.book.ledger.totals();
-            // A cut-off or interrupted run, open attempts, or a target that is
-            // not healthy: whatever the audit finds cannot make it a pass.
-            let complete = ex.problems.is_empty()
-                && totals.open_attempts == 0
-                && totals.open_operations == 0
-                && chaos_report.healthy_at_end;
-            let report = audit::run(&spec.url, &checkouts, complete, lo.audit_timeout).await;
-            ex.events.emit(
-                "audit",
-                json!({
-                    "verdict": report.verdict.as_str(), "reason": report.reason,
-                    "orders": report.orders_in_audit, "checkouts": report.checkouts,
-                    "acknowledged": report.acknowledged, "lost": report.lost.len(),
-                    "duplicates": report.duplicates.len(), "failed_but_applied": report.failed_but_applied.len(),
-                    "oversold": report.oversold.len(), "recovered": report.recovered,
-                }),
-            );
-            Some(report)
-        }
-    };
+    let audit_report = run_audit(&p, &ex, &chaos_report, &checkouts, lo).await;
     let gate = audit_report.as_ref().map(audit_gate);
     ex.chaos = ChaosSections::from(&chaos_report.faults, &attribution, &budgets, audit_report.as_ref());
     let summary = run::conclude(&p, ex, gate);
@@ -275,6 +218,90 @@ pub async fn run(
         .map_err(|e| StartError::Output { path: path.clone(), source: std::io::Error::other(e) })?;
     std::fs::write(&path, text).map_err(|source| StartError::Output { path: path.clone(), source })?;
     Ok(FullRun { summary, chaos })
+}
+
+/// Ends the fault runner: resumes paused workers and waits until the target
+/// is healthy again; a runner that never started, or a target still
+/// unhealthy, is a problem of the run.
+async fn finish_faults(slot: &Slot, lo: &LifecycleOptions, ex: &mut run::Executed) -> ChaosReport {
+    let started = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let chaos_report = match started {
+        Some(Ok(handle)) => handle.finish(lo.health_timeout).await,
+        Some(Err(e)) => {
+            ex.problems.push(format!("the fault runner could not start: {e}"));
+            ChaosReport::default()
+        }
+        None => {
+            ex.problems.push("the fault runner did not start".to_string());
+            ChaosReport::default()
+        }
+    };
+    if !chaos_report.healthy_at_end && !chaos_report.end_health.is_empty() {
+        // end_health says "the target was not healthy again within ...".
+        ex.problems.push(format!("after the run: {}", chaos_report.end_health));
+    }
+    chaos_report
+}
+
+/// One pass over the ledger file, flushed first, feeds the attribution,
+/// the affinity check and the audit; none of them holds the whole ledger.
+fn read_ledger_back(
+    p: &run::Prepared,
+    ex: &mut run::Executed,
+    windows: &[FaultWindow],
+) -> (Vec<attribution::AttemptView>, Affinity, Vec<audit::CheckoutView>) {
+    let affinity_windows: Vec<affinity::Window> = windows.iter().map(affinity::Window::from).collect();
+    let no_steps = Vec::new();
+    let checkout_steps = p.scenario.audit.as_ref().map_or(&no_steps, |a| &a.checkout_steps);
+    let mut failed = attribution::FailedViews::default();
+    let mut affinity = affinity::Tracker::new(&affinity_windows);
+    let mut checkouts = audit::Checkouts::new(checkout_steps);
+    let read = ex.outcome.book.ledger.finish().and_then(|()| {
+        ledger::for_each_record(&ex.ledger_path, |r| {
+            failed.add(r);
+            affinity.add_record(r);
+            checkouts.add(r);
+        })
+    });
+    if let Err(e) = read {
+        ex.problems.push(format!("cannot read the ledger back for attribution and audit: {e}"));
+    }
+    (failed.finish(), affinity.finish(), checkouts.finish())
+}
+
+/// The audit of the shop's data against the checkouts the ledger saw, if
+/// the scenario has one, logged as an `audit` event.
+async fn run_audit(
+    p: &run::Prepared,
+    ex: &run::Executed,
+    chaos_report: &ChaosReport,
+    checkouts: &[audit::CheckoutView],
+    lo: &LifecycleOptions,
+) -> Option<AuditReport> {
+    match &p.scenario.audit {
+        None => None,
+        Some(spec) => {
+            let totals = ex.outcome.book.ledger.totals();
+            // A cut-off or interrupted run, open attempts, or a target that is
+            // not healthy: whatever the audit finds cannot make it a pass.
+            let complete = ex.problems.is_empty()
+                && totals.open_attempts == 0
+                && totals.open_operations == 0
+                && chaos_report.healthy_at_end;
+            let report = audit::run(&spec.url, checkouts, complete, lo.audit_timeout).await;
+            ex.events.emit(
+                "audit",
+                json!({
+                    "verdict": report.verdict.as_str(), "reason": report.reason,
+                    "orders": report.orders_in_audit, "checkouts": report.checkouts,
+                    "acknowledged": report.acknowledged, "lost": report.lost.len(),
+                    "duplicates": report.duplicates.len(), "failed_but_applied": report.failed_but_applied.len(),
+                    "oversold": report.oversold.len(), "recovered": report.recovered,
+                }),
+            );
+            Some(report)
+        }
+    }
 }
 
 /// `run` on its own runtime, with Ctrl-C or SIGTERM stopping the traffic (the
