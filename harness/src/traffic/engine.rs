@@ -82,9 +82,8 @@ struct Shared {
     live: Arc<Live>,
     pool: Option<Pool>,
     idle_timeout: Duration,
-    /// Per journey, per step: the step's index in the recorder, and whether
-    /// its response's `order_id` is recorded (audit checkout steps).
-    step_index: Vec<Vec<(usize, bool)>>,
+    /// Per journey, per step.
+    step_index: Vec<Vec<StepRef>>,
     /// Scenario `connections.addresses`: shopper `s` connects from
     /// `shopper_sources[s % len]` (empty: the connector decides).
     shopper_sources: Vec<std::net::IpAddr>,
@@ -167,6 +166,53 @@ pub fn longest_journey(s: &Scenario) -> Duration {
         .unwrap_or(Duration::ZERO)
 }
 
+/// Where a step of a journey is recorded, and whether its response's
+/// `order_id` is kept (audit checkout steps).
+#[derive(Clone, Copy)]
+struct StepRef {
+    /// The step's index in the recorder.
+    global: usize,
+    is_checkout: bool,
+}
+
+/// Every 200 ms: closes the recorder's finished seconds (so quiet seconds
+/// still appear in the series) and refreshes the live snapshot the
+/// progress line reads.
+fn spawn_ticker(shared: Arc<Shared>, planned: u64) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut iv = tokio::time::interval(Duration::from_millis(200));
+        iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            iv.tick().await;
+            let live = &shared.live;
+            let active = live.active_shoppers.load(Ordering::Relaxed);
+            let now = shared.events.now_ms();
+            let mut snap = {
+                let mut book = shared.book();
+                book.recorder.tick(now, active);
+                let t = book.ledger.totals();
+                let mut snap = Snapshot {
+                    attempts: t.attempts,
+                    failed_attempts: t.attempts_failed,
+                    dropped: t.dropped,
+                    ..Snapshot::default()
+                };
+                if let Some(row) = book.recorder.series().last() {
+                    snap.last_second_attempts = row.ok + row.refused + row.failed;
+                    snap.last_second_p99_ms = row.p99_ms;
+                    snap.last_second_slip_ms = row.slip_max_ms;
+                }
+                snap
+            };
+            snap.elapsed_s = now / 1000.0;
+            snap.active_shoppers = active;
+            snap.arrived = live.arrived.load(Ordering::Relaxed);
+            snap.planned = planned;
+            *live.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = snap;
+        }
+    })
+}
+
 /// Runs the schedule to the end. `events` provides the run clock: shopper
 /// arrivals are relative to `events.start()`. Must be called inside a tokio
 /// runtime with the time and net drivers.
@@ -186,7 +232,7 @@ pub async fn run(
     for j in &scenario.journeys {
         let mut v = Vec::new();
         for st in &j.steps {
-            v.push((k, checkout.contains(&st.name)));
+            v.push(StepRef { global: k, is_checkout: checkout.contains(&st.name) });
             k += 1;
         }
         step_index.push(v);
@@ -219,42 +265,7 @@ pub async fn run(
     });
 
     // The ticker closes recorder seconds even when nothing completes.
-    let planned = schedule.shoppers.len() as u64;
-    let ticker = {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut iv = tokio::time::interval(Duration::from_millis(200));
-            iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            loop {
-                iv.tick().await;
-                let live = &shared.live;
-                let active = live.active_shoppers.load(Ordering::Relaxed);
-                let now = shared.events.now_ms();
-                let mut snap = {
-                    let mut book = shared.book();
-                    book.recorder.tick(now, active);
-                    let t = book.ledger.totals();
-                    let mut snap = Snapshot {
-                        attempts: t.attempts,
-                        failed_attempts: t.attempts_failed,
-                        dropped: t.dropped,
-                        ..Snapshot::default()
-                    };
-                    if let Some(row) = book.recorder.series().last() {
-                        snap.last_second_attempts = row.ok + row.refused + row.failed;
-                        snap.last_second_p99_ms = row.p99_ms;
-                        snap.last_second_slip_ms = row.slip_max_ms;
-                    }
-                    snap
-                };
-                snap.elapsed_s = now / 1000.0;
-                snap.active_shoppers = active;
-                snap.arrived = live.arrived.load(Ordering::Relaxed);
-                snap.planned = planned;
-                *live.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = snap;
-            }
-        })
-    };
+    let ticker = spawn_ticker(shared.clone(), schedule.shoppers.len() as u64);
 
     // The arrival loop runs as a task on a runtime worker: spawning shoppers
     // from the thread that called `block_on` would wake a worker across
@@ -410,7 +421,7 @@ async fn shopper(shared: Arc<Shared>, planned: PlannedShopper) {
                 c.park();
             }
         }
-        let (global, is_checkout) = shared.step_index[planned.journey][i];
+        let StepRef { global, is_checkout } = shared.step_index[planned.journey][i];
         // Think (or, for the first step, nothing: the shopper starts when
         // due) before the operation exists, so a thinking shopper holds only
         // its own state. The operation is boxed: see `spawn_shopper`.
