@@ -380,6 +380,25 @@ pub struct CompareSummary {
     pub runs: Runs,
 }
 
+/// What must hold before anything runs: valid baseline options, a cluster
+/// of at least one worker, and a reference server to launch unless both
+/// commands are given.
+fn check_options(o: &CompareOptions) -> Result<()> {
+    check_baseline_options(&o.baseline_options)?;
+    if o.workers == 0 {
+        bail!("--workers 0: the cluster needs at least one worker");
+    }
+    if o.single_cmd.is_none() || o.cluster_cmd.is_none() {
+        anyhow::ensure!(
+            o.server_bin.is_file(),
+            "{} not found: build it (`cargo build --release -p reference-server`) or give --single-cmd and \
+             --cluster-cmd",
+            o.server_bin.display()
+        );
+    }
+    Ok(())
+}
+
 fn check_baseline_options(b: &BaselineOptions) -> Result<()> {
     if !["p50", "p90", "p99", "p99_9", "max"].contains(&b.percentile.as_str()) {
         bail!("--baseline-percentile {:?}: expected one of p50, p90, p99, p99_9, max", b.percentile);
@@ -537,19 +556,8 @@ fn scaling(s: &Scenario, o: &CompareOptions) -> Result<ScalingInfo> {
 
 /// Scale, run both sides, build the report and the joint summary.
 pub fn run(scenario: Scenario, o: &CompareOptions) -> Result<Compared> {
-    check_baseline_options(&o.baseline_options)?;
+    check_options(o)?;
     let baseline_doc = o.baseline.as_deref().map(baseline::read).transpose()?;
-    if o.workers == 0 {
-        bail!("--workers 0: the cluster needs at least one worker");
-    }
-    if o.single_cmd.is_none() || o.cluster_cmd.is_none() {
-        anyhow::ensure!(
-            o.server_bin.is_file(),
-            "{} not found: build it (`cargo build --release -p reference-server`) or give --single-cmd and \
-             --cluster-cmd",
-            o.server_bin.display()
-        );
-    }
     let mut s = scenario;
     if let Some(seed) = o.seed {
         s.seed = seed;
