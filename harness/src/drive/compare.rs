@@ -462,22 +462,8 @@ fn play(side: &Side, scale: f64, o: &CompareOptions) -> Result<lifecycle::FullRu
 }
 
 fn print_run(label: &str, s: &Summary) {
-    let t = &s.totals;
-    println!(
-        "{label}: {} operations: {} ok, {} refused, {} dropped; {} first-attempt failures ({} recovered); \
-         p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (all attempts); run {} ({})",
-        t.operations,
-        t.ok,
-        t.refused,
-        t.dropped,
-        t.first_attempt_failures,
-        t.recovered,
-        s.latency.overall.p50_ms,
-        s.latency.overall.p99_ms,
-        s.latency.overall.max_ms,
-        s.verdict.as_str(),
-        if s.validity.valid { "valid".to_string() } else { s.validity.problems.join("; ") }
-    );
+    let validity = if s.validity.valid { "valid".to_string() } else { s.validity.problems.join("; ") };
+    println!("{label}: {} (all attempts); run {} ({validity})", s.totals_line(), s.verdict.as_str());
     if let Some(e) = &s.environment {
         println!("{label}: machine: {}", e.line());
     }
