@@ -24,6 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::outcome::FailureClass;
+use crate::traffic::sse::Sse;
 
 /// Largest response head or body the client accepts; beyond it the response is
 /// a protocol error (a shop API never sends this much).
@@ -465,53 +466,23 @@ async fn read_body(
         BodyKind::Chunked => {
             let mut out = Vec::new();
             loop {
-                // Chunk size line.
-                let (consumed, size) = loop {
-                    match httparse::parse_chunk_size(&conn.buf[pos..]) {
-                        Ok(httparse::Status::Complete(v)) => break v,
-                        Ok(httparse::Status::Partial) => {}
-                        Err(_) => return Err(fail(FailureClass::ProtocolError, "invalid chunk size line")),
+                match next_chunk(&conn.buf, pos)? {
+                    Chunk::Data { start, end, next } => {
+                        if keep_body {
+                            out.extend_from_slice(&conn.buf[start..end]);
+                        }
+                        pos = next;
                     }
-                    match fill(conn).await {
-                        Ok(0) => return Err(truncated("chunked body ended inside a chunk size".into(), &head)),
+                    Chunk::Last { next } => {
+                        pos = next;
+                        break;
+                    }
+                    Chunk::NeedMore(at) => match fill(conn).await {
+                        Ok(0) => return Err(truncated(format!("chunked body ended {at}"), &head)),
                         Ok(_) => {}
                         Err(e) => return Err(truncated(format!("chunked body read: {e}"), &head)),
-                    }
-                };
-                pos += consumed;
-                if size == 0 {
-                    // Trailers (usually none), then the final CRLF.
-                    loop {
-                        if let Some(end) = trailer_end(&conn.buf[pos..]) {
-                            pos += end;
-                            break;
-                        }
-                        match fill(conn).await {
-                            Ok(0) => return Err(truncated("chunked body ended before its last CRLF".into(), &head)),
-                            Ok(_) => {}
-                            Err(e) => return Err(truncated(format!("chunked body read: {e}"), &head)),
-                        }
-                    }
-                    break;
+                    },
                 }
-                let size = usize::try_from(size).unwrap_or(usize::MAX);
-                if size > MAX_RESPONSE_BYTES {
-                    return Err(fail(FailureClass::ProtocolError, "chunk too large"));
-                }
-                while conn.buf.len() < pos + size + 2 {
-                    match fill(conn).await {
-                        Ok(0) => return Err(truncated("chunked body ended inside a chunk".into(), &head)),
-                        Ok(_) => {}
-                        Err(e) => return Err(truncated(format!("chunked body read: {e}"), &head)),
-                    }
-                }
-                if &conn.buf[pos + size..pos + size + 2] != b"\r\n" {
-                    return Err(fail(FailureClass::ProtocolError, "chunk not followed by CRLF"));
-                }
-                if keep_body {
-                    out.extend_from_slice(&conn.buf[pos..pos + size]);
-                }
-                pos += size + 2;
             }
             keep_body.then_some(out)
         }
@@ -520,6 +491,46 @@ async fn read_body(
     // connection, whatever the server said.
     let keep_alive = head.keep_alive && conn.buf.len() == pos;
     Ok(Response { status: head.status, body, worker_id: head.worker_id, keep_alive })
+}
+
+/// One step of decoding a chunked body (RFC 9112 section 7.1) held in `buf`
+/// from `pos`: the one decoder of both the plain and the stream readers.
+#[derive(Debug, PartialEq, Eq)]
+enum Chunk {
+    /// A chunk's data is `buf[start..end]`; the next chunk starts at `next`.
+    Data { start: usize, end: usize, next: usize },
+    /// The last chunk and its trailers; the body ends at `next`.
+    Last { next: usize },
+    /// More bytes are needed; says where the body would end if none come.
+    NeedMore(&'static str),
+}
+
+fn next_chunk(buf: &[u8], pos: usize) -> Result<Chunk, TransportFailure> {
+    let (consumed, size) = match httparse::parse_chunk_size(&buf[pos..]) {
+        Ok(httparse::Status::Complete(v)) => v,
+        Ok(httparse::Status::Partial) => return Ok(Chunk::NeedMore("inside a chunk size")),
+        Err(_) => return Err(fail(FailureClass::ProtocolError, "invalid chunk size line")),
+    };
+    let start = pos + consumed;
+    if size == 0 {
+        // Trailers (usually none), then the final CRLF.
+        return Ok(match trailer_end(&buf[start..]) {
+            Some(end) => Chunk::Last { next: start + end },
+            None => Chunk::NeedMore("before its last CRLF"),
+        });
+    }
+    let size = usize::try_from(size).unwrap_or(usize::MAX);
+    if size > MAX_RESPONSE_BYTES {
+        return Err(fail(FailureClass::ProtocolError, "chunk too large"));
+    }
+    let end = start + size;
+    if buf.len() < end + 2 {
+        return Ok(Chunk::NeedMore("inside a chunk"));
+    }
+    if &buf[end..end + 2] != b"\r\n" {
+        return Err(fail(FailureClass::ProtocolError, "chunk not followed by CRLF"));
+    }
+    Ok(Chunk::Data { start, end, next: end + 2 })
 }
 
 /// Length of the trailer section including its final empty line, if complete.
@@ -531,104 +542,8 @@ fn trailer_end(buf: &[u8]) -> Option<usize> {
 }
 
 // ---------------------------------------------------------------------------
-// Event streams (Server-Sent Events)
+// Event streams (Server-Sent Events; the parser is sse.rs)
 // ---------------------------------------------------------------------------
-
-/// An incremental Server-Sent Events parser (the WHATWG event-stream format):
-/// lines end with LF, CRLF or CR; a blank line dispatches the event; `:`
-/// starts a comment; `id:` sets the last event id (kept across events and
-/// connections, as EventSource does); `event:` names the event (default
-/// `message`); `data:` lines are joined with LF. `retry:` is ignored: the
-/// scenario's `reconnect_delay` decides.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Sse {
-    line: Vec<u8>,
-    /// The previous byte was a CR (so an LF right after it ends nothing).
-    after_cr: bool,
-    event: String,
-    data: String,
-    has_data: bool,
-    id_buffer: Option<String>,
-    /// The last event id at the last dispatch (`Some("")`: reset by an empty `id:`).
-    pub last_event_id: Option<String>,
-    /// Events dispatched (with data).
-    pub events: u64,
-    /// The data of an `event: reconnect`, once one was dispatched: the
-    /// server asked the client to come back (on drain, or when it lagged).
-    pub reconnect: Option<String>,
-}
-
-impl Sse {
-    /// A parser whose last event id starts as `last_event_id` (a reconnect
-    /// keeps the id it sent until the new stream names another).
-    pub fn resuming(last_event_id: Option<String>) -> Self {
-        Sse { id_buffer: last_event_id.clone(), last_event_id, ..Sse::default() }
-    }
-
-    pub fn feed(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            if std::mem::take(&mut self.after_cr) && b == b'\n' {
-                continue;
-            }
-            match b {
-                b'\n' => self.end_line(),
-                b'\r' => {
-                    self.end_line();
-                    self.after_cr = true;
-                }
-                _ if self.line.len() < MAX_SSE_LINE => self.line.push(b),
-                _ => {}
-            }
-        }
-    }
-
-    fn end_line(&mut self) {
-        let line = std::mem::take(&mut self.line);
-        if line.is_empty() {
-            self.dispatch();
-            return;
-        }
-        if line[0] == b':' {
-            return;
-        }
-        let (field, value) = match line.iter().position(|&c| c == b':') {
-            Some(i) => {
-                let v = &line[i + 1..];
-                (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
-            }
-            None => (&line[..], &b""[..]),
-        };
-        let value = String::from_utf8_lossy(value);
-        match field {
-            b"event" => self.event = value.into_owned(),
-            b"data" => {
-                if self.has_data {
-                    self.data.push('\n');
-                }
-                self.data.push_str(&value);
-                self.has_data = true;
-            }
-            b"id" if !value.contains('\0') => self.id_buffer = Some(value.into_owned()),
-            _ => {}
-        }
-    }
-
-    fn dispatch(&mut self) {
-        self.last_event_id.clone_from(&self.id_buffer);
-        let event = std::mem::take(&mut self.event);
-        let data = std::mem::take(&mut self.data);
-        if !std::mem::take(&mut self.has_data) {
-            return;
-        }
-        self.events += 1;
-        if event == "reconnect" {
-            self.reconnect = Some(data);
-        }
-    }
-}
-
-/// Longest SSE line kept; the rest of a longer line is ignored.
-const MAX_SSE_LINE: usize = 64 * 1024;
 
 /// How a stream that was not a failure ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -777,40 +692,19 @@ async fn read_stream_body(
             }
         },
         BodyKind::Chunked => loop {
-            match httparse::parse_chunk_size(&conn.buf) {
-                Ok(httparse::Status::Complete((consumed, 0))) => {
-                    // The last chunk: trailers (usually none), then CRLF.
-                    loop {
-                        if let Some(end) = trailer_end(&conn.buf[consumed..]) {
-                            conn.buf.drain(..consumed + end);
-                            return Ok(StreamEnd::Server);
-                        }
-                        match fill_watched(conn, watch_end, idle).await {
-                            Read::Bytes => {}
-                            r => return stop(r, "before the last CRLF of a chunked body"),
-                        }
-                    }
+            match next_chunk(&conn.buf, 0)? {
+                Chunk::Data { start, end, next } => {
+                    sse.feed(&conn.buf[start..end]);
+                    conn.buf.drain(..next);
                 }
-                Ok(httparse::Status::Complete((consumed, size))) => {
-                    let size = usize::try_from(size).unwrap_or(usize::MAX);
-                    if size > MAX_RESPONSE_BYTES {
-                        return Err(fail(FailureClass::ProtocolError, "chunk too large"));
-                    }
-                    if conn.buf.len() >= consumed + size + 2 {
-                        if &conn.buf[consumed + size..consumed + size + 2] != b"\r\n" {
-                            return Err(fail(FailureClass::ProtocolError, "chunk not followed by CRLF"));
-                        }
-                        sse.feed(&conn.buf[consumed..consumed + size]);
-                        conn.buf.drain(..consumed + size + 2);
-                        continue;
-                    }
+                Chunk::Last { next } => {
+                    conn.buf.drain(..next);
+                    return Ok(StreamEnd::Server);
                 }
-                Ok(httparse::Status::Partial) => {}
-                Err(_) => return Err(fail(FailureClass::ProtocolError, "invalid chunk size line")),
-            }
-            match fill_watched(conn, watch_end, idle).await {
-                Read::Bytes => {}
-                r => return stop(r, "inside a chunked body"),
+                Chunk::NeedMore(at) => match fill_watched(conn, watch_end, idle).await {
+                    Read::Bytes => {}
+                    r => return stop(r, &format!("{at} of a chunked body")),
+                },
             }
         },
     }
@@ -858,31 +752,15 @@ mod tests {
     }
 
     #[test]
-    fn sse_parser_reads_ids_events_and_reconnect_across_splits() {
-        let text = "retry: 1000\n\nevent: hello\ndata: {\"w\":1}\n\n: ping\n\nid: 7:1\r\nevent: stock\r\ndata: a\r\ndata: b\r\n\r\nid: 7:2\rdata:c\r\revent: reconnect\ndata: {\"reason\":\"draining\"}\n\n";
-        // Fed whole and byte by byte (CRLF split across reads), the same result.
-        let mut whole = Sse::default();
-        whole.feed(text.as_bytes());
-        let mut bytes = Sse::default();
-        for b in text.as_bytes() {
-            bytes.feed(std::slice::from_ref(b));
-        }
-        assert_eq!(whole, bytes);
-        assert_eq!(whole.events, 4);
-        assert_eq!(whole.last_event_id.as_deref(), Some("7:2"));
-        assert_eq!(whole.reconnect.as_deref(), Some("{\"reason\":\"draining\"}"));
-        // No reconnect without the event; an id without data still counts
-        // once its block ends; an empty id resets it.
-        let mut s = Sse::resuming(Some("7:9".into()));
-        s.feed(b"event: end\ndata: x\n\n");
-        assert_eq!((s.reconnect.as_deref(), s.last_event_id.as_deref(), s.events), (None, Some("7:9"), 1));
-        s.feed(b"id: 8:1\n\n");
-        assert_eq!((s.last_event_id.as_deref(), s.events), (Some("8:1"), 1));
-        s.feed(b"id\n\n");
-        assert_eq!(s.last_event_id.as_deref(), Some(""));
-        // An incomplete block dispatches nothing.
-        s.feed(b"event: reconnect\ndata: y\n");
-        assert_eq!(s.reconnect, None);
+    fn chunks_are_decoded_one_step_at_a_time() {
+        let body = b"3\r\nabc\r\n0\r\n\r\n";
+        assert_eq!(next_chunk(body, 0).unwrap(), Chunk::Data { start: 3, end: 6, next: 8 });
+        assert_eq!(next_chunk(body, 8).unwrap(), Chunk::Last { next: 13 });
+        assert_eq!(next_chunk(b"3\r\nab", 0).unwrap(), Chunk::NeedMore("inside a chunk"));
+        assert_eq!(next_chunk(b"3", 0).unwrap(), Chunk::NeedMore("inside a chunk size"));
+        assert_eq!(next_chunk(b"0\r\nx-t: 1\r\n", 0).unwrap(), Chunk::NeedMore("before its last CRLF"));
+        assert_eq!(next_chunk(b"3\r\nabcXY", 0).unwrap_err().class, FailureClass::ProtocolError);
+        assert_eq!(next_chunk(b"zz\r\n", 0).unwrap_err().class, FailureClass::ProtocolError);
     }
 
     #[test]

@@ -31,6 +31,7 @@ use crate::scenario::{ConnectionModel, Scenario, ShopperCtx, Step};
 use crate::traffic::client::{self, Conn, Connector, Request};
 use crate::traffic::progress::Snapshot;
 use crate::traffic::schedule::{PlannedShopper, Schedule};
+use crate::traffic::sse::Sse;
 
 /// The ledger and the recorder, updated together under one lock so that a
 /// reader never sees an attempt in one and not the other.
@@ -629,7 +630,7 @@ async fn exchange(
         let a = Box::pin(send(shared, source, own, &req, keep_body, deadline, scratch)).await;
         return classify(step, op.is_checkout, a, ctx);
     };
-    let sse = client::Sse::resuming(stream.last_event_id.take());
+    let sse = Sse::resuming(stream.last_event_id.take());
     let times = StreamTimes { deadline, watch_end: tokio::time::Instant::from_std(watch_end), idle: step.timeout };
     let a = Box::pin(send_stream(shared, source, own, &req, times, sse, scratch)).await;
     stream.last_event_id = a.sse.last_event_id;
@@ -788,7 +789,7 @@ async fn send_stream(
     own: &mut Option<Conn>,
     req: &Request<'_>,
     times: StreamTimes,
-    sse: client::Sse,
+    sse: Sse,
     scratch: &mut Vec<u8>,
 ) -> client::StreamAttempt {
     let StreamTimes { deadline, watch_end, idle } = times;
