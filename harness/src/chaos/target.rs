@@ -6,7 +6,7 @@
 //! A launched target runs in its own process group with stdout/stderr in the
 //! run folder, and is SIGKILLed (the whole group) if the `Target` is dropped
 //! without `stop`, so a harness that fails or panics does not leave servers
-//! behind. Not here: choosing and hurting workers (chaos.rs), reading /proc
+//! behind. Not here: choosing and hurting workers (faults.rs), reading /proc
 //! (procs.rs).
 
 use std::fs::{File, OpenOptions};

@@ -12,7 +12,7 @@
 //! capacity is what the CPUs can give after the harness has taken its share.
 //!
 //! [`plan`] is the arithmetic, pure and unit-tested; [`measure`] does the
-//! I/O. Not for: applying the scale (compare.rs), or judging runs.
+//! I/O. Not for: applying the scale (drive/compare/), or judging runs.
 
 use std::path::Path;
 use std::sync::Arc;

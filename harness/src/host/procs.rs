@@ -4,7 +4,7 @@
 //!
 //! Works for any pre-fork server (nginx master + workers, gunicorn, a node
 //! cluster, the reference server), because it only looks at parent/child
-//! links. Linux only. Not for sending signals (chaos.rs does that) nor for
+//! links. Linux only. Not for sending signals (chaos/faults.rs does that) nor for
 //! starting processes (target.rs).
 //!
 //! Parsing /proc/<pid>/stat is a dozen lines; the `procfs` crate would bring

@@ -8,7 +8,7 @@
 //!
 //! Pure: it takes small views of the ledger (shopper, time, worker) and of
 //! the fault windows, so the rules are unit-tested here. Not the place that
-//! decides what a window is (chaos.rs and attribution.rs) nor whether the
+//! decides what a window is (chaos/faults.rs and attribution.rs) nor whether the
 //! count passes (gates).
 
 use std::collections::HashMap;

@@ -9,7 +9,7 @@
 //! Pure: it takes small views of the fault records and of the ledger's
 //! failed attempts, so the engine's ledger maps onto it in a few lines and the
 //! rules are unit-tested here. Not the place that decides what a failure is
-//! (the engine classifies) nor when a fault recovered (chaos.rs measures it).
+//! (the engine classifies) nor when a fault recovered (chaos/faults.rs measures it).
 
 use std::collections::{BTreeMap, HashMap};
 

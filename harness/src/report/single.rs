@@ -2,7 +2,7 @@
 //! `harness compare` does for each of its sides) and writes `report.json`,
 //! `index.html` and `junit.xml` next to the run's own files.
 //!
-//! Not for: comparing runs (compare.rs builds a two-run page) or judging the
+//! Not for: comparing runs (drive/compare/ builds a two-run page) or judging the
 //! run (the verdict rows only repeat the gates already in `summary.json`).
 
 use std::path::Path;
