@@ -138,13 +138,15 @@ fn assert_caught_by(r: &FullRun, prefix: &str) {
 }
 
 /// The failure classes of the first attempts attributed to the faults named `fault` (all occurrences).
+/// (The attribution names each occurrence by its label, `name#n` for a repeated
+/// fault; the fault records, in the same order, carry the scenario's name.)
 fn classes_in(r: &FullRun, fault: &str) -> BTreeSet<FailureClass> {
     r.chaos
-        .attribution
         .faults
         .iter()
-        .filter(|f| f.name == fault)
-        .flat_map(|f| f.counts.first_attempt_failures.iter().filter(|(_, n)| **n > 0).map(|(c, _)| *c))
+        .zip(&r.chaos.attribution.faults)
+        .filter(|(record, _)| record.name == fault)
+        .flat_map(|(_, f)| f.counts.first_attempt_failures.iter().filter(|(_, n)| **n > 0).map(|(c, _)| *c))
         .collect()
 }
 

@@ -1,4 +1,4 @@
-//! End to end (issue 5's list): the smoke scenario against the reference
+//! End to end: the smoke scenario against the reference
 //! server launched by the harness, with faults during the run, attribution and
 //! the audit. Each test owns its server (fresh ports, fresh database) and the
 //! tests run one at a time, since each one measures a live cluster.

@@ -1,4 +1,4 @@
-//! Issue 4 item 2: each server misbehaviour lands in its failure class, with
+//! Each server misbehaviour lands in its failure class, with
 //! counts checked against what the purpose-built server itself counted.
 
 mod support;

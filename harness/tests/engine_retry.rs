@@ -1,4 +1,4 @@
-//! Issue 4 item 4 and the ledger invariant: a retry that recovers is
+//! Retries and the ledger invariant: a retry that recovers is
 //! recovered and still a first-attempt failure; exhausted retries drop; a run
 //! cut off with requests open is invalid, never passed.
 
