@@ -161,7 +161,7 @@ pub async fn run(
     let chaos_report = finish_faults(&slot, lo, &mut ex).await;
 
     let windows: Vec<FaultWindow> = chaos_report.faults.iter().map(FaultRecord::window).collect();
-    let (failed, affinity, checkouts) = read_ledger_back(&p, &mut ex, &windows);
+    let LedgerPass { failed, affinity, checkouts } = read_ledger_back(&p, &mut ex, &windows);
     let attribution = attribution::attribute(&windows, &failed, ex.outcome.end_ms);
     for f in &attribution.faults {
         ex.events.emit("fault_attribution", json!(f));
@@ -243,13 +243,17 @@ async fn finish_faults(slot: &Slot, lo: &LifecycleOptions, ex: &mut run::Execute
     chaos_report
 }
 
+/// What the one pass over the ledger gathers.
+struct LedgerPass {
+    /// The failed attempts, with how their operations ended.
+    failed: Vec<attribution::AttemptView>,
+    affinity: Affinity,
+    checkouts: Vec<audit::CheckoutView>,
+}
+
 /// One pass over the ledger file, flushed first, feeds the attribution,
 /// the affinity check and the audit; none of them holds the whole ledger.
-fn read_ledger_back(
-    p: &run::Prepared,
-    ex: &mut run::Executed,
-    windows: &[FaultWindow],
-) -> (Vec<attribution::AttemptView>, Affinity, Vec<audit::CheckoutView>) {
+fn read_ledger_back(p: &run::Prepared, ex: &mut run::Executed, windows: &[FaultWindow]) -> LedgerPass {
     let affinity_windows: Vec<affinity::Window> = windows.iter().map(affinity::Window::from).collect();
     let no_steps = Vec::new();
     let checkout_steps = p.scenario.audit.as_ref().map_or(&no_steps, |a| &a.checkout_steps);
@@ -266,7 +270,7 @@ fn read_ledger_back(
     if let Err(e) = read {
         ex.problems.push(format!("cannot read the ledger back for attribution and audit: {e}"));
     }
-    (failed.finish(), affinity.finish(), checkouts.finish())
+    LedgerPass { failed: failed.finish(), affinity: affinity.finish(), checkouts: checkouts.finish() }
 }
 
 /// The audit of the shop's data against the checkouts the ledger saw, if
