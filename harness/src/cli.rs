@@ -4,21 +4,15 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
-use crate::chaos::ChaosOptions;
-use crate::engine::EngineOptions;
-use crate::lifecycle::{self, LifecycleOptions};
-use crate::run::RunOptions;
+use crate::chaos::faults::ChaosOptions;
+use crate::chaos::target::launch_from_command_line;
+use crate::drive::lifecycle::{self, LifecycleOptions};
+use crate::drive::run::RunOptions;
+use crate::judge::verdict::{EXIT_INVALID, EXIT_PASS};
 use crate::scenario;
-use crate::target::launch_from_command_line;
-
-/// Exit codes: the run passed every gate.
-pub const EXIT_PASS: i32 = 0;
-/// A gate failed.
-pub const EXIT_GATE_FAILED: i32 = 1;
-/// The run was invalid or could not start (bad scenario, limits, target unreachable).
-pub const EXIT_INVALID: i32 = 2;
+use crate::traffic::engine::EngineOptions;
 
 #[derive(Debug, Parser)]
 #[command(name = "harness", version, about = "Black Friday load-and-chaos harness")]
@@ -27,58 +21,62 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `harness run`'s arguments.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The scenario file (JSON).
+    pub scenario: PathBuf,
+    /// Base URL of the target, replacing the scenario's (e.g. http://127.0.0.1:8080).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Output folder (default reports/<scenario name>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Multiply every arrival rate by this factor.
+    #[arg(long, default_value_t = 1.0)]
+    pub rate_scale: f64,
+    /// Allow a target that is not on loopback.
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// Replace the scenario's random seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// No live progress line.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Seconds shoppers may still run after the last arrival before the
+    /// run is cut off (and invalid). Default: the longest journey the
+    /// scenario's timeouts allow, plus 5 s.
+    #[arg(long)]
+    pub drain_timeout: Option<f64>,
+    /// Launch the target with this command line (split like a shell),
+    /// replacing the scenario's target.launch; its environment, stop
+    /// signal and stop timeout still come from the scenario.
+    #[arg(long, value_name = "CMD", conflicts_with_all = ["attach_pid", "pid_file"])]
+    pub launch: Option<String>,
+    /// Attach to the running target whose master has this pid (faults
+    /// act on its process tree; it is not stopped at the end).
+    #[arg(long, value_name = "PID", conflicts_with = "pid_file")]
+    pub attach_pid: Option<i32>,
+    /// Attach to the running target whose master pid is in this file
+    /// (re-read when a deploy replaces the master).
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+    /// Seconds the target may take to be healthy again after the run
+    /// (paused workers resumed, worker count back); still unhealthy
+    /// then makes the run invalid.
+    #[arg(long, value_name = "SECONDS", default_value_t = lifecycle::DEFAULT_HEALTH_TIMEOUT.as_secs_f64())]
+    pub health_timeout: f64,
+    /// Seconds a fault may take to recover (back to steady state) before
+    /// it is recorded as unrecovered; its window then lasts to the end.
+    #[arg(long, value_name = "SECONDS", default_value_t = ChaosOptions::default().recovery_timeout.as_secs_f64())]
+    pub recovery_timeout: f64,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Play a scenario against its target and write reports/<run>/.
-    Run {
-        /// The scenario file (JSON).
-        scenario: PathBuf,
-        /// Base URL of the target, replacing the scenario's (e.g. http://127.0.0.1:8080).
-        #[arg(long)]
-        target: Option<String>,
-        /// Output folder (default reports/<scenario name>).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Multiply every arrival rate by this factor.
-        #[arg(long, default_value_t = 1.0)]
-        rate_scale: f64,
-        /// Allow a target that is not on loopback.
-        #[arg(long)]
-        allow_remote: bool,
-        /// Replace the scenario's random seed.
-        #[arg(long)]
-        seed: Option<u64>,
-        /// No live progress line.
-        #[arg(long)]
-        quiet: bool,
-        /// Seconds shoppers may still run after the last arrival before the
-        /// run is cut off (and invalid). Default: the longest journey the
-        /// scenario's timeouts allow, plus 5 s.
-        #[arg(long)]
-        drain_timeout: Option<f64>,
-        /// Launch the target with this command line (split like a shell),
-        /// replacing the scenario's target.launch; its environment, stop
-        /// signal and stop timeout still come from the scenario.
-        #[arg(long, value_name = "CMD", conflicts_with_all = ["attach_pid", "pid_file"])]
-        launch: Option<String>,
-        /// Attach to the running target whose master has this pid (faults
-        /// act on its process tree; it is not stopped at the end).
-        #[arg(long, value_name = "PID", conflicts_with = "pid_file")]
-        attach_pid: Option<i32>,
-        /// Attach to the running target whose master pid is in this file
-        /// (re-read when a deploy replaces the master).
-        #[arg(long, value_name = "PATH")]
-        pid_file: Option<PathBuf>,
-        /// Seconds the target may take to be healthy again after the run
-        /// (paused workers resumed, worker count back); still unhealthy
-        /// then makes the run invalid.
-        #[arg(long, value_name = "SECONDS", default_value_t = lifecycle::DEFAULT_HEALTH_TIMEOUT.as_secs_f64())]
-        health_timeout: f64,
-        /// Seconds a fault may take to recover (back to steady state) before
-        /// it is recorded as unrecovered; its window then lasts to the end.
-        #[arg(long, value_name = "SECONDS", default_value_t = ChaosOptions::default().recovery_timeout.as_secs_f64())]
-        recovery_timeout: f64,
-    },
+    Run(RunArgs),
     /// Check a scenario file and say what is wrong with it.
     Validate {
         /// The scenario file (JSON).
@@ -86,7 +84,7 @@ pub enum Command {
     },
     /// Play a scenario against one process and against a cluster; one report
     /// with both side by side (OUT/index.html, summary.json, junit.xml).
-    Compare(crate::compare::CompareArgs),
+    Compare(crate::drive::compare::CompareArgs),
     /// Rebuild a run folder's index.html from its report.json, without re-running.
     Report {
         /// The run folder (holds report.json).
@@ -97,7 +95,7 @@ pub enum Command {
 /// Runs the command; returns the process exit code.
 pub fn main_with(cli: Cli) -> i32 {
     match cli.command {
-        Command::Compare(args) => crate::compare::main(args),
+        Command::Compare(args) => crate::drive::compare::main(args),
         Command::Report { run_dir } => match crate::report::regenerate(&run_dir) {
             Ok(page) => {
                 println!("{}", page.display());
@@ -125,110 +123,99 @@ pub fn main_with(cli: Cli) -> i32 {
                 EXIT_INVALID
             }
         },
-        Command::Run {
-            scenario: path,
-            target,
-            out,
-            rate_scale,
-            allow_remote,
-            seed,
-            quiet,
-            drain_timeout,
-            launch,
-            attach_pid,
-            pid_file,
-            health_timeout,
-            recovery_timeout,
-        } => {
-            let s = match scenario::load(&path) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("harness: {e}");
-                    return EXIT_INVALID;
-                }
-            };
-            let drain_timeout = match drain_timeout.map(|x| seconds("--drain-timeout", x)).transpose() {
-                Ok(d) => d,
-                Err(e) => {
-                    eprintln!("harness: {e}");
-                    return EXIT_INVALID;
-                }
-            };
-            let (health_timeout, recovery_timeout) = match seconds("--health-timeout", health_timeout)
-                .and_then(|h| Ok((h, seconds("--recovery-timeout", recovery_timeout)?)))
-            {
-                Ok(d) => d,
-                Err(e) => {
-                    eprintln!("harness: {e}");
-                    return EXIT_INVALID;
-                }
-            };
-            let launch = match launch.map(|cmd| launch_from_command_line(&cmd, s.target.launch.as_ref())).transpose() {
-                Ok(l) => l,
-                Err(e) => {
-                    eprintln!("harness: --launch: {e}");
-                    return EXIT_INVALID;
-                }
-            };
-            if let Some(pid) = attach_pid.filter(|p| *p <= 0) {
-                eprintln!("harness: --attach-pid {pid}: not a process id");
-                return EXIT_INVALID;
-            }
-            let lo = LifecycleOptions {
-                launch,
-                attach_pid,
-                pid_file,
-                health_timeout,
-                chaos: ChaosOptions { recovery_timeout, ..ChaosOptions::default() },
-                ..LifecycleOptions::default()
-            };
-            let opts = RunOptions {
-                target,
-                out,
-                rate_scale,
-                allow_remote,
-                seed,
-                progress: !quiet,
-                engine: EngineOptions { drain_timeout },
-            };
-            let dir = opts.out.clone().unwrap_or_else(|| PathBuf::from("reports").join(&s.name));
-            // For the report page: how the target was reached or started.
-            let url = opts.target.clone().unwrap_or_else(|| s.target.base_url.clone());
-            let attached = lo.attach_pid.is_some() || lo.pid_file.is_some();
-            let launched = if attached { None } else { lo.launch.as_ref().or(s.target.launch.as_ref()) };
-            let report_target = match launched {
-                Some(l) => format!(
-                    "{url}, started as {}",
-                    shlex::try_join(l.argv.iter().map(String::as_str)).unwrap_or_else(|_| l.argv.join(" "))
-                ),
-                None => url,
-            };
-            let report_scenario = s.clone();
-            // The full lifecycle: launch or attach to the target and wait for
-            // it, faults alongside the traffic, attribution, audit, stop.
-            match lifecycle::run_blocking(s, &opts, &lo) {
-                Ok(full) => {
-                    print_result(&full.summary, &dir);
-                    // Without its report the run's output is incomplete: say
-                    // so and call it invalid rather than keep a silent verdict.
-                    let audit = full.chaos.audit.as_ref();
-                    match crate::report::write_for_run(&dir, &report_scenario, "run", &report_target, audit) {
-                        Ok(w) => {
-                            println!("  report: {}", w.index_html.display());
-                            full.summary.exit_code
-                        }
-                        Err(e) => {
-                            eprintln!("harness: the run finished but its report could not be written: {e:#}");
-                            EXIT_INVALID
-                        }
-                    }
+        Command::Run(args) => run(args),
+    }
+}
+
+/// `harness run`: the full lifecycle (launch or attach to the target and
+/// wait for it, faults alongside the traffic, attribution, audit, stop),
+/// then the run's report. Returns the exit code the judge gave the run.
+fn run(a: RunArgs) -> i32 {
+    let s = match scenario::load(&a.scenario) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("harness: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    let (opts, lo) = match run_options(a, &s) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("harness: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    let dir = opts.out.clone().unwrap_or_else(|| PathBuf::from("reports").join(&s.name));
+    let report_target = report_target(&s, &opts, &lo);
+    let report_scenario = s.clone();
+    match lifecycle::run_blocking(s, &opts, &lo) {
+        Ok(full) => {
+            print_result(&full.summary, &dir);
+            // Without its report the run's output is incomplete: say
+            // so and call it invalid rather than keep a silent verdict.
+            let audit = full.chaos.audit.as_ref();
+            match crate::report::write_for_run(&dir, &report_scenario, "run", &report_target, audit) {
+                Ok(w) => {
+                    println!("  report: {}", w.index_html.display());
+                    full.summary.exit_code
                 }
                 Err(e) => {
-                    eprintln!("harness: cannot run: {e}");
+                    eprintln!("harness: the run finished but its report could not be written: {e:#}");
                     EXIT_INVALID
                 }
             }
         }
+        Err(e) => {
+            eprintln!("harness: cannot run: {e}");
+            EXIT_INVALID
+        }
+    }
+}
+
+/// The run's and the lifecycle's options from the arguments; errors name the flag.
+fn run_options(a: RunArgs, s: &scenario::Scenario) -> Result<(RunOptions, LifecycleOptions), String> {
+    let drain_timeout = a.drain_timeout.map(|x| seconds("--drain-timeout", x)).transpose()?;
+    let health_timeout = seconds("--health-timeout", a.health_timeout)?;
+    let recovery_timeout = seconds("--recovery-timeout", a.recovery_timeout)?;
+    let launch = a
+        .launch
+        .map(|cmd| launch_from_command_line(&cmd, s.target.launch.as_ref()))
+        .transpose()
+        .map_err(|e| format!("--launch: {e}"))?;
+    if let Some(pid) = a.attach_pid.filter(|p| *p <= 0) {
+        return Err(format!("--attach-pid {pid}: not a process id"));
+    }
+    let lo = LifecycleOptions {
+        launch,
+        attach_pid: a.attach_pid,
+        pid_file: a.pid_file,
+        health_timeout,
+        chaos: ChaosOptions { recovery_timeout, ..ChaosOptions::default() },
+        ..LifecycleOptions::default()
+    };
+    let opts = RunOptions {
+        target: a.target,
+        out: a.out,
+        rate_scale: a.rate_scale,
+        allow_remote: a.allow_remote,
+        seed: a.seed,
+        progress: !a.quiet,
+        engine: EngineOptions { drain_timeout },
+    };
+    Ok((opts, lo))
+}
+
+/// For the report page: how the target was reached or started.
+fn report_target(s: &scenario::Scenario, opts: &RunOptions, lo: &LifecycleOptions) -> String {
+    let url = opts.target.clone().unwrap_or_else(|| s.target.base_url.clone());
+    let attached = lo.attach_pid.is_some() || lo.pid_file.is_some();
+    let launched = if attached { None } else { lo.launch.as_ref().or(s.target.launch.as_ref()) };
+    match launched {
+        Some(l) => format!(
+            "{url}, started as {}",
+            shlex::try_join(l.argv.iter().map(String::as_str)).unwrap_or_else(|_| l.argv.join(" "))
+        ),
+        None => url,
     }
 }
 
@@ -237,11 +224,11 @@ fn seconds(flag: &str, x: f64) -> Result<Duration, String> {
     Duration::try_from_secs_f64(x).map_err(|_| format!("{flag} {x}: must be a number of seconds >= 0"))
 }
 
-fn print_result(s: &crate::summary::Summary, dir: &std::path::Path) {
+fn print_result(s: &crate::judge::summary::Summary, dir: &std::path::Path) {
     let t = &s.totals;
     println!("{}: {}; {:.0} ops/s", s.scenario.name, s.totals_line(), s.throughput.goodput_per_s);
     for (class, n) in t.attempts_failed_by_class.iter().filter(|(_, n)| **n > 0) {
-        println!("  failed attempts {class}: {n}");
+        println!("  failed attempts {}: {n}", class.as_str());
     }
     if s.schedule_slip.harness_limited {
         println!(
@@ -251,16 +238,9 @@ fn print_result(s: &crate::summary::Summary, dir: &std::path::Path) {
     }
     for f in &s.chaos.faults {
         let recovery = f.recovery_ms.map_or("never recovered".to_string(), |ms| format!("recovered in {ms:.0} ms"));
-        // Named as the report and the budget gates name it.
-        let repeated = s.chaos.faults.iter().any(|o| o.name == f.name && o.occurrence > 1);
         println!(
             "  fault {} ({}, {}): {recovery}; {} first-attempt failures, {} recovered, {} dropped",
-            crate::chaos::occurrence_name(&f.name, f.occurrence, repeated),
-            f.action,
-            f.outcome,
-            f.failures.first_attempt_failures,
-            f.failures.recovered,
-            f.failures.dropped
+            f.label, f.action, f.outcome, f.failures.first_attempt_failures, f.failures.recovered, f.failures.dropped
         );
     }
     if let Some(o) =

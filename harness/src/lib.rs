@@ -1,31 +1,20 @@
-//! The Black Friday harness: scenario -> schedule -> engine -> ledger and
-//! recording -> verdict -> report. Each stage is a module that takes the
-//! previous stage's output.
+//! The Black Friday harness. Data flows one way through its folders:
+//!
+//! `scenario/` (read, validate, template) -> `traffic/` (schedule, engine,
+//! client) -> `record/` (ledger, recorder, event log) with `chaos/` (target,
+//! faults) alongside and `host/` (/proc, machine noise, limits) underneath ->
+//! `judge/` (attribution, audit, budgets, gates, verdict, summary.json) ->
+//! `report/` (render only). `drive/` chains the stages for each command;
+//! `cli.rs` parses arguments and `outcome.rs` is the vocabulary every stage
+//! shares (how one attempt ended).
 
-pub mod affinity;
-pub mod attribution;
-pub mod audit;
-pub mod budgets;
-pub mod calibrate;
 pub mod chaos;
 pub mod cli;
-pub mod client;
-pub mod compare;
-pub mod engine;
-pub mod events;
-pub mod gates;
-pub mod ledger;
-pub mod lifecycle;
-pub mod limits;
-pub mod machine;
+pub mod drive;
+pub mod host;
+pub mod judge;
 pub mod outcome;
-pub mod procs;
-pub mod progress;
-pub mod recorder;
+pub mod record;
 pub mod report;
-pub mod run;
 pub mod scenario;
-pub mod schedule;
-pub mod summary;
-pub mod target;
-pub mod timer;
+pub mod traffic;

@@ -1,6 +1,6 @@
 //! How one HTTP attempt ended: the vocabulary of the ledger. Shared by the
 //! scenario (retry policies name failure classes), the engine (which
-//! classifies), the checker and the report. Not the ledger itself.
+//! classifies), the judge and the report. Not the ledger itself.
 
 use serde::{Deserialize, Serialize};
 
@@ -116,5 +116,31 @@ mod tests {
             assert_eq!(serde_json::to_value(c).unwrap(), serde_json::json!(c.as_str()));
         }
         assert_eq!(FailureClass::from_name("teapot"), None);
+    }
+}
+
+/// Serde for a `BTreeMap<FailureClass, u64>` as summary.json writes it:
+/// every class by name, 0 if absent, so a reader never has to guess whether
+/// a missing class means none. Reading drops zeros and unknown names.
+pub mod by_class {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::FailureClass;
+
+    pub fn serialize<S: Serializer>(m: &BTreeMap<FailureClass, u64>, s: S) -> Result<S::Ok, S::Error> {
+        let all: BTreeMap<&str, u64> =
+            FailureClass::ALL.iter().map(|c| (c.as_str(), m.get(c).copied().unwrap_or(0))).collect();
+        all.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<FailureClass, u64>, D::Error> {
+        let raw = BTreeMap::<String, u64>::deserialize(d)?;
+        Ok(raw
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .filter_map(|(k, n)| FailureClass::from_name(&k).map(|c| (c, n)))
+            .collect())
     }
 }

@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chaos_support::{free_port, reference_launch};
-use harness::chaos::ChaosOptions;
-use harness::engine::Live;
-use harness::lifecycle::{self, LifecycleOptions};
-use harness::run::RunOptions;
+use harness::chaos::faults::ChaosOptions;
+use harness::drive::lifecycle::{self, LifecycleOptions};
+use harness::drive::run::RunOptions;
 use harness::scenario;
+use harness::traffic::engine::Live;
 
 const SCENARIO: &str = r#"{
   "name": "sticky watchers",
@@ -118,7 +118,9 @@ async fn streams_survive_a_rolling_restart_of_a_sticky_cluster_with_no_affinity_
 
 /// Shoppers from 16 loopback addresses that reconnect between most steps
 /// (20 ms idle timeout, 10..50 ms think): `(affinity, workers seen)`.
-async fn reconnecting_shoppers(balance: &str) -> (harness::affinity::Affinity, std::collections::BTreeSet<String>) {
+async fn reconnecting_shoppers(
+    balance: &str,
+) -> (harness::judge::affinity::Affinity, std::collections::BTreeSet<String>) {
     let dir = tempfile::tempdir().unwrap();
     let mut s = scenario::parse(&SCENARIO.replace(
         r#""connections": { "model": "per_shopper", "idle_timeout": "2s" }"#,
@@ -132,8 +134,9 @@ async fn reconnecting_shoppers(balance: &str) -> (harness::affinity::Affinity, s
     s.target.launch =
         Some(reference_launch(dir.path(), port, admin, 2, &["--balance", balance, "--live-interval", "50ms"]));
     let r = play(s, dir.path()).await;
-    let records = harness::ledger::read_records(&dir.path().join("run").join(harness::ledger::LEDGER_FILE)).unwrap();
-    let workers = records.iter().filter_map(|r| r.worker.clone()).collect();
+    let mut workers = std::collections::BTreeSet::new();
+    let ledger = dir.path().join("run").join(harness::record::ledger::LEDGER_FILE);
+    harness::record::ledger::for_each_record(&ledger, |r| workers.extend(r.worker.clone())).unwrap();
     eprintln!("{balance}: affinity {:?}, workers {workers:?}, totals {:?}", r.chaos.affinity, r.summary.totals);
     assert_eq!(r.summary.totals.dropped, 0);
     (r.chaos.affinity, workers)

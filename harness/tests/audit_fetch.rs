@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use harness::audit::{self, CheckoutView, Verdict};
+use harness::judge::audit::{self, CheckoutView};
+use harness::judge::verdict::Status;
 use harness::outcome::Outcome;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -62,9 +63,9 @@ fn acked(key: &str, order_id: i64) -> CheckoutView {
 async fn a_chunked_document_is_read_and_checked() {
     let url = serve(chunked(DOC)).await;
     let r = audit::run(&url, &[acked("k1", 1)], true, Duration::from_secs(5)).await;
-    assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+    assert_eq!(r.verdict, Status::Pass, "{r:?}");
     let r = audit::run(&url, &[acked("k2", 2)], true, Duration::from_secs(5)).await;
-    assert_eq!(r.verdict, Verdict::Fail);
+    assert_eq!(r.verdict, Status::Fail);
     assert_eq!(r.lost.len(), 1);
 }
 
@@ -72,21 +73,21 @@ async fn a_chunked_document_is_read_and_checked() {
 async fn error_status_bad_body_and_no_listener_are_unknown() {
     let url = serve(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n".to_vec()).await;
     let r = audit::run(&url, &[], true, Duration::from_secs(5)).await;
-    assert_eq!(r.verdict, Verdict::Unknown);
+    assert_eq!(r.verdict, Status::Unknown);
     assert!(r.reason.contains("503"), "{}", r.reason);
 
     let body = r#"{"orders":[{"order_id":1}],"stock":[]}"#;
     let url = serve(format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len()).into_bytes()).await;
     let r = audit::run(&url, &[], true, Duration::from_secs(5)).await;
-    assert_eq!(r.verdict, Verdict::Unknown);
+    assert_eq!(r.verdict, Status::Unknown);
     assert!(r.reason.contains("orders[0]") && r.reason.contains("lines"), "{}", r.reason);
 
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let r = audit::run(&format!("http://127.0.0.1:{port}/audit"), &[], true, Duration::from_secs(2)).await;
-    assert_eq!(r.verdict, Verdict::Unknown);
+    assert_eq!(r.verdict, Status::Unknown);
     assert!(r.reason.contains("unreachable"), "{}", r.reason);
 
     let r = audit::run("https://127.0.0.1/audit", &[], true, Duration::from_secs(2)).await;
-    assert_eq!(r.verdict, Verdict::Unknown);
+    assert_eq!(r.verdict, Status::Unknown);
     assert!(r.reason.contains("http://"), "{}", r.reason);
 }

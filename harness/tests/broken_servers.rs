@@ -12,13 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chaos_support::*;
-use harness::chaos::ChaosOptions;
-use harness::engine::Live;
-use harness::gates::{GateResult, Verdict};
-use harness::lifecycle::{self, FullRun, LifecycleOptions};
+use harness::chaos::faults::ChaosOptions;
+use harness::drive::lifecycle::{self, FullRun, LifecycleOptions};
+use harness::drive::run::RunOptions;
+use harness::judge::gates::GateResult;
+use harness::judge::verdict::Verdict;
 use harness::outcome::FailureClass;
-use harness::run::RunOptions;
 use harness::scenario::{self, ConnectionModel, FaultAction, FaultBudget, FaultSpec, Pick, RetryPolicy, Scenario};
+use harness::traffic::engine::Live;
 
 /// One live cluster at a time: they share two cores.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -154,13 +155,15 @@ fn assert_busy_machine(r: &FullRun, d: &str) {
 }
 
 /// The failure classes of the first attempts attributed to the faults named `fault` (all occurrences).
+/// (The attribution names each occurrence by its label, `name#n` for a repeated
+/// fault; the fault records, in the same order, carry the scenario's name.)
 fn classes_in(r: &FullRun, fault: &str) -> BTreeSet<FailureClass> {
     r.chaos
-        .attribution
         .faults
         .iter()
-        .filter(|f| f.name == fault)
-        .flat_map(|f| f.counts.first_attempt_failures.iter().filter(|(_, n)| **n > 0).map(|(c, _)| *c))
+        .zip(&r.chaos.attribution.faults)
+        .filter(|(record, _)| record.name == fault)
+        .flat_map(|(_, f)| f.counts.first_attempt_failures.iter().filter(|(_, n)| **n > 0).map(|(c, _)| *c))
         .collect()
 }
 

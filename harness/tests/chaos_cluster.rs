@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chaos_support::*;
-use harness::audit::{self, CheckoutView, Verdict};
-use harness::chaos::{self, ChaosOptions};
-use harness::events::EventLog;
+use harness::chaos::faults::{self as chaos, ChaosOptions};
+use harness::chaos::target::{Target, http_get};
+use harness::host::procs;
+use harness::judge::audit::{self, CheckoutView};
+use harness::judge::verdict::Status;
 use harness::outcome::Outcome;
-use harness::procs;
 use harness::scenario::{FaultAction, FaultSpec, Pick};
-use harness::target::{Target, http_get};
 
 struct Cluster {
     target: Arc<Target>,
@@ -66,11 +66,12 @@ async fn sigkill_of_a_worker_is_seen_replaced() {
     assert_eq!(admin_worker_pids(c.admin).await, before.iter().map(|&p| p as i64).collect::<Vec<_>>());
 
     let kill = fault("kill", FaultAction::KillWorker { signal: "SIGKILL".into(), pick: Pick::Random });
-    let handle =
-        chaos::start(&[kill], 3, Arc::clone(&c.target), EventLog::discard(std::time::Instant::now()), opts()).unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (log, path) = watched_log(dir.path());
+    let handle = chaos::start(&[kill], 3, Arc::clone(&c.target), log.clone(), opts()).unwrap();
+    wait_for_events(&log, &path, "fault_end", 1).await;
     let report = handle.finish(Duration::from_secs(30)).await;
-    let f = &report.faults[0];
+    let f = first_fault(&report);
     assert_eq!(f.outcome, "ok");
     assert!(f.recovered_at_ms.is_some(), "{f:?}");
     let after = c.target.worker_tree().unwrap().pids();
@@ -86,11 +87,12 @@ async fn a_hung_worker_is_replaced_by_the_master() {
     let c = cluster(2, &["--hang-timeout", "1s"]).await;
     let before = c.target.worker_tree().unwrap().pids();
     let hang = fault("hang", FaultAction::HangWorker { pick: Pick::Oldest, duration: Duration::from_secs(4) });
-    let handle =
-        chaos::start(&[hang], 3, Arc::clone(&c.target), EventLog::discard(std::time::Instant::now()), opts()).unwrap();
-    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (log, path) = watched_log(dir.path());
+    let handle = chaos::start(&[hang], 3, Arc::clone(&c.target), log.clone(), opts()).unwrap();
+    wait_for_events(&log, &path, "fault_end", 1).await;
     let report = handle.finish(Duration::from_secs(30)).await;
-    let f = &report.faults[0];
+    let f = first_fault(&report);
     assert_eq!(f.outcome, "ok", "{f:?}");
     let victim = f.pids[0];
     assert!(before.contains(&victim));
@@ -107,11 +109,12 @@ async fn sighup_rolling_restart_replaces_every_worker() {
     let c = cluster(2, &[]).await;
     let before = c.target.worker_tree().unwrap().pids();
     let hup = fault("deploy", FaultAction::SignalMaster { signal: "SIGHUP".into() });
-    let handle =
-        chaos::start(&[hup], 3, Arc::clone(&c.target), EventLog::discard(std::time::Instant::now()), opts()).unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (log, path) = watched_log(dir.path());
+    let handle = chaos::start(&[hup], 3, Arc::clone(&c.target), log.clone(), opts()).unwrap();
+    wait_for_events(&log, &path, "fault_end", 1).await;
     let report = handle.finish(Duration::from_secs(60)).await;
-    let f = &report.faults[0];
+    let f = first_fault(&report);
     assert_eq!((f.outcome.as_str(), f.pids.clone()), ("ok", vec![c.target.pid().unwrap()]));
     assert!(f.recovered_at_ms.is_some(), "{report:?}");
     let after = c.target.worker_tree().unwrap().pids();
@@ -124,14 +127,19 @@ async fn sighup_rolling_restart_replaces_every_worker() {
 async fn audit_of_the_real_shop_finds_the_acknowledged_order_and_flags_a_lost_one() {
     let c = cluster(2, &[]).await;
     let base = c.target.base_url().to_string();
-    let (addr, host, _) = harness::target::resolve(&base).await.unwrap();
-    let connector = harness::client::Connector::new(addr, host, vec![]);
+    let at = harness::chaos::target::resolve(&base).await.unwrap();
+    let connector = harness::traffic::client::Connector::new(at.addr, at.host, vec![]);
     let post = |path: &'static str, body: &'static str, headers: Vec<(String, String)>| {
         let connector = &connector;
         async move {
-            let req = harness::client::Request { method: "POST", path, headers: &headers, body: Some(body.as_bytes()) };
+            let req = harness::traffic::client::Request {
+                method: "POST",
+                path,
+                headers: &headers,
+                body: Some(body.as_bytes()),
+            };
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            let a = harness::client::send(connector, &mut None, &req, true, deadline, &mut Vec::new()).await;
+            let a = harness::traffic::client::send(connector, &mut None, &req, true, deadline, &mut Vec::new()).await;
             a.result.unwrap()
         }
     };
@@ -153,18 +161,18 @@ async fn audit_of_the_real_shop_finds_the_acknowledged_order_and_flags_a_lost_on
         order_id: Some(order_id),
     };
     let report = audit::run(&url, std::slice::from_ref(&acked), true, Duration::from_secs(10)).await;
-    assert_eq!(report.verdict, Verdict::Pass, "{report:?}");
+    assert_eq!(report.verdict, Status::Pass, "{report:?}");
     assert_eq!((report.orders_in_audit, report.acknowledged), (1, 1));
 
     // A checkout the harness says was acknowledged but the shop never saw.
     let phantom = CheckoutView { op: 2, idempotency_key: Some("never-sent".into()), order_id: Some(999_999), ..acked };
     let report = audit::run(&url, &[phantom], true, Duration::from_secs(10)).await;
-    assert_eq!(report.verdict, Verdict::Fail);
+    assert_eq!(report.verdict, Status::Fail);
     assert_eq!(report.lost.len(), 1);
 
     // The admin address down: unknown, never pass.
     c.target.stop(None).await.unwrap();
     let report = audit::run(&url, &[], true, Duration::from_secs(2)).await;
-    assert_eq!(report.verdict, Verdict::Unknown, "{report:?}");
+    assert_eq!(report.verdict, Status::Unknown, "{report:?}");
     assert!(report.reason.contains("unreachable"), "{}", report.reason);
 }

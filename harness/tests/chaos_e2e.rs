@@ -1,4 +1,4 @@
-//! End to end (issue 5's list): the smoke scenario against the reference
+//! End to end: the smoke scenario against the reference
 //! server launched by the harness, with faults during the run, attribution and
 //! the audit. Each test owns its server (fresh ports, fresh database) and the
 //! tests run one at a time, since each one measures a live cluster.
@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chaos_support::*;
-use harness::chaos::ChaosOptions;
-use harness::engine::Live;
-use harness::lifecycle::{self, FullRun, LifecycleOptions};
+use harness::chaos::faults::ChaosOptions;
+use harness::drive::lifecycle::{self, FullRun, LifecycleOptions};
+use harness::drive::run::RunOptions;
 use harness::outcome::FailureClass;
-use harness::run::RunOptions;
 use harness::scenario::{self, FaultAction, FaultSpec, Pick, RetryPolicy, Scenario};
+use harness::traffic::engine::Live;
 
 /// One live cluster at a time: they share two cores.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -93,7 +93,7 @@ async fn e2e_1_sigterm_rolling_restart_drops_nothing_and_the_audit_passes() {
     assert!(r.chaos.faults[0].recovered_at_ms.is_some(), "{d}");
     assert_eq!(r.summary.totals.dropped, 0, "{d}");
     assert_eq!(r.summary.totals.first_attempt_failures, 0, "{d}");
-    assert_eq!(r.chaos.audit.as_ref().unwrap().verdict, harness::audit::Verdict::Pass, "{d}");
+    assert_eq!(r.chaos.audit.as_ref().unwrap().verdict, harness::judge::verdict::Status::Pass, "{d}");
     assert!(r.summary.totals.ok > 0 && r.chaos.audit.as_ref().unwrap().acknowledged > 0, "{d}");
     assert_eq!(r.summary.exit_code, 0, "{d}");
     assert!(dir.path().join("run").join(lifecycle::CHAOS_FILE).is_file());
@@ -122,7 +122,7 @@ async fn e2e_2_sigkill_during_checkouts_loses_nothing_and_failures_are_attribute
     assert_eq!(r.chaos.faults.len(), 3, "{d}");
     assert_eq!(r.summary.totals.dropped, 0, "{d}");
     assert!(audit.lost.is_empty() && audit.duplicates.is_empty() && audit.oversold.is_empty(), "{d}");
-    assert_eq!(audit.verdict, harness::audit::Verdict::Pass, "{d}");
+    assert_eq!(audit.verdict, harness::judge::verdict::Status::Pass, "{d}");
     // Killing a busy worker breaks what it was serving: the first attempts
     // fail, and every one of them lands in a kill's window.
     let in_windows: u64 = r.chaos.attribution.faults.iter().map(|f| f.counts.first_attempt_total()).sum();
@@ -151,7 +151,11 @@ async fn e2e_3_naive_restart_of_a_single_process_drops_requests_and_fails() {
     eprintln!("{d}");
     assert_eq!(r.chaos.faults[0].outcome, "ok", "{d}");
     assert!(r.summary.totals.dropped > 0, "{d}");
-    assert!(r.summary.totals.dropped_by_class["connect_refused"] > 0, "{d}");
+    assert!(
+        r.summary.totals.dropped_by_class.get(&harness::outcome::FailureClass::ConnectRefused).copied().unwrap_or(0)
+            > 0,
+        "{d}"
+    );
     assert_ne!(r.summary.exit_code, 0, "{d}");
     assert!(r.summary.gates.iter().any(|g| !g.passed), "{d}");
     // The drops happened in the restart's window.
@@ -253,7 +257,7 @@ async fn e2e_6_an_unreachable_audit_is_unknown_and_fails_the_run() {
     let d = describe(&r);
     eprintln!("{d}");
     let audit = r.chaos.audit.as_ref().unwrap();
-    assert_eq!(audit.verdict, harness::audit::Verdict::Unknown, "{d}");
+    assert_eq!(audit.verdict, harness::judge::verdict::Status::Unknown, "{d}");
     assert_ne!(r.summary.exit_code, 0, "{d}");
     let gate = r.summary.gates.iter().find(|g| g.name == "audit").unwrap();
     assert!(!gate.passed, "{d}");

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chaos_support::*;
-use harness::chaos::{self, ChaosOptions};
-use harness::events::{self, EventLog};
-use harness::procs;
+use harness::chaos::faults::{self as chaos, ChaosOptions};
+use harness::chaos::target::Target;
+use harness::host::procs;
+use harness::record::events::{self, EventLog};
 use harness::scenario::{FaultAction, FaultSpec, Pick};
-use harness::target::Target;
 
 fn fault(name: &str, at_ms: u64, action: FaultAction) -> FaultSpec {
     FaultSpec {
@@ -54,7 +54,7 @@ async fn kills_a_worker_periodically_and_sees_it_replaced() {
     let before = target.worker_tree().unwrap().pids();
     let handle = chaos::start(&[kill], 7, Arc::clone(&target), log.clone(), opts()).unwrap();
     assert_eq!(handle.baseline_workers(), 2);
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    wait_for_events(&log, &log_path, "fault_end", 2).await;
     let report = handle.finish(Duration::from_secs(20)).await;
     log.flush().unwrap();
 
@@ -90,9 +90,9 @@ async fn kills_a_worker_periodically_and_sees_it_replaced() {
 async fn hangs_a_worker_then_resumes_it() {
     let dir = tempfile::tempdir().unwrap();
     let target = prefork_target(dir.path(), 2).await;
-    let log = EventLog::discard(std::time::Instant::now());
+    let (log, log_path) = watched_log(dir.path());
     let hang = fault("hang", 50, FaultAction::HangWorker { pick: Pick::Random, duration: Duration::from_millis(1500) });
-    let handle = chaos::start(&[hang], 1, Arc::clone(&target), log, opts()).unwrap();
+    let handle = chaos::start(&[hang], 1, Arc::clone(&target), log.clone(), opts()).unwrap();
     // While hung, the victim is stopped (state T).
     let mut stopped = None;
     for _ in 0..100 {
@@ -103,12 +103,12 @@ async fn hangs_a_worker_then_resumes_it() {
         }
     }
     let victim = stopped.expect("no worker was stopped");
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    wait_for_events(&log, &log_path, "fault_end", 1).await;
     let state = procs::read(victim).unwrap().unwrap().state;
     assert_ne!(state, 'T', "worker {victim} is still stopped after the hang");
     let report = handle.finish(Duration::from_secs(20)).await;
     assert_eq!(report.faults.len(), 1);
-    let f = &report.faults[0];
+    let f = first_fault(&report);
     assert_eq!((f.outcome.as_str(), f.pids.clone()), ("ok", vec![victim]));
     assert!(f.end_ms - f.start_ms >= 1400.0, "{f:?}");
     assert!(f.recovered_at_ms.is_some());
@@ -136,7 +136,8 @@ async fn finishing_early_resumes_the_hung_worker_and_skips_later_faults() {
     let victim = victim.expect("no worker was stopped");
     let report = tokio::time::timeout(Duration::from_secs(30), handle.finish(Duration::from_secs(20))).await.unwrap();
     assert_ne!(procs::read(victim).unwrap().unwrap().state, 'T');
-    assert_eq!(report.skipped, vec!["later#1".to_string()]);
+    // Skipped occurrences carry their final names: `later` is not repeated, so no `#1`.
+    assert_eq!(report.skipped, vec!["later".to_string()]);
     assert_eq!(report.faults.len(), 1);
     assert!(report.faults[0].end_ms - report.faults[0].start_ms < 30_000.0);
     assert!(report.healthy_at_end, "{}", report.end_health);
@@ -147,7 +148,7 @@ async fn finishing_early_resumes_the_hung_worker_and_skips_later_faults() {
 async fn user_commands_ok_failing_and_timing_out() {
     let dir = tempfile::tempdir().unwrap();
     let target = prefork_target(dir.path(), 1).await;
-    let log = EventLog::discard(std::time::Instant::now());
+    let (log, log_path) = watched_log(dir.path());
     let sh = |script: &str| vec!["sh".to_string(), "-c".to_string(), script.to_string()];
     let faults = [
         fault(
@@ -166,10 +167,11 @@ async fn user_commands_ok_failing_and_timing_out() {
         fault("stuck", 0, FaultAction::Command { argv: sh("sleep 30"), timeout: Duration::from_millis(300) }),
     ];
     let o = ChaosOptions { log_dir: Some(dir.path().to_path_buf()), ..opts() };
-    let handle = chaos::start(&faults, 1, Arc::clone(&target), log, o).unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let handle = chaos::start(&faults, 1, Arc::clone(&target), log.clone(), o).unwrap();
+    wait_for_events(&log, &log_path, "fault_end", 3).await;
     let report = handle.finish(Duration::from_secs(20)).await;
-    let by = |n: &str| report.faults.iter().find(|f| f.name == n).unwrap().clone();
+    let by =
+        |n: &str| report.faults.iter().find(|f| f.name == n).unwrap_or_else(|| panic!("no {n}: {report:?}")).clone();
     assert_eq!(by("deploy").outcome, "ok");
     let deploy_log = std::fs::read_to_string(dir.path().join("fault-deploy.log")).unwrap();
     assert!(deploy_log.contains("deployed to http://127.0.0.1:"), "{deploy_log}");
@@ -186,12 +188,12 @@ async fn naive_restart_of_a_single_process() {
     let dir = tempfile::tempdir().unwrap();
     let target = prefork_target(dir.path(), 0).await;
     let first = target.pid().unwrap();
-    let log = EventLog::discard(std::time::Instant::now());
+    let (log, log_path) = watched_log(dir.path());
     let restart = fault("deploy", 0, FaultAction::NaiveRestart { stop_timeout: Duration::from_secs(5) });
-    let handle = chaos::start(&[restart], 1, Arc::clone(&target), log, opts()).unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let handle = chaos::start(&[restart], 1, Arc::clone(&target), log.clone(), opts()).unwrap();
+    wait_for_events(&log, &log_path, "fault_end", 1).await;
     let report = handle.finish(Duration::from_secs(20)).await;
-    let f = &report.faults[0];
+    let f = first_fault(&report);
     assert_eq!(f.outcome, "ok", "{f:?}");
     assert_eq!(f.pids[0], first);
     assert_eq!(Some(f.pids[1]), target.pid());
@@ -223,9 +225,11 @@ async fn a_whole_run_against_a_foreign_prefork_server() {
     doc["target"]["launch"] = launch_json(&prefork(dir.path(), port, 2));
     let text = doc.to_string();
     let s = harness::scenario::parse(&text).unwrap();
-    let run_opts = harness::run::RunOptions { out: Some(dir.path().join("run")), ..Default::default() };
-    let lo = harness::lifecycle::LifecycleOptions { chaos: opts(), ..Default::default() };
-    let r = harness::lifecycle::run(s, &run_opts, &lo, Arc::new(harness::engine::Live::default())).await.unwrap();
+    let run_opts = harness::drive::run::RunOptions { out: Some(dir.path().join("run")), ..Default::default() };
+    let lo = harness::drive::lifecycle::LifecycleOptions { chaos: opts(), ..Default::default() };
+    let r = harness::drive::lifecycle::run(s, &run_opts, &lo, Arc::new(harness::traffic::engine::Live::default()))
+        .await
+        .unwrap();
     assert_eq!(r.chaos.faults.len(), 1, "{:?}", r.chaos);
     let f = &r.chaos.faults[0];
     assert_eq!(f.outcome, "ok");
@@ -272,15 +276,15 @@ async fn an_attached_target_is_followed_through_its_own_deploy_script() {
         100,
         FaultAction::Command { argv: vec!["sh".into(), "-c".into(), deploy], timeout: Duration::from_secs(20) },
     );
-    let handle =
-        chaos::start(&[f], 1, Arc::clone(&target), EventLog::discard(std::time::Instant::now()), opts()).unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (log, log_path) = watched_log(dir.path());
+    let handle = chaos::start(&[f], 1, Arc::clone(&target), log.clone(), opts()).unwrap();
+    wait_for_events(&log, &log_path, "fault_end", 1).await;
     let report = handle.finish(Duration::from_secs(20)).await;
     let new_pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
     let cleanup = || {
         let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(new_pid), nix::sys::signal::Signal::SIGKILL);
     };
-    let f = &report.faults[0];
+    let f = first_fault(&report);
     if f.outcome != "ok" || f.recovered_at_ms.is_none() || target.pid() != Some(new_pid) {
         cleanup();
         panic!("not followed: {report:?}, pid now {:?}, file says {new_pid}", target.pid());

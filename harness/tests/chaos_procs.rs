@@ -5,7 +5,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use harness::procs::{self, Pid};
+use harness::host::procs::{self, Pid};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid as NixPid;
 

@@ -9,8 +9,8 @@ mod chaos_support;
 use std::time::Duration;
 
 use chaos_support::*;
-use harness::procs;
-use harness::target::{Health, Stopped, Target, TargetError};
+use harness::chaos::target::{Health, Stopped, Target, TargetError};
+use harness::host::procs;
 use nix::sys::signal::Signal;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,7 +124,7 @@ async fn healthy_again_after_a_worker_is_killed() {
     let before = target.worker_tree().unwrap().pids();
     assert_eq!(before.len(), 2);
 
-    harness::target::signal(before[0], Signal::SIGKILL).unwrap();
+    harness::chaos::target::signal(before[0], Signal::SIGKILL).unwrap();
     let health = Health { workers: 2, gone: vec![before[0]], settle: Duration::from_millis(300) };
     target.wait_healthy(&health, Duration::from_secs(20)).await.unwrap();
     let after = target.worker_tree().unwrap().pids();

@@ -181,7 +181,7 @@ async fn calibration_measures_one_process_and_the_cluster() {
         // Measure even on a shared, busy machine: the busy check has its own
         // test (machine_noise.rs).
         s.environment.max_other_cpu = 1.0;
-        let m = harness::calibrate::measure(&s, &launch, &sub).await.unwrap();
+        let m = harness::drive::calibrate::measure(&s, &launch, &sub).await.unwrap();
         eprintln!("{workers} workers: {m:?}");
         assert!(m.shoppers >= 200 && m.operations >= m.shoppers, "{m:?}");
         assert!(m.wall_s > 0.0 && m.server_cpu_s > 0.0 && m.harness_cpu_s > 0.0, "{m:?}");
@@ -193,15 +193,17 @@ async fn calibration_measures_one_process_and_the_cluster() {
         // Regression: bursts with one seed repeated each other's idempotency
         // keys, so the shop replayed stored checkouts instead of pricing them.
         let keys = |burst: &str| -> std::collections::HashSet<String> {
-            let records = harness::ledger::read_records(&sub.join(burst).join("ledger.csv")).unwrap();
-            records.into_iter().filter_map(|r| r.idem).collect()
+            let mut keys = std::collections::HashSet::new();
+            let ledger = sub.join(burst).join("ledger.csv");
+            harness::record::ledger::for_each_record(&ledger, |r| keys.extend(r.idem.clone())).unwrap();
+            keys
         };
         let (first, second) = (keys("measure-1"), keys("measure-2"));
         assert!(!first.is_empty() && first.is_disjoint(&second), "bursts share idempotency keys");
         measured.push(m);
     }
-    let c = harness::calibrate::plan(&measured[0], &measured[1], 2, 2, 100.0).unwrap();
+    let c = harness::drive::calibrate::plan(&measured[0], &measured[1], 2, 2, 100.0).unwrap();
     eprintln!("{}", c.describe());
     assert!(c.scale > 0.0 && c.target_peak_rate > c.single_capacity, "{c:?}");
-    assert!(c.single_load >= harness::calibrate::MIN_OVERLOAD - 0.01, "{c:?}");
+    assert!(c.single_load >= harness::drive::calibrate::MIN_OVERLOAD - 0.01, "{c:?}");
 }

@@ -6,7 +6,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 
-use harness::client::{Connector, Request, send};
+use harness::traffic::client::{Connector, Request, send};
 use support::{Behavior, TestServer, run, scenario};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -1,4 +1,4 @@
-//! Issue 4 item 5 through the real engine: the same scenario and seed, run
+//! Determinism through the real engine: the same scenario and seed, run
 //! twice against the same server, sends the same requests (methods, paths and
 //! bodies with their random picks) at the same intended times: arrivals at
 //! identical offsets, and every later step one identical think time after the
@@ -10,7 +10,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use harness::ledger::AttemptRecord;
+use harness::record::ledger::AttemptRecord;
 use support::{Behavior, TestServer, run};
 
 fn scenario(url: &str, seed: u64) -> String {

@@ -1,4 +1,4 @@
-//! Issue 4 item 4 and the ledger invariant: a retry that recovers is
+//! Retries and the ledger invariant: a retry that recovers is
 //! recovered and still a first-attempt failure; exhausted retries drop; a run
 //! cut off with requests open is invalid, never passed.
 
@@ -22,7 +22,7 @@ async fn recovered_retry_is_counted_as_recovered_and_as_a_first_attempt_failure(
     let t = &s.totals;
     assert_eq!((t.operations, t.ok, t.dropped), (30, 30, 0));
     assert_eq!(t.first_attempt_failures, 30);
-    assert_eq!(t.first_attempt_failures_by_class["server_error"], 30);
+    assert_eq!(t.first_attempt_failures_by_class[&harness::outcome::FailureClass::ServerError], 30);
     assert_eq!(t.recovered, 30);
     assert_eq!(t.retries, 30);
     assert_eq!(t.attempts, 60);
@@ -32,7 +32,7 @@ async fn recovered_retry_is_counted_as_recovered_and_as_a_first_attempt_failure(
     assert_eq!(keys.len(), 30);
     assert!(keys.values().all(|&n| n == 2), "{keys:?}");
     // The ledger pairs the attempts of one operation under one key.
-    let mut by_op: BTreeMap<u64, Vec<&harness::ledger::AttemptRecord>> = BTreeMap::new();
+    let mut by_op: BTreeMap<u64, Vec<&harness::record::ledger::AttemptRecord>> = BTreeMap::new();
     for r in &recs {
         by_op.entry(r.op).or_default().push(r);
     }
@@ -62,8 +62,8 @@ async fn exhausted_retries_drop_the_operation() {
     let t = &s.totals;
     assert_eq!((t.operations, t.ok, t.dropped, t.recovered), (10, 0, 10, 0));
     assert_eq!(t.first_attempt_failures, 10);
-    assert_eq!(t.attempts_failed_by_class["server_error"], 20);
-    assert_eq!(t.dropped_by_class["server_error"], 10);
+    assert_eq!(t.attempts_failed_by_class[&harness::outcome::FailureClass::ServerError], 20);
+    assert_eq!(t.dropped_by_class[&harness::outcome::FailureClass::ServerError], 10);
     assert_eq!(s.verdict.as_str(), "fail");
     assert_eq!(s.exit_code, 1);
     assert!(s.validity.valid);
@@ -75,14 +75,14 @@ async fn a_run_cut_off_with_requests_open_is_invalid() {
     let dir = tempfile::tempdir().unwrap();
     let json = scenario(&srv.url(), 5, 50.0, r#"{"model": "pool", "size": 8}"#, r#""path": "/x""#);
     let sc = harness::scenario::parse(&json).unwrap();
-    let opts = harness::run::RunOptions {
+    let opts = harness::drive::run::RunOptions {
         out: Some(dir.path().to_path_buf()),
-        engine: harness::engine::EngineOptions { drain_timeout: Some(Duration::from_millis(200)) },
+        engine: harness::traffic::engine::EngineOptions { drain_timeout: Some(Duration::from_millis(200)) },
         ..Default::default()
     };
-    let p = harness::run::prepare(sc, &opts).unwrap();
-    let ex = harness::run::execute(&p, Vec::new(), Default::default()).await.unwrap();
-    let s = harness::run::conclude(&p, ex, None).unwrap();
+    let p = harness::drive::run::prepare(sc, &opts).unwrap();
+    let ex = harness::drive::run::execute(&p, Vec::new(), Default::default()).await.unwrap();
+    let s = harness::drive::run::conclude(&p, ex, None).unwrap();
     assert_eq!(s.verdict.as_str(), "invalid");
     assert_eq!(s.exit_code, 2);
     assert!(!s.validity.valid);

@@ -54,7 +54,7 @@ async fn real_summary_matches_the_schema_and_the_run_folder_is_complete() {
 
     // Ledger, events and interval logs.
     assert_eq!(recs.len() as u64, s.totals.attempts);
-    let events = harness::events::read(&dir.path().join("events.jsonl")).unwrap();
+    let events = harness::record::events::read(&dir.path().join("events.jsonl")).unwrap();
     let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
     for k in ["run_start", "arrivals_start", "arrivals_end", "run_end", "verdict"] {
         assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
@@ -65,6 +65,6 @@ async fn real_summary_matches_the_schema_and_the_run_folder_is_complete() {
     let totals = std::fs::read_to_string(dir.path().join("latency-totals.hlog")).unwrap();
     assert!(totals.contains("Tag=step:s:server_error,"), "{totals}");
     // summary.json reads back into the type the report uses.
-    let back = harness::summary::read(&dir.path().join("summary.json")).unwrap();
+    let back = harness::judge::summary::read(&dir.path().join("summary.json")).unwrap();
     assert_eq!(back, s);
 }

@@ -107,7 +107,7 @@ async fn capacity(dir: &Path) -> f64 {
     let mut s = harness::scenario::parse(&scenario(dir, 10.0).to_string()).unwrap();
     s.environment.max_other_cpu = 1.0;
     let launch = s.target.launch.clone().unwrap();
-    let m = harness::calibrate::measure(&s, &launch, &dir.join("calibration")).await.unwrap();
+    let m = harness::drive::calibrate::measure(&s, &launch, &dir.join("calibration")).await.unwrap();
     let one = m.shoppers as f64 / m.server_cpu_s;
     eprintln!("calibration: {m:?}; one process serves at most {one:.0} shoppers/s");
     one

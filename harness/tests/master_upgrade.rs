@@ -14,12 +14,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chaos_support::*;
-use harness::chaos::ChaosOptions;
-use harness::engine::Live;
-use harness::gates::Verdict;
-use harness::lifecycle::{self, LifecycleOptions};
-use harness::run::RunOptions;
+use harness::chaos::faults::ChaosOptions;
+use harness::drive::lifecycle::{self, LifecycleOptions};
+use harness::drive::run::RunOptions;
+use harness::judge::verdict::Verdict;
 use harness::scenario::{self, FaultAction, FaultBudget, FaultSpec};
+use harness::traffic::engine::Live;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 

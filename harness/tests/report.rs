@@ -5,8 +5,12 @@
 // Test helpers panic on purpose: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
+use harness::judge::baseline;
 use harness::report::model::{GateRow, Status};
-use harness::report::{self, ReportData, demo};
+use harness::report::{self, ReportData};
+
+#[path = "report_support/demo.rs"]
+mod demo;
 
 fn sample() -> ReportData {
     demo::synthetic(40, 3)
@@ -144,7 +148,8 @@ fn write_then_regenerate_from_report_json() {
 fn regenerate_names_the_missing_or_bad_file() {
     let dir = tempfile::tempdir().unwrap();
     let err = format!("{:#}", report::regenerate(dir.path()).unwrap_err());
-    assert!(err.contains("report.json") && err.contains("is") && err.contains("a run folder"), "{err}");
+    let folder = dir.path().display().to_string();
+    assert!(err.contains("report.json") && err.contains(&format!("is {folder} a run folder")), "{err}");
     std::fs::write(dir.path().join("report.json"), "{\"title\": 3}").unwrap();
     let err = format!("{:#}", report::regenerate(dir.path()).unwrap_err());
     assert!(err.contains("not valid report data") && err.contains("title"), "{err}");
@@ -160,17 +165,16 @@ fn baseline_files_are_compared_and_bad_ones_named() {
     };
     let old = write("old.json", r#"{"totals": {"dropped": 0}, "latency": {"overall": {"p99_ms": 100.0}}}"#);
     let new = write("new.json", r#"{"totals": {"dropped": 4}, "latency": {"overall": {"p99_ms": 90.0}}}"#);
-    let options = report::baseline::BaselineOptions::default();
-    let cmp = report::compare_baseline_files(&new, &old, &options).unwrap();
+    let options = baseline::BaselineOptions::default();
+    let cmp = baseline::compare(&baseline::read(&new).unwrap(), &baseline::read(&old).unwrap(), &options);
     assert_eq!(cmp.status(), Status::Fail);
     let failed: Vec<&str> = cmp.failures().map(|c| c.detail.as_str()).collect();
     assert_eq!(failed, ["dropped requests increased from 0 to 4"]);
 
     let bad = write("bad.json", "{not json");
-    let err = format!("{:#}", report::compare_baseline_files(&new, &bad, &options).unwrap_err());
+    let err = format!("{:#}", baseline::read(&bad).unwrap_err());
     assert!(err.contains("bad.json is not JSON"), "{err}");
-    let err =
-        format!("{:#}", report::compare_baseline_files(&dir.path().join("nope.json"), &old, &options).unwrap_err());
+    let err = format!("{:#}", baseline::read(&dir.path().join("nope.json")).unwrap_err());
     assert!(err.contains("reading") && err.contains("nope.json"), "{err}");
 }
 

@@ -6,6 +6,9 @@
 // Test helpers panic on purpose: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
+#[path = "report_support/demo.rs"]
+mod demo;
+
 use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -109,7 +112,7 @@ fn load(page: &Path, work: &Path, name: &str) -> (String, Vec<String>) {
 fn report_renders_in_chromium_and_loads_nothing_else() {
     let work = tempfile::tempdir().unwrap();
     let run_dir = work.path().join("run");
-    let data = report::demo::synthetic(60, 11);
+    let data = demo::synthetic(60, 11);
     let page = report::write(&run_dir, &data).unwrap().index_html.canonicalize().unwrap();
 
     let (dom, loads) = load(&page, work.path(), "dump");
@@ -159,7 +162,7 @@ fn screenshot_script_makes_a_real_picture() {
     let _ = chromium(); // fail with the install hint before anything else
     let work = tempfile::tempdir().unwrap();
     let run_dir = work.path().join("run");
-    report::write(&run_dir, &report::demo::synthetic(60, 11)).unwrap();
+    report::write(&run_dir, &demo::synthetic(60, 11)).unwrap();
     let shot = work.path().join("shot.png");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/screenshot-report.sh");
     let mut cmd = Command::new("bash");

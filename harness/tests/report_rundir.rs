@@ -1,12 +1,11 @@
 //! A real run folder into the report: `harness run`'s stages against a tiny
 //! loopback HTTP server (one route ok, one always 500), then
-//! `report::rundir::run_from_dir` reads ledger, events and summary into run
-//! data whose counts match the summary, and the page renders from it.
+//! `report::rundir::run_from_dir` reads the run's summary into run data
+//! whose counts match the summary, and the page renders from it.
 
 // Test helpers panic on purpose: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
@@ -103,16 +102,22 @@ fn run_folder_becomes_report_data() {
         port = server.port
     );
     let scenario = harness::scenario::parse(&scenario).unwrap();
+    let requests = report::build::requests_of(&scenario);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let opts = harness::run::RunOptions { out: Some(out.clone()), ..Default::default() };
-    let summary = harness::run::run_blocking(scenario, &opts).unwrap();
+    let opts = harness::drive::run::RunOptions { out: Some(out.clone()), ..Default::default() };
+    // `harness run`'s stages on their own runtime (without a launched target).
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let summary = rt.block_on(async {
+        let p = harness::drive::run::prepare(scenario, &opts).unwrap();
+        let ex = harness::drive::run::execute(&p, Vec::new(), Default::default()).await.unwrap();
+        harness::drive::run::conclude(&p, ex, None).unwrap()
+    });
     // Each shopper runs both steps once.
     let n = summary.run.shoppers_arrived;
     assert!(n > 0);
     assert_eq!(summary.totals.operations, 2 * n, "{:?}", summary.totals);
 
-    let requests: BTreeMap<String, String> = [("boom step".to_string(), "GET /boom".to_string())].into();
     let options = rundir::RunDirOptions { label: "loopback", target: "test server", requests: &requests, audit: None };
     let (run, read_back) = rundir::run_from_dir(&out, &options).unwrap();
     assert_eq!(read_back, summary);
@@ -132,7 +137,7 @@ fn run_folder_becomes_report_data() {
     assert!(!run.spectrum.is_empty());
     assert!(run.faults.is_empty());
 
-    let verdict = rundir::gate_rows("loopback", &summary);
+    let verdict = summary.gate_rows("loopback");
     assert_eq!(verdict[0].status, Status::Pass, "{:?}", verdict[0]);
     let data = ReportData {
         title: "loopback".into(),

@@ -1,5 +1,5 @@
 //! Bad scenario files get an error naming the JSON field path, what is wrong
-//! and what was expected; never a panic (issue 4, item 6).
+//! and what was expected; never a panic.
 
 // Tests unwrap what they built themselves; a panic is the failure report.
 #![allow(clippy::unwrap_used)]

@@ -17,6 +17,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use harness::record::ledger::{AttemptRecord, OutcomeKind};
+
 /// What one in-test server answers to one request.
 #[derive(Clone, Copy)]
 enum Plan {
@@ -138,7 +140,7 @@ async fn a_server_requested_reconnect_resumes_with_last_event_id_and_is_not_a_fa
     assert_eq!((t.attempts, t.attempts_ok, t.attempts_failed), (8, 8, 0), "{d}");
     assert_eq!((t.first_attempt_failures, t.retries), (0, 0), "{d}");
     assert!(support::failures(&s).is_empty(), "{d}");
-    assert_eq!(harness::ledger::reconnects(&recs), 4, "{d}");
+    assert_eq!(reconnects(&recs), 4, "{d}");
     assert_eq!(s.totals.reconnects, 4, "summary.json carries the count: {d}");
     assert_eq!(s.verdict.as_str(), "pass");
     // Each reconnect carried the last id of the stream it resumed.
@@ -188,7 +190,7 @@ async fn a_stream_cut_without_reconnect_is_a_truncated_body_retried_with_last_ev
     assert_eq!((t.operations, t.ok, t.dropped), (3, 3, 0), "{d}");
     assert_eq!(support::failures(&s), vec![("truncated_body".to_string(), 3)], "{d}");
     assert_eq!((t.first_attempt_failures, t.recovered, t.retries), (3, 3, 3), "{d}");
-    assert_eq!(harness::ledger::reconnects(&recs), 0, "{d}");
+    assert_eq!(reconnects(&recs), 0, "{d}");
     // The failed attempt kept its status and worker; the retry resumed.
     let failed: Vec<_> = recs.iter().filter(|r| r.attempt == 1).collect();
     assert!(failed.iter().all(|r| r.status == Some(200) && r.worker.as_deref() == Some("w-old")), "{d}");
@@ -208,8 +210,8 @@ async fn a_stream_cut_every_time_is_dropped_as_truncated_body() {
     let t = &s.totals;
     let d = format!("{t:?}\n{recs:#?}");
     assert_eq!((t.operations, t.ok, t.dropped, t.attempts), (2, 0, 2, 4), "{d}");
-    assert_eq!(s.totals.dropped_by_class["truncated_body"], 2, "{d}");
-    assert_eq!(harness::ledger::reconnects(&recs), 0, "{d}");
+    assert_eq!(s.totals.dropped_by_class[&harness::outcome::FailureClass::TruncatedBody], 2, "{d}");
+    assert_eq!(reconnects(&recs), 0, "{d}");
     assert!(s.validity.valid, "{:?}", s.validity);
 }
 
@@ -249,7 +251,7 @@ fn stream_fields_are_checked_with_their_path() {
         (Duration::from_secs(2), Duration::from_millis(100), 10)
     );
     // The drain timeout covers the watch and every reconnect.
-    assert!(harness::engine::longest_journey(&s) >= Duration::from_secs(2) + Duration::from_secs(10) * 11);
+    assert!(harness::traffic::engine::longest_journey(&s) >= Duration::from_secs(2) + Duration::from_secs(10) * 11);
 }
 
 /// Watchers on `/live/stock` (no `for_ms`: only the drain or the watch ends
@@ -291,15 +293,17 @@ async fn watchers_reconnect_through_a_rolling_restart_and_nothing_is_dropped() {
     // worker (and the restart) that long before the SIGKILL.
     let extra = ["--balance", "sticky", "--live-interval", "50ms", "--drain-timeout", "20s"];
     s.target.launch = Some(reference_launch(dir.path(), port, admin, 2, &extra));
-    let opts = harness::run::RunOptions { out: Some(dir.path().join("run")), ..Default::default() };
-    let lo = harness::lifecycle::LifecycleOptions {
-        chaos: harness::chaos::ChaosOptions { settle: Duration::from_millis(300), ..Default::default() },
+    let opts = harness::drive::run::RunOptions { out: Some(dir.path().join("run")), ..Default::default() };
+    let lo = harness::drive::lifecycle::LifecycleOptions {
+        chaos: harness::chaos::faults::ChaosOptions { settle: Duration::from_millis(300), ..Default::default() },
         ..Default::default()
     };
-    let r = harness::lifecycle::run(s, &opts, &lo, Arc::new(harness::engine::Live::default())).await.unwrap();
+    let r = harness::drive::lifecycle::run(s, &opts, &lo, Arc::new(harness::traffic::engine::Live::default()))
+        .await
+        .unwrap();
     let run_dir = dir.path().join("run");
-    let recs = harness::ledger::read_records(&run_dir.join(harness::ledger::LEDGER_FILE)).unwrap();
-    let reconnects = harness::ledger::reconnects(&recs);
+    let recs = support::read_ledger(&run_dir.join(harness::record::ledger::LEDGER_FILE));
+    let reconnects = reconnects(&recs);
     let d = format!(
         "totals: {:?}\nreconnects: {reconnects}\nfaults: {:#?}\naffinity: {:?}\nstop: {}\nduration: {} s",
         r.summary.totals, r.chaos.faults, r.chaos.affinity, r.chaos.target_stop, r.summary.run.duration_s
@@ -324,4 +328,14 @@ async fn watchers_reconnect_through_a_rolling_restart_and_nothing_is_dropped() {
     assert!(r.summary.run.duration_s < 12.0, "{d}");
     assert!(r.chaos.target_stop.contains("gracefully"), "{d}");
     assert_eq!(r.summary.exit_code, 0, "{d}");
+}
+
+/// How many attempts of `records` were a stream's reconnects, from the
+/// ledger file alone: attempts whose previous attempt of the same operation
+/// ended ok (an ordinary step ends at its first ok attempt, so only a
+/// stream's reconnect follows one). Checked against the summary's count.
+fn reconnects(records: &[AttemptRecord]) -> u64 {
+    let ok: std::collections::HashSet<(u64, u32)> =
+        records.iter().filter(|r| r.outcome == OutcomeKind::Ok).map(|r| (r.op, r.attempt)).collect();
+    records.iter().filter(|r| r.attempt > 1 && ok.contains(&(r.op, r.attempt - 1))).count() as u64
 }

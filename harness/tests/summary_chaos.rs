@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chaos_support::*;
-use harness::chaos::ChaosOptions;
-use harness::engine::Live;
-use harness::lifecycle::{self, FullRun, LifecycleOptions};
-use harness::run::RunOptions;
+use harness::chaos::faults::ChaosOptions;
+use harness::drive::lifecycle::{self, FullRun, LifecycleOptions};
+use harness::drive::run::RunOptions;
 use harness::scenario::{self, FaultAction, FaultSpec, Pick, Scenario};
+use harness::traffic::engine::Live;
 use serde_json::Value;
 use support::summary_schema_errors;
 
@@ -33,7 +33,7 @@ async fn play(s: Scenario, out: &Path) -> (FullRun, Value) {
     let errors = summary_schema_errors(&doc);
     assert!(errors.is_empty(), "{errors:#?}\n{doc:#}");
     // What was written reads back into the type, equal to what the run returned.
-    assert_eq!(harness::summary::read(&out.join("summary.json")).unwrap(), r.summary);
+    assert_eq!(harness::judge::summary::read(&out.join("summary.json")).unwrap(), r.summary);
     (r, doc)
 }
 
@@ -43,7 +43,7 @@ fn same_as_chaos_json(r: &FullRun, doc: &Value) {
     let faults = doc["faults"].as_array().unwrap();
     assert_eq!(faults.len(), a.faults.len());
     for (f, fa) in faults.iter().zip(&a.faults) {
-        assert_eq!(f["name"], fa.name.as_str());
+        assert_eq!(f["label"], fa.name.as_str(), "the attribution names each occurrence by its label");
         assert_eq!(f["failures"]["first_attempt_failures"], fa.counts.first_attempt_total());
         assert_eq!(f["failures"]["retry_failures"], fa.counts.retry_total());
         assert_eq!(f["failures"]["recovered"], fa.counts.recovered);

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod build_info;
 pub mod cli;
+pub mod duration;
 pub mod handoff;
 pub mod ipc;
 pub mod limits;

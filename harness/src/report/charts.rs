@@ -14,6 +14,7 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::model::{FaultRow, RunData, SecondPoint};
+use crate::judge::verdict::fmt_ms;
 use crate::outcome::FailureClass;
 
 /// Size of one time chart (two sit side by side on the page).
@@ -115,21 +116,6 @@ fn decade_labels(range: &Range<f64>) -> usize {
 
 fn fault_end(f: &FaultRow) -> f64 {
     f.recovered_s.or(f.end_s).unwrap_or(f.start_s).max(f.start_s)
-}
-
-/// "12 ms", "0.25 ms", "3.4 ms", "1 ms", "1.5 s".
-pub fn fmt_ms(v: f64) -> String {
-    let (value, unit) = if v >= 1000.0 { (v / 1000.0, "s") } else { (v, "ms") };
-    let text = if value >= 10.0 {
-        format!("{value:.0}")
-    } else if value >= 1.0 || unit == "s" {
-        format!("{value:.1}")
-    } else {
-        format!("{value:.2}")
-    };
-    // "1.0 s" reads as more precise than it is; axis ticks land on whole numbers.
-    let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.') } else { &text };
-    format!("{text} {unit}")
 }
 
 /// An axis tick: whole numbers without decimals, anything else with one.

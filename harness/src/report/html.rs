@@ -8,8 +8,9 @@
 use anyhow::Result;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-use super::charts::{self, Charts, fmt_ms};
+use super::charts::{self, Charts};
 use super::model::{FaultRow, MachineData, ReportData, RunData, Status};
+use crate::judge::verdict::{fmt_count, fmt_ms};
 use crate::outcome::FailureClass;
 
 const CSS: &str = r#"
@@ -137,19 +138,6 @@ fn verdict(data: &ReportData, overall: Status) -> Markup {
             }
         }
     }
-}
-
-/// 152000 -> "152,000".
-pub fn fmt_count(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn fmt_pct(part: u64, whole: u64) -> String {

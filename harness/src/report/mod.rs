@@ -4,18 +4,15 @@
 //! as `report.json` so the page can be rebuilt without re-running
 //! (`harness report RUN_DIR` calls [`regenerate`]).
 //!
-//! Not for: measuring or judging a run (recorder and checker do that).
+//! Not for: measuring or judging a run (record/ and judge/ do that).
 
-pub mod baseline;
 pub mod build;
 pub mod charts;
-pub mod demo;
 pub mod html;
 pub mod junit;
 pub mod model;
 pub mod rundir;
 pub mod single;
-pub mod verdict;
 
 use std::path::{Path, PathBuf};
 
@@ -59,19 +56,6 @@ pub fn regenerate(run_dir: &Path) -> Result<PathBuf> {
         anyhow::anyhow!("{} is not valid report data: at `{}`: {}", path.display(), e.path(), e.inner())
     })?;
     write_html(run_dir, &data)
-}
-
-/// Compare two `summary.json` files (see [`baseline`]); errors name the file.
-pub fn compare_baseline_files(
-    current: &Path,
-    baseline: &Path,
-    options: &baseline::BaselineOptions,
-) -> Result<baseline::BaselineComparison> {
-    let read = |path: &Path| -> Result<serde_json::Value> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
-    };
-    Ok(baseline::compare(&read(current)?, &read(baseline)?, options))
 }
 
 fn write_html(run_dir: &Path, data: &ReportData) -> Result<PathBuf> {

@@ -2,19 +2,20 @@
 //! plus the verdict. The run folder keeps it as `report.json`, so the page can
 //! be rebuilt without re-running (`harness report RUN_DIR`).
 //!
-//! This is the report's own input type, filled by whoever drives a run (the
-//! compare command) from the recorder, the chaos log and the checker. It is
-//! not the machine-readable summary for CI (that is `summary.json`), and it
-//! does no measuring itself, apart from reading the CPU model and turning an
-//! HDR histogram into a percentile spectrum.
+//! This is the report's own input type, filled by build.rs from what the run
+//! concluded (`summary.json`, the audit). It is not the machine-readable
+//! summary for CI (that is `summary.json`), and it does no measuring itself,
+//! apart from reading the CPU model.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+pub use crate::judge::audit::{AuditCheck, AuditChecks};
+pub use crate::judge::verdict::{GateRow, Status};
 use crate::outcome::FailureClass;
+pub use crate::record::recorder::SpectrumPoint;
 
 /// Everything one report page shows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,48 +90,6 @@ pub struct ScenarioInfo {
     pub seed: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Pass,
-    Fail,
-    /// Could not be decided (no data, audit unreachable, ...). Never counted as a pass.
-    Unknown,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pass => "pass",
-            Status::Fail => "fail",
-            Status::Unknown => "unknown",
-        }
-    }
-
-    /// The worst of several: any fail fails, else any unknown is unknown.
-    pub fn worst(statuses: impl IntoIterator<Item = Status>) -> Status {
-        let mut worst = Status::Pass;
-        for s in statuses {
-            match s {
-                Status::Fail => return Status::Fail,
-                Status::Unknown => worst = Status::Unknown,
-                Status::Pass => {}
-            }
-        }
-        worst
-    }
-}
-
-/// One gate of the verdict.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GateRow {
-    /// e.g. "cluster: dropped <= 0".
-    pub gate: String,
-    pub status: Status,
-    /// What was measured against what, in words: "0 dropped (budget 0)".
-    pub detail: String,
-}
-
 /// One run (one target) of the scenario.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunData {
@@ -141,14 +100,14 @@ pub struct RunData {
     /// One point per second of the run, in time order.
     pub seconds: Vec<SecondPoint>,
     /// Latency of ok requests by percentile, ascending, from the run's histogram
-    /// (see [`spectrum_from_histogram`]).
+    /// (the recorder's [`crate::record::recorder::spectrum`]).
     pub spectrum: Vec<SpectrumPoint>,
     pub endpoints: Vec<EndpointRow>,
     pub faults: Vec<FaultRow>,
     #[serde(default)]
-    pub audit: Option<AuditData>,
+    pub audit: Option<AuditChecks>,
     pub slip: Slip,
-    pub totals: Totals,
+    pub totals: KeyNumbers,
     /// Other work on the machine during the run; None for runs recorded
     /// before it was measured.
     #[serde(default)]
@@ -162,7 +121,7 @@ pub struct MachineData {
     /// Other processes + steal, as a share of the machine's CPU (0..=1), per
     /// second from the run's start (index = second).
     pub other_work: Vec<f64>,
-    pub assessment: crate::machine::Assessment,
+    pub assessment: crate::host::machine::Assessment,
 }
 
 /// What happened in one second of a run. Attempts are counted in the second
@@ -192,13 +151,6 @@ impl SecondPoint {
     pub fn failed(&self) -> u64 {
         self.failures.values().sum()
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct SpectrumPoint {
-    /// 0..=100, e.g. 99.9.
-    pub percentile: f64,
-    pub latency_ms: f64,
 }
 
 /// One step (endpoint) of the journeys. Latency is of ok attempts.
@@ -249,31 +201,13 @@ pub struct FaultRow {
     pub recovery_ms: Option<f64>,
     /// The scenario's budget for this occurrence and whether it was kept.
     #[serde(default)]
-    pub budget: Option<crate::summary::BudgetOut>,
+    pub budget: Option<crate::judge::summary::BudgetOut>,
 }
 
 impl FaultRow {
     pub fn first_attempt_failed(&self) -> u64 {
         self.first_attempt_failures.values().sum()
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuditData {
-    pub status: Status,
-    pub rows: Vec<AuditRow>,
-}
-
-/// One check of the post-run audit (orders vs acknowledgements, stock conservation...).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuditRow {
-    pub check: String,
-    pub status: Status,
-    /// The numbers behind the result, e.g. {"acknowledged": 812, "found": 812}.
-    #[serde(default)]
-    pub counts: BTreeMap<String, u64>,
-    #[serde(default)]
-    pub detail: String,
 }
 
 /// How late the harness sent requests compared with the schedule (its own
@@ -289,9 +223,11 @@ pub struct Slip {
     pub detail: String,
 }
 
-/// Whole-run counts. An operation is one step of one shopper, with its retries.
+/// The page's key numbers of one run: a few of the ledger's totals (summary.json
+/// `totals`, the one totals type) with the throughput and the ok latency next
+/// to them. An operation is one step of one shopper, with its retries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct Totals {
+pub struct KeyNumbers {
     pub operations: u64,
     pub ok: u64,
     pub refused: u64,
@@ -313,31 +249,6 @@ pub struct Totals {
     pub max_ms: f64,
 }
 
-/// Quantiles at which the spectrum is sampled: evenly spaced on the "nines"
-/// axis x = 1/(1-q), 20 samples per decade, from the median up to the last
-/// quantile the sample count can resolve, then the maximum.
-pub fn spectrum_from_histogram(hist: &Histogram<u64>, units_per_ms: f64) -> Vec<SpectrumPoint> {
-    let mut out = Vec::new();
-    if hist.is_empty() || units_per_ms <= 0.0 {
-        return out;
-    }
-    let len = hist.len() as f64;
-    let mut k = 0u32;
-    loop {
-        // x from 2 (the median) upwards.
-        let x = 2.0 * 10f64.powf(f64::from(k) / 20.0);
-        // The median is always shown, even from a single sample.
-        if k > 0 && (x > len || x > 1e7) {
-            break;
-        }
-        let q = 1.0 - 1.0 / x;
-        out.push(SpectrumPoint { percentile: q * 100.0, latency_ms: hist.value_at_quantile(q) as f64 / units_per_ms });
-        k += 1;
-    }
-    out.push(SpectrumPoint { percentile: 100.0, latency_ms: hist.max() as f64 / units_per_ms });
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,29 +259,6 @@ mod tests {
         assert_eq!(cpu_model_from_cpuinfo(text).as_deref(), Some("Intel(R) Xeon(R) CPU @ 2.20GHz"));
         assert_eq!(cpu_model_from_cpuinfo("processor : 0\n"), None);
         assert!(Machine::current().cpus >= 1);
-    }
-
-    #[test]
-    fn spectrum_rises_and_ends_at_the_max() {
-        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
-        for v in 1..=10_000u64 {
-            h.record(v * 100).unwrap(); // 0.1 ms .. 1000 ms in µs
-        }
-        let s = spectrum_from_histogram(&h, 1000.0);
-        assert!(s.len() > 40, "{}", s.len());
-        assert!((s[0].percentile - 50.0).abs() < 1e-9);
-        assert!((s[0].latency_ms - 500.0).abs() < 1.0, "{:?}", s[0]);
-        assert!(s.windows(2).all(|w| w[0].percentile < w[1].percentile && w[0].latency_ms <= w[1].latency_ms));
-        let last = s.last().unwrap();
-        assert_eq!(last.percentile, 100.0);
-        assert!((last.latency_ms - 1000.0).abs() < 1.0);
-        // Never beyond what 10,000 samples can resolve (99.99 %), apart from the max.
-        assert!(s[s.len() - 2].percentile <= 99.99 + 1e-9);
-        assert!(spectrum_from_histogram(&Histogram::<u64>::new(3).unwrap(), 1000.0).is_empty());
-        let mut one = Histogram::<u64>::new(3).unwrap();
-        one.record(2000).unwrap();
-        let s = spectrum_from_histogram(&one, 1000.0);
-        assert_eq!(s.iter().map(|p| p.percentile).collect::<Vec<_>>(), [50.0, 100.0]);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! `harness compare` does for each of its sides) and writes `report.json`,
 //! `index.html` and `junit.xml` next to the run's own files.
 //!
-//! Not for: comparing runs (compare.rs builds a two-run page) or judging the
+//! Not for: comparing runs (drive/compare/ builds a two-run page) or judging the
 //! run (the verdict rows only repeat the gates already in `summary.json`).
 
 use std::path::Path;
@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use super::model::{self, Machine, ReportData};
 use super::rundir::{self, RunDirOptions};
 use super::{Written, write};
-use crate::audit::AuditReport;
+use crate::judge::audit::AuditReport;
 use crate::scenario::Scenario;
 
 /// Write the single-run report into `dir`, a run folder `harness run` has
@@ -25,7 +25,7 @@ pub fn write_for_run(
     target: &str,
     audit: Option<&AuditReport>,
 ) -> Result<Written> {
-    let requests = rundir::requests_of(scenario);
+    let requests = super::build::requests_of(scenario);
     let (run, summary) = rundir::run_from_dir(dir, &RunDirOptions { label, target, requests: &requests, audit })
         .with_context(|| format!("reading the run folder {}", dir.display()))?;
     // Scaling is never hidden: a --rate-scale other than 1 is said at the top.
@@ -44,7 +44,7 @@ pub fn write_for_run(
             seed: summary.scenario.seed,
         },
         scaling_note,
-        verdict: rundir::gate_rows(label, &summary),
+        verdict: summary.gate_rows(label),
         runs: vec![run],
     };
     write(dir, &data).with_context(|| format!("writing the report into {}", dir.display()))

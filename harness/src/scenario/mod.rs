@@ -4,13 +4,15 @@
 //! [`Scenario`]: every later stage can trust it (weights positive, step names
 //! unique, templates refer to data and variables that exist, ...).
 //!
-//! Not for: deciding when shoppers arrive (`crate::schedule`) or sending
+//! Not for: deciding when shoppers arrive (traffic/schedule.rs) or sending
 //! anything (the engine).
 
 mod duration;
 mod error;
 mod raw;
+pub mod rng;
 mod template;
+pub mod url;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -31,7 +33,7 @@ pub struct Scenario {
     pub name: String,
     pub seed: u64,
     pub target: TargetSpec,
-    /// Total shoppers that arrive (fewer only if the stages end first; see `crate::schedule`).
+    /// Total shoppers that arrive (fewer only if the stages end first; see traffic/schedule.rs).
     pub shoppers: u64,
     /// Open arrival profile, stages played one after the other.
     pub arrival: Vec<Stage>,
@@ -152,7 +154,7 @@ pub enum ThinkTime {
 }
 
 impl ThinkTime {
-    pub fn sample(&self, rng: &mut crate::schedule::Rng) -> Duration {
+    pub fn sample(&self, rng: &mut crate::scenario::rng::Rng) -> Duration {
         match *self {
             ThinkTime::None => Duration::ZERO,
             ThinkTime::Constant(d) => d,
@@ -282,19 +284,25 @@ pub enum ConnectionModel {
 }
 
 /// `environment`: what the machine may spend on other work while a run or
-/// the calibration measures (see crate::machine).
+/// the calibration measures (see host/machine.rs).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Environment {
     /// Fraction of the machine's CPU capacity (0 < x <= 1) that other
     /// processes plus steal may take in the busiest window of
-    /// [`crate::machine::WINDOW_S`] seconds; above it a failed gate that
+    /// `WINDOW_S` (host/machine.rs) seconds; above it a failed gate that
     /// depends on speed is unknown and the run inconclusive (exit 2).
     pub max_other_cpu: f64,
 }
 
+/// Default of the scenario's `environment.max_other_cpu`: other work above
+/// 15% of the machine's CPU makes a failed capacity gate unknown. On 2 CPUs
+/// that is 0.3 of a core, about what an editor's language server and a
+/// browser tab take at rest; one stray compiler job is 0.5.
+pub const DEFAULT_MAX_OTHER_CPU: f64 = 0.15;
+
 impl Default for Environment {
     fn default() -> Self {
-        Environment { max_other_cpu: crate::machine::DEFAULT_MAX_OTHER_CPU }
+        Environment { max_other_cpu: DEFAULT_MAX_OTHER_CPU }
     }
 }
 

@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 
 use rand::{Rng as _, SeedableRng};
 
-use crate::schedule::Rng;
+use crate::scenario::rng::Rng;
 
 /// How substituted values are written into the rendered text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,6 +8,8 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use harness::chaos::faults::{ChaosReport, FaultRecord};
+use harness::record::events::EventLog;
 use harness::scenario::{LaunchSpec, TargetSpec};
 
 /// A pre-fork HTTP server in the style of gunicorn: the master binds one
@@ -171,4 +173,36 @@ pub fn reference_launch(dir: &Path, port: u16, admin: u16, workers: usize, extra
     let mut l = launch(&argv);
     l.stop_signal = "SIGINT".into();
     l
+}
+
+/// An event log in `dir` that [`wait_for_events`] can watch.
+pub fn watched_log(dir: &Path) -> (EventLog, PathBuf) {
+    let path = dir.join("events.jsonl");
+    (EventLog::create(&path).unwrap(), path)
+}
+
+/// Waits (at most 60 s) until the log at `path` holds `n` events of `kind`,
+/// e.g. `fault_end`: the observable state a test needs before it finishes
+/// the fault runner, instead of a sleep that a slow machine outlasts.
+pub async fn wait_for_events(log: &EventLog, path: &Path, kind: &str, n: usize) {
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        log.flush().unwrap();
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let seen = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["kind"] == kind)
+            .count();
+        if seen >= n {
+            return;
+        }
+        assert!(std::time::Instant::now() < until, "only {seen} of {n} `{kind}` events after 60 s:\n{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The report's first fault, or a failure that says no fault ran.
+pub fn first_fault(report: &ChaosReport) -> &FaultRecord {
+    report.faults.first().unwrap_or_else(|| panic!("no fault ran: {report:?}"))
 }

@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use harness::engine::Live;
-use harness::ledger::{AttemptRecord, LEDGER_FILE, read_records};
-use harness::run::{RunOptions, conclude, execute, prepare};
-use harness::summary::Summary;
+use harness::drive::run::{RunOptions, conclude, execute, prepare};
+use harness::judge::summary::Summary;
+use harness::record::ledger::{self, AttemptRecord, LEDGER_FILE};
+use harness::traffic::engine::Live;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -312,6 +312,13 @@ pub fn scenario(url: &str, shoppers: u64, rate: f64, connections: &str, step: &s
     )
 }
 
+/// A whole ledger file, in the order attempts completed.
+pub fn read_ledger(path: &Path) -> Vec<AttemptRecord> {
+    let mut out = Vec::new();
+    ledger::for_each_record(path, |r| out.push(r.clone())).unwrap();
+    out
+}
+
 /// Runs scenario JSON through prepare -> execute -> conclude, writing into `dir`.
 pub async fn run(json: &str, dir: &Path) -> (Summary, Vec<AttemptRecord>) {
     let s = harness::scenario::parse(json).unwrap_or_else(|e| panic!("bad test scenario: {e}\n{json}"));
@@ -319,13 +326,18 @@ pub async fn run(json: &str, dir: &Path) -> (Summary, Vec<AttemptRecord>) {
     let p = prepare(s, &opts).unwrap();
     let ex = execute(&p, Vec::new(), Arc::new(Live::default())).await.unwrap();
     let summary = conclude(&p, ex, None).unwrap();
-    let records = read_records(&dir.join(LEDGER_FILE)).unwrap();
+    let records = read_ledger(&dir.join(LEDGER_FILE));
     (summary, records)
 }
 
 /// The failure-class counts of a summary, non-zero ones only.
 pub fn failures(s: &Summary) -> Vec<(String, u64)> {
-    s.totals.attempts_failed_by_class.iter().filter(|(_, n)| **n > 0).map(|(k, n)| (k.clone(), *n)).collect()
+    s.totals
+        .attempts_failed_by_class
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| (k.as_str().to_string(), *n))
+        .collect()
 }
 
 /// The JSON Schema of summary.json (harness/summary.schema.json), compiled.

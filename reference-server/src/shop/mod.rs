@@ -40,7 +40,7 @@ use anyhow::Context;
 use axum::Router;
 use clap::Parser;
 
-use crate::cli::parse_duration;
+use crate::duration::parse_duration;
 use store::Store;
 
 /// Which store holds the shop's state.

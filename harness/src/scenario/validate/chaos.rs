@@ -38,6 +38,36 @@ pub(super) fn fault(
     if let Some(e) = f.every {
         v.positive(&format!("{p}.every"), e.0);
     }
+    let (allowed, action) = action(v, &p, f);
+    if action.is_some() {
+        unused_fields(v, &p, f, allowed);
+    }
+    let spec = FaultSpec {
+        name: f.name.clone(),
+        at: f.at.0,
+        every: f.every.map(|d| d.0),
+        count: count.max(1),
+        action: action?,
+        budget: FaultBudget { max_first_attempt_failures: f.max_first_attempt_failures, max_dropped: f.max_dropped },
+    };
+    let field = if spec.count > 1 { "count" } else { "at" };
+    match spec.last_time() {
+        Some(last) if last >= arrival_end && !arrival_end.is_zero() => v.err(
+            format!("{p}.{field}"),
+            format!(
+                "fires at {} but arrivals end at {}; faults must fall within the arrival profile",
+                format_duration(last),
+                format_duration(arrival_end)
+            ),
+        ),
+        Some(_) => {}
+        None => v.err(format!("{p}.{field}"), "its last occurrence is beyond any representable time"),
+    }
+    Some(spec)
+}
+
+/// The fault's action and the fields it takes.
+fn action(v: &mut V, p: &str, f: &RawFault) -> (&'static [&'static str], Option<FaultAction>) {
     let pick = |v: &mut V, given: &Option<String>| match given.as_deref() {
         None | Some("random") => Pick::Random,
         Some("oldest") => Pick::Oldest,
@@ -47,7 +77,7 @@ pub(super) fn fault(
             Pick::Random
         }
     };
-    let (allowed, action): (&[&str], Option<FaultAction>) = match f.action.as_str() {
+    match f.action.as_str() {
         "kill_worker" => (
             &["signal", "pick"],
             Some(FaultAction::KillWorker {
@@ -100,43 +130,23 @@ pub(super) fn fault(
             );
             (&[], None)
         }
-    };
-    if action.is_some() {
-        let given = [
-            ("signal", f.signal.is_some()),
-            ("pick", f.pick.is_some()),
-            ("duration", f.duration.is_some()),
-            ("argv", f.argv.is_some()),
-            ("timeout", f.timeout.is_some()),
-            ("stop_timeout", f.stop_timeout.is_some()),
-        ];
-        for (field, set) in given {
-            if set && !allowed.contains(&field) {
-                let takes = if allowed.is_empty() { "nothing else".to_string() } else { allowed.join(", ") };
-                v.err(format!("{p}.{field}"), format!("not used by action {:?} (it takes {takes})", f.action));
-            }
+    }
+}
+
+/// Fields set on the fault that its action does not use are mistakes.
+fn unused_fields(v: &mut V, p: &str, f: &RawFault, allowed: &[&str]) {
+    let given = [
+        ("signal", f.signal.is_some()),
+        ("pick", f.pick.is_some()),
+        ("duration", f.duration.is_some()),
+        ("argv", f.argv.is_some()),
+        ("timeout", f.timeout.is_some()),
+        ("stop_timeout", f.stop_timeout.is_some()),
+    ];
+    for (field, set) in given {
+        if set && !allowed.contains(&field) {
+            let takes = if allowed.is_empty() { "nothing else".to_string() } else { allowed.join(", ") };
+            v.err(format!("{p}.{field}"), format!("not used by action {:?} (it takes {takes})", f.action));
         }
     }
-    let spec = FaultSpec {
-        name: f.name.clone(),
-        at: f.at.0,
-        every: f.every.map(|d| d.0),
-        count: count.max(1),
-        action: action?,
-        budget: FaultBudget { max_first_attempt_failures: f.max_first_attempt_failures, max_dropped: f.max_dropped },
-    };
-    let field = if spec.count > 1 { "count" } else { "at" };
-    match spec.last_time() {
-        Some(last) if last >= arrival_end && !arrival_end.is_zero() => v.err(
-            format!("{p}.{field}"),
-            format!(
-                "fires at {} but arrivals end at {}; faults must fall within the arrival profile",
-                format_duration(last),
-                format_duration(arrival_end)
-            ),
-        ),
-        Some(_) => {}
-        None => v.err(format!("{p}.{field}"), "its last occurrence is beyond any representable time"),
-    }
-    Some(spec)
 }

@@ -67,24 +67,8 @@ impl V {
     }
 
     fn http_url(&mut self, path: &str, url: &str) {
-        let Some(rest) = url.strip_prefix("http://") else {
-            self.err(path, format!("{url:?} is not an http:// URL (the harness speaks plain HTTP/1.1)"));
-            return;
-        };
-        let authority = rest.split('/').next().unwrap_or("");
-        if authority.is_empty() || authority.contains(['?', '#', '@', ' ']) {
-            self.err(path, format!("{url:?} has no valid host[:port]"));
-            return;
-        }
-        // "[::1]:8080" or "host:8080" or "host"
-        let port = match authority.strip_prefix('[') {
-            Some(v6) => v6.split_once(']').and_then(|(_, rest)| rest.strip_prefix(':')),
-            None => authority.split_once(':').map(|(_, p)| p),
-        };
-        if let Some(port) = port
-            && port.parse::<u16>().map_or(true, |p| p == 0)
-        {
-            self.err(path, format!("{url:?}: port {port:?} is not a number in 1..=65535"));
+        if let Err(e) = crate::scenario::url::HttpUrl::parse(url) {
+            self.err(path, format!("{url:?} {e}"));
         }
     }
 
@@ -148,7 +132,6 @@ impl V {
 
 pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
     let mut v = V { errors: Vec::new() };
-
     if raw.name.trim().is_empty() {
         v.err("name", "must not be empty");
     } else if raw.name == "."
@@ -166,8 +149,49 @@ pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
             ),
         );
     }
+    let target = target(&mut v, &raw);
+    let arrival = stages(&mut v, &raw);
+    let arrival_end: Duration = arrival.iter().map(|s| s.duration).sum();
+    let arrival_process = arrival_process(&mut v, &raw);
+    let think = match &raw.think {
+        None => ThinkTime::None,
+        Some(th) => think(&mut v, th),
+    };
+    // Parsed once here so that a bad default is reported once, at its own path.
+    let step_defaults = step_defaults(&mut v, &raw);
+    data_lists(&mut v, &raw);
+    let (journeys, step_names) = steps::journeys(&mut v, &raw, &step_defaults);
+    let connections = connections(&mut v, &raw);
+    let shopper_addresses = shopper_addresses(&mut v, &raw, &connections);
+    // Before the gates: audit_must_pass depends on it.
+    let audit = audit(&mut v, &raw, &step_names);
+    let gates = gates(&mut v, &raw, &step_names, audit.is_some());
+    let chaos = faults(&mut v, &raw, arrival_end);
+    let environment = environment(&mut v, &raw);
+    if !v.errors.is_empty() {
+        return Err(v.errors);
+    }
+    Ok(Scenario {
+        name: raw.name,
+        seed: raw.seed,
+        target,
+        shoppers: raw.shoppers,
+        arrival,
+        arrival_process,
+        think,
+        journeys,
+        connections,
+        shopper_addresses,
+        data: raw.data,
+        gates,
+        chaos,
+        audit,
+        environment,
+    })
+}
 
-    // target
+/// `target`: the base URL, readiness, and how the target is started or found.
+fn target(v: &mut V, raw: &RawScenario) -> TargetSpec {
     let t = &raw.target;
     v.http_url("target.base_url", &t.base_url);
     let ready_path = t.ready_path.clone().unwrap_or_else(|| "/".to_string());
@@ -200,15 +224,17 @@ pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
     if t.pid_file.as_deref() == Some("") {
         v.err("target.pid_file", "must not be empty");
     }
-    let target = TargetSpec {
+    TargetSpec {
         base_url: t.base_url.trim_end_matches('/').to_string(),
         ready_path,
         ready_timeout,
         launch,
         pid_file: t.pid_file.as_ref().map(PathBuf::from),
-    };
+    }
+}
 
-    // shoppers and arrival
+/// `shoppers` and `arrival`: the stages, which must bring at least the shoppers.
+fn stages(v: &mut V, raw: &RawScenario) -> Vec<Stage> {
     if raw.shoppers == 0 {
         v.err("shoppers", "must be greater than 0");
     } else if raw.shoppers > MAX_SHOPPERS {
@@ -252,7 +278,6 @@ pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
         arrival.push(Stage { duration: st.duration.0, from_rate: from.max(0.0), to_rate: to.max(0.0) });
     }
     let expected: f64 = arrival.iter().map(Stage::expected_arrivals).sum();
-    let arrival_end: Duration = arrival.iter().map(|s| s.duration).sum();
     // Only when every stage is well-formed: otherwise the count would be a consequence of that error.
     if !arrival.is_empty()
         && v.errors.len() == errors_before_stages
@@ -268,22 +293,22 @@ pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
             ),
         );
     }
-    let arrival_process = match raw.arrival_process.as_deref() {
+    arrival
+}
+
+fn arrival_process(v: &mut V, raw: &RawScenario) -> ArrivalProcess {
+    match raw.arrival_process.as_deref() {
         None | Some("poisson") => ArrivalProcess::Poisson,
         Some("uniform") => ArrivalProcess::Uniform,
         Some(other) => {
             v.err("arrival_process", format!("unknown arrival process {other:?} (expected poisson or uniform)"));
             ArrivalProcess::Poisson
         }
-    };
+    }
+}
 
-    // think time
-    let think = match &raw.think {
-        None => ThinkTime::None,
-        Some(th) => think(&mut v, th),
-    };
-
-    // step defaults
+/// `defaults`: the timeout, retry policy and headers of every step that does not set its own.
+fn step_defaults(v: &mut V, raw: &RawScenario) -> steps::StepDefaults {
     let (default_timeout, default_retry, default_headers) = match &raw.defaults {
         None => (DEFAULT_TIMEOUT, RetryPolicy::none(), BTreeMap::new()),
         Some(d) => (
@@ -293,13 +318,15 @@ pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
         ),
     };
     // Parsed once here so that a bad default is reported once, at its own path.
-    let step_defaults = steps::StepDefaults {
+    steps::StepDefaults {
         timeout: default_timeout,
         retry: default_retry,
         headers: v.headers("defaults.headers", &default_headers),
-    };
+    }
+}
 
-    // data lists (before journeys: templates refer to them)
+/// `data`: the lists `{{pick.LIST}}` picks from (checked before the journeys, whose templates refer to them).
+fn data_lists(v: &mut V, raw: &RawScenario) {
     for (name, list) in &raw.data {
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             v.err(format!("data.{name}"), "list names may use letters, digits, _ and - only");
@@ -308,12 +335,11 @@ pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
             v.err(format!("data.{name}"), "must not be empty ({{pick.LIST}} picks one element)");
         }
     }
+}
 
-    // journeys
-    let (journeys, step_names) = steps::journeys(&mut v, &raw, &step_defaults);
-
-    // connections
-    let connections = match &raw.connections {
+/// `connections`: a pool of a given size, or one connection per shopper.
+fn connections(v: &mut V, raw: &RawScenario) -> ConnectionModel {
+    match &raw.connections {
         None => ConnectionModel::Pool { size: DEFAULT_POOL_SIZE, idle_timeout: DEFAULT_IDLE_TIMEOUT },
         Some(c) => {
             let idle_timeout =
@@ -343,9 +369,11 @@ pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
                 }
             }
         }
-    };
+    }
+}
 
-    // Source addresses per shopper: only for a shopper's own connection.
+/// `connections.addresses`: source addresses per shopper, only for a shopper's own connection.
+fn shopper_addresses(v: &mut V, raw: &RawScenario, connections: &ConnectionModel) -> Option<u32> {
     let shopper_addresses = raw.connections.as_ref().and_then(|c| c.addresses);
     if let Some(n) = shopper_addresses {
         if !(1..=250).contains(&n) {
@@ -361,26 +389,31 @@ pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
             );
         }
     }
+    shopper_addresses
+}
 
-    // audit (before gates: audit_must_pass depends on it)
-    let audit = raw.audit.as_ref().map(|a| {
+/// `audit`: where to read the shop's data and which steps are checkouts.
+fn audit(v: &mut V, raw: &RawScenario, step_names: &BTreeMap<String, String>) -> Option<AuditSpec> {
+    raw.audit.as_ref().map(|a| {
         v.http_url("audit.url", &a.url);
         for (i, s) in a.checkout_steps.iter().enumerate() {
             if !step_names.contains_key(s) && !raw.journeys.is_empty() {
-                v.err(format!("audit.checkout_steps[{i}]"), format!("no step named {s:?}{}", known_steps(&step_names)));
+                v.err(format!("audit.checkout_steps[{i}]"), format!("no step named {s:?}{}", known_steps(step_names)));
             }
         }
         AuditSpec { url: a.url.clone(), checkout_steps: a.checkout_steps.clone() }
-    });
+    })
+}
 
-    // gates
-    let gates = match &raw.gates {
+/// `gates`: the limits the run is judged by.
+fn gates(v: &mut V, raw: &RawScenario, step_names: &BTreeMap<String, String>, has_audit: bool) -> Gates {
+    match &raw.gates {
         None => Gates {
             max_dropped: None,
             max_first_attempt_failures: None,
             min_throughput_rps: None,
             latency: Vec::new(),
-            audit_must_pass: audit.is_some(),
+            audit_must_pass: has_audit,
             max_affinity_breaks: None,
             max_first_attempt_failures_outside_faults: None,
         },
@@ -397,7 +430,7 @@ pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
                     && !step_names.contains_key(s)
                     && !raw.journeys.is_empty()
                 {
-                    v.err(format!("{p}.step"), format!("no step named {s:?}{}", known_steps(&step_names)));
+                    v.err(format!("{p}.step"), format!("no step named {s:?}{}", known_steps(step_names)));
                 }
                 if !(lg.percentile > 0.0 && lg.percentile < 100.0) {
                     v.err(
@@ -408,8 +441,8 @@ pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
                 v.positive(&format!("{p}.max"), lg.max.0);
                 latency.push(LatencyGate { step: lg.step.clone(), percentile: lg.percentile, max: lg.max.0 });
             }
-            let audit_must_pass = g.audit_must_pass.unwrap_or(audit.is_some());
-            if audit_must_pass && audit.is_none() {
+            let audit_must_pass = g.audit_must_pass.unwrap_or(has_audit);
+            if audit_must_pass && !has_audit {
                 v.err("gates.audit_must_pass", "is true but the scenario has no audit section");
             }
             Gates {
@@ -422,17 +455,23 @@ pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
                 max_first_attempt_failures_outside_faults: g.max_first_attempt_failures_outside_faults,
             }
         }
-    };
+    }
+}
 
-    // chaos
+/// `chaos`: the faults, each inside the arrival profile (which ends at `arrival_end`).
+fn faults(v: &mut V, raw: &RawScenario, arrival_end: Duration) -> Vec<FaultSpec> {
     let mut fault_names = HashSet::new();
     let mut chaos = Vec::new();
     for (i, f) in raw.chaos.iter().enumerate() {
-        if let Some(spec) = chaos::fault(&mut v, i, f, arrival_end, &mut fault_names) {
+        if let Some(spec) = chaos::fault(v, i, f, arrival_end, &mut fault_names) {
             chaos.push(spec);
         }
     }
+    chaos
+}
 
+/// `environment`: how much other work on the machine a verdict tolerates.
+fn environment(v: &mut V, raw: &RawScenario) -> Environment {
     let mut environment = Environment::default();
     if let Some(x) = raw.environment.as_ref().and_then(|e| e.max_other_cpu) {
         if x.is_finite() && x > 0.0 && x <= 1.0 {
@@ -444,27 +483,7 @@ pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
             );
         }
     }
-
-    if !v.errors.is_empty() {
-        return Err(v.errors);
-    }
-    Ok(Scenario {
-        name: raw.name,
-        seed: raw.seed,
-        target,
-        shoppers: raw.shoppers,
-        arrival,
-        arrival_process,
-        think,
-        journeys,
-        connections,
-        shopper_addresses,
-        data: raw.data,
-        gates,
-        chaos,
-        audit,
-        environment,
-    })
+    environment
 }
 
 fn think(v: &mut V, th: &RawThink) -> ThinkTime {

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use super::super::raw::{RawScenario, RawStream};
+use super::super::raw::{RawScenario, RawStep, RawStream};
 use super::super::template::{Escape, Template};
 use super::super::*;
 use super::{V, join_or_none};
@@ -55,148 +55,169 @@ pub(super) fn journeys(v: &mut V, raw: &RawScenario, d: &StepDefaults) -> (Vec<J
             } else {
                 step_names.insert(s.name.clone(), sp.clone());
             }
-            let method = s.method.clone().unwrap_or_else(|| "GET".to_string());
-            if !METHODS.contains(&method.as_str()) {
-                v.err(
-                    format!("{sp}.method"),
-                    format!("unknown method {method:?} (expected one of {})", METHODS.join(", ")),
-                );
-            }
-            if !s.path.starts_with('/') {
-                v.err(format!("{sp}.path"), format!("{:?} must start with \"/\"", s.path));
-            }
-            let path = v.template(&format!("{sp}.path"), &s.path, Escape::Path);
-            // Step headers override defaults of the same name (case-insensitively).
-            let mut headers: Vec<(String, Template)> = d
-                .headers
-                .iter()
-                .filter(|(k, _)| !s.headers.keys().any(|sk| sk.eq_ignore_ascii_case(k)))
-                .cloned()
-                .collect();
-            headers.extend(v.headers(&format!("{sp}.headers"), &s.headers));
-            let body = match &s.body {
-                None | Some(serde_json::Value::Null) => None,
-                Some(serde_json::Value::String(text)) => v.template(&format!("{sp}.body"), text, Escape::None),
-                Some(value) => v.template(&format!("{sp}.body"), &value.to_string(), Escape::JsonString),
-            };
-            // Placeholders must refer to data lists that exist and to variables
-            // extracted by an earlier step of the same journey.
-            let mut templates: Vec<(String, &Template)> = Vec::new();
-            if let Some(t) = &path {
-                templates.push((format!("{sp}.path"), t));
-            }
-            for (k, t) in &headers {
-                let hp = if s.headers.contains_key(k) {
-                    format!("{sp}.headers.{k}")
-                } else {
-                    format!("defaults.headers.{k}")
-                };
-                templates.push((hp, t));
-            }
-            if let Some(t) = &body {
-                templates.push((format!("{sp}.body"), t));
-            }
-            for (tp, t) in templates {
-                let refs = t.references();
-                for var in refs.vars {
-                    if !extracted.contains(&var) {
-                        v.err(
-                            &tp,
-                            format!(
-                                "{{{{var.{var}}}}} is not extracted by an earlier step of journey {:?} \
-                                 (add \"extract\": {{\"{var}\": \"/json/pointer\"}} to an earlier step)",
-                                j.name
-                            ),
-                        );
-                    }
-                }
-                for list in refs.lists {
-                    if !raw.data.contains_key(&list) {
-                        let known: Vec<&str> = raw.data.keys().map(String::as_str).collect();
-                        v.err(
-                            &tp,
-                            format!("{{{{pick.{list}}}}}: no data list {list:?} (data has: {})", join_or_none(&known)),
-                        );
-                    }
-                }
-                if refs.idem && !s.idempotency_key {
-                    v.err(&tp, "{{idem}} needs \"idempotency_key\": true on the step");
-                }
-            }
-            let expect = s.expect.clone().unwrap_or_else(|| vec![200]);
-            if expect.is_empty() {
-                v.err(format!("{sp}.expect"), "must list at least one status");
-            }
-            for (field, list) in [("expect", &expect), ("refuse", &s.refuse)] {
-                for (i, code) in list.iter().enumerate() {
-                    if !(100..=599).contains(code) {
-                        v.err(format!("{sp}.{field}[{i}]"), format!("{code} is not an HTTP status (100..=599)"));
-                    }
-                }
-            }
-            for (i, code) in s.refuse.iter().enumerate() {
-                if expect.contains(code) {
-                    v.err(
-                        format!("{sp}.refuse[{i}]"),
-                        format!("{code} is also in expect; a status is ok or a refusal"),
-                    );
-                }
-            }
-            let timeout = s.timeout.map_or(d.timeout, |t| v.positive(&format!("{sp}.timeout"), t.0));
-            let retry = s.retry.as_ref().map_or_else(|| d.retry.clone(), |r| v.retry(&format!("{sp}.retry"), r));
-            let stream = s.stream.as_ref().and_then(|st| stream(v, &format!("{sp}.stream"), st));
-            if stream.is_some() {
-                if !s.extract.is_empty() {
-                    v.err(
-                        format!("{sp}.extract"),
-                        "a stream step's body is a series of events, not a JSON document: extract from another step",
-                    );
-                }
-                for (k, _) in &headers {
-                    if k.eq_ignore_ascii_case("last-event-id") {
-                        let hp = if s.headers.contains_key(k) {
-                            format!("{sp}.headers.{k}")
-                        } else {
-                            format!("defaults.headers.{k}")
-                        };
-                        v.err(hp, "Last-Event-ID is set by the harness on a stream step's reconnects and retries");
-                    }
-                }
-            }
-            let mut extract = Vec::new();
-            for (var, pointer) in &s.extract {
-                let ep = format!("{sp}.extract.{var}");
-                if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-                    v.err(&ep, "variable names may use letters, digits, _ and - only");
-                }
-                if !valid_pointer(pointer) {
-                    v.err(
-                        &ep,
-                        format!("{pointer:?} is not a JSON pointer (RFC 6901), e.g. \"/order_id\" or \"/lines/0/sku\""),
-                    );
-                }
-                extract.push(Extract { var: var.clone(), json_pointer: pointer.clone() });
-            }
-            steps.push(Step {
-                name: s.name.clone(),
-                method,
-                path: path.unwrap_or_else(|| Template::literal(&s.path, Escape::Path)),
-                headers,
-                body,
-                expect,
-                refuse: s.refuse.clone(),
-                timeout,
-                retry,
-                extract,
-                idempotency_key: s.idempotency_key,
-                stream,
-            });
+            steps.push(step(v, raw, d, &sp, &j.name, s, &extracted));
             // Extracted after this step's response: usable from the next step on.
             extracted.extend(s.extract.keys().cloned());
         }
         journeys.push(Journey { name: j.name.clone(), weight: j.weight, steps });
     }
     (journeys, step_names)
+}
+
+/// One step of journey `journey` at field path `sp`; `extracted` holds the
+/// variables earlier steps of the journey extract.
+fn step(
+    v: &mut V,
+    raw: &RawScenario,
+    d: &StepDefaults,
+    sp: &str,
+    journey: &str,
+    s: &RawStep,
+    extracted: &HashSet<String>,
+) -> Step {
+    let method = s.method.clone().unwrap_or_else(|| "GET".to_string());
+    if !METHODS.contains(&method.as_str()) {
+        v.err(format!("{sp}.method"), format!("unknown method {method:?} (expected one of {})", METHODS.join(", ")));
+    }
+    if !s.path.starts_with('/') {
+        v.err(format!("{sp}.path"), format!("{:?} must start with \"/\"", s.path));
+    }
+    let path = v.template(&format!("{sp}.path"), &s.path, Escape::Path);
+    // Step headers override defaults of the same name (case-insensitively).
+    let mut headers: Vec<(String, Template)> =
+        d.headers.iter().filter(|(k, _)| !s.headers.keys().any(|sk| sk.eq_ignore_ascii_case(k))).cloned().collect();
+    headers.extend(v.headers(&format!("{sp}.headers"), &s.headers));
+    let body = match &s.body {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(text)) => v.template(&format!("{sp}.body"), text, Escape::None),
+        Some(value) => v.template(&format!("{sp}.body"), &value.to_string(), Escape::JsonString),
+    };
+    references(v, raw, sp, journey, s, &path, &headers, &body, extracted);
+    let expect = statuses(v, sp, s);
+    let timeout = s.timeout.map_or(d.timeout, |t| v.positive(&format!("{sp}.timeout"), t.0));
+    let retry = s.retry.as_ref().map_or_else(|| d.retry.clone(), |r| v.retry(&format!("{sp}.retry"), r));
+    let stream = s.stream.as_ref().and_then(|st| stream(v, &format!("{sp}.stream"), st));
+    if stream.is_some() {
+        if !s.extract.is_empty() {
+            v.err(
+                format!("{sp}.extract"),
+                "a stream step's body is a series of events, not a JSON document: extract from another step",
+            );
+        }
+        for (k, _) in &headers {
+            if k.eq_ignore_ascii_case("last-event-id") {
+                let hp = if s.headers.contains_key(k) {
+                    format!("{sp}.headers.{k}")
+                } else {
+                    format!("defaults.headers.{k}")
+                };
+                v.err(hp, "Last-Event-ID is set by the harness on a stream step's reconnects and retries");
+            }
+        }
+    }
+    let extract = extracts(v, sp, s);
+    Step {
+        name: s.name.clone(),
+        method,
+        path: path.unwrap_or_else(|| Template::literal(&s.path, Escape::Path)),
+        headers,
+        body,
+        expect,
+        refuse: s.refuse.clone(),
+        timeout,
+        retry,
+        extract,
+        idempotency_key: s.idempotency_key,
+        stream,
+    }
+}
+
+/// Placeholders must refer to data lists that exist and to variables
+/// extracted by an earlier step of the same journey.
+#[allow(clippy::too_many_arguments)] // one step's parts, each checked against the scenario
+fn references(
+    v: &mut V,
+    raw: &RawScenario,
+    sp: &str,
+    journey: &str,
+    s: &RawStep,
+    path: &Option<Template>,
+    headers: &[(String, Template)],
+    body: &Option<Template>,
+    extracted: &HashSet<String>,
+) {
+    let mut templates: Vec<(String, &Template)> = Vec::new();
+    if let Some(t) = path {
+        templates.push((format!("{sp}.path"), t));
+    }
+    for (k, t) in headers {
+        let hp = if s.headers.contains_key(k) { format!("{sp}.headers.{k}") } else { format!("defaults.headers.{k}") };
+        templates.push((hp, t));
+    }
+    if let Some(t) = body {
+        templates.push((format!("{sp}.body"), t));
+    }
+    for (tp, t) in templates {
+        let refs = t.references();
+        for var in refs.vars {
+            if !extracted.contains(&var) {
+                v.err(
+                    &tp,
+                    format!(
+                        "{{{{var.{var}}}}} is not extracted by an earlier step of journey {:?} \
+                         (add \"extract\": {{\"{var}\": \"/json/pointer\"}} to an earlier step)",
+                        journey
+                    ),
+                );
+            }
+        }
+        for list in refs.lists {
+            if !raw.data.contains_key(&list) {
+                let known: Vec<&str> = raw.data.keys().map(String::as_str).collect();
+                v.err(&tp, format!("{{{{pick.{list}}}}}: no data list {list:?} (data has: {})", join_or_none(&known)));
+            }
+        }
+        if refs.idem && !s.idempotency_key {
+            v.err(&tp, "{{idem}} needs \"idempotency_key\": true on the step");
+        }
+    }
+}
+
+/// `expect` and `refuse`: HTTP statuses, none in both.
+fn statuses(v: &mut V, sp: &str, s: &RawStep) -> Vec<u16> {
+    let expect = s.expect.clone().unwrap_or_else(|| vec![200]);
+    if expect.is_empty() {
+        v.err(format!("{sp}.expect"), "must list at least one status");
+    }
+    for (field, list) in [("expect", &expect), ("refuse", &s.refuse)] {
+        for (i, code) in list.iter().enumerate() {
+            if !(100..=599).contains(code) {
+                v.err(format!("{sp}.{field}[{i}]"), format!("{code} is not an HTTP status (100..=599)"));
+            }
+        }
+    }
+    for (i, code) in s.refuse.iter().enumerate() {
+        if expect.contains(code) {
+            v.err(format!("{sp}.refuse[{i}]"), format!("{code} is also in expect; a status is ok or a refusal"));
+        }
+    }
+    expect
+}
+
+/// `extract`: variable names and the JSON pointers they are read from.
+fn extracts(v: &mut V, sp: &str, s: &RawStep) -> Vec<Extract> {
+    let mut extract = Vec::new();
+    for (var, pointer) in &s.extract {
+        let ep = format!("{sp}.extract.{var}");
+        if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            v.err(&ep, "variable names may use letters, digits, _ and - only");
+        }
+        if !valid_pointer(pointer) {
+            v.err(&ep, format!("{pointer:?} is not a JSON pointer (RFC 6901), e.g. \"/order_id\" or \"/lines/0/sku\""));
+        }
+        extract.push(Extract { var: var.clone(), json_pointer: pointer.clone() });
+    }
+    extract
 }
 
 /// Most reconnects a stream step may allow (each may hold a connection for

@@ -1,0 +1,12 @@
+//! The commands' drivers: one run start to finish (`run`), one run with the
+//! target and its faults around it (`lifecycle`, `harness run`), the single
+//! vs cluster comparison (`compare`) and the calibration that scales the load
+//! to this machine (`calibrate`). They chain the other stages.
+//!
+//! Not for: argument parsing (cli.rs) or any stage's own work: a driver calls
+//! traffic/, chaos/, judge/ and report/ in order and passes their outputs on.
+
+pub mod calibrate;
+pub mod compare;
+pub mod lifecycle;
+pub mod run;

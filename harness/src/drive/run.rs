@@ -1,0 +1,347 @@
+//! One run, start to finish: prepare (overrides, target, limits, output
+//! folder) -> wait for the target -> execute (engine + side tasks such as the
+//! fault runner, sharing one `EventLog`) -> conclude (validity, gates,
+//! interval logs, summary.json).
+//!
+//! The stages are separate public functions so that the target lifecycle
+//! (launch before `execute`, stop after), the chaos fault runner (a
+//! [`SideTask`] given to `execute`) and the audit (reads the ledger after
+//! `execute`, its result given to `conclude`) plug in without this module
+//! knowing them. `harness run` and `harness compare` go through
+//! drive/lifecycle.rs, which chains these stages with the target around them.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+
+use crate::host::limits;
+use crate::host::machine::{self, Sampler, SecondSample, TargetPid};
+use crate::judge::gates::{self, GateResult, Measured, Noise};
+use crate::judge::summary::{self, Summary};
+use crate::record::events::{EVENTS_FILE, EventLog};
+use crate::record::ledger::{LEDGER_FILE, Ledger};
+use crate::record::recorder::{INTERVALS_FILE, TOTALS_FILE};
+use crate::scenario::{ConnectionModel, Scenario};
+use crate::traffic::client::Connector;
+use crate::traffic::engine::{self, EngineOptions, EngineOutcome, Live};
+use crate::traffic::schedule::{self, Schedule};
+
+/// Options from the command line (everything else is in the scenario).
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Replaces the scenario's `target.base_url`.
+    pub target: Option<String>,
+    /// Output folder (created); default `reports/<scenario name>`.
+    pub out: Option<PathBuf>,
+    /// Multiplies every arrival rate.
+    pub rate_scale: f64,
+    pub allow_remote: bool,
+    /// Replaces the scenario's seed.
+    pub seed: Option<u64>,
+    /// Show the live progress line.
+    pub progress: bool,
+    pub engine: EngineOptions,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            target: None,
+            out: None,
+            rate_scale: 1.0,
+            allow_remote: false,
+            seed: None,
+            progress: false,
+            engine: EngineOptions::default(),
+        }
+    }
+}
+
+/// Why a run could not start (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Scenario(#[from] crate::scenario::ScenarioError),
+    #[error("{0}")]
+    Target(String),
+    #[error("{0}")]
+    Limits(String),
+    #[error("{path}: {source}")]
+    Output { path: PathBuf, source: std::io::Error },
+}
+
+fn out_err(path: &Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
+    move |source| StartError::Output { path: path.to_path_buf(), source }
+}
+
+/// Everything decided before traffic starts.
+pub struct Prepared {
+    pub scenario: Arc<Scenario>,
+    pub schedule: Arc<Schedule>,
+    pub connector: Arc<Connector>,
+    pub dir: PathBuf,
+    pub rate_scale: f64,
+    pub engine: EngineOptions,
+    pub progress: bool,
+    /// The target's top process for the machine sampler (its tree is the
+    /// run's, not other work); the lifecycle sets it once the target runs.
+    pub target_pid: TargetPid,
+}
+
+/// Applies the overrides, builds the schedule, checks the target address and
+/// the machine's limits, and creates the output folder.
+pub fn prepare(mut scenario: Scenario, opts: &RunOptions) -> Result<Prepared, StartError> {
+    if let Some(t) = &opts.target {
+        scenario.target.base_url = t.trim_end_matches('/').to_string();
+    }
+    if let Some(seed) = opts.seed {
+        scenario.seed = seed;
+    }
+    if !(opts.rate_scale.is_finite() && opts.rate_scale > 0.0) {
+        return Err(StartError::Limits(format!("--rate-scale {}: must be a positive number", opts.rate_scale)));
+    }
+    let target = limits::resolve_target(&scenario.target.base_url, opts.allow_remote).map_err(StartError::Target)?;
+    let longest = engine::longest_journey(&scenario);
+    let conns = limits::concurrent_connections(&scenario, opts.rate_scale, longest);
+    limits::ensure_nofile(conns + limits::FD_OVERHEAD).map_err(StartError::Limits)?;
+    let ports = limits::ports_needed(&scenario, opts.rate_scale, longest);
+    let sources =
+        limits::source_addresses(target.addr, ports, limits::ephemeral_ports()).map_err(StartError::Limits)?;
+    let schedule = schedule::build(&scenario, opts.rate_scale);
+    let dir = opts.out.clone().unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name));
+    std::fs::create_dir_all(&dir).map_err(out_err(&dir))?;
+    Ok(Prepared {
+        connector: Arc::new(Connector::new(target.addr, target.authority, sources)),
+        scenario: Arc::new(scenario),
+        schedule: Arc::new(schedule),
+        dir,
+        rate_scale: opts.rate_scale,
+        engine: opts.engine.clone(),
+        progress: opts.progress,
+        target_pid: Arc::new(|| None),
+    })
+}
+
+/// A task that runs alongside the traffic, e.g. the chaos fault runner. It
+/// gets the run's event log (same clock as the ledger) and the live handle
+/// (to read progress or to stop the run, which makes it invalid).
+pub type SideTask = Box<dyn FnOnce(EventLog, Arc<Live>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// How long side tasks may still run after the last shopper finished.
+const SIDE_TASK_GRACE: Duration = Duration::from_secs(30);
+
+/// The result of the traffic phase.
+pub struct Executed {
+    pub outcome: EngineOutcome,
+    pub events: EventLog,
+    pub wall_start: SystemTime,
+    pub ledger_path: PathBuf,
+    pub live: Arc<Live>,
+    /// Problems found while running that make the run invalid.
+    pub problems: Vec<String>,
+    /// Gates evaluated after the traffic by a later stage (e.g. the
+    /// lifecycle's `max_affinity_breaks`), added to the scenario's own.
+    pub extra_gates: Vec<GateResult>,
+    /// Faults, attribution and audit for summary.json, filled by the lifecycle.
+    pub chaos: summary::ChaosSections,
+    /// The process's peak resident memory when the traffic ended (MiB), before
+    /// anything reads the ledger back: what generating the load cost.
+    pub traffic_peak_rss_mb: Option<f64>,
+    /// What the machine did, second by second, while the traffic ran.
+    pub machine: Vec<SecondSample>,
+}
+
+/// This process's peak resident set so far (VmHWM, MiB); None off Linux.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 =
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(round3(kb / 1024.0))
+}
+
+/// Plays the schedule. The run clock's zero is the start of arrivals.
+pub async fn execute(p: &Prepared, side: Vec<SideTask>, live: Arc<Live>) -> Result<Executed, StartError> {
+    let ledger_path = p.dir.join(LEDGER_FILE);
+    let ledger = Ledger::create(&ledger_path).map_err(out_err(&ledger_path))?;
+    let events_path = p.dir.join(EVENTS_FILE);
+    let wall_start = SystemTime::now();
+    let events = EventLog::create(&events_path).map_err(out_err(&events_path))?;
+    events.emit(
+        "run_start",
+        json!({
+            "scenario": p.scenario.name, "seed": p.scenario.seed, "rate_scale": p.rate_scale,
+            "target": p.scenario.target.base_url, "planned_shoppers": p.schedule.shoppers.len(),
+            "sources": p.connector.sources.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        }),
+    );
+    let sampler = Sampler::start(p.target_pid.clone(), events.start(), Duration::from_secs(1));
+    let side: Vec<_> = side.into_iter().map(|t| tokio::spawn(t(events.clone(), live.clone()))).collect();
+    let progress = p.progress.then(|| crate::traffic::progress::spawn(live.snapshot.clone(), Duration::from_secs(5)));
+    let outcome = engine::run(
+        p.scenario.clone(),
+        p.schedule.clone(),
+        p.connector.clone(),
+        events.clone(),
+        ledger,
+        live.clone(),
+        &p.engine,
+    )
+    .await;
+    let machine = sampler.finish();
+    if let Some(h) = progress {
+        h.abort();
+        crate::traffic::progress::finish();
+    }
+    let grace = tokio::time::Instant::now() + SIDE_TASK_GRACE;
+    for h in side {
+        let abort = h.abort_handle();
+        if tokio::time::timeout_at(grace, h).await.is_err() {
+            abort.abort();
+            events.emit("side_task_aborted", json!({"after_ms": SIDE_TASK_GRACE.as_millis() as u64}));
+        }
+    }
+    let mut problems = Vec::new();
+    if outcome.interrupted {
+        problems.push("the run was interrupted before every shopper finished".to_string());
+    }
+    if outcome.cut_off_shoppers > 0 {
+        problems.push(format!(
+            "{} shopper(s) were still in their journeys when the run ended (drain timeout)",
+            outcome.cut_off_shoppers
+        ));
+    }
+    let traffic_peak_rss_mb = peak_rss_mb();
+    events.emit(
+        "run_end",
+        json!({"end_ms": outcome.end_ms, "cut_off_shoppers": outcome.cut_off_shoppers,
+               "peak_rss_mb": traffic_peak_rss_mb}),
+    );
+    Ok(Executed {
+        outcome,
+        events,
+        wall_start,
+        ledger_path,
+        live,
+        problems,
+        extra_gates: Vec::new(),
+        chaos: Default::default(),
+        traffic_peak_rss_mb,
+        machine,
+    })
+}
+
+/// Checks the ledger, evaluates the gates, writes the interval logs and
+/// `summary.json`. `audit`: `None` if no audit ran, else its result.
+pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>>) -> Result<Summary, StartError> {
+    let book = &mut ex.outcome.book;
+    let mut problems = std::mem::take(&mut ex.problems);
+    if let Err(e) = book.ledger.finish() {
+        problems.push(e);
+    }
+    let totals = book.ledger.totals().clone();
+    if let Err(e) = totals.check() {
+        problems.push(format!("ledger does not add up: {e}"));
+    }
+    if let Err(e) = ex.events.flush() {
+        problems.push(format!("cannot write the event log: {e}"));
+    }
+    let rec = &book.recorder;
+    rec.write_logs(&p.dir, ex.wall_start).map_err(out_err(&p.dir))?;
+    let duration_s = (ex.outcome.end_ms / 1000.0).max(1e-3);
+    let goodput = (totals.ok + totals.refused) as f64 / duration_s;
+    let mut gate_results = gates::evaluate(
+        &p.scenario.gates,
+        &Measured {
+            totals: &totals,
+            recorder: rec,
+            goodput_rps: goodput,
+            audit: audit.as_ref(),
+            audit_configured: p.scenario.audit.is_some(),
+        },
+    );
+    gate_results.append(&mut ex.extra_gates);
+    let valid = problems.is_empty();
+    let schedule_slip = summary::slip(rec);
+    let slip_by_second = rec.series().iter().map(|r| (r.t_s, r.slip_max_ms)).collect();
+    machine::write_csv(&p.dir, &ex.machine, &slip_by_second).map_err(out_err(&p.dir))?;
+    let mut environment = machine::assess(&ex.machine, p.scenario.environment);
+    let noise = Noise::new(environment.noisy, schedule_slip.p99_ms);
+    environment.undecided_gates =
+        gate_results.iter().filter(|g| gates::undecided(g, noise)).map(|g| g.name.clone()).collect();
+    let verdict = gates::verdict_under(valid, &gate_results, noise);
+    let (model, pool_size, idle) = match p.scenario.connections {
+        ConnectionModel::Pool { size, idle_timeout } => ("pool", Some(size as u64), idle_timeout),
+        ConnectionModel::PerShopper { idle_timeout } => ("per_shopper", None, idle_timeout),
+    };
+    let s = Summary {
+        schema_version: summary::SCHEMA_VERSION,
+        harness_version: env!("CARGO_PKG_VERSION").to_string(),
+        scenario: summary::ScenarioInfo {
+            name: p.scenario.name.clone(),
+            seed: p.scenario.seed,
+            rate_scale: p.rate_scale,
+            target: p.scenario.target.base_url.clone(),
+            connection_model: model.to_string(),
+            pool_size,
+            idle_timeout_ms: idle.as_millis() as u64,
+            planned_shoppers: p.schedule.shoppers.len() as u64,
+        },
+        run: summary::RunInfo {
+            started_unix_ms: ex.wall_start.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+            duration_s: round3(duration_s),
+            arrivals_duration_s: round3(p.schedule.duration.as_secs_f64()),
+            shoppers_arrived: ex.live.arrived.load(Ordering::Relaxed),
+            peak_active_shoppers: ex.outcome.peak_active_shoppers,
+            cut_off_shoppers: ex.outcome.cut_off_shoppers,
+            interrupted: ex.outcome.interrupted,
+            source_addresses: p.connector.sources.iter().map(|s| s.to_string()).collect(),
+            traffic_peak_rss_mb: ex.traffic_peak_rss_mb,
+        },
+        verdict,
+        exit_code: verdict.exit_code(),
+        validity: summary::Validity { valid, problems },
+        totals: totals.clone(),
+        throughput: summary::Throughput {
+            attempts_per_s: round3((totals.attempts - totals.open_attempts) as f64 / duration_s),
+            goodput_per_s: round3(goodput),
+        },
+        latency: summary::latency(rec),
+        schedule_slip,
+        environment: Some(environment),
+        gates: gate_results,
+        files: summary::Files {
+            ledger: LEDGER_FILE.into(),
+            events: EVENTS_FILE.into(),
+            latency_intervals: INTERVALS_FILE.into(),
+            latency_totals: TOTALS_FILE.into(),
+        },
+        series: rec.series().to_vec(),
+        chaos: std::mem::take(&mut ex.chaos),
+    };
+    if s.schedule_slip.harness_limited {
+        ex.events.emit(
+            "harness_limited",
+            json!({"slip_p99_ms": s.schedule_slip.p99_ms, "slip_max_ms": s.schedule_slip.max_ms, "limit_ms": s.schedule_slip.limit_ms}),
+        );
+    }
+    summary::write(&p.dir, &s).map_err(out_err(&p.dir))?;
+    if let Some(env) = s.environment.as_ref().filter(|e| e.noisy) {
+        ex.events.emit(
+            "machine_busy",
+            json!({"interference_peak": env.interference_peak, "at_s": env.interference_peak_at_s,
+                   "max_other_cpu": env.max_other_cpu, "undecided_gates": env.undecided_gates}),
+        );
+    }
+    ex.events.emit("verdict", json!({"verdict": verdict.as_str(), "valid": s.validity.valid}));
+    let _ = ex.events.flush();
+    Ok(s)
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}

@@ -1,0 +1,11 @@
+//! The machine the harness runs on: /proc (the target's process tree and CPU
+//! time), other work on the machine second by second (a noisy run is
+//! inconclusive), and the limits checked before a run (file descriptors,
+//! ephemeral ports, loopback-only targets).
+//!
+//! Not for: signalling or starting processes (chaos/), judging whether noise
+//! explains a failed gate (judge/ reads [`machine::Assessment`]).
+
+pub mod limits;
+pub mod machine;
+pub mod procs;
