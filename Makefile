@@ -2,7 +2,7 @@
 # the rest are building blocks.
 CARGO ?= cargo
 
-.PHONY: all deps build release test fmt-check clippy unit blackfriday selfcheck bench bench-cluster bench-harness bench-shop bench-sticky clean
+.PHONY: all deps build release test fmt-check clippy unit blackfriday selfcheck fleet fleet-selftest bench bench-cluster bench-harness bench-shop bench-sticky clean
 
 all: build
 
@@ -38,6 +38,18 @@ blackfriday: release
 # must pass, two deliberately broken ones must fail (blackfriday runs it too).
 selfcheck: release
 	./scripts/selfcheck.sh
+
+# A fleet on one machine (issue 16, docs/FLEET.md): Redis, HAProxy and two
+# reference clusters as two hosts, through a worker kill, a host-by-host
+# deploy, a host kill and a Redis restart; about 40 s. Needs haproxy and
+# redis-server (make deps).
+fleet: release
+	./scripts/fleet.sh
+
+# fleet-deploy.sh's abort paths (a host that never drains, one that never
+# comes back) on the same fleet, without traffic; about 15 s.
+fleet-selftest: release
+	./scripts/fleet.sh --selftest
 
 bench: bench-cluster bench-shop bench-harness bench-sticky
 

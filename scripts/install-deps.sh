@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # What `make test` and `make blackfriday` need beyond the Rust toolchain, on
 # Debian: rustfmt and clippy (rustup components), headless Chromium with a
-# font (the report's browser test) and redis-server (the Redis store's tests
-# start their own on a loopback port). Installs what is missing when it can
+# font (the report's browser test), redis-server (the Redis store's tests
+# start their own on a loopback port) and haproxy (make fleet's load balancer). Installs what is missing when it can
 # (root, or passwordless sudo); otherwise says what to run and exits 1, before
 # any test starts.
 set -euo pipefail
@@ -18,6 +18,9 @@ fi
 if ! command -v redis-server >/dev/null 2>&1; then
     packages="$packages redis-server"
 fi
+if ! command -v haproxy >/dev/null 2>&1; then
+    packages="$packages haproxy"
+fi
 packages=${packages# }
 if [ -z "$packages" ]; then
     exit 0
@@ -27,7 +30,7 @@ if [ "$(id -u)" -eq 0 ]; then
 elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
     sudo="sudo"
 else
-    echo "$0: missing: $packages (the report's browser test, the Redis store's tests);" >&2
+    echo "$0: missing: $packages (the report's browser test, the Redis store's tests, make fleet);" >&2
     echo "    install them: sudo apt-get install -y $packages" >&2
     exit 1
 fi
@@ -35,7 +38,7 @@ if ! command -v apt-get >/dev/null 2>&1; then
     echo "$0: missing: $packages, and this is not Debian (no apt-get): install them yourself" >&2
     exit 1
 fi
-echo "installing $packages (the report's browser test, the Redis store's tests) ..." >&2
+echo "installing $packages (the report's browser test, the Redis store's tests, make fleet) ..." >&2
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends $packages >/dev/null

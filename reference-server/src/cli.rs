@@ -128,6 +128,13 @@ pub struct Cli {
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub body_timeout: Duration,
 
+    /// Names this host in a fleet: every worker id becomes `ID-N`
+    /// (`X-Worker-Id: b-3`, `/version`'s `worker_id`; `ID-single` in
+    /// single-process mode), so a client behind a load balancer sees which
+    /// host and which worker served it. 1 to 32 of `A-Z a-z 0-9 . _ -`.
+    #[arg(long, value_name = "ID", value_parser = parse_host_id)]
+    pub host_id: Option<String>,
+
     /// Write the current master's pid (or the single process's) to this file,
     /// atomically (write + rename). After a binary upgrade (SIGUSR2) the new
     /// master rewrites it once it has taken over; a master removes it at its
@@ -183,6 +190,15 @@ impl Cli {
         crate::tls::from_flags(self.tls_cert.as_deref(), self.tls_key.as_deref())
     }
 
+    /// The id a worker (or the single process) shows clients: `id` itself,
+    /// or `HOST-id` with `--host-id HOST`.
+    pub fn worker_label(&self, id: &str) -> String {
+        match &self.host_id {
+            Some(host) => format!("{host}-{id}"),
+            None => id.to_string(),
+        }
+    }
+
     /// Worker count, or None for single-process mode.
     pub fn cluster_size(&self) -> Option<usize> {
         if self.single {
@@ -196,9 +212,31 @@ impl Cli {
     }
 }
 
+/// A `--host-id`: it goes into a header value and into live-stream event
+/// ids (`<worker>:<seq>`), so no `:`, space or control character; short,
+/// because it is on every response.
+pub fn parse_host_id(s: &str) -> Result<String, String> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if s.is_empty() || s.len() > 32 || !s.chars().all(ok) {
+        return Err(format!("'{s}' is not a host id (1 to 32 of A-Z a-z 0-9 . _ -, e.g. 'a' or 'web-2')"));
+    }
+    Ok(s.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_id_prefixes_worker_ids() {
+        let cli = Cli::parse_from(["rs", "--host-id", "b"]);
+        assert_eq!(cli.worker_label("3"), "b-3");
+        let cli = Cli::parse_from(["rs"]);
+        assert_eq!(cli.worker_label("3"), "3");
+        for bad in ["", "a:b", "a b", "x\r\ny", &"h".repeat(33)] {
+            assert!(Cli::try_parse_from(["rs", "--host-id", bad]).is_err(), "{bad:?} accepted");
+        }
+    }
 
     #[test]
     fn workers_zero_is_single() {

@@ -75,10 +75,11 @@ pub fn run(cli: &Cli) -> Result<u8> {
             std::process::exit(i32::from(exit::OK));
         });
 
-        let identity = Identity { worker_id: WORKER_ID.to_string(), pid: std::process::id() };
+        let worker_id = cli.worker_label(WORKER_ID);
+        let identity = Identity { worker_id: worker_id.clone(), pid: std::process::id() };
         let app = routes::app(identity, drain.clone(), shop::router(shop), cli.live_interval);
         let cfg = ServeConfig {
-            worker_id: WORKER_ID.to_string(),
+            worker_id,
             keepalive_timeout: cli.keepalive_timeout,
             body_timeout: cli.body_timeout,
             unsafe_drain: cli.unsafe_drain,

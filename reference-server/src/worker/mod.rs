@@ -164,7 +164,7 @@ pub fn run(cli: &Cli, env: WorkerEnv) -> Result<()> {
         let ipc = tokio::net::UnixStream::from_std(std_ipc).context("registering the ipc socket")?;
         let (ipc_read, mut ipc_write) = ipc.into_split();
 
-        let worker_id = env.id.to_string();
+        let worker_id = cli.worker_label(&env.id.to_string());
         let identity = Identity { worker_id: worker_id.clone(), pid: std::process::id() };
         let drain = CancellationToken::new();
         let app = routes::app(identity, drain.clone(), shop::router(shop), cli.live_interval);

@@ -171,7 +171,8 @@ pub async fn serve(
     let listener: Source = listener.into();
     let tracker = TaskTracker::new();
     let worker_id = HeaderValue::from_str(&cfg.worker_id).unwrap_or(HeaderValue::from_static("unknown"));
-    let who = if cfg.worker_id == crate::single::WORKER_ID {
+    // `single`, or `HOST-single` with --host-id; worker ids end in a number.
+    let who = if cfg.worker_id.ends_with(crate::single::WORKER_ID) {
         "[single]".to_string()
     } else {
         format!("[worker {}]", cfg.worker_id)
