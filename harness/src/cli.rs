@@ -150,20 +150,34 @@ fn run(a: RunArgs) -> i32 {
     let report_scenario = s.clone();
     match lifecycle::run_blocking(s, &opts, &lo) {
         Ok(full) => {
-            print_result(&full.summary, &dir);
+            print_result(&full.summary);
             // Without its report the run's output is incomplete: say
-            // so and call it invalid rather than keep a silent verdict.
+            // so and call it invalid rather than keep a silent verdict;
+            // the verdict line comes last, with the code the process exits
+            // with (issue 18: "verdict: pass (exit 0)", then exit 2).
+            let s = &full.summary;
             let audit = full.chaos.audit.as_ref();
             match crate::report::write_for_run(&dir, &report_scenario, "run", &report_target, audit) {
                 Ok(w) => {
                     println!("  report: {}", w.index_html.display());
-                    full.summary.exit_code
+                    println!("verdict: {} (exit {}); report in {}", s.verdict.as_str(), s.exit_code, dir.display());
+                    s.exit_code
                 }
                 Err(e) => {
                     eprintln!("harness: the run finished but its report could not be written: {e:#}");
+                    println!(
+                        "verdict: invalid (exit {EXIT_INVALID}): the gates said {}, but the run's output in {} is incomplete",
+                        s.verdict.as_str(),
+                        dir.display()
+                    );
                     EXIT_INVALID
                 }
             }
+        }
+        Err(e @ crate::drive::run::StartError::Output { .. }) => {
+            eprintln!("harness: the run's files could not be written: {e}");
+            println!("verdict: invalid (exit {EXIT_INVALID}): the run's output is incomplete");
+            EXIT_INVALID
         }
         Err(e) => {
             eprintln!("harness: cannot run: {e}");
@@ -224,7 +238,7 @@ fn seconds(flag: &str, x: f64) -> Result<Duration, String> {
     Duration::try_from_secs_f64(x).map_err(|_| format!("{flag} {x}: must be a number of seconds >= 0"))
 }
 
-fn print_result(s: &crate::judge::summary::Summary, dir: &std::path::Path) {
+fn print_result(s: &crate::judge::summary::Summary) {
     let t = &s.totals;
     println!("{}: {}; {:.0} ops/s", s.scenario.name, s.totals_line(), s.throughput.goodput_per_s);
     for (class, n) in t.attempts_failed_by_class.iter().filter(|(_, n)| **n > 0) {
@@ -272,5 +286,4 @@ fn print_result(s: &crate::judge::summary::Summary, dir: &std::path::Path) {
     for p in &s.validity.problems {
         println!("  INVALID: {p}");
     }
-    println!("verdict: {} (exit {}); report in {}", s.verdict.as_str(), s.exit_code, dir.display());
 }

@@ -18,7 +18,7 @@ use harness::drive::run::RunOptions;
 use harness::judge::gates::GateResult;
 use harness::judge::verdict::Verdict;
 use harness::outcome::FailureClass;
-use harness::scenario::{self, ConnectionModel, FaultAction, FaultBudget, FaultSpec, Pick, RetryPolicy, Scenario};
+use harness::scenario::{self, ConnectionModel, FaultAction, FaultBudget, FaultSpec, Pick, Scenario};
 use harness::traffic::engine::Live;
 
 /// One live cluster at a time: they share two cores.
@@ -44,38 +44,6 @@ const ZERO: FaultBudget = FaultBudget { max_first_attempt_failures: Some(0), max
 
 fn rolling_restarts(count: u32) -> FaultSpec {
     fault("rolling restart", 1000, count, FaultAction::SignalMaster { signal: "SIGTERM".into() }, ZERO)
-}
-
-/// Every step retries every transport failure and 5xx (GETs and keyed
-/// checkouts are safe to retry): a careful client, under which even a broken
-/// drain drops nothing, so only the budgets can tell.
-fn retry_everything(s: &mut Scenario) {
-    use FailureClass::{InvalidBody, LocalError, UnexpectedStatus};
-    let on: Vec<FailureClass> =
-        FailureClass::ALL.into_iter().filter(|c| !matches!(c, UnexpectedStatus | InvalidBody | LocalError)).collect();
-    for j in &mut s.journeys {
-        for step in &mut j.steps {
-            step.retry = RetryPolicy { attempts: 4, on: on.clone(), backoff: Duration::from_millis(100) };
-        }
-    }
-}
-
-/// Inserts a `GET /slow?ms=MS` step at position `at` of every journey, so
-/// that requests are in flight whenever a drain starts.
-fn hold_requests_in_flight(s: &mut Scenario, at: usize, ms: u64) {
-    for (i, j) in s.journeys.iter_mut().enumerate() {
-        let mut slow = j.steps[0].clone();
-        slow.name = format!("slow view {i}");
-        slow.method = "GET".into();
-        slow.path = scenario::Template::parse(&format!("/slow?ms={ms}"), scenario::Escape::Path).unwrap();
-        slow.headers.clear();
-        slow.body = None;
-        slow.expect = vec![200];
-        slow.refuse.clear();
-        slow.extract.clear();
-        slow.idempotency_key = false;
-        j.steps.insert(at, slow);
-    }
 }
 
 /// The smoke scenario, retrying everything, promising no failure outside

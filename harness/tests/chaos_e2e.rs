@@ -37,21 +37,6 @@ fn fault(name: &str, at_ms: u64, action: FaultAction) -> FaultSpec {
     }
 }
 
-/// Every step retries every transport failure and 5xx (GETs and keyed
-/// checkouts are safe to retry): the policy under which a correct cluster
-/// drops nothing. Not retried: answers a retry would not change (unexpected
-/// status, invalid body) and the harness's own local errors.
-fn retry_everything(s: &mut Scenario) {
-    use FailureClass::{InvalidBody, LocalError, UnexpectedStatus};
-    let on: Vec<FailureClass> =
-        FailureClass::ALL.into_iter().filter(|c| !matches!(c, UnexpectedStatus | InvalidBody | LocalError)).collect();
-    for j in &mut s.journeys {
-        for step in &mut j.steps {
-            step.retry = RetryPolicy { attempts: 4, on: on.clone(), backoff: Duration::from_millis(100) };
-        }
-    }
-}
-
 /// Point `s` at a fresh reference server launched by the harness.
 fn with_server(s: &mut Scenario, dir: &Path, workers: usize, extra: &[&str]) -> u16 {
     let (port, admin) = (free_port(), free_port());
@@ -109,7 +94,7 @@ async fn e2e_2_sigkill_during_checkouts_loses_nothing_and_failures_are_attribute
     // the smoke load so fast that a kill can break nothing (a CI run saw 0
     // first-attempt failures from 3 kills). The held step keeps the retry
     // policy, so nothing is dropped.
-    hold_requests_in_flight(&mut s);
+    hold_requests_in_flight(&mut s, 0, 300);
     with_server(&mut s, dir.path(), 2, &[]);
     let mut kill = fault("kill", 1000, FaultAction::KillWorker { signal: "SIGKILL".into(), pick: Pick::Busiest });
     kill.every = Some(Duration::from_millis(1000));
@@ -162,23 +147,6 @@ async fn e2e_3_naive_restart_of_a_single_process_drops_requests_and_fails() {
     assert!(r.chaos.attribution.faults[0].counts.dropped > 0, "{d}");
 }
 
-/// Prepends a `GET /slow?ms=300` step to every journey.
-fn hold_requests_in_flight(s: &mut Scenario) {
-    for (i, j) in s.journeys.iter_mut().enumerate() {
-        let mut slow = j.steps[0].clone();
-        slow.name = format!("slow view {i}");
-        slow.method = "GET".into();
-        slow.path = scenario::Template::parse("/slow?ms=300", scenario::Escape::Path).unwrap();
-        slow.headers.clear();
-        slow.body = None;
-        slow.expect = vec![200];
-        slow.refuse.clear();
-        slow.extract.clear();
-        slow.idempotency_key = false;
-        j.steps.insert(0, slow);
-    }
-}
-
 /// Two SIGTERM rolling restarts of a 2-worker cluster started with `flags`,
 /// while every journey opens with a 300 ms request, so that requests are in
 /// flight whenever a drain starts: the unsafe drain's bug is cutting them, and
@@ -189,7 +157,7 @@ async fn rolling_restarts_with_requests_held(flags: &[&str]) -> (FullRun, String
     let dir = tempfile::tempdir().unwrap();
     let mut s = smoke();
     with_server(&mut s, dir.path(), 2, flags);
-    hold_requests_in_flight(&mut s);
+    hold_requests_in_flight(&mut s, 0, 300);
     let mut roll = fault("rolling restart", 1000, FaultAction::SignalMaster { signal: "SIGTERM".into() });
     roll.every = Some(Duration::from_millis(1500));
     roll.count = 2;

@@ -96,3 +96,38 @@ async fn a_passing_run_exits_0_and_a_failed_gate_exits_1() {
     let junit = std::fs::read_to_string(run_dir.join("junit.xml")).unwrap();
     assert!(junit.contains("<failure"), "{junit}");
 }
+
+/// Regressions from the adversarial probe (issue 18): a run that played
+/// nothing is invalid, not a pass; `--out` naming a file says so; a
+/// base_url with a path is refused with its field path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_observed_nothing_or_cannot_write_is_never_a_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = TestServer::start(Behavior::Delay(std::time::Duration::ZERO)).await;
+    let text = scenario(&ok.url(), 20, 50.0, r#"{"model": "pool", "size": 2}"#, r#""path": "/""#).replacen(
+        "\"journeys\"",
+        "\"gates\": {\"max_dropped\": 0},\n  \"journeys\"",
+        1,
+    );
+    let file = write(dir.path(), "s.json", &text);
+    let out = dir.path().join("out").to_string_lossy().into_owned();
+    let (f, o) = (file.clone(), out.clone());
+    let (code, text) =
+        tokio::task::spawn_blocking(move || harness(&["run", &f, "--quiet", "--out", &o, "--rate-scale", "1e-300"]))
+            .await
+            .unwrap();
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("no operation was played") && text.contains("verdict: invalid (exit 2)"), "{text}");
+
+    let (code, text) =
+        tokio::task::spawn_blocking(move || harness(&["run", &file, "--quiet", "--out", "/dev/null"])).await.unwrap();
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("/dev/null") && text.contains("not a directory"), "{text}");
+
+    let with_path =
+        scenario(&format!("{}/api", ok.url()), 5, 50.0, r#"{"model": "pool", "size": 2}"#, r#""path": "/""#);
+    let with_path = write(dir.path(), "path.json", &with_path);
+    let (code, text) = harness(&["validate", &with_path]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("target.base_url") && text.contains("\"/api\""), "{text}");
+}

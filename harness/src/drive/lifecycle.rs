@@ -216,7 +216,8 @@ pub async fn run(
     let path = p.dir.join(CHAOS_FILE);
     let text = serde_json::to_string_pretty(&chaos)
         .map_err(|e| StartError::Output { path: path.clone(), source: std::io::Error::other(e) })?;
-    std::fs::write(&path, text).map_err(|source| StartError::Output { path: path.clone(), source })?;
+    crate::judge::summary::write_atomically(&path, text.as_bytes())
+        .map_err(|source| StartError::Output { path: path.clone(), source })?;
     Ok(FullRun { summary, chaos })
 }
 

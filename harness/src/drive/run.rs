@@ -114,6 +114,13 @@ pub fn prepare(mut scenario: Scenario, opts: &RunOptions) -> Result<Prepared, St
         limits::source_addresses(target.addr, ports, limits::ephemeral_ports()).map_err(StartError::Limits)?;
     let schedule = schedule::build(&scenario, opts.rate_scale);
     let dir = opts.out.clone().unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name));
+    if dir.exists() && !dir.is_dir() {
+        // `--out /dev/null` used to say "File exists" (issue 18).
+        return Err(StartError::Output {
+            path: dir,
+            source: std::io::Error::other("exists and is not a directory; give a folder for the run's files"),
+        });
+    }
     std::fs::create_dir_all(&dir).map_err(out_err(&dir))?;
     Ok(Prepared {
         connector: Arc::new(Connector::new(target.addr, target.authority, sources)),
@@ -246,6 +253,11 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
     let totals = book.ledger.totals().clone();
     if let Err(e) = totals.check() {
         problems.push(format!("ledger does not add up: {e}"));
+    }
+    if totals.operations == 0 && problems.is_empty() {
+        // `--rate-scale 1e-300` played nothing and passed (issue 18): a run
+        // that observed nothing cannot show that anything held.
+        problems.push("no operation was played (the schedule brought no shopper: is --rate-scale too small?)".into());
     }
     if let Err(e) = ex.events.flush() {
         problems.push(format!("cannot write the event log: {e}"));

@@ -396,7 +396,28 @@ impl Summary {
 /// Writes `summary.json` (pretty-printed) into `dir`.
 pub fn write(dir: &Path, s: &Summary) -> std::io::Result<()> {
     let text = serde_json::to_string_pretty(s).map_err(std::io::Error::other)?;
-    std::fs::write(dir.join(SUMMARY_FILE), text + "\n")
+    write_atomically(&dir.join(SUMMARY_FILE), (text + "\n").as_bytes())
+}
+
+/// Writes `path` through a temporary file in the same folder and a rename,
+/// so a full disk leaves the old file or none, never a half-written one
+/// (issue 18: a 0-byte summary.json after "No space left on device").
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let result = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    match result.and_then(|()| std::fs::rename(&tmp, path)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
 }
 
 /// Reads a `summary.json` back (report, compare).

@@ -66,7 +66,5 @@ fn write_html(run_dir: &Path, data: &ReportData) -> Result<PathBuf> {
 
 /// Write via a temporary file and rename, so a reader never sees half a page.
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    crate::judge::summary::write_atomically(path, bytes).with_context(|| format!("writing {}", path.display()))
 }

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use harness::chaos::faults::{ChaosReport, FaultRecord};
+use harness::outcome::FailureClass;
 use harness::record::events::EventLog;
-use harness::scenario::{LaunchSpec, TargetSpec};
+use harness::scenario::{self, LaunchSpec, RetryPolicy, Scenario, TargetSpec};
 
 /// A pre-fork HTTP server in the style of gunicorn: the master binds one
 /// listening socket, forks N workers that accept on it, respawns a worker that
@@ -205,4 +206,38 @@ pub async fn wait_for_events(log: &EventLog, path: &Path, kind: &str, n: usize) 
 /// The report's first fault, or a failure that says no fault ran.
 pub fn first_fault(report: &ChaosReport) -> &FaultRecord {
     report.faults.first().unwrap_or_else(|| panic!("no fault ran: {report:?}"))
+}
+
+/// Every step retries every transport failure and 5xx (GETs and keyed
+/// checkouts are safe to retry): the policy under which a correct cluster
+/// drops nothing, and under which even a broken drain drops nothing, so that
+/// only the budgets can tell. Not retried: answers a retry would not change
+/// (unexpected status, invalid body) and the harness's own local errors.
+pub fn retry_everything(s: &mut Scenario) {
+    use FailureClass::{InvalidBody, LocalError, UnexpectedStatus};
+    let on: Vec<FailureClass> =
+        FailureClass::ALL.into_iter().filter(|c| !matches!(c, UnexpectedStatus | InvalidBody | LocalError)).collect();
+    for j in &mut s.journeys {
+        for step in &mut j.steps {
+            step.retry = RetryPolicy { attempts: 4, on: on.clone(), backoff: Duration::from_millis(100) };
+        }
+    }
+}
+
+/// Inserts a `GET /slow?ms=MS` step (the reference server's) at position
+/// `at` of every journey, so that requests are in flight whenever a drain starts.
+pub fn hold_requests_in_flight(s: &mut Scenario, at: usize, ms: u64) {
+    for (i, j) in s.journeys.iter_mut().enumerate() {
+        let mut slow = j.steps[0].clone();
+        slow.name = format!("slow view {i}");
+        slow.method = "GET".into();
+        slow.path = scenario::Template::parse(&format!("/slow?ms={ms}"), scenario::Escape::Path).unwrap();
+        slow.headers.clear();
+        slow.body = None;
+        slow.expect = vec![200];
+        slow.refuse.clear();
+        slow.extract.clear();
+        slow.idempotency_key = false;
+        j.steps.insert(at, slow);
+    }
 }

@@ -470,7 +470,8 @@ pub fn run(scenario: Scenario, o: &CompareOptions) -> Result<Compared> {
     };
     let summary_path = o.out.join(summary::SUMMARY_FILE);
     let text = serde_json::to_string_pretty(&summary).context("serialising summary.json")?;
-    std::fs::write(&summary_path, text).with_context(|| format!("writing {}", summary_path.display()))?;
+    summary::write_atomically(&summary_path, text.as_bytes())
+        .with_context(|| format!("writing {}", summary_path.display()))?;
     Ok(Compared { summary, written, summary_path })
 }
 

@@ -194,6 +194,19 @@ pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
 fn target(v: &mut V, raw: &RawScenario) -> TargetSpec {
     let t = &raw.target;
     v.http_url("target.base_url", &t.base_url);
+    // Steps' paths go on the wire as written: a path in base_url would be
+    // silently ignored (issue 18), so it is refused.
+    if let Ok(u) = crate::scenario::url::HttpUrl::parse(&t.base_url)
+        && u.path != "/"
+    {
+        v.err(
+            "target.base_url",
+            format!(
+                "{:?} has a path ({:?}); steps' paths are sent as written, so put it in each step's path",
+                t.base_url, u.path
+            ),
+        );
+    }
     let ready_path = t.ready_path.clone().unwrap_or_else(|| "/".to_string());
     if let Some(problem) = super::template::request_target_problem(&ready_path) {
         v.err("target.ready_path", problem);
