@@ -114,6 +114,80 @@ fn tell_master_failed(ipc: &OwnedFd, err: &anyhow::Error) {
     let _ = nix::unistd::write(ipc, &line);
 }
 
+/// Where this worker's connections come from: the shared listener
+/// inherited from the master (or, TEST ONLY, one of its own), or the sticky
+/// master's hand-off socket.
+fn connection_source(cli: &Cli, listen_fd: Option<OwnedFd>, handoff_fd: Option<OwnedFd>) -> Result<Source> {
+    match (listen_fd, handoff_fd) {
+        (Some(fd), _) => {
+            let mut std_listener = std::net::TcpListener::from(fd);
+            if cli.unsafe_reuseport {
+                // TEST ONLY, defect 4: a listener of our own in place of
+                // the shared one; serve() closes it when the drain starts.
+                let addr = std_listener.local_addr().context("reading the inherited listener's address")?;
+                std_listener = crate::listen::bind_reuseport(addr, cli.backlog)?;
+            }
+            std_listener.set_nonblocking(true).context("listener non-blocking")?;
+            Ok(Source::Listener(tokio::net::TcpListener::from_std(std_listener).context("registering the listener")?))
+        }
+        (None, Some(fd)) => {
+            // SAFETY: the AsyncFd owns the fd (an OwnedFd) for as long
+            // as it is registered; nothing else closes it.
+            let afd = unsafe { AsyncFd::register(fd) }
+                .map_err(|e| anyhow::anyhow!("registering the hand-off socket: {e}"))?;
+            Ok(Source::Handoff(afd))
+        }
+        (None, None) => bail!("worker has no listener and no hand-off socket"),
+    }
+}
+
+/// Orders from the master; EOF means it died: drain. SIGTERM sent to the
+/// worker itself (systemd's KillMode=control-group signals every process in
+/// the unit) also drains rather than dropping requests.
+async fn watch_master(
+    ipc_read: tokio::net::unix::OwnedReadHalf,
+    mut sigterm: tokio::signal::unix::Signal,
+    drain: CancellationToken,
+    drain_timeout: Duration,
+    self_drain_tx: mpsc::UnboundedSender<WorkerMsg>,
+    id: u64,
+) {
+    let mut lines = BufReader::new(ipc_read).lines();
+    // Whether the master is there to enforce the drain timeout.
+    let master_watches = loop {
+        let next = tokio::select! {
+            next = lines.next_line() => next,
+            _ = sigterm.recv() => {
+                crate::log_line(&format!("[worker {}] SIGTERM; draining", id));
+                // So the master replaces us now, and not as a crash.
+                let _ = self_drain_tx.send(WorkerMsg::Draining { reason: "sigterm".to_string() });
+                break false;
+            }
+        };
+        match next {
+            Ok(Some(line)) => match serde_json::from_str::<MasterMsg>(&line) {
+                Ok(MasterMsg::Shutdown) => break true,
+                Err(e) => crate::log_line(&format!("[worker {}] ignoring bad message from master: {e}: {line}", id)),
+            },
+            Ok(None) | Err(_) => {
+                crate::log_line(&format!("[worker {}] lost the master; draining", id));
+                break false;
+            }
+        }
+    };
+    // The writer ends (flushing `drained`) only once every sender is gone.
+    drop(self_drain_tx);
+    drain.cancel();
+    if !master_watches {
+        // No master will SIGKILL us at the drain timeout (it died, or
+        // the SIGTERM came from elsewhere and the master may not know):
+        // enforce it here, so an orphan never outlives a stuck request.
+        tokio::time::sleep(drain_timeout).await;
+        crate::log_line(&format!("[worker {}] drain timeout ({drain_timeout:?}) without the master; exiting", id));
+        std::process::exit(EXIT_DRAIN_TIMEOUT);
+    }
+}
+
 /// Run as a cluster worker until drained.
 pub fn run(cli: &Cli, env: WorkerEnv) -> Result<()> {
     if cli.test_crash_on_start {
@@ -138,27 +212,7 @@ pub fn run(cli: &Cli, env: WorkerEnv) -> Result<()> {
     let shop = shop::open(&cli.shop).context("opening the shop store")?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the event loop")?;
     rt.block_on(async move {
-        let source = match (listen_fd, handoff_fd) {
-            (Some(fd), _) => {
-                let mut std_listener = std::net::TcpListener::from(fd);
-                if cli.unsafe_reuseport {
-                    // TEST ONLY, defect 4: a listener of our own in place of
-                    // the shared one; serve() closes it when the drain starts.
-                    let addr = std_listener.local_addr().context("reading the inherited listener's address")?;
-                    std_listener = crate::listen::bind_reuseport(addr, cli.backlog)?;
-                }
-                std_listener.set_nonblocking(true).context("listener non-blocking")?;
-                Source::Listener(tokio::net::TcpListener::from_std(std_listener).context("registering the listener")?)
-            }
-            (None, Some(fd)) => {
-                // SAFETY: the AsyncFd owns the fd (an OwnedFd) for as long
-                // as it is registered; nothing else closes it.
-                let afd = unsafe { AsyncFd::register(fd) }
-                    .map_err(|e| anyhow::anyhow!("registering the hand-off socket: {e}"))?;
-                Source::Handoff(afd)
-            }
-            (None, None) => bail!("worker has no listener and no hand-off socket"),
-        };
+        let source = connection_source(cli, listen_fd, handoff_fd)?;
         let std_ipc = std::os::unix::net::UnixStream::from(ipc_fd);
         std_ipc.set_nonblocking(true).context("ipc non-blocking")?;
         let ipc = tokio::net::UnixStream::from_std(std_ipc).context("registering the ipc socket")?;
@@ -180,55 +234,8 @@ pub fn run(cli: &Cli, env: WorkerEnv) -> Result<()> {
             }
         });
 
-        // Orders from the master; EOF means it died: drain. SIGTERM sent to
-        // the worker itself (systemd's KillMode=control-group signals every
-        // process in the unit) also drains rather than dropping requests.
-        let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-        let drain_on_order = drain.clone();
-        let drain_timeout = cli.drain_timeout;
-        let self_drain_tx = tx.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(ipc_read).lines();
-            // Whether the master is there to enforce the drain timeout.
-            let master_watches = loop {
-                let next = tokio::select! {
-                    next = lines.next_line() => next,
-                    _ = sigterm.recv() => {
-                        crate::log_line(&format!("[worker {}] SIGTERM; draining", env.id));
-                        // So the master replaces us now, and not as a crash.
-                        let _ = self_drain_tx.send(WorkerMsg::Draining { reason: "sigterm".to_string() });
-                        break false;
-                    }
-                };
-                match next {
-                    Ok(Some(line)) => match serde_json::from_str::<MasterMsg>(&line) {
-                        Ok(MasterMsg::Shutdown) => break true,
-                        Err(e) => crate::log_line(&format!(
-                            "[worker {}] ignoring bad message from master: {e}: {line}",
-                            env.id
-                        )),
-                    },
-                    Ok(None) | Err(_) => {
-                        crate::log_line(&format!("[worker {}] lost the master; draining", env.id));
-                        break false;
-                    }
-                }
-            };
-            // The writer ends (flushing `drained`) only once every sender is gone.
-            drop(self_drain_tx);
-            drain_on_order.cancel();
-            if !master_watches {
-                // No master will SIGKILL us at the drain timeout (it died, or
-                // the SIGTERM came from elsewhere and the master may not know):
-                // enforce it here, so an orphan never outlives a stuck request.
-                tokio::time::sleep(drain_timeout).await;
-                crate::log_line(&format!(
-                    "[worker {}] drain timeout ({drain_timeout:?}) without the master; exiting",
-                    env.id
-                ));
-                std::process::exit(EXIT_DRAIN_TIMEOUT);
-            }
-        });
+        let sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        tokio::spawn(watch_master(ipc_read, sigterm, drain.clone(), cli.drain_timeout, tx.clone(), env.id));
 
         if let Some(delay) = test_ready_delay(cli.test_ready_delay, env.id) {
             tokio::time::sleep(delay).await;
