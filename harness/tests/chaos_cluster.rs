@@ -38,14 +38,7 @@ fn opts() -> ChaosOptions {
 }
 
 fn fault(name: &str, action: FaultAction) -> FaultSpec {
-    FaultSpec {
-        name: name.into(),
-        at: Duration::from_millis(100),
-        every: None,
-        count: 1,
-        action,
-        budget: Default::default(),
-    }
+    FaultSpec::once(name, Duration::from_millis(100), action)
 }
 
 /// The worker pids the master reports on its admin address.

@@ -27,14 +27,7 @@ fn smoke() -> Scenario {
 }
 
 fn fault(name: &str, at_ms: u64, action: FaultAction) -> FaultSpec {
-    FaultSpec {
-        name: name.into(),
-        at: Duration::from_millis(at_ms),
-        every: None,
-        count: 1,
-        action,
-        budget: Default::default(),
-    }
+    FaultSpec::once(name, Duration::from_millis(at_ms), action)
 }
 
 /// Point `s` at a fresh reference server launched by the harness.

@@ -18,14 +18,7 @@ use harness::record::events::{self, EventLog};
 use harness::scenario::{FaultAction, FaultSpec, Pick};
 
 fn fault(name: &str, at_ms: u64, action: FaultAction) -> FaultSpec {
-    FaultSpec {
-        name: name.into(),
-        at: Duration::from_millis(at_ms),
-        every: None,
-        count: 1,
-        action,
-        budget: Default::default(),
-    }
+    FaultSpec::once(name, Duration::from_millis(at_ms), action)
 }
 
 fn opts() -> ChaosOptions {

@@ -246,14 +246,7 @@ mod tests {
     use std::time::Duration;
 
     fn fault(name: &str, at_s: u64, action: FaultAction) -> FaultSpec {
-        FaultSpec {
-            name: name.into(),
-            at: Duration::from_secs(at_s),
-            every: None,
-            count: 1,
-            action,
-            budget: Default::default(),
-        }
+        FaultSpec::once(name, Duration::from_secs(at_s), action)
     }
 
     fn statuses(rows: &[GateRow]) -> Vec<Status> {

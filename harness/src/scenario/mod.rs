@@ -370,6 +370,11 @@ impl FaultBudget {
 pub const MAX_FAULT_OCCURRENCES: u32 = 10_000;
 
 impl FaultSpec {
+    /// One occurrence of `action` at `at`, without a budget.
+    pub fn once(name: &str, at: Duration, action: FaultAction) -> FaultSpec {
+        FaultSpec { name: name.into(), at, every: None, count: 1, action, budget: FaultBudget::default() }
+    }
+
     /// The instants (from run start) at which this fault fires. `count` is
     /// at most [`MAX_FAULT_OCCURRENCES`] in a validated scenario.
     pub fn times(&self) -> Vec<Duration> {
