@@ -3,7 +3,7 @@
 //! `scenario/` (read, validate, template) -> `traffic/` (schedule, engine,
 //! client) -> `record/` (ledger, recorder, event log) with `chaos/` (target,
 //! faults) alongside and `host/` (/proc, machine noise, limits) underneath ->
-//! `judge/` (attribution, audit, budgets, gates, verdict, summary.json) ->
+//! `judge/` (attribution, audit, budgets, hosts, gates, verdict, summary.json) ->
 //! `report/` (render only). `drive/` chains the stages for each command;
 //! `cli.rs` parses arguments and `outcome.rs` is the vocabulary every stage
 //! shares (how one attempt ended).

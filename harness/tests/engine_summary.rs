@@ -52,6 +52,32 @@ async fn real_summary_matches_the_schema_and_the_run_folder_is_complete() {
         assert!(paths.contains(&p.to_string()), "{p} not flagged: {paths:?}");
     }
 
+    // A fleet's per-host rows (judge/hosts.rs): here from this run's ledger
+    // with the worker ids a fleet would send (`a-1`, `a-2`, `b-1`, or none).
+    let mut fold = harness::judge::hosts::Hosts::default();
+    for (i, r) in recs.iter().enumerate() {
+        let mut r = r.clone();
+        r.worker = [Some("a-1"), Some("a-2"), Some("b-1"), None][i % 4].map(str::to_string);
+        fold.add(&r);
+    }
+    let rows = fold.finish();
+    assert_eq!(rows.iter().map(|h| h.host.as_deref()).collect::<Vec<_>>(), [Some("a"), Some("b"), None]);
+    assert_eq!(rows.iter().map(|h| h.attempts).sum::<u64>(), s.totals.attempts);
+    let mut with_hosts = doc.clone();
+    with_hosts["hosts"] = serde_json::to_value(&rows).unwrap();
+    let errors = summary_schema_errors(&with_hosts);
+    assert!(errors.is_empty(), "{errors:#?}\n{:#}", with_hosts["hosts"]);
+    let back: harness::judge::summary::Summary = serde_json::from_value(with_hosts.clone()).unwrap();
+    assert_eq!(back.chaos.hosts, rows);
+    // Without hosts the field is left out, so ordinary runs are unchanged.
+    assert!(doc.get("hosts").is_none(), "{doc:#}");
+    with_hosts["hosts"][0].as_object_mut().unwrap().remove("ok_p99_ms");
+    with_hosts["hosts"][1]["failed_by_class"]["teapot"] = serde_json::json!(1);
+    let paths: Vec<String> = v.iter_errors(&with_hosts).map(|e| e.instance_path().to_string()).collect();
+    for p in ["/hosts/0", "/hosts/1/failed_by_class"] {
+        assert!(paths.contains(&p.to_string()), "{p} not flagged: {paths:?}");
+    }
+
     // Ledger, events and interval logs.
     assert_eq!(recs.len() as u64, s.totals.attempts);
     let events = harness::record::events::read(&dir.path().join("events.jsonl")).unwrap();

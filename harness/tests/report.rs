@@ -201,3 +201,34 @@ fn runs_without_data_still_render() {
     assert_eq!(html.matches("<svg").count(), 5);
     assert!(!html.contains("'s p99 latency ("), "a single run has no comparison sentence");
 }
+
+#[test]
+fn per_host_table_only_for_a_fleet() {
+    use harness::outcome::FailureClass;
+    use harness::report::model::HostLine;
+    let mut data = sample();
+    let plain = report::html::render(&data).unwrap();
+    assert!(!plain.contains("Per host"), "no hosts, no table");
+
+    let line = |host: Option<&str>, failures: Vec<(FailureClass, u64)>, p99_ms| HostLine {
+        host: host.map(str::to_string),
+        attempts: 1200,
+        ok: 1100,
+        refused: 100 - failures.iter().map(|(_, n)| n).sum::<u64>(),
+        failures: failures.into_iter().collect(),
+        p99_ms,
+    };
+    data.runs[0].hosts = vec![
+        line(Some("a"), vec![(FailureClass::ServerError, 3)], Some(42.0)),
+        line(Some("<b>"), vec![], Some(7.5)),
+        line(None, vec![(FailureClass::ConnectRefused, 5)], None),
+    ];
+    let html = report::html::render(&data).unwrap();
+    let at = |s: &str| html.find(s).unwrap_or_else(|| panic!("{s:?} not in page"));
+    assert!(at("Per endpoint") < at("Per host"), "the host table comes under the endpoint table");
+    let table = &html[at("Per host")..];
+    for s in ["1,200", "3 server_error", "5 connect_refused", "no response", "&lt;b&gt;"] {
+        assert!(table.contains(s), "{s:?} not in the host table");
+    }
+    assert!(!html.contains("<b>"), "host names are escaped");
+}

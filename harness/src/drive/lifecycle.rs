@@ -2,8 +2,9 @@
 //! target and wait until it is ready, play the traffic with the fault runner
 //! alongside (a `run::SideTask` sharing the run's event log), then resume any
 //! paused worker and wait until the target is healthy, attribute every failed
-//! attempt to a fault window, audit the shop's data against the ledger, hand
-//! the audit's verdict to the gates, and stop the target.
+//! attempt to a fault window, count what each host of a fleet served, audit
+//! the shop's data against the ledger, hand the audit's verdict to the gates,
+//! and stop the target.
 //!
 //! It chains run.rs's stages (prepare -> execute -> conclude) and adds the
 //! target, chaos, attribution and audit around them; it does not change how
@@ -27,6 +28,7 @@ use crate::judge::affinity::{self, Affinity};
 use crate::judge::attribution::{self, Attribution};
 use crate::judge::audit::{self, AuditReport};
 use crate::judge::budgets;
+use crate::judge::hosts::{self, HostRow};
 use crate::judge::summary::{ChaosSections, Summary};
 use crate::judge::verdict::Status;
 use crate::record::ledger;
@@ -161,7 +163,7 @@ pub async fn run(
     let chaos_report = finish_faults(&slot, lo, &mut ex).await;
 
     let windows: Vec<FaultWindow> = chaos_report.faults.iter().map(FaultRecord::window).collect();
-    let LedgerPass { failed, affinity, checkouts } = read_ledger_back(&p, &mut ex, &windows);
+    let LedgerPass { failed, affinity, checkouts, hosts } = read_ledger_back(&p, &mut ex, &windows);
     let attribution = attribution::attribute(&windows, &failed, ex.outcome.end_ms);
     for f in &attribution.faults {
         ex.events.emit("fault_attribution", json!(f));
@@ -195,7 +197,7 @@ pub async fn run(
 
     let audit_report = run_audit(&p, &ex, &chaos_report, &checkouts, lo).await;
     let gate = audit_report.as_ref().map(audit_gate);
-    ex.chaos = ChaosSections::from(&chaos_report.faults, &attribution, &budgets, audit_report.as_ref());
+    ex.chaos = ChaosSections::from(&chaos_report.faults, &attribution, &budgets, audit_report.as_ref(), hosts);
     let summary = run::conclude(&p, ex, gate);
     // Stopped in order even when concluding failed (dropping it would SIGKILL).
     let target_stop = match target.stop(None).await {
@@ -250,10 +252,13 @@ struct LedgerPass {
     failed: Vec<attribution::AttemptView>,
     affinity: Affinity,
     checkouts: Vec<audit::CheckoutView>,
+    /// Per host of a fleet; empty when no worker id named a host.
+    hosts: Vec<HostRow>,
 }
 
 /// One pass over the ledger file, flushed first, feeds the attribution,
-/// the affinity check and the audit; none of them holds the whole ledger.
+/// the affinity check, the audit and the per-host breakdown; none of them
+/// holds the whole ledger.
 fn read_ledger_back(p: &run::Prepared, ex: &mut run::Executed, windows: &[FaultWindow]) -> LedgerPass {
     let affinity_windows: Vec<affinity::Window> = windows.iter().map(affinity::Window::from).collect();
     let no_steps = Vec::new();
@@ -261,17 +266,24 @@ fn read_ledger_back(p: &run::Prepared, ex: &mut run::Executed, windows: &[FaultW
     let mut failed = attribution::FailedViews::default();
     let mut affinity = affinity::Tracker::new(&affinity_windows);
     let mut checkouts = audit::Checkouts::new(checkout_steps);
+    let mut hosts = hosts::Hosts::default();
     let read = ex.outcome.book.ledger.finish().and_then(|()| {
         ledger::for_each_record(&ex.ledger_path, |r| {
             failed.add(r);
             affinity.add_record(r);
             checkouts.add(r);
+            hosts.add(r);
         })
     });
     if let Err(e) = read {
         ex.problems.push(format!("cannot read the ledger back for attribution and audit: {e}"));
     }
-    LedgerPass { failed: failed.finish(), affinity: affinity.finish(), checkouts: checkouts.finish() }
+    LedgerPass {
+        failed: failed.finish(),
+        affinity: affinity.finish(),
+        checkouts: checkouts.finish(),
+        hosts: hosts.finish(),
+    }
 }
 
 /// The audit of the shop's data against the checkouts the ledger saw, if

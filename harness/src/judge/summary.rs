@@ -18,6 +18,7 @@ use crate::judge::attribution::{Attribution, FailureCounts};
 use crate::judge::audit::AuditReport;
 use crate::judge::budgets::Budgets;
 use crate::judge::gates::{GateResult, Noise};
+use crate::judge::hosts::HostRow;
 use crate::judge::verdict::{GateRow, Status, Verdict};
 use crate::outcome::FailureClass;
 use crate::record::ledger::Totals;
@@ -73,6 +74,10 @@ pub struct ChaosSections {
     /// Null when the scenario has no audit.
     #[serde(default)]
     pub audit: Option<AuditOut>,
+    /// Per host of a fleet (worker ids `HOST-N`), what the harness saw from
+    /// it; absent when no worker id named a host (judge/hosts.rs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostRow>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -192,6 +197,7 @@ impl ChaosSections {
         attribution: &Attribution,
         budgets: &Budgets,
         audit: Option<&AuditReport>,
+        hosts: Vec<HostRow>,
     ) -> Self {
         let faults = faults
             .iter()
@@ -220,6 +226,7 @@ impl ChaosSections {
             faults,
             failures_outside_faults: Some(FailuresOut::from(&attribution.outside.counts)),
             audit: audit.map(AuditOut::from),
+            hosts,
         }
     }
 }

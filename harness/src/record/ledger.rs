@@ -12,7 +12,7 @@
 //! Records are streamed to `ledger.csv` as they complete (so memory does not
 //! grow with the run) and are read back one at a time with
 //! [`for_each_record`] by the audit, the chaos attribution, the affinity
-//! check and the report. Not for latency (recorder.rs) nor for deciding
+//! check, the per-host breakdown and the report. Not for latency (recorder.rs) nor for deciding
 //! pass/fail (gates.rs).
 
 use std::collections::{BTreeMap, HashMap};

@@ -63,7 +63,7 @@ impl Percentiles {
 
 /// Records `v`, growing the histogram as needed. (`saturating_record` would
 /// clamp to the current top instead of growing an auto-resizing histogram.)
-fn record_value(h: &mut Histogram<u64>, v: u64) {
+pub fn record_value(h: &mut Histogram<u64>, v: u64) {
     if h.record(v).is_err() {
         h.saturating_record(v);
     }

@@ -10,8 +10,9 @@
 
 use std::collections::BTreeMap;
 
-use super::model::{EndpointRow, FaultRow, KeyNumbers, RunData, SecondPoint, Slip};
+use super::model::{EndpointRow, FaultRow, HostLine, KeyNumbers, RunData, SecondPoint, Slip};
 use crate::judge::audit::AuditReport;
+use crate::judge::hosts::HostRow;
 use crate::judge::summary::{self, FaultOut, Summary};
 use crate::outcome::FailureClass;
 use crate::record::recorder::{Percentiles, SecondRow};
@@ -68,6 +69,21 @@ pub fn endpoints(s: &Summary, requests: &[StepRequest]) -> Vec<EndpointRow> {
                 p999_ms: ok.p99_9_ms,
                 max_ms: ok.max_ms,
             })
+        })
+        .collect()
+}
+
+/// One line per host of a fleet, in summary.json's order (the row no host
+/// answered last); empty for a run without hosts.
+pub fn hosts(rows: &[HostRow]) -> Vec<HostLine> {
+    rows.iter()
+        .map(|h| HostLine {
+            host: h.host.clone(),
+            attempts: h.attempts,
+            ok: h.ok,
+            refused: h.refused,
+            failures: h.failed_by_class.iter().filter(|(_, n)| **n > 0).map(|(c, n)| (*c, *n)).collect(),
+            p99_ms: h.ok_p99_ms,
         })
         .collect()
 }
@@ -153,6 +169,7 @@ pub fn run(label: &str, target: &str, s: &Summary, requests: &[StepRequest], aud
         seconds: seconds(&s.series),
         spectrum: s.latency.ok_spectrum.clone(),
         endpoints: endpoints(s, requests),
+        hosts: hosts(&s.chaos.hosts),
         faults: faults(&s.chaos.faults),
         audit: audit.map(crate::judge::audit::checks),
         slip: slip(&s.schedule_slip),

@@ -79,6 +79,7 @@ pub fn render(data: &ReportData) -> Result<String> {
                 (key_numbers(&data.runs))
                 (chart_sections(&data.runs, &charts))
                 (endpoint_tables(&data.runs))
+                (host_tables(&data.runs))
                 (fault_tables(&data.runs))
                 (audit_tables(&data.runs))
                 (slip_table(&data.runs))
@@ -338,6 +339,38 @@ fn endpoint_tables(runs: &[RunData]) -> Markup {
                         td class=@if e.dropped > 0 { "warn" } { (fmt_count(e.dropped)) }
                         td { (fmt_ms(e.p50_ms)) } td { (fmt_ms(e.p90_ms)) } td { (fmt_ms(e.p99_ms)) }
                         td { (fmt_ms(e.p999_ms)) } td { (fmt_ms(e.max_ms)) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Only for runs against a fleet (worker ids that name a host); nothing otherwise.
+fn host_tables(runs: &[RunData]) -> Markup {
+    html! {
+        @if runs.iter().any(|r| !r.hosts.is_empty()) {
+            h2 { "Per host" }
+            p.caption {
+                "What the harness saw from each host of the fleet, by the host named in the worker id of \
+                 each response. Attempts include retries; latency is of ok attempts. \"no response\" are \
+                 attempts that failed before any host answered."
+            }
+            @for run in runs.iter().filter(|r| !r.hosts.is_empty()) {
+                h3 { (run.label) }
+                table.endpoints.hosts {
+                    tr {
+                        th.l { "host" } th { "attempts" } th { "ok" } th { "refused" } th { "failed" }
+                        th.l { "failed by class" } th { "p99" }
+                    }
+                    @for h in &run.hosts {
+                        tr {
+                            td.l { @if let Some(name) = &h.host { code { (name) } } @else { "no response" } }
+                            td { (fmt_count(h.attempts)) } td { (fmt_count(h.ok)) } td { (fmt_count(h.refused)) }
+                            td class=@if h.failed() > 0 { "warn" } { (fmt_count(h.failed())) }
+                            td.l { (by_class(&h.failures)) }
+                            td { (h.p99_ms.map_or_else(|| "-".to_string(), fmt_ms)) }
+                        }
                     }
                 }
             }

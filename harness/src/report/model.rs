@@ -103,6 +103,9 @@ pub struct RunData {
     /// (the recorder's [`crate::record::recorder::spectrum`]).
     pub spectrum: Vec<SpectrumPoint>,
     pub endpoints: Vec<EndpointRow>,
+    /// Per host of a fleet; empty (and no table) for a run without hosts.
+    #[serde(default)]
+    pub hosts: Vec<HostLine>,
     pub faults: Vec<FaultRow>,
     #[serde(default)]
     pub audit: Option<AuditChecks>,
@@ -172,6 +175,27 @@ pub struct EndpointRow {
     pub p99_ms: f64,
     pub p999_ms: f64,
     pub max_ms: f64,
+}
+
+/// One host of a fleet as the harness saw it (attempt-level). Latency is of
+/// ok attempts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostLine {
+    /// None: the attempts no host answered (they failed before any response).
+    pub host: Option<String>,
+    pub attempts: u64,
+    pub ok: u64,
+    pub refused: u64,
+    /// Failed attempts by class, zero classes left out.
+    pub failures: BTreeMap<FailureClass, u64>,
+    /// None when the host answered no attempt ok.
+    pub p99_ms: Option<f64>,
+}
+
+impl HostLine {
+    pub fn failed(&self) -> u64 {
+        self.failures.values().sum()
+    }
 }
 
 /// One injected fault and what it cost.

@@ -243,6 +243,7 @@ fn run(
         seconds: points,
         spectrum: harness::record::recorder::spectrum(&all),
         endpoints,
+        hosts: Vec::new(),
         faults,
         audit: Some(audit),
         slip: Slip { p99_ms: 0.4, max_ms: 3.1, harness_bottleneck: false, detail: "sender kept up".into() },
