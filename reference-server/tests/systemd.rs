@@ -254,7 +254,17 @@ fn sd_notify_across_a_master_upgrade_the_old_master_names_the_new_main_pid_and_n
     let old = server.pid();
     server.signal("SIGUSR2");
     assert_eq!(server.wait_exit(LONG).expect("the old master never exited after SIGUSR2").code(), Some(0));
-    let new: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    // The new master writes the pid file after the hand-over, which may be a
+    // moment after the old one exited: wait for it (a flake seen in CI-like runs).
+    let until = Instant::now() + LONG;
+    let new: i32 = loop {
+        let named = std::fs::read_to_string(&pid_file).ok().and_then(|t| t.trim().parse::<i32>().ok());
+        match named {
+            Some(pid) if pid != old => break pid,
+            _ if Instant::now() < until => std::thread::sleep(Duration::from_millis(20)),
+            _ => panic!("the pid file never named the new master: {named:?}"),
+        }
+    };
     sink.wait_for("READY=1", 2);
 
     let from = sink.from();
