@@ -9,7 +9,7 @@
 use thiserror::Error;
 
 use super::cpu::{PriceLine, Pricing};
-use super::model::{Audit, Cart, CheckoutOutcome, Order, Product, ProductPage};
+use super::model::{Audit, Cart, CheckoutOutcome, Order, OrderLine, Product, ProductPage};
 
 /// A backend's own error, kept as the source of a [`StoreError`]: the
 /// variants name what the routes do about it, not which database said it.
@@ -50,6 +50,27 @@ pub struct PlaceOrder<'a> {
     /// Called (under the store's write lock) only if the cart changed
     /// between pricing and reservation; rare, and correct either way.
     pub reprice: &'a dyn Fn(&[PriceLine]) -> Pricing,
+}
+
+impl PlaceOrder<'_> {
+    /// The order this checkout makes of `lines` priced at `pricing`: what
+    /// both stores record and answer with.
+    pub fn order(&self, order_id: i64, lines: &[PriceLine], pricing: Pricing, created_ms: i64) -> Order {
+        Order {
+            order_id,
+            cart_id: self.cart_id.to_string(),
+            lines: lines
+                .iter()
+                .map(|l| OrderLine { sku: l.sku.clone(), qty: l.qty, unit_price_cents: l.unit_price_cents })
+                .collect(),
+            subtotal_cents: pricing.subtotal_cents,
+            discount_cents: pricing.discount_cents,
+            tax_cents: pricing.tax_cents,
+            total_cents: pricing.total_cents,
+            idempotency_key: self.idempotency_key.map(str::to_string),
+            created_ms,
+        }
+    }
 }
 
 pub trait Store: Send + Sync {

@@ -37,7 +37,7 @@ use redis::{Connection, ConnectionLike, ErrorKind, RedisError, RedisResult, Scri
 use serde_json::json;
 
 use super::cpu::PriceLine;
-use super::model::{Audit, Cart, CartLine, CheckoutOutcome, MAX_CART_LINES, Order, OrderLine, Product, ProductPage};
+use super::model::{Audit, Cart, CartLine, CheckoutOutcome, MAX_CART_LINES, Order, Product, ProductPage};
 use super::store::{PlaceOrder, Store, StoreError};
 
 mod audit;
@@ -264,20 +264,7 @@ impl RedisStore {
         lines: &[PriceLine],
         pricing: super::cpu::Pricing,
     ) -> Result<Placed, StoreError> {
-        let order = Order {
-            order_id: 0,
-            cart_id: req.cart_id.to_string(),
-            lines: lines
-                .iter()
-                .map(|l| OrderLine { sku: l.sku.clone(), qty: l.qty, unit_price_cents: l.unit_price_cents })
-                .collect(),
-            subtotal_cents: pricing.subtotal_cents,
-            discount_cents: pricing.discount_cents,
-            tax_cents: pricing.tax_cents,
-            total_cents: pricing.total_cents,
-            idempotency_key: req.idempotency_key.map(str::to_string),
-            created_ms: super::sqlite::now_ms(),
-        };
+        let order = req.order(0, lines, pricing, super::sqlite::now_ms());
         let empty = json!({ "error": format!("cart {:?} is empty (add items before checkout)", req.cart_id) });
         let mut call = self.place_order.prepare_invoke();
         call.key(cart_key(req.cart_id))

@@ -430,20 +430,7 @@ fn decide(tx: &Connection, req: &PlaceOrder<'_>, trust_priced: bool) -> Result<D
         )?;
     }
     exec(tx, "DELETE FROM cart_lines WHERE cart_id = ?1", [req.cart_id])?;
-    let order = Order {
-        order_id,
-        cart_id: req.cart_id.to_string(),
-        lines: lines
-            .iter()
-            .map(|l| OrderLine { sku: l.sku.clone(), qty: l.qty, unit_price_cents: l.unit_price_cents })
-            .collect(),
-        subtotal_cents: pricing.subtotal_cents,
-        discount_cents: pricing.discount_cents,
-        tax_cents: pricing.tax_cents,
-        total_cents: pricing.total_cents,
-        idempotency_key: req.idempotency_key.map(str::to_string),
-        created_ms,
-    };
+    let order = req.order(order_id, &lines, pricing, created_ms);
     let body = serde_json::to_string(&order).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     Ok(Decision { outcome: CheckoutOutcome { status: 201, body, replayed: false }, order: Some(order) })
 }
