@@ -53,26 +53,16 @@ fn rolling_restart_under_load(sig: &str, extra: &[&str]) -> common::Tally {
     tally
 }
 
-fn assert_no_failures(what: &str, tally: &common::Tally) {
-    assert!(
-        tally.failures.is_empty(),
-        "{what}: {} of {} requests failed, e.g. {:#?}",
-        tally.failures.len(),
-        tally.ok + tally.failures.len() as u64,
-        &tally.failures[..tally.failures.len().min(5)]
-    );
-}
-
 #[test]
 fn item1_sigterm_rolling_restart_under_load_drops_nothing() {
     let tally = rolling_restart_under_load("SIGTERM", &[]);
-    assert_no_failures("SIGTERM rolling restart", &tally);
+    tally.assert_no_failures("SIGTERM rolling restart");
 }
 
 #[test]
 fn item1_sighup_rolling_restart_under_load_drops_nothing() {
     let tally = rolling_restart_under_load("SIGHUP", &[]);
-    assert_no_failures("SIGHUP rolling restart", &tally);
+    tally.assert_no_failures("SIGHUP rolling restart");
 }
 
 #[test]
@@ -80,7 +70,7 @@ fn item8_unsafe_drain_makes_the_rolling_restart_check_fail() {
     // The same check as item 1: it must catch a drain that drops connections.
     let tally = rolling_restart_under_load("SIGTERM", &["--unsafe-drain"]);
     assert!(!tally.failures.is_empty(), "an unsafe drain went unnoticed: {} ok, no failures", tally.ok);
-    let result = std::panic::catch_unwind(|| assert_no_failures("unsafe drain", &tally));
+    let result = std::panic::catch_unwind(|| tally.assert_no_failures("unsafe drain"));
     assert!(result.is_err(), "item 1's assertion passed against an unsafe drain");
 }
 

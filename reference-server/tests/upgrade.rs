@@ -29,16 +29,6 @@ fn wait_requests(server: &Server, from: f64, n: f64) {
     }
 }
 
-fn assert_no_failures(what: &str, tally: &common::Tally) {
-    assert!(
-        tally.failures.is_empty(),
-        "{what}: {} of {} requests failed, e.g. {:#?}",
-        tally.failures.len(),
-        tally.ok + tally.failures.len() as u64,
-        &tally.failures[..tally.failures.len().min(5)]
-    );
-}
-
 /// The ready workers' pids, checking they are exactly `n` (wait_ready).
 fn worker_pids(server: &Server, n: usize) -> BTreeSet<i32> {
     server.wait_ready(n).into_iter().map(|(_, pid)| pid).collect()
@@ -132,7 +122,7 @@ fn sigusr2_under_load_hands_over_to_a_new_master_of_the_new_build_without_a_fail
     // Load keeps running on the new master's workers, then stops.
     wait_requests(&server, 0.0, 50.0);
     let tally = traffic.stop();
-    assert_no_failures("SIGUSR2 master upgrade", &tally);
+    tally.assert_no_failures("SIGUSR2 master upgrade");
     let new_ids: BTreeSet<String> = table["workers"].as_array().unwrap().iter().map(|w| w["id"].to_string()).collect();
     assert!(
         !tally.workers.is_disjoint(&new_ids),
@@ -170,7 +160,7 @@ fn a_new_master_that_fails_or_hangs_leaves_the_old_one_serving_and_a_later_upgra
     let served = server.metric_sum("reference_requests_total");
     wait_requests(&server, served, 30.0);
     let tally = traffic.stop();
-    assert_no_failures("an upgrade whose new master exits 1", &tally);
+    tally.assert_no_failures("an upgrade whose new master exits 1");
     assert_eq!(worker_pids(&server, 2), workers, "a failed upgrade changed the workers");
     assert_eq!(server.workers()["master_pid"], master);
     assert_eq!(read_pid(&d.pid_file), master, "a failed upgrade changed the pid file");

@@ -601,6 +601,17 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Fails the test, naming `what` and a few of the failures, if any request failed.
+    pub fn assert_no_failures(&self, what: &str) {
+        assert!(
+            self.failures.is_empty(),
+            "{what}: {} of {} requests failed, e.g. {:#?}",
+            self.failures.len(),
+            self.ok + self.failures.len() as u64,
+            &self.failures[..self.failures.len().min(5)]
+        );
+    }
+
     fn merge(&mut self, o: Tally) {
         self.ok += o.ok;
         self.failures.extend(o.failures);
