@@ -78,13 +78,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
         let worker_id = cli.worker_label(WORKER_ID);
         let identity = Identity { worker_id: worker_id.clone(), pid: std::process::id() };
         let app = routes::app(identity, drain.clone(), shop::router(shop), cli.live_interval);
-        let cfg = ServeConfig {
-            worker_id,
-            keepalive_timeout: cli.keepalive_timeout,
-            body_timeout: cli.body_timeout,
-            unsafe_drain: cli.unsafe_drain,
-            unsafe_close_idle: cli.unsafe_close_idle,
-        };
+        let cfg = ServeConfig::from_cli(cli, worker_id);
         log(&format!(
             "pid {} listening on {public}{}, admin on {admin_addr}, version {} build {}",
             std::process::id(),

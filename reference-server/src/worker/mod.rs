@@ -259,13 +259,7 @@ pub fn run(cli: &Cli, env: WorkerEnv) -> Result<()> {
             }
         });
 
-        let cfg = ServeConfig {
-            worker_id,
-            keepalive_timeout: cli.keepalive_timeout,
-            body_timeout: cli.body_timeout,
-            unsafe_drain: cli.unsafe_drain,
-            unsafe_close_idle: cli.unsafe_close_idle,
-        };
+        let cfg = ServeConfig::from_cli(cli, worker_id);
         let took = serve(source, app, Arc::clone(&shared), cfg, tls, drain).await;
         heartbeat.abort();
         let _ = heartbeat.await;

@@ -157,6 +157,20 @@ pub struct ServeConfig {
     pub unsafe_close_idle: bool,
 }
 
+impl ServeConfig {
+    /// The serving rules the command line sets, for the worker `worker_id`
+    /// (a cluster worker's or the single process's).
+    pub fn from_cli(cli: &crate::cli::Cli, worker_id: String) -> ServeConfig {
+        ServeConfig {
+            worker_id,
+            keepalive_timeout: cli.keepalive_timeout,
+            body_timeout: cli.body_timeout,
+            unsafe_drain: cli.unsafe_drain,
+            unsafe_close_idle: cli.unsafe_close_idle,
+        }
+    }
+}
+
 /// Serve until `drain` is cancelled, then drain. Returns how long the drain
 /// took. With `tls`, every connection is served after its handshake
 /// (`crate::tls::handshake`); the drain rules are the same.
