@@ -169,6 +169,11 @@ pub struct Cli {
     #[arg(long, hide = true)]
     pub unsafe_old_before_new: bool,
 
+    /// TEST ONLY (defect 8): every request leaks memory and a file
+    /// descriptor that nothing frees (what `make soak` must catch).
+    #[arg(long, hide = true)]
+    pub unsafe_leak: bool,
+
     /// TEST ONLY: each worker waits up to this long (spread by its id)
     /// before it serves and says `ready`, so tests can interleave events
     /// with slow starts.

@@ -21,6 +21,7 @@ use serde_json::json;
 
 use crate::host::limits;
 use crate::host::machine::{self, Sampler, SecondSample, TargetPid};
+use crate::host::resources;
 use crate::judge::gates::{self, GateResult, Measured, Noise};
 use crate::judge::summary::{self, Summary};
 use crate::record::events::{EVENTS_FILE, EventLog};
@@ -161,6 +162,9 @@ pub struct Executed {
     pub traffic_peak_rss_mb: Option<f64>,
     /// What the machine did, second by second, while the traffic ran.
     pub machine: Vec<SecondSample>,
+    /// Memory and descriptors of the harness and the target, every `resources_every`.
+    pub resources: Vec<resources::Sample>,
+    pub resources_every: Duration,
 }
 
 /// This process's peak resident set so far (VmHWM, MiB); None off Linux.
@@ -187,6 +191,8 @@ pub async fn execute(p: &Prepared, side: Vec<SideTask>, live: Arc<Live>) -> Resu
         }),
     );
     let sampler = Sampler::start(p.target_pid.clone(), events.start(), Duration::from_secs(1));
+    let resources_every = resources::period_for(p.schedule.duration);
+    let resource_sampler = resources::Sampler::start(p.target_pid.clone(), events.start(), resources_every);
     let side: Vec<_> = side.into_iter().map(|t| tokio::spawn(t(events.clone(), live.clone()))).collect();
     let progress = p.progress.then(|| crate::traffic::progress::spawn(live.snapshot.clone(), Duration::from_secs(5)));
     let outcome = engine::run(
@@ -200,6 +206,7 @@ pub async fn execute(p: &Prepared, side: Vec<SideTask>, live: Arc<Live>) -> Resu
     )
     .await;
     let machine = sampler.finish();
+    let resources = resource_sampler.finish();
     if let Some(h) = progress {
         h.abort();
         crate::traffic::progress::finish();
@@ -239,6 +246,8 @@ pub async fn execute(p: &Prepared, side: Vec<SideTask>, live: Arc<Live>) -> Resu
         chaos: Default::default(),
         traffic_peak_rss_mb,
         machine,
+        resources,
+        resources_every,
     })
 }
 
@@ -277,6 +286,9 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
         },
     );
     gate_results.append(&mut ex.extra_gates);
+    resources::write_csv(&p.dir, &ex.resources).map_err(out_err(&p.dir))?;
+    let resource_use = resources::summarize(&ex.resources, ex.resources_every);
+    gate_results.extend(crate::judge::resources::evaluate(&p.scenario.gates, &resource_use));
     let valid = problems.is_empty();
     let schedule_slip = summary::slip(rec);
     let slip_by_second = rec.series().iter().map(|r| (r.t_s, r.slip_max_ms)).collect();
@@ -325,6 +337,7 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
         latency: summary::latency(rec),
         schedule_slip,
         environment: Some(environment),
+        resources: Some(resource_use),
         gates: gate_results,
         files: summary::Files {
             ledger: LEDGER_FILE.into(),

@@ -235,8 +235,7 @@ mod tests {
                 LatencyGate { step: Some("never".into()), percentile: 50.0, max: Duration::from_millis(5) },
             ],
             audit_must_pass: true,
-            max_affinity_breaks: None,
-            max_first_attempt_failures_outside_faults: None,
+            ..Gates::default()
         }
     }
 
@@ -284,8 +283,7 @@ mod tests {
             min_throughput_rps: None,
             latency: vec![],
             audit_must_pass: true,
-            max_affinity_breaks: None,
-            max_first_attempt_failures_outside_faults: None,
+            ..Gates::default()
         };
         let m = Measured { totals: &totals, recorder: &rec, goodput_rps: 0.0, audit: None, audit_configured: true };
         let r = evaluate(&g, &m);
@@ -335,8 +333,7 @@ mod tests {
             min_throughput_rps: Some(1.0),
             latency: vec![],
             audit_must_pass: false,
-            max_affinity_breaks: None,
-            max_first_attempt_failures_outside_faults: None,
+            ..Gates::default()
         };
         let totals = Totals {
             dropped: 4,

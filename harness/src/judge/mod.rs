@@ -14,6 +14,7 @@ pub mod baseline;
 pub mod budgets;
 pub mod gates;
 pub mod hosts;
+pub mod resources;
 pub mod summary;
 pub mod verdict;
 pub mod versus;

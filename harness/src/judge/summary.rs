@@ -48,6 +48,11 @@ pub struct Summary {
     /// null in summaries written before it was measured.
     #[serde(default)]
     pub environment: Option<Assessment>,
+    /// Memory and open descriptors of the harness and the target over the
+    /// run (host/resources.rs, samples in `resources.csv`); null in
+    /// summaries written before they were sampled.
+    #[serde(default)]
+    pub resources: Option<crate::host::resources::Resources>,
     pub gates: Vec<GateResult>,
     pub files: Files,
     /// One row per second of the run.

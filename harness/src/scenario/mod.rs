@@ -306,7 +306,7 @@ impl Default for Environment {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Gates {
     pub max_dropped: Option<u64>,
     pub max_first_attempt_failures: Option<u64>,
@@ -321,6 +321,12 @@ pub struct Gates {
     /// failure nobody injected is a bug in the server or the harness
     /// (`budgets`). None = not gated.
     pub max_first_attempt_failures_outside_faults: Option<u64>,
+    /// Most the target's resident memory may grow, MiB per hour, by the
+    /// slope through the run's samples (host/resources.rs; a soak). None =
+    /// not gated.
+    pub max_server_rss_growth_mib_per_hour: Option<f64>,
+    /// Most the target's open file descriptors may grow per hour, likewise.
+    pub max_server_fd_growth_per_hour: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -236,6 +236,10 @@ pub(crate) struct RawGates {
     pub max_affinity_breaks: Option<u64>,
     #[serde(default)]
     pub max_first_attempt_failures_outside_faults: Option<u64>,
+    #[serde(default)]
+    pub max_server_rss_growth_mib_per_hour: Option<f64>,
+    #[serde(default)]
+    pub max_server_fd_growth_per_hour: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -421,15 +421,7 @@ fn audit(v: &mut V, raw: &RawScenario, step_names: &BTreeMap<String, String>) ->
 /// `gates`: the limits the run is judged by.
 fn gates(v: &mut V, raw: &RawScenario, step_names: &BTreeMap<String, String>, has_audit: bool) -> Gates {
     match &raw.gates {
-        None => Gates {
-            max_dropped: None,
-            max_first_attempt_failures: None,
-            min_throughput_rps: None,
-            latency: Vec::new(),
-            audit_must_pass: has_audit,
-            max_affinity_breaks: None,
-            max_first_attempt_failures_outside_faults: None,
-        },
+        None => Gates { audit_must_pass: has_audit, ..Gates::default() },
         Some(g) => {
             if let Some(r) = g.min_throughput_rps
                 && !(r.is_finite() && r >= 0.0)
@@ -454,6 +446,16 @@ fn gates(v: &mut V, raw: &RawScenario, step_names: &BTreeMap<String, String>, ha
                 v.positive(&format!("{p}.max"), lg.max.0);
                 latency.push(LatencyGate { step: lg.step.clone(), percentile: lg.percentile, max: lg.max.0 });
             }
+            for (name, value) in [
+                ("max_server_rss_growth_mib_per_hour", g.max_server_rss_growth_mib_per_hour),
+                ("max_server_fd_growth_per_hour", g.max_server_fd_growth_per_hour),
+            ] {
+                if let Some(x) = value
+                    && !(x.is_finite() && x >= 0.0)
+                {
+                    v.err(format!("gates.{name}"), format!("{x} is not a growth per hour (a number >= 0)"));
+                }
+            }
             let audit_must_pass = g.audit_must_pass.unwrap_or(has_audit);
             if audit_must_pass && !has_audit {
                 v.err("gates.audit_must_pass", "is true but the scenario has no audit section");
@@ -466,6 +468,8 @@ fn gates(v: &mut V, raw: &RawScenario, step_names: &BTreeMap<String, String>, ha
                 audit_must_pass,
                 max_affinity_breaks: g.max_affinity_breaks,
                 max_first_attempt_failures_outside_faults: g.max_first_attempt_failures_outside_faults,
+                max_server_rss_growth_mib_per_hour: g.max_server_rss_growth_mib_per_hour,
+                max_server_fd_growth_per_hour: g.max_server_fd_growth_per_hour,
             }
         }
     }
