@@ -62,15 +62,17 @@ fn page_is_self_contained_with_every_chart() {
     let html = report::html::render(&data).unwrap();
     assert!(html.starts_with("<!DOCTYPE html>"));
     assert_eq!(external_references(&html), Vec::<String>::new());
-    // 4 time charts per run + the spectrum.
-    assert_eq!(html.matches("<svg").count(), 4 * data.runs.len() + 1);
-    assert_eq!(html.matches("</svg>").count(), 4 * data.runs.len() + 1);
+    // 4 time charts per run, memory and descriptors per run, the spectrum.
+    assert_eq!(html.matches("<svg").count(), 6 * data.runs.len() + 1);
+    assert_eq!(html.matches("</svg>").count(), 6 * data.runs.len() + 1);
     for must in [
         "id=\"verdict\"",
         "id=\"key-numbers\"",
         "id=\"spectrum\"",
         "Latency by percentile",
         "Per endpoint",
+        "Memory and file descriptors",
+        "MiB/h, bound 50 MiB/h",
         "Faults",
         "Audit",
         "schedule slip",
@@ -81,11 +83,11 @@ fn page_is_self_contained_with_every_chart() {
     ] {
         assert!(html.contains(must), "page lacks {must:?}");
     }
-    // Every fault is named on its run's time charts (4 charts each).
+    // Every fault is named on its run's time charts (6 charts each).
     for run in &data.runs {
         for f in &run.faults {
             let label = format!("\n{}\n</text>", f.name);
-            assert_eq!(html.matches(&label).count(), 4, "fault {} not marked on every chart of {}", f.name, run.label);
+            assert_eq!(html.matches(&label).count(), 6, "fault {} not marked on every chart of {}", f.name, run.label);
         }
     }
 }
@@ -188,8 +190,10 @@ fn runs_without_data_still_render() {
         run.endpoints.clear();
         run.faults.clear();
         run.audit = None;
+        run.resources = None;
     }
     let html = report::html::render(&data).unwrap();
+    assert!(!html.contains("Memory and file descriptors"), "no samples, no section");
     assert!(html.contains("UNKNOWN: no gates were checked"));
     assert!(html.contains("no failed attempts"));
     assert!(html.contains("no ok requests recorded"));

@@ -136,6 +136,13 @@ fn run_folder_becomes_report_data() {
     assert!(run.seconds.iter().any(|s| s.p99_ms.is_some() && s.failed_ms.is_some()));
     assert!(!run.spectrum.is_empty());
     assert!(run.faults.is_empty());
+    // Memory and descriptors: the harness sampled itself; the target was
+    // not the harness's to read (no launch), so it has no line.
+    let res = run.resources.as_ref().expect("resources from summary.json and resources.csv");
+    assert!(
+        res.samples.len() >= 2 && res.samples.iter().all(|p| p.harness_rss_mib > 0.0 && p.server_rss_mib.is_none())
+    );
+    assert!(res.summary.harness.is_some() && res.summary.server.is_none());
 
     let verdict = summary.gate_rows("loopback");
     assert_eq!(verdict[0].status, Status::Pass, "{:?}", verdict[0]);

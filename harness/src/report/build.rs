@@ -175,6 +175,7 @@ pub fn run(label: &str, target: &str, s: &Summary, requests: &[StepRequest], aud
         slip: slip(&s.schedule_slip),
         totals: totals(s),
         machine: None,
+        resources: None,
     }
 }
 

@@ -130,9 +130,9 @@ pub fn fmt_percentile(p: f64) -> String {
     format!("{s}%")
 }
 
-type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+pub(super) type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 
-fn svg_chart(size: (u32, u32), draw: impl FnOnce(&Area<'_>) -> Result<()>) -> Result<String> {
+pub(super) fn svg_chart(size: (u32, u32), draw: impl FnOnce(&Area<'_>) -> Result<()>) -> Result<String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
@@ -213,7 +213,7 @@ where
 }
 
 /// Fault names just above the plotting area, in two staggered rows so neighbours do not overlap.
-fn label_faults<Y: Ranged<ValueType = f64>>(
+pub(super) fn label_faults<Y: Ranged<ValueType = f64>>(
     root: &Area<'_>,
     chart: &ChartContext<'_, SVGBackend<'_>, Cartesian2d<RangedCoordf64, Y>>,
     faults: &[FaultRow],
@@ -230,7 +230,7 @@ fn label_faults<Y: Ranged<ValueType = f64>>(
 }
 
 /// The series' legend box at `position`, on a translucent white background.
-fn legend<'a, 'b: 'a, CT: CoordTranslate>(
+pub(super) fn legend<'a, 'b: 'a, CT: CoordTranslate>(
     chart: &mut ChartContext<'a, SVGBackend<'b>, CT>,
     position: SeriesLabelPosition,
     font_size: u32,
@@ -334,11 +334,11 @@ struct Layer {
     value: Box<dyn Fn(&SecondPoint) -> u64>,
 }
 
-type LinearTimeChart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+pub(super) type LinearTimeChart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
 /// A time chart with a linear y axis from 0 to `y_max`: axes drawn, fault
 /// windows shaded. `what` names the chart in errors.
-fn linear_time_chart<'a, 'b>(
+pub(super) fn linear_time_chart<'a, 'b>(
     root: &'a Area<'b>,
     run: &RunData,
     axes: &TimeAxes,

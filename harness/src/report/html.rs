@@ -78,6 +78,7 @@ pub fn render(data: &ReportData) -> Result<String> {
                 }
                 (key_numbers(&data.runs))
                 (chart_sections(&data.runs, &charts))
+                (super::resources::section(&data.runs, &charts::TimeAxes::for_runs(&data.runs))?)
                 (endpoint_tables(&data.runs))
                 (host_tables(&data.runs))
                 (fault_tables(&data.runs))

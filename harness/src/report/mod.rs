@@ -11,6 +11,7 @@ pub mod charts;
 pub mod html;
 pub mod junit;
 pub mod model;
+pub mod resources;
 pub mod rundir;
 pub mod single;
 

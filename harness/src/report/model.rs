@@ -115,6 +115,10 @@ pub struct RunData {
     /// before it was measured.
     #[serde(default)]
     pub machine: Option<MachineData>,
+    /// Memory and descriptors of the target and the harness (resources.rs);
+    /// None for runs recorded before they were sampled.
+    #[serde(default)]
+    pub resources: Option<super::resources::ResourceData>,
 }
 
 /// What else the machine did during a run (machine.rs): the band on the

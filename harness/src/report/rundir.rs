@@ -13,8 +13,10 @@ use anyhow::{Result, anyhow};
 
 use super::build::{self, StepRequest};
 use super::model::{MachineData, RunData};
-use crate::host::machine;
+use super::resources::{ResourceData, ResourcePoint};
+use crate::host::{machine, resources};
 use crate::judge::audit::AuditReport;
+use crate::judge::resources as judge_resources;
 use crate::judge::summary::{self, SUMMARY_FILE, Summary};
 
 /// What the run folder does not say.
@@ -37,5 +39,15 @@ pub fn run_from_dir(dir: &Path, o: &RunDirOptions<'_>) -> Result<(RunData, Summa
         other_work: machine::read_csv(dir).into_iter().map(|(_, share)| share).collect(),
         assessment,
     });
-    Ok((RunData { machine, ..run }, summary))
+    let resources = summary.resources.clone().map(|r| ResourceData {
+        samples: resources::read_csv(dir).iter().map(ResourcePoint::from_sample).collect(),
+        summary: r,
+        rss_limit: gate_limit(&summary, judge_resources::RSS_GATE),
+        fds_limit: gate_limit(&summary, judge_resources::FDS_GATE),
+    });
+    Ok((RunData { machine, resources, ..run }, summary))
+}
+
+fn gate_limit(s: &Summary, name: &str) -> Option<f64> {
+    s.gates.iter().find(|g| g.name == name).map(|g| g.limit)
 }

@@ -249,5 +249,25 @@ fn run(
         slip: Slip { p99_ms: 0.4, max_ms: 3.1, harness_bottleneck: false, detail: "sender kept up".into() },
         totals,
         machine: None,
+        resources: Some(demo_resources(f64::from(seconds))),
+    }
+}
+
+/// A flat target (workers replaced by the faults: a saw-tooth) and a
+/// harness whose memory follows the load, one sample every 3 s.
+fn demo_resources(duration_s: f64) -> harness::report::resources::ResourceData {
+    use harness::host::resources::{self, Sample, Usage};
+    let samples: Vec<Sample> = (0..=(duration_s / 3.0) as u64)
+        .map(|i| Sample {
+            t_s: i as f64 * 3.0,
+            harness: Usage { rss_kib: 40_000 + (i % 7) * 2_000, fds: 300 + (i % 5) * 20, processes: 1 },
+            server: Some(Usage { rss_kib: 90_000 + (i % 6) * 6_000, fds: 120 + (i % 6) * 10, processes: 5 }),
+        })
+        .collect();
+    harness::report::resources::ResourceData {
+        samples: samples.iter().map(harness::report::resources::ResourcePoint::from_sample).collect(),
+        summary: resources::summarize(&samples, std::time::Duration::from_secs(3)),
+        rss_limit: Some(50.0),
+        fds_limit: Some(100.0),
     }
 }
