@@ -67,7 +67,8 @@ pub fn chart(run: &RunData, axes: &TimeAxes, memory: bool) -> Result<String> {
     let (what, unit) = if memory { ("memory", "MiB resident") } else { ("descriptors", "open files") };
     charts::svg_chart(TIME_CHART, |root| {
         let mut chart = charts::linear_time_chart(root, run, axes, what, unit, top)?;
-        let lines: [(&str, RGBColor, Vec<(f64, f64)>); 2] = [
+        type Line<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
+        let lines: [Line<'_>; 2] = [
             (
                 "server (all its processes)",
                 SERVER,
@@ -161,7 +162,7 @@ mod tests {
 
     #[test]
     fn slope_text_says_the_bound_and_the_missing() {
-        assert_eq!(slope_text(Some(3.14), "MiB/h", Some(50.0)), "+3.1 MiB/h, bound 50 MiB/h");
+        assert_eq!(slope_text(Some(3.04), "MiB/h", Some(50.0)), "+3.0 MiB/h, bound 50 MiB/h");
         assert_eq!(slope_text(Some(-2.0), "/h", None), "-2.0 /h");
         assert!(slope_text(None, "/h", None).starts_with("no slope"));
     }
