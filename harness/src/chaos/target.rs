@@ -127,10 +127,17 @@ pub async fn resolve(url: &str) -> Result<Resolved, GetError> {
     Ok(Resolved { addr, host: u.authority, path: u.path })
 }
 
+/// Largest answer of the target's admin side (the audit): 1 GiB, about
+/// four million orders.
+pub const MAX_ADMIN_RESPONSE_BYTES: usize = 1 << 30;
+
 /// One GET with a deadline, on a fresh connection.
 pub async fn http_get(url: &str, timeout: Duration, keep_body: bool) -> Result<GetResponse, GetError> {
     let Resolved { addr, host, path } = resolve(url).await?;
-    let connector = Connector::new(addr, host, Vec::new());
+    let mut connector = Connector::new(addr, host, Vec::new());
+    // The audit lists every order: a soak's hundreds of thousands of orders
+    // outgrow the 64 MiB a shopper's response may have.
+    connector.max_response_bytes = MAX_ADMIN_RESPONSE_BYTES;
     let req = Request { method: "GET", path: &path, headers: &[], body: None };
     let mut slot = None;
     let mut scratch = Vec::new();

@@ -41,11 +41,13 @@ pub struct Connector {
     /// ephemeral ports are not enough.
     pub sources: Vec<IpAddr>,
     next_source: AtomicUsize,
+    /// Largest response accepted ([`MAX_RESPONSE_BYTES`] for shoppers).
+    pub max_response_bytes: usize,
 }
 
 impl Connector {
     pub fn new(addr: SocketAddr, host: String, sources: Vec<IpAddr>) -> Self {
-        Connector { addr, host, sources, next_source: AtomicUsize::new(0) }
+        Connector { addr, host, sources, next_source: AtomicUsize::new(0), max_response_bytes: MAX_RESPONSE_BYTES }
     }
 
     /// `source`: bind this address (a shopper's own, see [`send_from`]);
@@ -77,6 +79,8 @@ pub struct Conn {
     pub last_used: Instant,
     /// Requests completed on this connection.
     pub served: u32,
+    /// The connector's `max_response_bytes`.
+    limit: usize,
 }
 
 impl Conn {
@@ -244,7 +248,7 @@ async fn send_head(
         Some(c) => c,
         None => {
             let stream = connector.connect(source).await.map_err(|e| connect_failure(&e))?;
-            Conn { stream, buf: Vec::new(), last_used: Instant::now(), served: 0 }
+            Conn { stream, buf: Vec::new(), last_used: Instant::now(), served: 0, limit: connector.max_response_bytes }
         }
     };
     *phase = Phase::Send;
@@ -306,7 +310,7 @@ fn encode(req: &Request<'_>, host: &str, out: &mut Vec<u8>) {
 
 /// Reads more bytes into `conn.buf`. `Ok(0)` is end of stream.
 async fn fill(conn: &mut Conn) -> io::Result<usize> {
-    if conn.buf.len() >= MAX_RESPONSE_BYTES {
+    if conn.buf.len() >= conn.limit {
         return Err(io::Error::other("response larger than the client accepts"));
     }
     if conn.buf.capacity() - conn.buf.len() < 2048 {
@@ -434,7 +438,7 @@ async fn read_body(
     let body: Option<Vec<u8>> = match head.body {
         BodyKind::None => keep_body.then(Vec::new),
         BodyKind::Length(n) => {
-            if n > MAX_RESPONSE_BYTES {
+            if n > conn.limit {
                 return Err(fail(FailureClass::ProtocolError, format!("content-length {n} too large")));
             }
             while conn.buf.len() < pos + n {

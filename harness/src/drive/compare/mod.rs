@@ -81,6 +81,11 @@ pub struct CompareArgs {
     /// the peak to 1.5x that (within the cluster's expected capacity).
     #[arg(long)]
     pub calibrate: bool,
+    /// Calibrate (as --calibrate), write OUT/calibration.json with both
+    /// capacities and stop without playing the scenario: how `make soak`
+    /// sizes its load to this machine.
+    #[arg(long, conflicts_with_all = ["rate_scale", "baseline"])]
+    pub calibrate_only: bool,
     /// A previous summary.json (of `harness compare` or `harness run`) to
     /// compare the cluster run against: fails when dropped requests increased
     /// or the chosen percentile regressed by more than --max-regression.
@@ -499,7 +504,7 @@ fn main_inner(a: CompareArgs) -> Result<i32> {
     let s = crate::scenario::load(&a.scenario).map_err(|e| anyhow!("{e}"))?;
     let exe = std::env::current_exe().context("locating the harness binary")?;
     let server_bin = exe.parent().map(|d| d.join(SERVER_BIN)).unwrap_or_else(|| PathBuf::from(SERVER_BIN));
-    let scaling = match (a.calibrate, a.rate_scale) {
+    let scaling = match (a.calibrate || a.calibrate_only, a.rate_scale) {
         (true, _) => Scaling::Calibrate,
         (false, Some(x)) => Scaling::Fixed(x),
         (false, None) => Scaling::AsWritten,
@@ -523,6 +528,17 @@ fn main_inner(a: CompareArgs) -> Result<i32> {
         progress: !a.quiet,
         description: description_of(&a.scenario),
     };
+    if a.calibrate_only {
+        check_options(&o)?;
+        let c = calibrate_scale(&s, &o)?;
+        std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
+        let path = o.out.join("calibration.json");
+        crate::judge::summary::write_atomically(&path, serde_json::to_string_pretty(&c)?.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("{}", c.describe());
+        println!("calibration: {}", path.display());
+        return Ok(crate::judge::verdict::EXIT_PASS);
+    }
     let out = run(s, &o)?;
     let sum = &out.summary;
     for g in &sum.gates {
