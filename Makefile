@@ -2,7 +2,7 @@
 # the rest are building blocks.
 CARGO ?= cargo
 
-.PHONY: all deps build release test fmt-check clippy unit blackfriday selfcheck fleet fleet-selftest bench bench-cluster bench-harness bench-shop bench-sticky clean
+.PHONY: all deps build release test fmt-check clippy unit blackfriday selfcheck fleet fleet-selftest soak bench bench-cluster bench-harness bench-shop bench-sticky clean
 
 all: build
 
@@ -50,6 +50,12 @@ fleet: release
 # comes back) on the same fleet, without traffic; about 15 s.
 fleet-selftest: release
 	./scripts/fleet.sh --selftest
+
+# 30 minutes of the Black Friday mix at 60% of the cluster's capacity with a
+# fault every minute; memory and descriptors of the harness and the server
+# must stay flat (scripts/soak.sh, docs/PERFORMANCE.md "Soak"). Not in CI.
+soak: release
+	./scripts/soak.sh
 
 bench: bench-cluster bench-shop bench-harness bench-sticky
 

@@ -287,7 +287,7 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
     );
     gate_results.append(&mut ex.extra_gates);
     resources::write_csv(&p.dir, &ex.resources).map_err(out_err(&p.dir))?;
-    let resource_use = resources::summarize(&ex.resources, ex.resources_every);
+    let resource_use = resources::summarize(&ex.resources, ex.resources_every, p.schedule.duration);
     gate_results.extend(crate::judge::resources::evaluate(&p.scenario.gates, &resource_use));
     let valid = problems.is_empty();
     let schedule_slip = summary::slip(rec);

@@ -180,7 +180,8 @@ pub fn read_csv(dir: &Path) -> Vec<Sample> {
 /// One side's resource use over a run, for summary.json.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Trend {
-    /// Samples the slope was fitted through (after the warm-up).
+    /// Samples the slope was fitted through (after the warm-up, while
+    /// shoppers arrived).
     pub samples: usize,
     /// The first sample the slope uses, seconds since run start.
     pub from_s: f64,
@@ -209,12 +210,17 @@ pub struct Resources {
     pub server: Option<Trend>,
 }
 
-/// The trend of one side's samples (`(t_s, usage)`), warm-up left out.
-pub fn trend(points: &[(f64, Usage)]) -> Option<Trend> {
-    let (first, last) = (points.first()?, points.last()?);
+/// The trend of one side's samples (`(t_s, usage)`) while shoppers
+/// arrived (up to `until_s`), warm-up left out. After the arrivals the load
+/// winds down and the pool closes its connections: that fall is the end of
+/// the run, not a trend, and would hide a leak's growth.
+pub fn trend(points: &[(f64, Usage)], until_s: f64) -> Option<Trend> {
+    let first = points.first()?;
+    let within: Vec<&(f64, Usage)> = points.iter().filter(|(t, _)| *t <= until_s).collect();
+    let last = *within.last().unwrap_or(&first);
     let span = last.0 - first.0;
     let from = first.0 + span * WARMUP_SHARE;
-    let kept: Vec<&(f64, Usage)> = points.iter().filter(|(t, _)| *t >= from).collect();
+    let kept: Vec<&(f64, Usage)> = within.into_iter().filter(|(t, _)| *t >= from).collect();
     let mib = |kib: u64| round3(kib as f64 / 1024.0);
     let fit = |f: &dyn Fn(&Usage) -> f64| -> Option<f64> {
         (kept.len() >= MIN_SAMPLES)
@@ -236,11 +242,16 @@ pub fn trend(points: &[(f64, Usage)]) -> Option<Trend> {
     })
 }
 
-/// Both sides' trends from the samples.
-pub fn summarize(samples: &[Sample], interval: Duration) -> Resources {
+/// Both sides' trends from the samples; `arrivals`: how long shoppers arrived.
+pub fn summarize(samples: &[Sample], interval: Duration, arrivals: Duration) -> Resources {
+    let until = arrivals.as_secs_f64();
     let harness: Vec<(f64, Usage)> = samples.iter().map(|s| (s.t_s, s.harness)).collect();
     let server: Vec<(f64, Usage)> = samples.iter().filter_map(|s| s.server.map(|u| (s.t_s, u))).collect();
-    Resources { interval_s: round3(interval.as_secs_f64()), harness: trend(&harness), server: trend(&server) }
+    Resources {
+        interval_s: round3(interval.as_secs_f64()),
+        harness: trend(&harness, until),
+        server: trend(&server, until),
+    }
 }
 
 /// Ordinary least squares slope of y over x; None when x does not vary.
@@ -287,7 +298,7 @@ mod tests {
         for i in 1..=100 {
             points.push((i as f64, u(100 * 1024 + i * 1024 / 10, 50 + i / 10)));
         }
-        let t = trend(&points).unwrap();
+        let t = trend(&points, 100.0).unwrap();
         assert_eq!(t.from_s, 10.0);
         assert_eq!(t.samples, 91);
         assert!((t.rss_slope_mib_per_hour.unwrap() - 360.0).abs() < 5.0, "{t:?}");
@@ -297,11 +308,22 @@ mod tests {
     }
 
     #[test]
+    fn the_wind_down_after_the_arrivals_is_not_part_of_the_trend() {
+        // One descriptor a second while shoppers arrive (60 s), then the
+        // pool closes 300 connections: still +3600/h.
+        let mut points: Vec<(f64, Usage)> = (0..=60).map(|i| (i as f64, u(1024, 400 + i))).collect();
+        points.push((65.0, u(1024, 160)));
+        let t = trend(&points, 60.0).unwrap();
+        assert!((t.fds_slope_per_hour.unwrap() - 3600.0).abs() < 1.0, "{t:?}");
+        assert_eq!((t.fds_last, t.fds_max), (460, 460));
+    }
+
+    #[test]
     fn too_few_samples_have_no_slope() {
         let points: Vec<(f64, Usage)> = (0..4).map(|i| (i as f64, u(1024, 3))).collect();
-        let t = trend(&points).unwrap();
+        let t = trend(&points, 10.0).unwrap();
         assert_eq!((t.rss_slope_mib_per_hour, t.fds_slope_per_hour), (None, None));
-        assert!(trend(&[]).is_none());
+        assert!(trend(&[], 1.0).is_none());
     }
 
     #[test]

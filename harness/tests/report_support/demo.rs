@@ -266,7 +266,11 @@ fn demo_resources(duration_s: f64) -> harness::report::resources::ResourceData {
         .collect();
     harness::report::resources::ResourceData {
         samples: samples.iter().map(harness::report::resources::ResourcePoint::from_sample).collect(),
-        summary: resources::summarize(&samples, std::time::Duration::from_secs(3)),
+        summary: resources::summarize(
+            &samples,
+            std::time::Duration::from_secs(3),
+            std::time::Duration::from_secs_f64(duration_s),
+        ),
         rss_limit: Some(50.0),
         fds_limit: Some(100.0),
     }
