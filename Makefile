@@ -2,7 +2,7 @@
 # the rest are building blocks.
 CARGO ?= cargo
 
-.PHONY: all deps build release test fmt-check clippy unit blackfriday selfcheck fleet fleet-selftest bench bench-cluster bench-harness bench-shop bench-sticky clean
+.PHONY: all deps build release test fmt-check clippy unit blackfriday selfcheck fleet fleet-selftest k8s-render bench bench-cluster bench-harness bench-shop bench-sticky clean
 
 all: build
 
@@ -50,6 +50,16 @@ fleet: release
 # comes back) on the same fleet, without traffic; about 15 s.
 fleet-selftest: release
 	./scripts/fleet.sh --selftest
+
+# The Kubernetes manifests of a sharded run (deploy/k8s/README.md), rendered offline into
+# reports/k8s-render/ for reading or `kubectl apply -f`; no cluster, no kubectl needed.
+# scripts/k8s-run.sh without --render-only also applies them, waits, merges and copies
+# the report out.
+K8S_SHARDS ?= 3
+K8S_NAMESPACE ?= harness
+K8S_IMAGE ?= harness:dev
+k8s-render:
+	./scripts/k8s-run.sh --render-only reports/k8s-render deploy/k8s/overlays/example/scenario.json $(K8S_SHARDS) $(K8S_NAMESPACE) $(K8S_IMAGE)
 
 bench: bench-cluster bench-shop bench-harness bench-sticky
 
