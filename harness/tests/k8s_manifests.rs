@@ -678,3 +678,126 @@ fn rendering_is_deterministic_and_bad_input_is_named() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("unknown key STORAGE_CLAS"), "{stderr}");
 }
+
+/// One `FROM ... AS name` stage of a Dockerfile: its base and its instructions, with
+/// continuation lines joined and comments dropped.
+struct Stage {
+    name: String,
+    from: String,
+    lines: Vec<String>,
+}
+
+fn stages(dockerfile: &str) -> Vec<Stage> {
+    let mut joined = Vec::new();
+    let mut current = String::new();
+    for line in dockerfile.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || (line.is_empty() && current.is_empty()) {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(head) => current.push_str(head),
+            None => {
+                current.push_str(line);
+                joined.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    let mut stages: Vec<Stage> = Vec::new();
+    for line in joined {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["FROM", from, as_, name] if as_.eq_ignore_ascii_case("as") => {
+                stages.push(Stage { name: (*name).to_owned(), from: (*from).to_owned(), lines: Vec::new() })
+            }
+            ["FROM", from] => stages.push(Stage { name: String::new(), from: (*from).to_owned(), lines: Vec::new() }),
+            _ => {
+                if let Some(stage) = stages.last_mut() {
+                    stage.lines.push(line);
+                }
+            }
+        }
+    }
+    stages
+}
+
+/// The essentials of deploy/k8s/Dockerfile: multi-stage, both binaries built with the lock
+/// file and copied into a slim runtime with CA certificates, a non-root user in every
+/// image the manifests run, kubectl pinned in the chaos image.
+fn check_dockerfile(text: &str) -> Result<(), String> {
+    let stages = stages(text);
+    let stage = |name: &str| stages.iter().find(|s| s.name == name).ok_or(format!("no stage {name}"));
+    let has = |s: &Stage, words: &[&str]| s.lines.iter().any(|l| words.iter().all(|w| l.contains(w)));
+    let build = stages.iter().find(|s| s.from.starts_with("rust:")).ok_or("no rust builder stage")?;
+    if !build.from.ends_with("-bookworm") {
+        return Err(format!("builder {} is not on bookworm (the runtime's glibc)", build.from));
+    }
+    if !has(build, &["cargo build", "--release", "--locked", "--bin harness", "--bin reference-server"]) {
+        return Err("the builder does not build both binaries with --release --locked".into());
+    }
+    let runtime = stage("runtime")?;
+    if runtime.from != "debian:bookworm-slim" {
+        return Err(format!("runtime is FROM {}, not debian:bookworm-slim", runtime.from));
+    }
+    if !has(runtime, &["apt-get install", "ca-certificates"]) {
+        return Err("runtime has no ca-certificates".into());
+    }
+    for bin in ["harness", "reference-server"] {
+        let from = format!("--from={}", build.name);
+        let src = format!("/target/release/{bin} ");
+        if !has(runtime, &["COPY", &from, &src, &format!("/usr/local/bin/{bin}")]) {
+            return Err(format!("runtime does not copy {bin} from {} to /usr/local/bin", build.name));
+        }
+    }
+    if !has(runtime, &["COPY scenarios "]) {
+        return Err("runtime has no scenarios".into());
+    }
+    let chaos = stage("chaos")?;
+    if chaos.from != "runtime" || !has(chaos, &["COPY", "kubectl", "/usr/local/bin/kubectl"]) {
+        return Err("chaos is not the runtime plus kubectl".into());
+    }
+    let kubectl = stage("kubectl")?;
+    let pinned = kubectl.lines.iter().any(|l| {
+        l.strip_prefix("ARG KUBECTL_VERSION=v").is_some_and(|v| {
+            v.split('.').count() == 3 && v.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        })
+    });
+    if !pinned || !has(kubectl, &["sha256sum --check"]) {
+        return Err("kubectl is not a pinned, checksum-verified release".into());
+    }
+    for s in [runtime, chaos] {
+        let user = s.lines.iter().rev().find_map(|l| l.strip_prefix("USER ")).or_else(|| {
+            // A stage built FROM another inherits its USER.
+            (s.from == "runtime").then(|| runtime.lines.iter().rev().find_map(|l| l.strip_prefix("USER ")))?
+        });
+        let uid = user.and_then(|u| u.split(':').next()).unwrap_or("root");
+        if uid != "10001" {
+            return Err(format!("stage {} runs as {uid}, not 10001 (the manifests' runAsUser)", s.name));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_dockerfile_has_its_essentials() {
+    let text = std::fs::read_to_string(repo().join("deploy/k8s/Dockerfile")).expect("read deploy/k8s/Dockerfile");
+    check_dockerfile(&text).unwrap_or_else(|e| panic!("deploy/k8s/Dockerfile: {e}"));
+
+    let root = text.replace("USER 10001:10001\nWORKDIR", "USER root\nWORKDIR");
+    assert_ne!(root, text);
+    let err = check_dockerfile(&root).expect_err("a runtime running as root");
+    assert!(err.contains("runs as root"), "{err}");
+    let no_ca = text.replace("ca-certificates \\\n", "tzdata \\\n");
+    assert_ne!(no_ca, text);
+    assert!(check_dockerfile(&no_ca).is_err_and(|e| e.contains("ca-certificates")));
+    let one_bin = text.replace("--bin reference-server", "");
+    assert!(check_dockerfile(&one_bin).is_err());
+    let unpinned = text.replace("ARG KUBECTL_VERSION=v1.33.4", "ARG KUBECTL_VERSION=stable");
+    assert!(check_dockerfile(&unpinned).is_err_and(|e| e.contains("pinned")));
+
+    let ignore = std::fs::read_to_string(repo().join(".dockerignore")).expect("read .dockerignore");
+    let ignored: Vec<&str> = ignore.lines().map(str::trim).collect();
+    assert!(ignored.contains(&"target/") && ignored.contains(&"reports/"), "{ignore}");
+    let readme = std::fs::read_to_string(repo().join("deploy/k8s/README.md")).expect("read deploy/k8s/README.md");
+    assert!(readme.contains("docker build -f deploy/k8s/Dockerfile --target runtime"), "the build line is documented");
+}
