@@ -801,3 +801,73 @@ fn the_dockerfile_has_its_essentials() {
     let readme = std::fs::read_to_string(repo().join("deploy/k8s/README.md")).expect("read deploy/k8s/README.md");
     assert!(readme.contains("docker build -f deploy/k8s/Dockerfile --target runtime"), "the build line is documented");
 }
+
+/// A stand-in for kubectl: logs every call, answers the Job and pod queries the script
+/// makes from FAKE_* variables, and "copies" a report folder.
+const FAKE_KUBECTL: &str = r#"#!/usr/bin/env bash
+echo "$*" >> "$FAKE_LOG"
+[ "$1" = "-n" ] && shift 2
+case "$1 $2" in
+    "get job") case "$5 $3" in
+        *failedIndexes*) echo 1 ;;
+        *-shards) echo "$FAKE_SHARDS" ;;
+        *) echo Complete ;; esac ;;
+    "get pods") echo "$FAKE_MERGE_CODE" ;;
+    "cp "*) mkdir -p "$3" && echo report > "$3/index.html" ;;
+esac
+exit 0
+"#;
+
+/// Runs scripts/k8s-run.sh (not --render-only) against the fake kubectl; returns the exit
+/// code, stderr, the kubectl calls and the report folder.
+fn run_with_fake_kubectl(shards_state: &str, merge_code: &str) -> (i32, String, Vec<String>, tempfile::TempDir) {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = tempfile::tempdir().expect("tempdir");
+    let kubectl = bin.path().join("kubectl");
+    std::fs::write(&kubectl, FAKE_KUBECTL).expect("write fake kubectl");
+    std::fs::set_permissions(&kubectl, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let log = bin.path().join("calls.log");
+    let report = tempfile::tempdir().expect("tempdir");
+    let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap_or_default());
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/k8s-run.sh"))
+        .args(["--run", RUN, "--start-at", START_AT, "--report"])
+        .arg(report.path())
+        .arg(example_scenario())
+        .args(["3", NAMESPACE, IMAGE])
+        .env("PATH", path)
+        .env("FAKE_LOG", &log)
+        .env("FAKE_SHARDS", shards_state)
+        .env("FAKE_MERGE_CODE", merge_code)
+        .output()
+        .expect("run scripts/k8s-run.sh");
+    let calls = std::fs::read_to_string(&log).unwrap_or_default().lines().map(str::to_owned).collect();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned(), calls, report)
+}
+
+#[test]
+fn the_run_script_merges_after_the_jobs_and_exits_with_the_merge_code() {
+    for code in ["0", "1", "2"] {
+        let (exit, stderr, calls, report) = run_with_fake_kubectl("Complete", code);
+        assert_eq!(exit.to_string(), code, "{stderr}\n{calls:#?}");
+        let position = |needle: &str| {
+            calls.iter().position(|c| c.contains(needle)).unwrap_or_else(|| panic!("no call with {needle}: {calls:#?}"))
+        };
+        let applied_jobs = position("30-shards-job.yaml").max(position("50-chaos-job.yaml"));
+        let waited = position(&format!("get job {RUN}-shards")).max(position(&format!("get job {RUN}-chaos")));
+        let merged = position("90-merge-job.yaml");
+        let copied = position(&format!("cp {RUN}-fetch:/results/{RUN}/merged"));
+        assert!(applied_jobs < waited && waited < merged && merged < copied, "{calls:#?}");
+        assert!(report.path().join("merged/index.html").is_file(), "the report is copied out");
+        assert!(report.path().join("manifests/30-shards-job.yaml").is_file(), "the manifests are kept");
+    }
+}
+
+#[test]
+fn the_run_script_never_merges_a_run_with_a_failed_shard() {
+    let (exit, stderr, calls, report) = run_with_fake_kubectl("Failed", "0");
+    assert_eq!(exit, 2, "{stderr}");
+    assert!(stderr.contains("invalid") && stderr.contains("failed indexes: 1"), "{stderr}");
+    assert!(!calls.iter().any(|c| c.contains("90-merge-job.yaml")), "{calls:#?}");
+    assert!(!report.path().join("merged").exists());
+}
