@@ -28,7 +28,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 base="$root/deploy/k8s/base"
 
 die() { echo "k8s-run.sh: $*" >&2; exit 2; }
-usage() { sed -n '5,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '5,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 render_only="" overlay="$root/deploy/k8s/overlays/example" run="" start_at="" chaos_image=""
 report="" wait_timeout=3600
@@ -46,7 +46,7 @@ while [ $# -gt 0 ]; do
         *) break ;;
     esac
 done
-[ $# -ge 4 ] && [ $# -le 5 ] || usage
+if [ $# -lt 4 ] || [ $# -gt 5 ]; then usage; fi
 scenario=$1 shards=$2 namespace=$3 image=$4 delay=${5:-120}
 
 check() { # name value pattern what
@@ -54,6 +54,8 @@ check() { # name value pattern what
 }
 dns_label='^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$'
 [ -f "$scenario" ] || die "SCENARIO: no file '$scenario'"
+# A ConfigMap holds at most 1 MiB (the API server refuses more); leave room for the rest.
+[ "$(wc -c <"$scenario")" -le 1000000 ] || die "SCENARIO: '$scenario' is over 1,000,000 bytes, too big for a ConfigMap"
 check SHARDS "$shards" '^[1-9][0-9]{0,2}$' "a shard count from 1 to 999"
 check NAMESPACE "$namespace" "$dns_label" "a namespace name (DNS label)"
 image_re='^[A-Za-z0-9][A-Za-z0-9._/:@-]*$'
