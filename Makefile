@@ -2,7 +2,7 @@
 # the rest are building blocks.
 CARGO ?= cargo
 
-.PHONY: all deps build release test fmt-check clippy unit blackfriday selfcheck fleet fleet-selftest soak bench bench-cluster bench-harness bench-shop bench-sticky clean
+.PHONY: all deps build release test fmt-check clippy unit blackfriday selfcheck fleet fleet-selftest soak k8s-render bench bench-cluster bench-harness bench-shop bench-sticky clean
 
 all: build
 
@@ -56,6 +56,16 @@ fleet-selftest: release
 # must stay flat (scripts/soak.sh, docs/PERFORMANCE.md "Soak"). Not in CI.
 soak: release
 	./scripts/soak.sh
+
+# The Kubernetes manifests of a sharded run (deploy/k8s/README.md), rendered offline into
+# reports/k8s-render/ for reading or `kubectl apply -f`; no cluster, no kubectl needed.
+# scripts/k8s-run.sh without --render-only also applies them, waits, merges and copies
+# the report out.
+K8S_SHARDS ?= 3
+K8S_NAMESPACE ?= harness
+K8S_IMAGE ?= harness:dev
+k8s-render:
+	./scripts/k8s-run.sh --render-only reports/k8s-render deploy/k8s/overlays/example/scenario.json $(K8S_SHARDS) $(K8S_NAMESPACE) $(K8S_IMAGE)
 
 bench: bench-cluster bench-shop bench-harness bench-sticky
 
