@@ -2,7 +2,7 @@
 # the rest are building blocks.
 CARGO ?= cargo
 
-.PHONY: all deps build release test fmt-check clippy unit blackfriday selfcheck fleet fleet-selftest soak k8s-render bench bench-cluster bench-harness bench-shop bench-sticky clean
+.PHONY: all deps build release test fmt-check clippy unit blackfriday selfcheck fleet fleet-selftest soak k8s-render bench bench-cluster bench-harness bench-shop bench-fleet bench-sticky clean
 
 all: build
 
@@ -80,6 +80,11 @@ bench-harness: release
 
 bench-shop: release
 	./scripts/bench-shop.sh
+
+# bench-shop plus Redis vs SQLite and the fleet (2 hosts x 1 worker on Redis
+# behind HAProxy) vs one cluster of 2 workers, as ratios (issue 16).
+bench-fleet: release
+	STORE=fleet ./scripts/bench-shop.sh
 
 bench-sticky: release
 	./scripts/bench-sticky.sh

@@ -11,14 +11,20 @@
 #      WAL's size at the end;
 #   4. with STORE=redis: one worker's product-page and checkout throughput on
 #      Redis (a private redis-server on 127.0.0.1, AOF, appendfsync always,
-#      then everysec) against SQLite, in the same run, as ratios.
+#      then everysec) against SQLite, in the same run, as ratios;
+#   5. with STORE=fleet (4 as well): the fleet's throughput against one
+#      cluster with the same total workers (2), as ratios in one run: one
+#      cluster on SQLite, the same on Redis (the network store's cost),
+#      the same on SQLite behind HAProxy (the LB hop's cost), and two hosts
+#      of one worker each on Redis behind HAProxy (both: the fleet).
 # Every server binds 127.0.0.1:0 and the script reads the port it got from
 # its log, so nothing else on the box can collide with it.
 # On a shared box, servers and wrk run at a raised priority (nice -10 when
 # root, for the process and its session's scheduling group) so other jobs'
 # compiles skew the figures less; BENCH_NICE=0 turns it off.
 # Env: BENCH_DURATION (s, default 10), BENCH_CONNECTIONS (default 32),
-#      BENCH_NICE, CARGO_TARGET_DIR, STORE (sqlite, default, or redis: adds 4).
+#      BENCH_NICE, CARGO_TARGET_DIR, STORE (sqlite, default; redis adds 4;
+#      fleet adds 4 and 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -107,9 +113,9 @@ p50() { awk '/ 50%/ {print $2}' "$WORK/$1.txt"; }
 # Extra flags naming the store (empty: the SQLite file); section 4 sets it.
 STORE_ARGS=()
 
-start_shop() { # extra shop args...
+start_shop() { # extra shop args... (WORKERS: default 1)
     : >"$WORK/server.log"
-    "${ON_SERVER_CPU[@]}" "$BIN" --workers 1 --listen 127.0.0.1:0 --admin 127.0.0.1:0 \
+    "${ON_SERVER_CPU[@]}" "$BIN" --workers "${WORKERS:-1}" --listen 127.0.0.1:0 --admin 127.0.0.1:0 \
         --db "$WORK/shop.db" --reset-db "${STORE_ARGS[@]}" "$@" 2>"$WORK/server.log" &
     SHOP_PID=$!
     PIDS+=("$SHOP_PID")
@@ -177,6 +183,21 @@ function response(status, headers, body)
 end
 LUA
 
+# checkout_load NAME URL CONNECTIONS [command prefix...]: wrk's add-item +
+# checkout loop against URL; req/s into RPS, checkouts/s into CHECKOUTS,
+# wrk's output in $WORK/checkout.txt.
+checkout_load() {
+    local name=$1 url=$2 conns=$3
+    shift 3
+    "$@" wrk -t"$conns" -c"$conns" -d"${DUR}s" --latency -s "$WORK/checkout.lua" "$url" \
+        >"$WORK/checkout.txt" 2>"$WORK/checkout.err"
+    if grep -q "Non-2xx" "$WORK/checkout.txt"; then
+        echo "bench-shop: $name got non-2xx answers:" >&2; cat "$WORK/checkout.txt" "$WORK/checkout.err" >&2; exit 1
+    fi
+    RPS=$(awk '/Requests\/sec/ {print $2}' "$WORK/checkout.txt")
+    CHECKOUTS=$(awk -v r="$RPS" 'BEGIN { printf "%.1f", r / 2 }')
+}
+
 # checkout_run NAME WORKERS CONNECTIONS PRICING_COST PINNED(yes|no)
 checkout_run() {
     local name=$1 workers=$2 conns=$3 cost=$4 pinned=$5 server=("${ON_SERVER_CPU[@]}") client=("${ON_CLIENT_CPU[@]}")
@@ -190,14 +211,8 @@ checkout_run() {
     SHOP=$(addr_from_log "$WORK/server.log" "listening on")
     ADMIN=$(addr_from_log "$WORK/server.log" "admin on")
     wait_up "http://$SHOP/healthz"
-    "${client[@]}" wrk -t"$conns" -c"$conns" -d"${DUR}s" --latency -s "$WORK/checkout.lua" "http://$SHOP" \
-        >"$WORK/checkout.txt" 2>"$WORK/checkout.err"
-    if grep -q "Non-2xx" "$WORK/checkout.txt"; then
-        echo "bench-shop: $name got non-2xx answers:" >&2; cat "$WORK/checkout.txt" "$WORK/checkout.err" >&2; exit 1
-    fi
-    local rps orders wal
-    rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/checkout.txt")
-    CHECKOUTS=$(awk -v r="$rps" 'BEGIN { printf "%.1f", r / 2 }')
+    checkout_load "$name" "http://$SHOP" "$conns" "${client[@]}"
+    local rps=$RPS orders wal
     orders=$(curl -sf "http://$ADMIN/audit" | grep -o '"order_id"' | wc -l)
     wal=$(stat -c %s "$WORK/shop.db-wal" 2>/dev/null || echo 0)
     stop "$SHOP_PID"
@@ -212,7 +227,7 @@ checkout_run "1 worker, default --pricing-cost, 4 conns" 1 4 5000 yes
 checkout_run "1 worker, --pricing-cost 0, 4 conns" 1 4 0 yes
 checkout_run "2 workers, --pricing-cost 0, 8 conns, unpinned" 2 8 0 no
 
-[ "${STORE:-sqlite}" = redis ] || exit 0
+case "${STORE:-sqlite}" in redis | fleet) ;; *) exit 0 ;; esac
 
 echo
 echo "== store: one worker on Redis vs SQLite (same run; product page --inventory-cost 0, checkout --pricing-cost 0, 4 conns)"
@@ -259,3 +274,93 @@ printf "Redis/SQLite, product page:  always %s  everysec %s\n" \
     "$(ratio "$ALWAYS_PRODUCT" "$SQLITE_PRODUCT")" "$(ratio "$PRODUCT" "$SQLITE_PRODUCT")"
 printf "Redis/SQLite, checkout:      always %s  everysec %s\n" \
     "$(ratio "$ALWAYS_CHECKOUTS" "$SQLITE_CHECKOUTS")" "$(ratio "$CHECKOUTS" "$SQLITE_CHECKOUTS")"
+
+[ "${STORE:-sqlite}" = fleet ] || exit 0
+
+echo
+echo "== fleet: 2 hosts x 1 worker on Redis behind HAProxy vs one cluster of 2 workers (same run; --inventory-cost 0, --pricing-cost 0, unpinned, $CONNS conns for pages, 8 for checkout)"
+need haproxy haproxy
+redis-cli -p "$REDIS_PORT" config set appendfsync everysec >/dev/null
+UNPINNED=(nice -n "$NICE")
+ON_SERVER_CPU=("${UNPINNED[@]}")
+ON_CLIENT_CPU=("${UNPINNED[@]}")
+REDIS=(--store "redis://127.0.0.1:$REDIS_PORT/0")
+FRONT=""
+
+# haproxy_in_front SERVER_ADDR...: a round-robin HTTP proxy with keep-alive
+# to each server (as scripts/fleet.sh runs it); its address into FRONT.
+haproxy_in_front() {
+    local port cfg="$WORK/haproxy.cfg" i=0
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    {
+        echo "global"
+        echo "    maxconn 4096"
+        echo "defaults"
+        echo "    mode http"
+        echo "    timeout connect 2s"
+        echo "    timeout client 30s"
+        echo "    timeout server 30s"
+        echo "    option http-keep-alive"
+        echo "frontend shop"
+        echo "    bind 127.0.0.1:$port"
+        echo "    default_backend hosts"
+        echo "backend hosts"
+        echo "    balance roundrobin"
+        echo "    http-reuse safe"
+        for a in "$@"; do i=$((i + 1)); echo "    server h$i $a"; done
+    } >"$cfg"
+    haproxy -c -q -f "$cfg" || { echo "bench-shop: haproxy refused $cfg" >&2; exit 1; }
+    "${UNPINNED[@]}" haproxy -db -f "$cfg" </dev/null >"$WORK/haproxy.log" 2>&1 &
+    HAPROXY_PID=$!
+    PIDS+=("$HAPROXY_PID")
+    FRONT=127.0.0.1:$port
+    wait_up "http://$FRONT/healthz"
+}
+
+# fleet_pass LABEL URL: product-page req/s and checkouts/s against URL.
+fleet_pass() {
+    local product
+    product=$(load "fleet-$1" "$2/products/sku-0042")
+    checkout_load "$1" "$2" 8 "${UNPINNED[@]}"
+    printf "%-52s %10s req/s  p50 %-8s %7s checkouts/s  p99 %s\n" "$1" "$product" "$(p50 "fleet-$1")" \
+        "$CHECKOUTS" "$(awk '/ 99%/ {print $2}' "$WORK/checkout.txt")"
+    F_PRODUCT=$product F_CHECKOUTS=$CHECKOUTS
+}
+
+STORE_ARGS=()
+WORKERS=2 start_shop --inventory-cost 0 --pricing-cost 0
+fleet_pass "one cluster, 2 workers, SQLite, direct" "http://$SHOP"
+BASE_PRODUCT=$F_PRODUCT BASE_CHECKOUTS=$F_CHECKOUTS
+haproxy_in_front "$SHOP"
+fleet_pass "one cluster, 2 workers, SQLite, behind HAProxy" "http://$FRONT"
+LB_PRODUCT=$F_PRODUCT LB_CHECKOUTS=$F_CHECKOUTS
+stop "$HAPROXY_PID"
+stop "$SHOP_PID"
+
+STORE_ARGS=("${REDIS[@]}")
+WORKERS=2 start_shop --inventory-cost 0 --pricing-cost 0
+fleet_pass "one cluster, 2 workers, Redis, direct" "http://$SHOP"
+REDIS_PRODUCT=$F_PRODUCT REDIS_CHECKOUTS=$F_CHECKOUTS
+stop "$SHOP_PID"
+
+# Two hosts of one worker each on the one Redis, as make fleet runs them.
+HOSTS=()
+HOST_PIDS=()
+for h in a b; do
+    start_shop --host-id "$h" --inventory-cost 0 --pricing-cost 0
+    HOSTS+=("$SHOP")
+    HOST_PIDS+=("$SHOP_PID")
+done
+haproxy_in_front "${HOSTS[@]}"
+fleet_pass "fleet: 2 hosts x 1 worker, Redis, behind HAProxy" "http://$FRONT"
+stop "$HAPROXY_PID"
+for p in "${HOST_PIDS[@]}"; do stop "$p"; done
+
+echo
+printf "against one cluster on SQLite, direct:  %-14s %-14s\n" "product page" "checkout"
+printf "  + HAProxy hop (LB cost)               %-14s %-14s\n" \
+    "$(ratio "$LB_PRODUCT" "$BASE_PRODUCT")" "$(ratio "$LB_CHECKOUTS" "$BASE_CHECKOUTS")"
+printf "  Redis store (network store cost)      %-14s %-14s\n" \
+    "$(ratio "$REDIS_PRODUCT" "$BASE_PRODUCT")" "$(ratio "$REDIS_CHECKOUTS" "$BASE_CHECKOUTS")"
+printf "  fleet: both, 2 hosts x 1 worker       %-14s %-14s\n" \
+    "$(ratio "$F_PRODUCT" "$BASE_PRODUCT")" "$(ratio "$F_CHECKOUTS" "$BASE_CHECKOUTS")"
