@@ -192,7 +192,7 @@ pub async fn execute(p: &Prepared, side: Vec<SideTask>, live: Arc<Live>) -> Resu
     );
     let sampler = Sampler::start(p.target_pid.clone(), events.start(), Duration::from_secs(1));
     let resources_every = resources::period_for(p.schedule.duration);
-    let resource_sampler = resources::Sampler::start(p.target_pid.clone(), events.start(), resources_every);
+    let resource_sampler = resources::start_sampler(p.target_pid.clone(), events.start(), resources_every);
     let side: Vec<_> = side.into_iter().map(|t| tokio::spawn(t(events.clone(), live.clone()))).collect();
     let progress = p.progress.then(|| crate::traffic::progress::spawn(live.snapshot.clone(), Duration::from_secs(5)));
     let outcome = engine::run(

@@ -222,27 +222,33 @@ pub struct SecondSample {
     pub cpu: Interval,
 }
 
-/// The per-second sampler, on its own thread. Stop it with [`Sampler::finish`].
-pub struct Sampler {
+/// A plain thread that calls a sampling function every period and keeps
+/// what it returns, off the async runtime and the request path. Stop it
+/// with [`Periodic::finish`]. The machine's per-second CPU sampler and the
+/// resource sampler (resources.rs) are two of these.
+pub struct Periodic<T> {
     stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<Vec<SecondSample>>>,
+    handle: Option<JoinHandle<Vec<T>>>,
 }
 
-/// Where the target is now (a deploy may replace its master); None when
-/// there is no process to watch (an external target).
-pub type TargetPid = Arc<dyn Fn() -> Option<Pid> + Send + Sync>;
-
-impl Sampler {
-    /// Start sampling every `every`, with `zero` as the run clock's zero.
-    pub fn start(target: TargetPid, zero: Instant, every: Duration) -> Sampler {
+impl<T: Send + 'static> Periodic<T> {
+    /// Call `tick` every `every` on a thread named `name`; the first call
+    /// now when `at_start`, else after one period; one more at the end when
+    /// `at_end`. A tick that returns None (nothing readable) is skipped.
+    pub fn start(
+        name: &str,
+        every: Duration,
+        at_start: bool,
+        at_end: bool,
+        mut tick: impl FnMut() -> Option<T> + Send + 'static,
+    ) -> Periodic<T> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let handle = std::thread::Builder::new()
-            .name("machine-sampler".into())
+            .name(name.into())
             .spawn(move || {
                 let mut out = Vec::new();
-                let Ok(mut last) = Reading::take(target()) else { return out };
-                let mut next = Instant::now() + every;
+                let mut next = if at_start { Instant::now() } else { Instant::now() + every };
                 while !flag.load(Ordering::Relaxed) {
                     // Short naps, so finish() does not wait a whole period.
                     let now = Instant::now();
@@ -251,30 +257,54 @@ impl Sampler {
                         continue;
                     }
                     next += every;
-                    if let Ok(r) = Reading::take(target()) {
-                        out.push(SecondSample {
-                            t_s: round3(zero.elapsed().as_secs_f64()),
-                            cpu: Interval::between(&last, &r),
-                        });
-                        last = r;
-                    }
+                    out.extend(tick());
+                }
+                if at_end {
+                    out.extend(tick());
                 }
                 out
             })
             .ok();
-        Sampler { stop, handle }
+        Periodic { stop, handle }
     }
 
-    /// Stop and return the samples (none if the thread could not start or /proc is unreadable).
-    pub fn finish(mut self) -> Vec<SecondSample> {
+    /// Stop and return the samples (none if the thread could not start).
+    pub fn finish(mut self) -> Vec<T> {
         self.stop.store(true, Ordering::Relaxed);
         self.handle.take().and_then(|h| h.join().ok()).unwrap_or_default()
     }
 }
 
-impl Drop for Sampler {
+impl<T> Drop for Periodic<T> {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The per-second sampler. Stop it with [`Sampler::finish`].
+pub struct Sampler(Periodic<SecondSample>);
+
+/// Where the target is now (a deploy may replace its master); None when
+/// there is no process to watch (an external target).
+pub type TargetPid = Arc<dyn Fn() -> Option<Pid> + Send + Sync>;
+
+impl Sampler {
+    /// Start sampling every `every`, with `zero` as the run clock's zero.
+    pub fn start(target: TargetPid, zero: Instant, every: Duration) -> Sampler {
+        // Each second is measured against the reading before it.
+        let mut last = Reading::take(target()).ok();
+        Sampler(Periodic::start("machine-sampler", every, false, false, move || {
+            let r = Reading::take(target()).ok()?;
+            let sample =
+                SecondSample { t_s: round3(zero.elapsed().as_secs_f64()), cpu: Interval::between(last.as_ref()?, &r) };
+            last = Some(r);
+            Some(sample)
+        }))
+    }
+
+    /// Stop and return the samples (none if the thread could not start or /proc is unreadable).
+    pub fn finish(self) -> Vec<SecondSample> {
+        self.0.finish()
     }
 }
 

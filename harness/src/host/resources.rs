@@ -19,14 +19,11 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::host::machine::{TargetPid, trees_in};
+use crate::host::machine::{Periodic, TargetPid, trees_in};
 use crate::host::procs::{self, Pid};
 
 /// The file in a run folder.
@@ -97,49 +94,12 @@ pub fn sample(t_s: f64, target: Option<Pid>) -> Sample {
     Sample { t_s, harness: usage_of(&[me]), server }
 }
 
-/// The sampler thread. Stop it with [`Sampler::finish`].
-pub struct Sampler {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<Vec<Sample>>>,
-}
-
-impl Sampler {
-    /// Sample now and every `every` after, with `zero` as the run clock's zero.
-    pub fn start(target: TargetPid, zero: Instant, every: Duration) -> Sampler {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let handle = std::thread::Builder::new()
-            .name("resource-sampler".into())
-            .spawn(move || {
-                let mut out = Vec::new();
-                let mut next = Instant::now();
-                while !flag.load(Ordering::Relaxed) {
-                    let now = Instant::now();
-                    if now < next {
-                        std::thread::sleep((next - now).min(Duration::from_millis(50)));
-                        continue;
-                    }
-                    next += every;
-                    out.push(sample(round3(zero.elapsed().as_secs_f64()), target()));
-                }
-                // One last point at the end, so the trend covers the whole run.
-                out.push(sample(round3(zero.elapsed().as_secs_f64()), target()));
-                out
-            })
-            .ok();
-        Sampler { stop, handle }
-    }
-
-    pub fn finish(mut self) -> Vec<Sample> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.take().and_then(|h| h.join().ok()).unwrap_or_default()
-    }
-}
-
-impl Drop for Sampler {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
+/// The sampler thread (a [`Periodic`]): a sample at the start, every
+/// period, and one at the end, so the trend covers the whole run.
+pub fn start_sampler(target: TargetPid, zero: Instant, every: Duration) -> Periodic<Sample> {
+    Periodic::start("resource-sampler", every, true, true, move || {
+        Some(sample(round3(zero.elapsed().as_secs_f64()), target()))
+    })
 }
 
 /// `resources.csv`: one line per sample; the server's columns are empty

@@ -15,8 +15,59 @@ pub const FDS_GATE: &str = "max_server_fd_growth_per_hour";
 
 /// The resource gates the scenario sets, in a stable order.
 pub fn evaluate(g: &Gates, r: &Resources) -> Vec<GateResult> {
+    let server = r.server.as_ref();
     let mut out = Vec::new();
-    let unobserved = |t: Option<&Trend>| match t {
+    if let Some(max) = g.max_server_rss_growth_mib_per_hour {
+        out.push(gate(
+            RSS_GATE,
+            max,
+            server,
+            |t| t.rss_slope_mib_per_hour,
+            |t, slope| {
+                format!(
+                    "the server's resident memory grew {slope:.1} MiB/h (least squares over {} samples from {:.0} s; \
+                 {:.1} MiB then, {:.1} MiB at the end, peak {:.1}), at most {max} allowed",
+                    t.samples, t.from_s, t.rss_first_mib, t.rss_last_mib, t.rss_max_mib
+                )
+            },
+        ));
+    }
+    if let Some(max) = g.max_server_fd_growth_per_hour {
+        out.push(gate(
+            FDS_GATE,
+            max,
+            server,
+            |t| t.fds_slope_per_hour,
+            |t, slope| {
+                format!(
+                    "the server's open file descriptors grew {slope:.1}/h (least squares over {} samples from {:.0} s; \
+                 {} then, {} at the end, peak {}), at most {max} allowed",
+                    t.samples, t.from_s, t.fds_first, t.fds_last, t.fds_max
+                )
+            },
+        ));
+    }
+    out
+}
+
+/// One slope gate: passes when `slope` of the server's trend is at most
+/// `max`; fails, saying why, when there is no slope to judge.
+fn gate(
+    name: &str,
+    max: f64,
+    server: Option<&Trend>,
+    slope: impl Fn(&Trend) -> Option<f64>,
+    detail: impl Fn(&Trend, f64) -> String,
+) -> GateResult {
+    let (actual, passed, detail) = match server.and_then(|t| slope(t).map(|s| (t, s))) {
+        Some((t, s)) => (Some(s), s <= max, detail(t, s)),
+        None => (None, false, unobserved(server)),
+    };
+    GateResult { name: name.into(), limit: max, actual, passed, detail, capacity_dependent: false }
+}
+
+fn unobserved(t: Option<&Trend>) -> String {
+    match t {
         None => "not observed: the harness had no target process to read (an external target, or /proc unreadable)"
             .to_string(),
         Some(t) => format!(
@@ -24,57 +75,7 @@ pub fn evaluate(g: &Gates, r: &Resources) -> Vec<GateResult> {
             t.samples,
             crate::host::resources::MIN_SAMPLES
         ),
-    };
-    let server = r.server.as_ref();
-    if let Some(max) = g.max_server_rss_growth_mib_per_hour {
-        out.push(match server.and_then(|t| t.rss_slope_mib_per_hour.map(|s| (t, s))) {
-            Some((t, slope)) => GateResult {
-                name: RSS_GATE.into(),
-                limit: max,
-                actual: Some(slope),
-                passed: slope <= max,
-                detail: format!(
-                    "the server's resident memory grew {slope:.1} MiB/h (least squares over {} samples from {:.0} s; \
-                     {:.1} MiB then, {:.1} MiB at the end, peak {:.1}), at most {max} allowed",
-                    t.samples, t.from_s, t.rss_first_mib, t.rss_last_mib, t.rss_max_mib
-                ),
-                capacity_dependent: false,
-            },
-            None => GateResult {
-                name: RSS_GATE.into(),
-                limit: max,
-                actual: None,
-                passed: false,
-                detail: unobserved(server),
-                capacity_dependent: false,
-            },
-        });
     }
-    if let Some(max) = g.max_server_fd_growth_per_hour {
-        out.push(match server.and_then(|t| t.fds_slope_per_hour.map(|s| (t, s))) {
-            Some((t, slope)) => GateResult {
-                name: FDS_GATE.into(),
-                limit: max,
-                actual: Some(slope),
-                passed: slope <= max,
-                detail: format!(
-                    "the server's open file descriptors grew {slope:.1}/h (least squares over {} samples from {:.0} \
-                     s; {} then, {} at the end, peak {}), at most {max} allowed",
-                    t.samples, t.from_s, t.fds_first, t.fds_last, t.fds_max
-                ),
-                capacity_dependent: false,
-            },
-            None => GateResult {
-                name: FDS_GATE.into(),
-                limit: max,
-                actual: None,
-                passed: false,
-                detail: unobserved(server),
-                capacity_dependent: false,
-            },
-        });
-    }
-    out
 }
 
 #[cfg(test)]
