@@ -175,6 +175,8 @@ pub fn run(label: &str, target: &str, s: &Summary, requests: &[StepRequest], aud
         slip: slip(&s.schedule_slip),
         totals: totals(s),
         machine: None,
+        server: Vec::new(),
+        scrapers: s.server_metrics.as_ref().map(|m| m.endpoints.clone()).unwrap_or_default(),
     }
 }
 

@@ -12,6 +12,7 @@ pub mod html;
 pub mod junit;
 pub mod model;
 pub mod rundir;
+pub mod server_charts;
 pub mod single;
 
 use std::path::{Path, PathBuf};

@@ -37,5 +37,7 @@ pub fn run_from_dir(dir: &Path, o: &RunDirOptions<'_>) -> Result<(RunData, Summa
         other_work: machine::read_csv(dir).into_iter().map(|(_, share)| share).collect(),
         assessment,
     });
-    Ok((RunData { machine, ..run }, summary))
+    let scraped = crate::scrape::read(dir).map_err(|e| anyhow!("reading the run's server metrics: {e}"))?;
+    let server = crate::scrape::series::charts(&scraped);
+    Ok((RunData { machine, server, ..run }, summary))
 }
