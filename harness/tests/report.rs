@@ -62,9 +62,19 @@ fn page_is_self_contained_with_every_chart() {
     let html = report::html::render(&data).unwrap();
     assert!(html.starts_with("<!DOCTYPE html>"));
     assert_eq!(external_references(&html), Vec::<String>::new());
-    // 4 time charts per run + the spectrum.
-    assert_eq!(html.matches("<svg").count(), 4 * data.runs.len() + 1);
-    assert_eq!(html.matches("</svg>").count(), 4 * data.runs.len() + 1);
+    // 4 time charts per run + the spectrum + per server chart title one per run.
+    let titles = harness::report::server_charts::titles(&data.runs).len();
+    assert_eq!(titles, 5, "workers, restarts, in-flight, connections, requests");
+    let charts = 4 * data.runs.len() + 1 + titles * data.runs.len();
+    assert_eq!(html.matches("<svg").count(), charts);
+    assert_eq!(html.matches("</svg>").count(), charts);
+    // The server's side: its section, a chart per title, the run without
+    // scrapes says so, and the gap is stated in words too.
+    assert!(html.contains("What the servers did"));
+    assert!(html.contains("data-server-chart=\"workers up and draining\""));
+    assert!(html.contains("not scraped for this run"));
+    assert!(html.contains("cluster: 2 of"), "the gap sentence");
+    assert!(html.contains("no data (scrape failed)"), "the gap in the chart's legend");
     for must in [
         "id=\"verdict\"",
         "id=\"key-numbers\"",
@@ -81,11 +91,12 @@ fn page_is_self_contained_with_every_chart() {
     ] {
         assert!(html.contains(must), "page lacks {must:?}");
     }
-    // Every fault is named on its run's time charts (4 charts each).
+    // Every fault is named on its run's time charts (4 charts each, and the server's).
     for run in &data.runs {
         for f in &run.faults {
             let label = format!("\n{}\n</text>", f.name);
-            assert_eq!(html.matches(&label).count(), 4, "fault {} not marked on every chart of {}", f.name, run.label);
+            let n = html.matches(&label).count();
+            assert_eq!(n, 4 + titles, "fault {} not marked on every chart of {}", f.name, run.label);
         }
     }
 }
@@ -188,6 +199,7 @@ fn runs_without_data_still_render() {
         run.endpoints.clear();
         run.faults.clear();
         run.audit = None;
+        run.server.clear();
     }
     let html = report::html::render(&data).unwrap();
     assert!(html.contains("UNKNOWN: no gates were checked"));

@@ -321,6 +321,7 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
                 scrapes: e.scrapes,
                 gaps: e.gaps,
                 scraper_cpu_ms: e.scraper_cpu_ms,
+                gap_reasons: e.gap_reasons.clone(),
             })
             .collect(),
     });

@@ -80,6 +80,9 @@ pub struct ScrapedEndpoint {
     pub gaps: u64,
     /// CPU time of the endpoint's scraper thread (off the run's runtime).
     pub scraper_cpu_ms: f64,
+    /// Why scrapes failed, each distinct reason once (at most 5).
+    #[serde(default)]
+    pub gap_reasons: Vec<String>,
 }
 
 /// What the lifecycle adds to the summary: per fault occurrence, the

@@ -328,14 +328,13 @@ fn server_sections(runs: &[RunData], charts: &Charts) -> Markup {
         .iter()
         .flat_map(|r| {
             r.scrapers.iter().filter(|e| e.gaps > 0).map(move |e| {
-                let why = r.server.iter().find(|c| c.endpoint == e.label).map(|c| c.gap_reasons.join("; "));
                 format!(
                     "{}: {} of {} scrapes of {} failed ({})",
                     r.label,
                     e.gaps,
                     e.scrapes,
                     e.label,
-                    why.unwrap_or_default()
+                    e.gap_reasons.join("; ")
                 )
             })
         })

@@ -86,7 +86,13 @@ pub struct EndpointInfo {
     pub gaps: u64,
     /// CPU time of the endpoint's scraper thread (connect, read, parse).
     pub scraper_cpu_ms: f64,
+    /// Why scrapes failed, each distinct reason once (at most [`MAX_REASONS`]).
+    #[serde(default)]
+    pub gap_reasons: Vec<String>,
 }
+
+/// Distinct gap reasons kept per endpoint.
+pub const MAX_REASONS: usize = 5;
 
 /// A line of the file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,7 +120,20 @@ pub struct Target {
 /// The running scraper. Stop it with [`Scraper::finish`].
 pub struct Scraper {
     stop: Arc<AtomicBool>,
-    threads: Vec<(EndpointInfo, Option<JoinHandle<(Vec<ScrapeRecord>, f64)>>)>,
+    threads: Vec<Running>,
+}
+
+/// One endpoint's thread and what the file will say about it.
+struct Running {
+    info: EndpointInfo,
+    handle: Option<JoinHandle<Scraped>>,
+}
+
+/// What one endpoint's thread did.
+#[derive(Default)]
+struct Scraped {
+    records: Vec<ScrapeRecord>,
+    cpu_ms: f64,
 }
 
 /// CPU time of the calling thread, ms.
@@ -168,6 +187,7 @@ impl Scraper {
                     scrapes: 0,
                     gaps: 0,
                     scraper_cpu_ms: 0.0,
+                    gap_reasons: Vec::new(),
                 };
                 let (t, flag) = (t.clone(), Arc::clone(&stop));
                 let handle = std::thread::Builder::new()
@@ -187,10 +207,10 @@ impl Scraper {
                                 next += t.spec.interval;
                             }
                         }
-                        (out, thread_cpu_ms())
+                        Scraped { records: out, cpu_ms: thread_cpu_ms() }
                     })
                     .ok();
-                (info, handle)
+                Running { info, handle }
             })
             .collect();
         Scraper { stop, threads }
@@ -201,11 +221,16 @@ impl Scraper {
     pub fn finish(mut self) -> ScrapeLog {
         self.stop.store(true, Ordering::Relaxed);
         let mut log = ScrapeLog::default();
-        for (mut info, handle) in std::mem::take(&mut self.threads) {
-            let (records, cpu) = handle.and_then(|h| h.join().ok()).unwrap_or_default();
+        for Running { mut info, handle } in std::mem::take(&mut self.threads) {
+            let Scraped { records, cpu_ms: cpu } = handle.and_then(|h| h.join().ok()).unwrap_or_default();
             info.scrapes = records.len() as u64;
             info.gaps = records.iter().filter(|r| !r.ok).count() as u64;
             info.scraper_cpu_ms = round3(cpu);
+            for r in records.iter().filter_map(|r| r.error.as_ref()) {
+                if info.gap_reasons.len() < MAX_REASONS && !info.gap_reasons.contains(r) {
+                    info.gap_reasons.push(r.clone());
+                }
+            }
             log.endpoints.push(info);
             log.records.extend(records);
         }

@@ -124,13 +124,15 @@ fn endpoint_charts(e: &EndpointInfo, log: &ScrapeLog) -> Vec<ServerChart> {
             gap_reasons: gap_reasons.clone(),
         };
         for spec in group {
-            // Label sets in order of first appearance.
+            // Label sets in label order: exporters (prometheus-client's hash
+            // maps) write them in any order, and the legend should not shuffle.
             let mut keys: Vec<BTreeMap<String, String>> = Vec::new();
             for s in records.iter().flat_map(|r| &r.samples).filter(|s| super::parse::picks(spec, &s.name, &s.labels)) {
                 if !keys.contains(&s.labels) {
                     keys.push(s.labels.clone());
                 }
             }
+            keys.sort();
             for key in keys {
                 let labels = label_text(spec, &key);
                 let short = spec.name.split_once('_').map_or(spec.name.as_str(), |(_, rest)| rest);
@@ -215,6 +217,7 @@ mod tests {
             scrapes: 0,
             gaps: 0,
             scraper_cpu_ms: 0.0,
+            gap_reasons: Vec::new(),
         }
     }
 

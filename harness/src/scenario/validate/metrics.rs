@@ -87,7 +87,7 @@ fn series(v: &mut V, path: &str, list: &[RawSeries]) -> Vec<SeriesSpec> {
             continue;
         };
         if !seen.insert((s.name.clone(), s.labels.clone())) {
-            v.err(format!("{p}"), format!("{:?} with these labels is listed twice", s.name));
+            v.err(p.clone(), format!("{:?} with these labels is listed twice", s.name));
         }
         let title = s.title.clone().unwrap_or_else(|| s.name.clone());
         if title.trim().is_empty() {
