@@ -5,9 +5,10 @@
 //! runtime and its pool is the load; a scrape must never take a pooled
 //! connection nor a turn on that runtime. Why not reqwest: a blocking client
 //! would bring a second HTTP stack (and its own runtime thread) for one GET
-//! per second. HTTP/1.0 with `Connection: close` gets a body delimited by
-//! Content-Length or by the close, never chunked, so httparse (already the
-//! engine's parser) reads the head and the rest is the body.
+//! per second. HTTP/1.0 with `Connection: close`: the body is delimited by
+//! Content-Length, by the close, or (HAProxy's exporter does this even to
+//! HTTP/1.0) chunked; httparse (already the engine's parser) reads the head
+//! and the chunk sizes.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -79,10 +80,18 @@ fn complete(buf: &[u8], eof: bool) -> Result<Option<String>, String> {
         return Err(format!("HTTP status {status}"));
     }
     let header = |name: &str| resp.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
-    if header("transfer-encoding").is_some() {
-        return Err("chunked answer to an HTTP/1.0 request".into());
-    }
     let body = &buf[head..];
+    if let Some(te) = header("transfer-encoding") {
+        // HAProxy's exporter answers an HTTP/1.0 request chunked all the same.
+        if !te.eq_ignore_ascii_case(b"chunked") {
+            return Err(format!("unsupported Transfer-Encoding {:?}", String::from_utf8_lossy(te)));
+        }
+        return match dechunk(body)? {
+            Some(b) => text(&b).map(Some),
+            None if eof => Err("connection closed inside a chunked answer".into()),
+            None => Ok(None),
+        };
+    }
     let len = header("content-length").and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<usize>().ok());
     match len {
         Some(n) if body.len() < n => Ok(None),
@@ -95,6 +104,49 @@ fn complete(buf: &[u8], eof: bool) -> Result<Option<String>, String> {
     }
 }
 
+/// A chunked body, once its last (zero-size) chunk is in; None until then.
+fn dechunk(mut rest: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    let mut out = Vec::with_capacity(rest.len());
+    loop {
+        let (at, size) = match httparse::parse_chunk_size(rest).map_err(|_| "bad chunk size in the answer")? {
+            httparse::Status::Partial => return Ok(None),
+            httparse::Status::Complete(c) => c,
+        };
+        let size = usize::try_from(size).map_err(|_| "chunk too large")?;
+        if size == 0 {
+            // Trailers are not read: the body is complete.
+            return Ok(Some(out));
+        }
+        let chunk = &rest[at..];
+        if chunk.len() < size + 2 {
+            return Ok(None);
+        }
+        out.extend_from_slice(&chunk[..size]);
+        rest = &chunk[size + 2..];
+    }
+}
+
 fn text(body: &[u8]) -> Result<String, String> {
     String::from_utf8(body.to_vec()).map_err(|_| "the answer is not UTF-8 text".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_by_length_by_close_and_chunked() {
+        let by_len = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nup 1\n";
+        assert_eq!(complete(by_len, false).unwrap().as_deref(), Some("up 1\n"));
+        assert_eq!(complete(&by_len[..by_len.len() - 2], false).unwrap(), None, "partial");
+        let by_close = b"HTTP/1.0 200 OK\r\n\r\nup 1\n";
+        assert_eq!(complete(by_close, false).unwrap(), None, "not whole until the close");
+        assert_eq!(complete(by_close, true).unwrap().as_deref(), Some("up 1\n"));
+        let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nup \r\n2\r\n1\n\r\n0\r\n\r\n";
+        assert_eq!(complete(chunked, false).unwrap().as_deref(), Some("up 1\n"));
+        assert_eq!(complete(&chunked[..chunked.len() - 5], false).unwrap(), None);
+        assert!(complete(&chunked[..chunked.len() - 5], true).unwrap_err().contains("inside a chunked answer"));
+        assert!(complete(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n", false).unwrap_err().contains("503"));
+        assert!(complete(b"SSH-2.0-OpenSSH\r\n\r\n", true).unwrap_err().contains("not an HTTP answer"));
+    }
 }

@@ -123,6 +123,27 @@ haproxy_process_nbthread 2
         assert_eq!(got[3].value, 17.0);
     }
 
+    /// The whole exposition of Debian's HAProxy 2.6.12 (a backend with one
+    /// server down and one up), as its exporter wrote it.
+    const HAPROXY_FULL: &str = include_str!("testdata/haproxy-2.6.txt");
+
+    #[test]
+    fn reads_a_whole_haproxy_exposition() {
+        let got = samples(HAPROXY_FULL, &default_series()).unwrap();
+        let state = |server: &str, state: &str| {
+            got.iter()
+                .find(|s| {
+                    s.name == "haproxy_server_status"
+                        && s.labels.get("server").map(String::as_str) == Some(server)
+                        && s.labels.get("state").map(String::as_str) == Some(state)
+                })
+                .map(|s| s.value)
+        };
+        assert_eq!((state("a", "DOWN"), state("a", "UP"), state("b", "UP")), (Some(1.0), Some(0.0), Some(1.0)));
+        let sessions = got.iter().filter(|s| s.name == "haproxy_server_current_sessions").count();
+        assert_eq!(sessions, 2);
+    }
+
     #[test]
     fn a_series_picks_by_labels() {
         let mut spec = default_series().remove(2);

@@ -83,10 +83,18 @@ fn gaps(records: &[&ScrapeRecord], interval_s: f64) -> Vec<(f64, f64)> {
 }
 
 /// Every chart of one run, in the order the endpoints list their series.
+/// With several endpoints (a fleet's hosts share the default titles) each
+/// title is prefixed with its endpoint's label, so no chart hides another.
 pub fn charts(log: &ScrapeLog) -> Vec<ServerChart> {
     let mut out = Vec::new();
     for e in &log.endpoints {
-        out.extend(endpoint_charts(e, log));
+        let mut charts = endpoint_charts(e, log);
+        if log.endpoints.len() > 1 {
+            for c in &mut charts {
+                c.title = format!("{}: {}", e.label, c.title);
+            }
+        }
+        out.extend(charts);
     }
     out
 }
@@ -305,6 +313,21 @@ mod tests {
             c[1].lines[0].points.iter().map(|p| p.1).collect::<Vec<_>>(),
             [Some(2.0), Some(1.0), None, None, Some(2.0)]
         );
+    }
+
+    #[test]
+    fn endpoints_sharing_titles_keep_a_chart_each() {
+        let mut b = info(&[("up", "gauge", "workers")]);
+        b.label = "host b".into();
+        let mut b_scrape = scrape(0.0, &[("up", "", 3.0)]);
+        b_scrape.endpoint = "host b".into();
+        let log = ScrapeLog {
+            endpoints: vec![info(&[("up", "gauge", "workers")]), b],
+            records: vec![scrape(0.0, &[("up", "", 2.0)]), b_scrape],
+        };
+        let c = charts(&log);
+        assert_eq!(c.iter().map(|c| c.title.as_str()).collect::<Vec<_>>(), ["cluster: workers", "host b: workers"]);
+        assert_eq!(c[1].lines[0].points, vec![(0.0, Some(3.0))]);
     }
 
     #[test]
