@@ -376,6 +376,20 @@ pub(super) fn linear_time_chart<'a, 'b>(
     y_desc: &str,
     y_max: f64,
 ) -> Result<LinearTimeChart<'a, 'b>> {
+    time_chart(root, run, axes, what, y_desc, y_max, true)
+}
+
+/// [`linear_time_chart`], with or without numbers on the y axis (a chart of
+/// rows of markers labels its rows itself).
+pub(super) fn time_chart<'a, 'b>(
+    root: &'a Area<'b>,
+    run: &RunData,
+    axes: &TimeAxes,
+    what: &str,
+    y_desc: &str,
+    y_max: f64,
+    y_numbers: bool,
+) -> Result<LinearTimeChart<'a, 'b>> {
     let mut chart = ChartBuilder::on(root)
         .margin(8)
         .margin_top(FAULT_LABEL_ROOM)
@@ -388,6 +402,7 @@ pub(super) fn linear_time_chart<'a, 'b>(
         .x_desc("seconds since start")
         .x_label_formatter(&|v| fmt_tick(*v))
         .y_desc(y_desc)
+        .y_labels(if y_numbers { 10 } else { 0 })
         .y_label_formatter(&|v| fmt_tick(*v))
         .light_line_style(WHITE.mix(0.0))
         .label_style((FONT, 15))

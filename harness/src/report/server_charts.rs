@@ -11,7 +11,7 @@ use plotters::prelude::*;
 
 use super::charts::{
     self, FONT, LinearTimeChart, TIME_CHART, TimeAxes, label_faults, legend, linear_time_chart, no_data, segments,
-    svg_chart,
+    svg_chart, time_chart,
 };
 use super::model::RunData;
 use crate::scrape::series::ServerChart;
@@ -127,7 +127,7 @@ pub fn server_chart(
 fn markers(root: &charts::Area<'_>, run: &RunData, c: &ServerChart, axes: &TimeAxes) -> Result<()> {
     let rows = c.rows.len().max(1) as f64;
     let y_max = rows + 0.5;
-    let mut chart = linear_time_chart(root, run, axes, &c.title, "", y_max)?;
+    let mut chart = time_chart(root, run, axes, &c.title, "", y_max, false)?;
     shade_gaps(&mut chart, c, y_max)?;
     for (i, row) in c.rows.iter().enumerate() {
         let y = rows - i as f64;
