@@ -288,10 +288,11 @@ async fn the_report_of_a_run_with_a_failing_endpoint_shows_the_gap_and_the_good_
     let log = scrape::read(dir.path()).unwrap();
     let charts = series::charts(&log);
     // The good endpoint's rate: never negative across its counter's restart.
-    let rates = line_values(chart(&charts, "demo requests"), "demo_requests_total");
+    // Two endpoints: each chart's title carries its endpoint's label.
+    let rates = line_values(chart(&charts, "good: demo requests"), "demo_requests_total");
     assert!(rates.len() >= 4 && rates.iter().all(|&r| r >= 0.0), "{rates:?}");
     // The stalled endpoint exposes nothing: no chart, but the report says why.
-    assert!(charts.iter().all(|c| c.title != "stalled up"));
+    assert!(charts.iter().all(|c| c.endpoint != "stalled"), "{charts:?}");
     let (run, _) = harness::report::rundir::run_from_dir(
         dir.path(),
         &harness::report::rundir::RunDirOptions { label: "run", target: "test server", requests: &[], audit: None },
@@ -313,7 +314,7 @@ async fn the_report_of_a_run_with_a_failing_endpoint_shows_the_gap_and_the_good_
         runs: vec![run],
     };
     let html = harness::report::html::render(&data).unwrap();
-    assert!(html.contains("data-server-chart=\"demo requests\""), "the good series is charted");
+    assert!(html.contains("data-server-chart=\"good: demo requests\""), "the good series is charted");
     assert!(html.contains("scrapes of stalled failed (no complete answer within 200 ms)"), "the gap in words");
     assert!(html.contains("metrics scraper (stalled)"), "the scraper's row in the slip table");
 }
