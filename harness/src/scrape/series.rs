@@ -68,6 +68,11 @@ fn label_text(spec: &SeriesSpec, labels: &BTreeMap<String, String>) -> String {
         .join(",")
 }
 
+/// A label set's sort key: numbers as numbers, so slot 10 comes after slot 9.
+fn label_order(labels: &BTreeMap<String, String>) -> Vec<(&str, Option<u64>, &str)> {
+    labels.iter().map(|(k, v)| (k.as_str(), v.parse::<u64>().ok(), v.as_str())).collect()
+}
+
 /// The gaps of one endpoint's records (in time order): each failed scrape until the next scrape.
 fn gaps(records: &[&ScrapeRecord], interval_s: f64) -> Vec<(f64, f64)> {
     let mut out: Vec<(f64, f64)> = Vec::new();
@@ -140,7 +145,7 @@ fn endpoint_charts(e: &EndpointInfo, log: &ScrapeLog) -> Vec<ServerChart> {
                     keys.push(s.labels.clone());
                 }
             }
-            keys.sort();
+            keys.sort_by(|a, b| label_order(a).cmp(&label_order(b)));
             for key in keys {
                 let labels = label_text(spec, &key);
                 let short = spec.name.split_once('_').map_or(spec.name.as_str(), |(_, rest)| rest);
@@ -328,6 +333,14 @@ mod tests {
         let c = charts(&log);
         assert_eq!(c.iter().map(|c| c.title.as_str()).collect::<Vec<_>>(), ["cluster: workers", "host b: workers"]);
         assert_eq!(c[1].lines[0].points, vec![(0.0, Some(3.0))]);
+    }
+
+    #[test]
+    fn slots_are_in_numeric_order() {
+        let slot = |n: &str| BTreeMap::from([("slot".to_string(), n.to_string())]);
+        let mut keys = vec![slot("10"), slot("2"), slot("x"), slot("1")];
+        keys.sort_by(|a, b| label_order(a).cmp(&label_order(b)));
+        assert_eq!(keys, vec![slot("x"), slot("1"), slot("2"), slot("10")]);
     }
 
     #[test]
