@@ -45,6 +45,8 @@ mkdir -p "$OUT/redis"
 RUN=$(cd "$OUT" && pwd)
 REDIS_PORT=$(free_port)
 FRONT=$(free_port)
+# HAProxy's built-in Prometheus exporter, scraped by the run (target.metrics).
+STATS=$(free_port)
 SOCK=$RUN/haproxy.sock
 HOSTS=(a b)
 
@@ -97,6 +99,7 @@ for id in "${HOSTS[@]}"; do
     "$RUN/hosts/$id/start" || { log "host $id did not start (see $RUN/hosts/$id/server.log)"; exit 2; }
     wait_until 30 host_serving "$admin" "$public" || { log "host $id: not every worker ready"; exit 2; }
     if [ "$id" = a ]; then A_ADMIN=$admin; fi
+    if [ "$id" = b ]; then B_ADMIN=$admin; fi
     log "host $id: master $(host_master "$RUN/hosts/$id"), $WORKERS workers on $public, admin $admin"
 done
 
@@ -135,6 +138,12 @@ defaults
 frontend shop_in
     bind 127.0.0.1:$FRONT
     default_backend shop
+
+# Prometheus text for the run's server charts (docs/FLEET.md): sessions and
+# state per backend server. Debian's haproxy is built with the exporter.
+frontend stats
+    bind 127.0.0.1:$STATS
+    http-request use-service prometheus-exporter if { path /metrics }
 
 backend shop
     balance roundrobin
@@ -203,9 +212,12 @@ fi
 
 # ---------------------------------------------------------------- the run
 # The scenario names 127.0.0.1:8080 (the frontend), 127.0.0.1:9090 (host
-# a's admin, for the audit: one store, so one host's audit is the fleet's),
-# Redis on 6390 and reports/fleet/ (this run folder).
+# a's admin, for the audit: one store, so one host's audit is the fleet's,
+# and for host a's metrics), 127.0.0.1:9091 (host b's admin, its metrics),
+# 127.0.0.1:8404 (HAProxy's exporter), Redis on 6390 and reports/fleet/
+# (this run folder).
 sed -e "s#127.0.0.1:8080#127.0.0.1:$FRONT#g" -e "s#127.0.0.1:9090#$A_ADMIN#g" \
+    -e "s#127.0.0.1:9091#$B_ADMIN#g" -e "s#127.0.0.1:8404#127.0.0.1:$STATS#g" \
     -e "s#\"6390\"#\"$REDIS_PORT\"#" \
     -e "s#reports/fleet/#$RUN/#g" scenarios/fleet.json > "$RUN/fleet.json"
 status=0

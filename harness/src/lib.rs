@@ -17,4 +17,5 @@ pub mod outcome;
 pub mod record;
 pub mod report;
 pub mod scenario;
+pub mod scrape;
 pub mod traffic;

@@ -122,6 +122,18 @@ fn single_process_drops_on_a_naive_restart_and_the_cluster_does_not() {
     let page = std::fs::read_to_string(out.join("index.html")).unwrap();
     assert!(page.contains("single process") && page.contains("cluster"), "both runs on the page");
     assert!(page.contains("<svg"), "charts on the page");
+    // compare scraped each side's admin /metrics (issue 17): the file, the
+    // summary's section, and the server's charts on the page.
+    for (side, summary) in [("single", &single), ("cluster", &cluster)] {
+        let m = &summary["server_metrics"]["endpoints"][0];
+        assert!(
+            m["url"].as_str().unwrap().ends_with("/metrics") && m["scrapes"].as_u64().unwrap() > 0,
+            "{side}: {m:#}"
+        );
+        let log = harness::scrape::read(&out.join(side)).unwrap();
+        assert!(log.records.iter().any(|r| r.ok), "{side}: no scrape answered");
+    }
+    assert!(page.contains("What the servers did") && page.contains("data-server-chart=\"workers up and draining\""));
     let junit = std::fs::read_to_string(out.join("junit.xml")).unwrap();
     assert!(junit.contains("cluster beats single process on dropped requests"), "{junit}");
 

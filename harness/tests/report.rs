@@ -62,9 +62,20 @@ fn page_is_self_contained_with_every_chart() {
     let html = report::html::render(&data).unwrap();
     assert!(html.starts_with("<!DOCTYPE html>"));
     assert_eq!(external_references(&html), Vec::<String>::new());
-    // 4 time charts per run, memory and descriptors per run, the spectrum.
-    assert_eq!(html.matches("<svg").count(), 6 * data.runs.len() + 1);
-    assert_eq!(html.matches("</svg>").count(), 6 * data.runs.len() + 1);
+    // 4 time charts per run, memory and descriptors per run, the spectrum,
+    // and per server chart title one per run.
+    let titles = harness::report::server_charts::titles(&data.runs).len();
+    assert_eq!(titles, 5, "workers, restarts, in-flight, connections, requests");
+    let charts = 6 * data.runs.len() + 1 + titles * data.runs.len();
+    assert_eq!(html.matches("<svg").count(), charts);
+    assert_eq!(html.matches("</svg>").count(), charts);
+    // The server's side: its section, a chart per title, the run without
+    // scrapes says so, and the gap is stated in words too.
+    assert!(html.contains("What the servers did"));
+    assert!(html.contains("data-server-chart=\"workers up and draining\""));
+    assert!(html.contains("not scraped for this run"));
+    assert!(html.contains("cluster: 2 of"), "the gap sentence");
+    assert!(html.contains("no data (scrape failed)"), "the gap in the chart's legend");
     for must in [
         "id=\"verdict\"",
         "id=\"key-numbers\"",
@@ -83,11 +94,12 @@ fn page_is_self_contained_with_every_chart() {
     ] {
         assert!(html.contains(must), "page lacks {must:?}");
     }
-    // Every fault is named on its run's time charts (6 charts each).
+    // Every fault is named on its run's time charts (4 charts each, memory and descriptors, and the server's).
     for run in &data.runs {
         for f in &run.faults {
             let label = format!("\n{}\n</text>", f.name);
-            assert_eq!(html.matches(&label).count(), 6, "fault {} not marked on every chart of {}", f.name, run.label);
+            let n = html.matches(&label).count();
+            assert_eq!(n, 6 + titles, "fault {} not marked on every chart of {}", f.name, run.label);
         }
     }
 }
@@ -191,6 +203,7 @@ fn runs_without_data_still_render() {
         run.faults.clear();
         run.audit = None;
         run.resources = None;
+        run.server.clear();
     }
     let html = report::html::render(&data).unwrap();
     assert!(!html.contains("Memory and file descriptors"), "no samples, no section");

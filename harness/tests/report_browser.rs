@@ -117,7 +117,7 @@ fn report_renders_in_chromium_and_loads_nothing_else() {
 
     let (dom, loads) = load(&page, work.path(), "dump");
     assert_eq!(loads, vec![format!("file://{}", page.display())], "the page loaded more than itself");
-    let charts = 6 * data.runs.len() + 1;
+    let charts = 6 * data.runs.len() + 1 + report::server_charts::titles(&data.runs).len() * data.runs.len();
     assert_eq!(dom.matches("<svg").count(), charts, "charts missing from the rendered DOM");
     assert!(dom.matches("<polyline").count() >= 2 * data.runs.len(), "chart lines missing from the rendered DOM");
     for must in [
@@ -126,6 +126,9 @@ fn report_renders_in_chromium_and_loads_nothing_else() {
         "Latency by percentile",
         "kill-1",
         "Memory and file descriptors",
+        "What the servers did",
+        "data-server-chart=\"worker restarts by reason\"",
+        "reason=crash",
     ] {
         assert!(dom.contains(must), "rendered DOM lacks {must:?}");
     }

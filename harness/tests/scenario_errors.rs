@@ -244,6 +244,59 @@ fn each_bad_field_is_named_by_its_path() {
             "fires at 10s but arrivals end at 10s",
         ),
         ("/name", Some(json!("  ")), "name", "must not be empty"),
+        // target.metrics (issue 17)
+        (
+            "/target/metrics",
+            Some(json!([{"url": "https://127.0.0.1:9090/metrics", "label": "a"}])),
+            "target.metrics[0].url",
+            "is not an http:// URL",
+        ),
+        (
+            "/target/metrics",
+            Some(
+                json!([{"url": "http://127.0.0.1:1/metrics", "label": "a"}, {"url": "http://127.0.0.1:2/metrics", "label": "a"}]),
+            ),
+            "target.metrics[1].label",
+            "\"a\" is used by another endpoint",
+        ),
+        (
+            "/target/metrics",
+            Some(json!([{"url": "http://127.0.0.1:1/metrics", "label": "a", "interval": "10ms"}])),
+            "target.metrics[0].interval",
+            "10ms is outside 100ms..=60s",
+        ),
+        (
+            "/target/metrics",
+            Some(json!([{"url": "http://127.0.0.1:1/metrics", "label": "a", "interval": "2m"}])),
+            "target.metrics[0].interval",
+            "is outside 100ms..=60s",
+        ),
+        (
+            "/target/metrics",
+            Some(json!([{"url": "http://127.0.0.1:1/metrics", "label": "a", "scrape_every": "1s"}])),
+            "target.metrics[0].scrape_every",
+            "unknown field \"scrape_every\"",
+        ),
+        (
+            "/target/metrics",
+            Some(json!([{"url": "http://127.0.0.1:1/metrics", "label": "a", "series": [{"name": "up", "as": "sum"}]}])),
+            "target.metrics[0].series[0].as",
+            "\"sum\" is not one of gauge, rate, events",
+        ),
+        (
+            "/target/metrics",
+            Some(
+                json!([{"url": "http://127.0.0.1:1/metrics", "label": "a", "series": [{"name": "up-now", "as": "gauge"}]}]),
+            ),
+            "target.metrics[0].series[0].name",
+            "is not a Prometheus metric name",
+        ),
+        (
+            "/target/metrics",
+            Some(json!([{"url": "http://127.0.0.1:1/metrics", "label": "a", "series": []}])),
+            "target.metrics[0].series",
+            "is empty",
+        ),
     ];
     let mut failures = Vec::new();
     for (pointer, value, path, words) in table {

@@ -48,6 +48,8 @@ pub struct SlotLabel {
 pub struct Metrics {
     registry: Registry,
     pub workers_up: Gauge,
+    /// Drains in progress: workers told to stop (or stopping on their own) that have not exited.
+    pub workers_draining: Gauge,
     pub restarts: Family<ReasonLabel, Counter>,
     pub rolling_restarts: Counter,
     pub rolling_restarts_aborted: Counter,
@@ -73,6 +75,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("reference");
         let workers_up = Gauge::default();
+        let workers_draining = Gauge::default();
         let restarts = Family::<ReasonLabel, Counter>::default();
         let rolling_restarts = Counter::default();
         let rolling_restarts_aborted = Counter::default();
@@ -86,6 +89,11 @@ impl Metrics {
         let handoffs = Family::<SlotLabel, Counter>::default();
         let fallbacks = Counter::default();
         registry.register("workers_up", "Workers ready and not draining", workers_up.clone());
+        registry.register(
+            "workers_draining",
+            "Workers draining (drains in progress): stopped accepting, not yet exited",
+            workers_draining.clone(),
+        );
         registry.register("worker_restarts", "Workers replaced, by reason", restarts.clone());
         registry.register("rolling_restarts", "Rolling restarts started", rolling_restarts.clone());
         registry.register(
@@ -124,6 +132,7 @@ impl Metrics {
         Self {
             registry,
             workers_up,
+            workers_draining,
             restarts,
             rolling_restarts,
             rolling_restarts_aborted,
@@ -167,6 +176,7 @@ mod tests {
         let text = m.encode();
         for needle in [
             "reference_workers_up ",
+            "reference_workers_draining 0",
             "reference_worker_restarts_total{reason=\"hang\"} 1",
             "reference_requests_total{slot=\"1\"} 5",
             "reference_drain_duration_seconds_bucket",

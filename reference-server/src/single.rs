@@ -110,6 +110,7 @@ impl AdminSource for SingleState {
         self.metrics.connections.get_or_create(&label).set(c.connections as i64);
         let serving = !self.shared.draining.load(Ordering::Relaxed);
         self.metrics.workers_up.set(i64::from(serving));
+        self.metrics.workers_draining.set(i64::from(!serving));
         self.metrics.encode()
     }
 

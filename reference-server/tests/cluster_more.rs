@@ -171,6 +171,7 @@ fn single_process_mode_serves_admin_and_drains_on_sigterm() {
     }
     assert_eq!(server.metric("reference_requests_total{slot=\"0\"}"), 6.0);
     assert_eq!(server.metric("reference_workers_up"), 1.0);
+    assert_eq!(server.metric("reference_workers_draining"), 0.0);
     assert_eq!(server.workers()["mode"], "single");
     let public = server.public;
     let inflight = std::thread::spawn(move || Conn::open(public).unwrap().get("/slow?ms=600"));

@@ -27,7 +27,9 @@ use crate::judge::summary::{self, Summary};
 use crate::record::events::{EVENTS_FILE, EventLog};
 use crate::record::ledger::{LEDGER_FILE, Ledger};
 use crate::record::recorder::{INTERVALS_FILE, TOTALS_FILE};
+use crate::scenario::url::HttpUrl;
 use crate::scenario::{ConnectionModel, Scenario};
+use crate::scrape::{self, ScrapeLog, Scraper};
 use crate::traffic::client::Connector;
 use crate::traffic::engine::{self, EngineOptions, EngineOutcome, Live};
 use crate::traffic::schedule::{self, Schedule};
@@ -92,6 +94,23 @@ pub struct Prepared {
     /// The target's top process for the machine sampler (its tree is the
     /// run's, not other work); the lifecycle sets it once the target runs.
     pub target_pid: TargetPid,
+    /// The scenario's `target.metrics`, resolved (loopback unless --allow-remote).
+    pub scrape: Vec<scrape::Target>,
+}
+
+/// Resolve `target.metrics` as the target itself is resolved: loopback only unless `allow_remote`.
+fn scrape_targets(scenario: &Scenario, allow_remote: bool) -> Result<Vec<scrape::Target>, StartError> {
+    let mut out = Vec::new();
+    for (i, m) in scenario.target.metrics.iter().enumerate() {
+        let bad = |e: String| StartError::Target(format!("target.metrics[{i}].url: {e}"));
+        let addr = limits::resolve_target(&m.url, allow_remote).map_err(bad)?;
+        let path = HttpUrl::parse(&m.url).map_err(|e| bad(format!("{:?} {e}", m.url)))?.path;
+        out.push(scrape::Target {
+            spec: m.clone(),
+            at: scrape::fetch::Endpoint { addr: addr.addr, authority: addr.authority, path },
+        });
+    }
+    Ok(out)
 }
 
 /// Applies the overrides, builds the schedule, checks the target address and
@@ -107,6 +126,7 @@ pub fn prepare(mut scenario: Scenario, opts: &RunOptions) -> Result<Prepared, St
         return Err(StartError::Limits(format!("--rate-scale {}: must be a positive number", opts.rate_scale)));
     }
     let target = limits::resolve_target(&scenario.target.base_url, opts.allow_remote).map_err(StartError::Target)?;
+    let scrape = scrape_targets(&scenario, opts.allow_remote)?;
     let longest = engine::longest_journey(&scenario);
     let conns = limits::concurrent_connections(&scenario, opts.rate_scale, longest);
     limits::ensure_nofile(conns + limits::FD_OVERHEAD).map_err(StartError::Limits)?;
@@ -132,6 +152,7 @@ pub fn prepare(mut scenario: Scenario, opts: &RunOptions) -> Result<Prepared, St
         engine: opts.engine.clone(),
         progress: opts.progress,
         target_pid: Arc::new(|| None),
+        scrape,
     })
 }
 
@@ -165,6 +186,8 @@ pub struct Executed {
     /// Memory and descriptors of the harness and the target, every `resources_every`.
     pub resources: Vec<resources::Sample>,
     pub resources_every: Duration,
+    /// What the target's metrics endpoints said while the traffic ran.
+    pub scrapes: ScrapeLog,
 }
 
 /// This process's peak resident set so far (VmHWM, MiB); None off Linux.
@@ -193,6 +216,7 @@ pub async fn execute(p: &Prepared, side: Vec<SideTask>, live: Arc<Live>) -> Resu
     let sampler = Sampler::start(p.target_pid.clone(), events.start(), Duration::from_secs(1));
     let resources_every = resources::period_for(p.schedule.duration);
     let resource_sampler = resources::start_sampler(p.target_pid.clone(), events.start(), resources_every);
+    let scraper = Scraper::start(&p.scrape, events.start());
     let side: Vec<_> = side.into_iter().map(|t| tokio::spawn(t(events.clone(), live.clone()))).collect();
     let progress = p.progress.then(|| crate::traffic::progress::spawn(live.snapshot.clone(), Duration::from_secs(5)));
     let outcome = engine::run(
@@ -207,6 +231,7 @@ pub async fn execute(p: &Prepared, side: Vec<SideTask>, live: Arc<Live>) -> Resu
     .await;
     let machine = sampler.finish();
     let resources = resource_sampler.finish();
+    let scrapes = scraper.finish();
     if let Some(h) = progress {
         h.abort();
         crate::traffic::progress::finish();
@@ -248,6 +273,7 @@ pub async fn execute(p: &Prepared, side: Vec<SideTask>, live: Arc<Live>) -> Resu
         machine,
         resources,
         resources_every,
+        scrapes,
     })
 }
 
@@ -293,6 +319,24 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
     let schedule_slip = summary::slip(rec);
     let slip_by_second = rec.series().iter().map(|r| (r.t_s, r.slip_max_ms)).collect();
     machine::write_csv(&p.dir, &ex.machine, &slip_by_second).map_err(out_err(&p.dir))?;
+    scrape::write(&p.dir, &ex.scrapes).map_err(out_err(&p.dir))?;
+    let server_metrics = (!ex.scrapes.endpoints.is_empty()).then(|| summary::ServerMetrics {
+        file: scrape::METRICS_FILE.into(),
+        endpoints: ex
+            .scrapes
+            .endpoints
+            .iter()
+            .map(|e| summary::ScrapedEndpoint {
+                label: e.label.clone(),
+                url: e.url.clone(),
+                interval_ms: e.interval_ms,
+                scrapes: e.scrapes,
+                gaps: e.gaps,
+                scraper_cpu_ms: e.scraper_cpu_ms,
+                gap_reasons: e.gap_reasons.clone(),
+            })
+            .collect(),
+    });
     let mut environment = machine::assess(&ex.machine, p.scenario.environment);
     let noise = Noise::new(environment.noisy, schedule_slip.p99_ms);
     environment.undecided_gates =
@@ -338,6 +382,7 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
         schedule_slip,
         environment: Some(environment),
         resources: Some(resource_use),
+        server_metrics,
         gates: gate_results,
         files: summary::Files {
             ledger: LEDGER_FILE.into(),

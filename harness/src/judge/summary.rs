@@ -53,6 +53,11 @@ pub struct Summary {
     /// summaries written before they were sampled.
     #[serde(default)]
     pub resources: Option<crate::host::resources::Resources>,
+    /// The target's Prometheus endpoints scraped during the run (scrape/):
+    /// per endpoint its scrapes, gaps and the scraper's CPU time; the
+    /// samples are in `server_metrics.jsonl`. Null when none was scraped.
+    #[serde(default)]
+    pub server_metrics: Option<ServerMetrics>,
     pub gates: Vec<GateResult>,
     pub files: Files,
     /// One row per second of the run.
@@ -61,6 +66,28 @@ pub struct Summary {
     /// `audit` at the top level); empty/null for a run without the lifecycle.
     #[serde(flatten)]
     pub chaos: ChaosSections,
+}
+
+/// `server_metrics`: what the scraper did (the endpoints' lines of the file, without series).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerMetrics {
+    pub file: String,
+    pub endpoints: Vec<ScrapedEndpoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScrapedEndpoint {
+    pub label: String,
+    pub url: String,
+    pub interval_ms: u64,
+    pub scrapes: u64,
+    /// Scrapes that failed, timed out or returned garbage: gaps, never zeros.
+    pub gaps: u64,
+    /// CPU time of the endpoint's scraper thread (off the run's runtime).
+    pub scraper_cpu_ms: f64,
+    /// Why scrapes failed, each distinct reason once (at most 5).
+    #[serde(default)]
+    pub gap_reasons: Vec<String>,
 }
 
 /// What the lifecycle adds to the summary: per fault occurrence, the

@@ -176,6 +176,8 @@ pub fn run(label: &str, target: &str, s: &Summary, requests: &[StepRequest], aud
         totals: totals(s),
         machine: None,
         resources: None,
+        server: Vec::new(),
+        scrapers: s.server_metrics.as_ref().map(|m| m.endpoints.clone()).unwrap_or_default(),
     }
 }
 

@@ -22,11 +22,11 @@ pub const TIME_CHART: (u32, u32) = (680, 280);
 /// Size of the spectrum chart (full width).
 pub const SPECTRUM_CHART: (u32, u32) = (1360, 440);
 
-const FONT: &str = "sans-serif";
-/// Room above each time chart's plotting area for two staggered rows of
-/// fault names, so they never sit under the legend or the data. Chart titles
-/// are the HTML figure captions.
-const FAULT_LABEL_ROOM: u32 = 36;
+pub(super) const FONT: &str = "sans-serif";
+/// Room above each time chart's plotting area for three rows of fault names
+/// (label_rows), so they never sit under the legend or the data. Chart
+/// titles are the HTML figure captions.
+const FAULT_LABEL_ROOM: u32 = 52;
 const P50: RGBColor = RGBColor(31, 119, 180);
 const P99: RGBColor = RGBColor(255, 127, 14);
 const MAX: RGBColor = RGBColor(150, 150, 150);
@@ -212,7 +212,34 @@ where
     Ok(())
 }
 
-/// Fault names just above the plotting area, in two staggered rows so neighbours do not overlap.
+/// Rows of fault names above a chart (FAULT_LABEL_ROOM has room for this many).
+const FAULT_LABEL_ROWS: usize = 3;
+/// Width of one character of a 14 px sans-serif label, generously (SVG text
+/// is measured by the browser, not here).
+const LABEL_CHAR_PX: i32 = 8;
+
+/// The row of each label, given their pixel extents (start, end) in start
+/// order: the first row in which the label clears the one before it by a
+/// few pixels; when every row is taken, the row that frees up first (the
+/// overlap is then the smallest possible).
+pub fn label_rows(extents: &[(i32, i32)], rows: usize) -> Vec<usize> {
+    const GAP_PX: i32 = 6;
+    let mut ends: Vec<Option<i32>> = vec![None; rows.max(1)];
+    extents
+        .iter()
+        .map(|&(start, end)| {
+            let row = ends
+                .iter()
+                .position(|e| e.is_none_or(|e| e + GAP_PX <= start))
+                .unwrap_or_else(|| (0..ends.len()).min_by_key(|&r| ends[r].unwrap_or(i32::MIN)).unwrap_or(0));
+            ends[row] = Some(end);
+            row
+        })
+        .collect()
+}
+
+/// Fault names just above the plotting area, in up to three rows laid out
+/// by [`label_rows`] so that names of faults close together stay readable.
 pub(super) fn label_faults<Y: Ranged<ValueType = f64>>(
     root: &Area<'_>,
     chart: &ChartContext<'_, SVGBackend<'_>, Cartesian2d<RangedCoordf64, Y>>,
@@ -220,9 +247,12 @@ pub(super) fn label_faults<Y: Ranged<ValueType = f64>>(
     y_top: f64,
 ) -> Result<()> {
     let (_, py) = chart.plotting_area().get_pixel_range();
-    for (i, f) in faults.iter().enumerate() {
-        let (px, _) = chart.backend_coord(&(f.start_s, y_top));
-        let pos = (px - 2, py.start - 17 - 16 * (i as i32 % 2));
+    let starts: Vec<i32> = faults.iter().map(|f| chart.backend_coord(&(f.start_s, y_top)).0 - 2).collect();
+    let extents: Vec<(i32, i32)> =
+        faults.iter().zip(&starts).map(|(f, &x)| (x, x + LABEL_CHAR_PX * f.name.chars().count() as i32)).collect();
+    let rows = label_rows(&extents, FAULT_LABEL_ROWS);
+    for ((f, x), row) in faults.iter().zip(starts).zip(rows) {
+        let pos = (x, py.start - 17 - 16 * row as i32);
         root.draw(&Text::new(f.name.clone(), pos, (FONT, 14).into_font().color(&FAULT)))
             .map_err(|e| anyhow!("fault label: {e}"))?;
     }
@@ -246,14 +276,14 @@ pub(super) fn legend<'a, 'b: 'a, CT: CoordTranslate>(
         .map_err(|e| anyhow!("{what} legend: {e}"))
 }
 
-fn no_data(root: &Area<'_>, message: &str) -> Result<()> {
+pub(super) fn no_data(root: &Area<'_>, message: &str) -> Result<()> {
     let (w, h) = root.dim_in_pixel();
     root.draw(&Text::new(message.to_string(), (w as i32 / 2 - 120, h as i32 / 2), (FONT, 15).into_font().color(&MAX)))
         .map_err(|e| anyhow!("chart text: {e}"))
 }
 
 /// Contiguous stretches of Some values, so lines break where there is no data.
-fn segments(points: impl Iterator<Item = (f64, Option<f64>)>, floor: f64) -> Vec<Vec<(f64, f64)>> {
+pub(super) fn segments(points: impl Iterator<Item = (f64, Option<f64>)>, floor: f64) -> Vec<Vec<(f64, f64)>> {
     let mut out: Vec<Vec<(f64, f64)>> = Vec::new();
     let mut current = Vec::new();
     for (x, y) in points {
@@ -346,6 +376,20 @@ pub(super) fn linear_time_chart<'a, 'b>(
     y_desc: &str,
     y_max: f64,
 ) -> Result<LinearTimeChart<'a, 'b>> {
+    time_chart(root, run, axes, what, y_desc, y_max, true)
+}
+
+/// [`linear_time_chart`], with or without numbers on the y axis (a chart of
+/// rows of markers labels its rows itself).
+pub(super) fn time_chart<'a, 'b>(
+    root: &'a Area<'b>,
+    run: &RunData,
+    axes: &TimeAxes,
+    what: &str,
+    y_desc: &str,
+    y_max: f64,
+    y_numbers: bool,
+) -> Result<LinearTimeChart<'a, 'b>> {
     let mut chart = ChartBuilder::on(root)
         .margin(8)
         .margin_top(FAULT_LABEL_ROOM)
@@ -358,6 +402,7 @@ pub(super) fn linear_time_chart<'a, 'b>(
         .x_desc("seconds since start")
         .x_label_formatter(&|v| fmt_tick(*v))
         .y_desc(y_desc)
+        .y_labels(if y_numbers { 10 } else { 0 })
         .y_label_formatter(&|v| fmt_tick(*v))
         .light_line_style(WHITE.mix(0.0))
         .label_style((FONT, 15))
@@ -537,6 +582,8 @@ pub fn spectrum(runs: &[RunData]) -> Result<String> {
 pub struct Charts {
     /// Per run: latency, throughput, failures, active shoppers.
     pub per_run: Vec<[String; 4]>,
+    /// The server's side (server_charts.rs): per chart title, one SVG per run.
+    pub server: Vec<(String, Vec<String>)>,
     pub spectrum: String,
 }
 
@@ -551,7 +598,7 @@ pub fn draw_all(runs: &[RunData]) -> Result<Charts> {
             active_over_time(run, &axes)?,
         ]);
     }
-    Ok(Charts { per_run, spectrum: spectrum(runs)? })
+    Ok(Charts { per_run, server: super::server_charts::draw(runs, &axes)?, spectrum: spectrum(runs)? })
 }
 
 #[cfg(test)]
@@ -585,6 +632,31 @@ mod tests {
         assert_eq!(log_range(150.0, 160.0), 100.0..1000.0);
         assert_eq!(log_range(f64::INFINITY, 0.0), 0.1..1000.0);
         assert_eq!(decade_labels(&(1.0..1000.0)), 4);
+    }
+
+    #[test]
+    fn fault_labels_close_together_take_separate_rows() {
+        // Regression (issue 17): the blackfriday report drew "kill the busiest
+        // worker#1" over "hang a worker" (rows alternated by index, so the
+        // first and third label shared a row whatever their distance).
+        let ext = [(100, 260), (180, 300), (250, 450), (330, 430)];
+        assert_eq!(label_rows(&ext, 3), vec![0, 1, 2, 0]);
+        // Far apart: all on the first row.
+        assert_eq!(label_rows(&[(0, 50), (100, 150), (200, 250)], 3), vec![0, 0, 0]);
+        // A few pixels of space are needed between two labels of one row.
+        assert_eq!(label_rows(&[(0, 50), (52, 90)], 3), vec![0, 1]);
+        // More collisions than rows: the row that frees up first.
+        assert_eq!(label_rows(&[(0, 500), (10, 100), (20, 300), (30, 60)], 3), vec![0, 1, 2, 1]);
+        // No row is laid out twice over: every label's extent is clear of the
+        // previous label of its row whenever a free row existed.
+        let many: Vec<(i32, i32)> = (0..20).map(|i| (i * 40, i * 40 + 100)).collect();
+        let rows = label_rows(&many, 3);
+        for (i, r) in rows.iter().enumerate() {
+            if let Some(j) = (0..i).rev().find(|&j| rows[j] == *r) {
+                assert!(many[j].1 + 6 <= many[i].0, "label {i} overlaps {j} in row {r}");
+            }
+        }
+        assert!(label_rows(&[], 3).is_empty());
     }
 
     #[test]

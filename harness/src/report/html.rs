@@ -293,6 +293,7 @@ fn chart_sections(runs: &[RunData], charts: &Charts) -> Markup {
              moment each started until the target served normally again. Both runs share the same axes."
         }
         (figure_row(runs, charts, 0, "latency per second"))
+        (server_sections(runs, charts))
         h2 { "Throughput and failures" }
         p.caption {
             "Requests finished per second, stacked: ok, refused as sold out (an expected answer), then failures \
@@ -315,6 +316,52 @@ fn chart_sections(runs: &[RunData], charts: &Charts) -> Markup {
         figure #spectrum {
             figcaption { "Latency by percentile, ok requests, whole run" }
             (PreEscaped(&charts.spectrum))
+        }
+    }
+}
+
+/// What the servers did, under the latency chart: the target's own metrics.
+fn server_sections(runs: &[RunData], charts: &Charts) -> Markup {
+    if charts.server.is_empty() {
+        return html! {};
+    }
+    let gaps: Vec<String> = runs
+        .iter()
+        .flat_map(|r| {
+            r.scrapers.iter().filter(|e| e.gaps > 0).map(move |e| {
+                format!(
+                    "{}: {} of {} scrapes of {} failed ({})",
+                    r.label,
+                    e.gaps,
+                    e.scrapes,
+                    e.label,
+                    e.gap_reasons.join("; ")
+                )
+            })
+        })
+        .collect();
+    html! {
+        h2 #server { "What the servers did" }
+        p.caption {
+            "The target's own Prometheus metrics, scraped during the run (every second by default) on the same \
+             time axis and with the same fault bands as the latency chart above. Workers up and draining: a \
+             rolling restart that starts each replacement before draining the old worker never dips below the \
+             configured count. Restarts are markers by reason (crash: a worker exited on its own or was \
+             killed; hang: its heartbeats stopped and the master replaced it; rolling: replaced by a rolling \
+             restart). Counters are drawn as rates per second; a counter that went down (a process restarted) \
+             counts from zero again, as Prometheus' rate() does. Red bands are scrapes that failed or timed \
+             out: no data there, never zero."
+        }
+        @for g in &gaps { p.warn.scrape-gaps { (g) } }
+        @for (title, svgs) in &charts.server {
+            div.row.server {
+                @for (run, svg) in runs.iter().zip(svgs) {
+                    figure data-run=(run.label) data-server-chart=(title) {
+                        figcaption { (run.label) ": " (title) }
+                        (PreEscaped(svg))
+                    }
+                }
+            }
         }
     }
 }
@@ -493,6 +540,19 @@ fn slip_table(runs: &[RunData]) -> Markup {
                 }
                 @if let Some(m) = &r.machine {
                     (other_work_row(r, m))
+                }
+                @for e in &r.scrapers {
+                    tr.scraper {
+                        td.l { (r.label) ": metrics scraper (" (e.label) ")" }
+                        td colspan="2" { (format!("{:.1} ms CPU", e.scraper_cpu_ms)) }
+                        td.l { "no: own thread, off the schedule's runtime" }
+                        td.l {
+                            (format!(
+                                "{} scrapes every {} ms of {}, {} failed (gaps)",
+                                e.scrapes, e.interval_ms, e.url, e.gaps
+                            ))
+                        }
+                    }
                 }
             }
         }

@@ -13,6 +13,7 @@ pub mod junit;
 pub mod model;
 pub mod resources;
 pub mod rundir;
+pub mod server_charts;
 pub mod single;
 
 use std::path::{Path, PathBuf};

@@ -119,6 +119,13 @@ pub struct RunData {
     /// None for runs recorded before they were sampled.
     #[serde(default)]
     pub resources: Option<super::resources::ResourceData>,
+    /// The server's side from `server_metrics.jsonl` (scrape/series.rs);
+    /// empty when the run scraped nothing.
+    #[serde(default)]
+    pub server: Vec<crate::scrape::series::ServerChart>,
+    /// What scraping cost and how often it failed, per endpoint (summary.json `server_metrics`).
+    #[serde(default)]
+    pub scrapers: Vec<crate::judge::summary::ScrapedEndpoint>,
 }
 
 /// What else the machine did during a run (machine.rs): the band on the

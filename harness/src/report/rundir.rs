@@ -45,7 +45,9 @@ pub fn run_from_dir(dir: &Path, o: &RunDirOptions<'_>) -> Result<(RunData, Summa
         rss_limit: gate_limit(&summary, judge_resources::RSS_GATE),
         fds_limit: gate_limit(&summary, judge_resources::FDS_GATE),
     });
-    Ok((RunData { machine, resources, ..run }, summary))
+    let scraped = crate::scrape::read(dir).map_err(|e| anyhow!("reading the run's server metrics: {e}"))?;
+    let server = crate::scrape::series::charts(&scraped);
+    Ok((RunData { machine, resources, server, ..run }, summary))
 }
 
 fn gate_limit(s: &Summary, name: &str) -> Option<f64> {

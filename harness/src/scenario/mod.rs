@@ -89,6 +89,91 @@ pub struct TargetSpec {
     pub launch: Option<LaunchSpec>,
     /// Or attaches to a running one whose master pid is in this file.
     pub pid_file: Option<PathBuf>,
+    /// Prometheus endpoints scraped during the run (`target.metrics`, scrape/).
+    pub metrics: Vec<MetricsEndpoint>,
+}
+
+/// One Prometheus endpoint the run scrapes (`target.metrics[i]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsEndpoint {
+    /// e.g. "http://127.0.0.1:9090/metrics".
+    pub url: String,
+    /// Names the endpoint in the file and the report ("cluster", "haproxy"); unique.
+    pub label: String,
+    /// Time between scrapes; also the most one scrape may take.
+    pub interval: Duration,
+    /// The series kept and charted: the scenario's, or [`default_series`].
+    pub series: Vec<SeriesSpec>,
+}
+
+/// A series picked from an endpoint by name and labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesSpec {
+    /// The sample name as exposed, e.g. "reference_worker_restarts_total".
+    pub name: String,
+    /// Labels a sample must carry with these values (others may vary: one line each).
+    pub labels: BTreeMap<String, String>,
+    pub kind: SeriesKind,
+    /// The chart it is drawn on; series with the same title share a chart.
+    pub title: String,
+}
+
+/// How a series is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeriesKind {
+    /// The value as scraped.
+    Gauge,
+    /// A counter, per second between scrapes (a decrease is a reset, as in Prometheus).
+    Rate,
+    /// A counter whose every increase is a marker (restarts by reason).
+    Events,
+}
+
+impl SeriesKind {
+    pub const NAMES: [&str; 3] = ["gauge", "rate", "events"];
+
+    pub fn from_name(s: &str) -> Option<SeriesKind> {
+        match s {
+            "gauge" => Some(SeriesKind::Gauge),
+            "rate" => Some(SeriesKind::Rate),
+            "events" => Some(SeriesKind::Events),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SeriesKind::Gauge => "gauge",
+            SeriesKind::Rate => "rate",
+            SeriesKind::Events => "events",
+        }
+    }
+}
+
+/// Chart titles of the default series (the report orders charts by them).
+pub const WORKERS_TITLE: &str = "workers up and draining";
+pub const RESTARTS_TITLE: &str = "worker restarts by reason";
+
+/// The series kept when an endpoint lists none: the reference server's
+/// (docs/CLUSTER.md, "Metrics") and HAProxy's built-in exporter's. Series an
+/// endpoint does not expose are simply absent, so one list serves both.
+pub fn default_series() -> Vec<SeriesSpec> {
+    let s = |name: &str, kind: SeriesKind, title: &str| SeriesSpec {
+        name: name.into(),
+        labels: BTreeMap::new(),
+        kind,
+        title: title.into(),
+    };
+    vec![
+        s("reference_workers_up", SeriesKind::Gauge, WORKERS_TITLE),
+        s("reference_workers_draining", SeriesKind::Gauge, WORKERS_TITLE),
+        s("reference_worker_restarts_total", SeriesKind::Events, RESTARTS_TITLE),
+        s("reference_in_flight_requests", SeriesKind::Gauge, "in-flight requests per slot"),
+        s("reference_open_connections", SeriesKind::Gauge, "open connections per slot"),
+        s("reference_requests_total", SeriesKind::Rate, "requests served per second per slot"),
+        s("haproxy_server_current_sessions", SeriesKind::Gauge, "HAProxy sessions per backend server"),
+        s("haproxy_server_status", SeriesKind::Gauge, "HAProxy backend server state"),
+    ]
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -83,6 +83,37 @@ pub(crate) struct RawTarget {
     pub launch: Option<RawLaunch>,
     #[serde(default)]
     pub pid_file: Option<String>,
+    #[serde(default)]
+    pub metrics: Vec<RawMetricsEndpoint>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a metrics endpoint such as {\"url\": \"http://127.0.0.1:9090/metrics\", \"label\": \"cluster\"}"
+)]
+pub(crate) struct RawMetricsEndpoint {
+    pub url: String,
+    pub label: String,
+    #[serde(default)]
+    pub interval: Option<Dur>,
+    #[serde(default)]
+    pub series: Option<Vec<RawSeries>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a series such as {\"name\": \"reference_workers_up\", \"as\": \"gauge\", \"title\": \"workers\"}"
+)]
+pub(crate) struct RawSeries {
+    pub name: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(rename = "as")]
+    pub kind: String,
+    #[serde(default)]
+    pub title: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

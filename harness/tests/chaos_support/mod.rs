@@ -124,6 +124,7 @@ pub fn target_spec(port: u16, launch: Option<LaunchSpec>) -> TargetSpec {
         ready_timeout: Duration::from_secs(20),
         launch,
         pid_file: None,
+        metrics: Vec::new(),
     }
 }
 

@@ -29,7 +29,22 @@ pub fn synthetic(seconds: u32, seed: u64) -> ReportData {
         fault("hang-1", "hang_worker", 0.75 * d, 0.75 * d + 3.0, Some(0.75 * d + 3.2), 3, 3, 0),
     ];
     let single = run(&mut rng, "single process", "reference-server --workers 0", seconds, 9.0, single_faults, 1);
-    let cluster = run(&mut rng, "cluster", "reference-server --workers 2", seconds, 1.0, cluster_faults, 0);
+    let mut cluster = run(&mut rng, "cluster", "reference-server --workers 2", seconds, 1.0, cluster_faults, 0);
+    let scraped = server_log(d);
+    cluster.server = harness::scrape::series::charts(&scraped);
+    cluster.scrapers = scraped
+        .endpoints
+        .iter()
+        .map(|e| harness::judge::summary::ScrapedEndpoint {
+            label: e.label.clone(),
+            url: e.url.clone(),
+            interval_ms: e.interval_ms,
+            scrapes: e.scrapes,
+            gaps: e.gaps,
+            scraper_cpu_ms: e.scraper_cpu_ms,
+            gap_reasons: e.gap_reasons.clone(),
+        })
+        .collect();
     let verdict = vec![
         gate(
             "cluster: dropped requests <= 0",
@@ -72,6 +87,74 @@ pub fn synthetic(seconds: u32, seed: u64) -> ReportData {
         ),
         verdict,
         runs: vec![single, cluster],
+    }
+}
+
+/// What the cluster's /metrics could have said during the demo's faults: two
+/// workers, a third during the rolling restart (new before old), a crash at
+/// each kill, a hang, and two failed scrapes (a gap) after the second kill.
+fn server_log(d: f64) -> harness::scrape::ScrapeLog {
+    use harness::scenario::default_series;
+    use harness::scrape::{EndpointInfo, Sample, ScrapeLog, ScrapeRecord, SeriesInfo};
+    let series = default_series()
+        .into_iter()
+        .map(|s| SeriesInfo { name: s.name, labels: s.labels, kind: s.kind.as_str().into(), title: s.title })
+        .collect();
+    let mut records = Vec::new();
+    let (mut crash, mut hang, mut rolling, mut requests) = (0.0, 0.0, 0.0, [0.0f64; 2]);
+    for t in 0..(d as u32) {
+        let t = f64::from(t);
+        let roll = (0.45 * d..0.45 * d + 5.0).contains(&t);
+        if t == (0.25 * d).ceil() || t == (0.60 * d).ceil() {
+            crash += 1.0;
+        }
+        if t == (0.75 * d + 1.0).ceil() {
+            hang += 1.0;
+        }
+        if t == (0.45 * d + 2.0).ceil() || t == (0.45 * d + 4.0).ceil() {
+            rolling += 1.0;
+        }
+        let gap = (0.60 * d + 2.0..0.60 * d + 4.0).contains(&t);
+        let sample = |name: &str, label: Option<(&str, String)>, value: f64| Sample {
+            name: name.into(),
+            labels: label.map(|(k, v)| BTreeMap::from([(k.to_string(), v)])).unwrap_or_default(),
+            value,
+        };
+        let mut samples = vec![
+            sample("reference_workers_up", None, if roll && t as u32 % 2 == 1 { 3.0 } else { 2.0 }),
+            sample("reference_workers_draining", None, if roll && t as u32 % 2 == 0 { 1.0 } else { 0.0 }),
+        ];
+        for (reason, n) in [("crash", crash), ("hang", hang), ("rolling", rolling), ("sigterm", 0.0)] {
+            samples.push(sample("reference_worker_restarts_total", Some(("reason", reason.into())), n));
+        }
+        for (slot, total) in requests.iter_mut().enumerate() {
+            *total += 40.0 + 10.0 * ((t + slot as f64) * 0.7).sin();
+            let load = 3.0 + 2.0 * ((t + slot as f64) * 0.3).sin();
+            samples.push(sample("reference_requests_total", Some(("slot", slot.to_string())), *total));
+            samples.push(sample("reference_in_flight_requests", Some(("slot", slot.to_string())), load.round()));
+            samples.push(sample("reference_open_connections", Some(("slot", slot.to_string())), 16.0 + load.round()));
+        }
+        records.push(ScrapeRecord {
+            t_ms: t * 1000.0,
+            endpoint: "reference-server".into(),
+            took_ms: if gap { 1000.0 } else { 1.2 },
+            ok: !gap,
+            error: gap.then(|| "no complete answer within 1000 ms".into()),
+            samples: if gap { Vec::new() } else { samples },
+        });
+    }
+    ScrapeLog {
+        endpoints: vec![EndpointInfo {
+            label: "reference-server".into(),
+            url: "http://127.0.0.1:9090/metrics".into(),
+            interval_ms: 1000,
+            series,
+            scrapes: records.len() as u64,
+            gaps: records.iter().filter(|r| !r.ok).count() as u64,
+            scraper_cpu_ms: 12.5,
+            gap_reasons: vec!["no complete answer within 1000 ms".into()],
+        }],
+        records,
     }
 }
 
@@ -250,6 +333,8 @@ fn run(
         totals,
         machine: None,
         resources: Some(demo_resources(f64::from(seconds))),
+        server: Vec::new(),
+        scrapers: Vec::new(),
     }
 }
 

@@ -49,6 +49,8 @@ impl AdminSource for View<'_, '_> {
         let m = &self.m.metrics;
         let serving = self.m.workers.iter().filter(|w| w.is_live() && w.phase == Phase::Ready).count();
         m.workers_up.set(serving as i64);
+        let draining = self.m.workers.iter().filter(|w| w.is_draining()).count();
+        m.workers_draining.set(draining as i64);
         for slot in 0..self.m.slots.len() {
             let in_slot = self.m.workers.iter().filter(|w| w.slot == slot);
             let (fl, conns) = in_slot.fold((0, 0), |(f, c), w| (f + w.counters.in_flight, c + w.counters.connections));

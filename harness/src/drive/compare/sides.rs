@@ -12,7 +12,7 @@ use anyhow::{Context, Result, anyhow};
 use super::CompareOptions;
 use crate::judge::versus::SINGLE;
 use crate::scenario::url::HttpUrl;
-use crate::scenario::{LaunchSpec, Scenario};
+use crate::scenario::{LaunchSpec, MetricsEndpoint, Scenario, default_series};
 
 fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("picking a free loopback port")?;
@@ -87,13 +87,39 @@ fn reference_side(
     let mut scenario = s.clone();
     scenario.target.base_url = format!("http://127.0.0.1:{port}");
     scenario.target.pid_file = None;
+    let mut old_admin = None;
     if let Some(a) = scenario.audit.as_mut() {
         let url = HttpUrl::parse(&a.url).map_err(|e| anyhow!("audit.url {:?} {e}", a.url))?;
+        old_admin = Some(url.authority.clone());
         a.url = url.with_authority(&format!("127.0.0.1:{admin}"));
     }
+    admin_metrics(&mut scenario.target.metrics, old_admin.as_deref(), admin)?;
     let launch = launch_of(argv, s.target.launch.as_ref());
     scenario.target.launch = Some(launch.clone());
     Ok(Side { label, dir, command: command_text(&launch.argv), scenario, launch })
+}
+
+/// The reference server's admin `/metrics` for the run's scrapes: endpoints
+/// the scenario points at its admin address (the audit URL's host:port) move
+/// to this side's fresh admin port; a scenario without any gets the admin
+/// endpoint with the default series.
+fn admin_metrics(metrics: &mut Vec<MetricsEndpoint>, old_admin: Option<&str>, admin: u16) -> Result<()> {
+    if metrics.is_empty() {
+        metrics.push(MetricsEndpoint {
+            url: format!("http://127.0.0.1:{admin}/metrics"),
+            label: "reference-server".into(),
+            interval: Duration::from_secs(1),
+            series: default_series(),
+        });
+        return Ok(());
+    }
+    for (i, m) in metrics.iter_mut().enumerate() {
+        let url = HttpUrl::parse(&m.url).map_err(|e| anyhow!("target.metrics[{i}].url {:?} {e}", m.url))?;
+        if Some(url.authority.as_str()) == old_admin {
+            m.url = url.with_authority(&format!("127.0.0.1:{admin}"));
+        }
+    }
+    Ok(())
 }
 
 /// The side for a user's command line, serving where the scenario says.

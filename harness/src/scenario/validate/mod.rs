@@ -5,6 +5,7 @@
 //! its field path, instead of stopping at the first. Not for I/O.
 
 mod chaos;
+mod metrics;
 mod steps;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -243,6 +244,7 @@ fn target(v: &mut V, raw: &RawScenario) -> TargetSpec {
         ready_timeout,
         launch,
         pid_file: t.pid_file.as_ref().map(PathBuf::from),
+        metrics: metrics::endpoints(v, &t.metrics),
     }
 }
 
