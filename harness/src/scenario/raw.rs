@@ -83,6 +83,10 @@ pub(crate) struct RawTarget {
     pub launch: Option<RawLaunch>,
     #[serde(default)]
     pub pid_file: Option<String>,
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,6 +221,8 @@ pub(crate) struct RawConnections {
     pub idle_timeout: Option<Dur>,
     #[serde(default)]
     pub addresses: Option<u32>,
+    #[serde(default)]
+    pub tls_resumption: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

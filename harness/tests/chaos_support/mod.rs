@@ -124,6 +124,8 @@ pub fn target_spec(port: u16, launch: Option<LaunchSpec>) -> TargetSpec {
         ready_timeout: Duration::from_secs(20),
         launch,
         pid_file: None,
+        ca_file: None,
+        insecure_skip_verify: false,
     }
 }
 

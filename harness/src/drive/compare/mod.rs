@@ -435,6 +435,7 @@ pub fn run(scenario: Scenario, o: &CompareOptions) -> Result<Compared> {
             shoppers: cluster_summary.run.shoppers_arrived,
             duration_s: scaling.arrivals_s,
             seed: s.seed,
+            transport: cluster_summary.tls.as_ref().map(|t| t.header()),
         },
         scaling_note: scaling.note.clone(),
         verdict: gates.clone(),
