@@ -987,6 +987,37 @@ mod tests {
         assert_eq!(next_chunk(b"zz\r\n", 0).unwrap_err().class, FailureClass::ProtocolError);
     }
 
+    /// A name with several DNS answers: new connections go to each in
+    /// turn, and each attempt says which address it went to.
+    #[tokio::test]
+    async fn new_connections_are_spread_over_every_address() {
+        let mut addrs = Vec::new();
+        for ip in ["127.0.0.1", "127.0.0.2"] {
+            let l = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+            addrs.push(l.local_addr().unwrap());
+            tokio::spawn(async move {
+                while let Ok((mut c, _)) = l.accept().await {
+                    tokio::spawn(async move {
+                        let mut buf = [0u8; 1024];
+                        let _ = c.read(&mut buf).await;
+                        let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
+                    });
+                }
+            });
+        }
+        let connector = Connector::new(addrs[0], "shop".into(), Vec::new()).spread_over(addrs.clone());
+        let req = Request { method: "GET", path: "/", headers: &[], body: None };
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+            let a = send(&connector, &mut None, &req, false, deadline, &mut Vec::new()).await;
+            assert_eq!(a.result.unwrap().status, 200);
+            assert_eq!(a.handshake, Handshake::None, "plain http pays no handshake");
+            seen.push(a.addr.unwrap());
+        }
+        assert_eq!(seen, vec![addrs[0], addrs[1], addrs[0], addrs[1]]);
+    }
+
     #[test]
     fn trailer_end_finds_final_crlf() {
         assert_eq!(trailer_end(b"\r\n"), Some(2));
