@@ -12,8 +12,14 @@
 //! parser). Each failure is classified where it is observed, by the phase the
 //! attempt was in; docs/LEDGER.md lists the rules.
 //!
+//! https:// is the same code over a different byte stream ([`Stream`]: plain
+//! TCP or rustls over TCP); the handshake is one more phase of a new
+//! connection, classified by tls.rs, and is paid inside the attempt's
+//! deadline and latency like the TCP connect.
+//!
 //! Not here: pooling (engine.rs), retries (engine.rs), what a status means for
-//! the step (engine.rs decides ok / refused / unexpected from the step).
+//! the step (engine.rs decides ok / refused / unexpected from the step), the
+//! TLS configuration (tls.rs).
 
 use std::io::{self, ErrorKind};
 use std::net::{IpAddr, SocketAddr};
