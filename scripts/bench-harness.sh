@@ -33,6 +33,7 @@ DUR=${BENCH_DURATION:-3}
 RATES=${BENCH_RATES:-"20000 30000 40000 60000 80000 100000 110000 120000 130000 150000 200000 250000"}
 PORT=${BENCH_PORT:-18280}
 TLS_PORT=$((PORT + 1))
+FULL_PORT=$((PORT + 2))
 TLS_RATES=${BENCH_TLS_RATES:-"20000 30000 40000 60000 80000"}
 HS_RATES=${BENCH_HANDSHAKE_RATES:-"500 1000 1500 2000 3000 4000"}
 TARGET_DIR=${CARGO_TARGET_DIR:-$(pwd)/target}
@@ -101,6 +102,17 @@ http {
         ssl_certificate $WORK/pki/server.pem;
         ssl_certificate_key $WORK/pki/server.key;
         # One line per request: "r" when its connection resumed a session.
+        access_log $WORK/nginx/logs/tls.log reused buffer=256k flush=1s;
+        location / { return 200 "ok"; }
+    }
+    # No session resumption at all: every new connection of either
+    # generator pays a full handshake (wrk resumes sessions when it can).
+    server {
+        listen 127.0.0.1:$FULL_PORT ssl backlog=4096;
+        ssl_certificate $WORK/pki/server.pem;
+        ssl_certificate_key $WORK/pki/server.key;
+        ssl_session_tickets off;
+        ssl_session_cache off;
         access_log $WORK/nginx/logs/tls.log reused buffer=256k flush=1s;
         location / { return 200 "ok"; }
     }
@@ -215,11 +227,11 @@ resumed_since() { # mark
     tail -n +"$(($1 + 1))" "$TLS_LOG" | awk '{n++; if ($1 == "r") r++} END {printf "%.0f%%", n ? 100*r/n : 0}'
 }
 # wrk over https; prints "req/s µs-per-request".
-wrk_tls() { # name extra-args...
-    local name=$1
-    shift
+wrk_tls() { # name port extra-args...
+    local name=$1 port=$2
+    shift 2
     /usr/bin/time -f "%U %S %M" -o "$WORK/$name.time" \
-        taskset -c "$CLIENT_CPU" wrk -t1 -c64 -d"${DUR}s" "$@" "https://127.0.0.1:$TLS_PORT/" >"$WORK/$name.txt"
+        taskset -c "$CLIENT_CPU" wrk -t1 -c64 -d"${DUR}s" "$@" "https://127.0.0.1:$port/" >"$WORK/$name.txt"
     local rps reqs u s m
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$WORK/$name.txt")
     reqs=$(awk '/requests in/ {print $1}' "$WORK/$name.txt")
@@ -227,14 +239,14 @@ wrk_tls() { # name extra-args...
     echo "$rps $(awk -v u="$u" -v s="$s" -v n="$reqs" 'BEGIN {printf "%.2f", (u+s)*1e6/n}')"
 }
 # One harness run over TLS; prints "achieved ok slip µs-per-request full resumed".
-harness_tls() { # name shoppers rate connections-json
+harness_tls() { # name shoppers rate connections-json [port]
     local dur_s
     dur_s=$(awk -v n="$2" -v r="$3" 'BEGIN {printf "%.3f", n/r + 1}')
     printf '{"name": "%s", "seed": 1,
   "target": {"base_url": "https://127.0.0.1:%s", "ca_file": "%s", "ready_timeout": "5s"},
   "shoppers": %s, "arrival": [{"duration": "%ss", "rate": %s}], "arrival_process": "uniform",
   "connections": %s, "journeys": [{"name": "j", "steps": [{"name": "get", "path": "/"}]}]}\n' \
-        "$1" "$TLS_PORT" "$WORK/pki/ca.pem" "$2" "$dur_s" "$3" "$4" >"$WORK/$1.json"
+        "$1" "${5:-$TLS_PORT}" "$WORK/pki/ca.pem" "$2" "$dur_s" "$3" "$4" >"$WORK/$1.json"
     /usr/bin/time -f "%U %S %M" -o "$WORK/$1.time" \
         taskset -c "$CLIENT_CPU" "$BIN" run "$WORK/$1.json" --quiet --out "$WORK/run-$1" >"$WORK/$1.txt" 2>&1 || true
     local S="$WORK/run-$1/summary.json"
@@ -256,12 +268,13 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
 held() { awk -v s="$1" -v a="$2" -v r="$3" 'BEGIN {exit !(s < 10 && a >= 0.97 * r)}'; }
 
 echo
-echo "TLS: nginx on $TLS_PORT (ECDSA P-256 certificate); the harness verifies it against the CA, wrk does not verify."
+echo "TLS: nginx on $TLS_PORT (sessions resumable) and $FULL_PORT (no resumption), ECDSA P-256 certificate;"
+echo "the harness verifies it against the CA, wrk does not verify."
 echo
 echo "| generator | offered rate | achieved req/s | slip p99 | CPU µs/request | x wrk CPU/request | requests on resumed sessions (nginx) |"
 echo "| --- | --- | --- | --- | --- | --- | --- |"
 M=$(mark)
-read -r WK_RPS WK_US <<<"$(wrk_tls wrk-tls-ka)"
+read -r WK_RPS WK_US <<<"$(wrk_tls wrk-tls-ka "$TLS_PORT")"
 echo "| wrk -t1 -c64 https keep-alive (closed loop) | - | $WK_RPS | - | $WK_US | 1.00 | $(resumed_since "$M") |"
 for RATE in $TLS_RATES; do
     N=$(awk -v r="$RATE" -v d="$DUR" 'BEGIN {printf "%d", r*d}')
@@ -271,18 +284,21 @@ for RATE in $TLS_RATES; do
     held "$SLIP" "$ACH" "$RATE" || break
 done
 M=$(mark)
-read -r WC_RPS WC_US <<<"$(wrk_tls wrk-tls-close -H "Connection: close")"
-echo "| wrk -t1 -c64 https, Connection: close (new connection per request) | - | $WC_RPS | - | $WC_US | 1.00 | $(resumed_since "$M") |"
+read -r WC_RPS WC_US <<<"$(wrk_tls wrk-tls-close "$FULL_PORT" -H "Connection: close")"
+echo "| wrk -t1 -c64 https, Connection: close, server without resumption (full handshakes) | - | $WC_RPS | - | $WC_US | 1.00 | $(resumed_since "$M") |"
 for RATE in $HS_RATES; do
     N=$(awk -v r="$RATE" -v d="$DUR" 'BEGIN {printf "%d", r*d}')
     M=$(mark)
-    read -r ACH OK SLIP US FULL RES <<<"$(harness_tls "tls-hs-$RATE" "$N" "$RATE" '{"model": "per_shopper", "tls_resumption": false}')"
+    read -r ACH OK SLIP US FULL RES <<<"$(harness_tls "tls-hs-$RATE" "$N" "$RATE" '{"model": "per_shopper", "tls_resumption": false}' "$FULL_PORT")"
     echo "| harness https, new connection per request, tls_resumption false | $RATE/s | $ACH ($OK ok) | ${SLIP} ms | $US | $(ratio "$US" "$WC_US") | $(resumed_since "$M") ($FULL full, $RES resumed handshakes) |"
     held "$SLIP" "$ACH" "$RATE" || break
 done
+M=$(mark)
+read -r WR_RPS WR_US <<<"$(wrk_tls wrk-tls-close-res "$TLS_PORT" -H "Connection: close")"
+echo "| wrk -t1 -c64 https, Connection: close, sessions resumable | - | $WR_RPS | - | $WR_US | 1.00 | $(resumed_since "$M") |"
 RATE=$(echo "$HS_RATES" | awk '{print $2}')
 N=$(awk -v r="$RATE" -v d="$DUR" 'BEGIN {printf "%d", r*d}')
 M=$(mark)
 read -r ACH OK SLIP US FULL RES <<<"$(harness_tls "tls-hs-res-$RATE" "$N" "$RATE" '{"model": "per_shopper"}')"
-echo "| harness https, new connection per request, resumption on | $RATE/s | $ACH ($OK ok) | ${SLIP} ms | $US | $(ratio "$US" "$WC_US") | $(resumed_since "$M") ($FULL full, $RES resumed handshakes) |"
+echo "| harness https, new connection per request, resumption on | $RATE/s | $ACH ($OK ok) | ${SLIP} ms | $US | $(ratio "$US" "$WR_US") | $(resumed_since "$M") ($FULL full, $RES resumed handshakes) |"
 
