@@ -31,8 +31,11 @@ test: deps
 	$(MAKE) fmt-check clippy unit
 
 # The main job: Black Friday single vs cluster with faults, audit and report, then the self-check.
+# TLS=1: the comparison over HTTPS (a throwaway certificate; TLS_RESUMPTION=0 for full handshakes).
+TLS ?= 0
+TLS_RESUMPTION ?= 1
 blackfriday: release
-	./scripts/blackfriday.sh
+	TLS=$(TLS) TLS_RESUMPTION=$(TLS_RESUMPTION) ./scripts/blackfriday.sh
 
 # Can the harness still see? Three short runs: the correct reference server
 # must pass, two deliberately broken ones must fail (blackfriday runs it too).

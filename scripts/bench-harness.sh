@@ -14,16 +14,28 @@
 #      (ledger.csv, histograms, events) written. Its max rate is the highest
 #      achieved rate whose slip p99 stayed under 10 ms;
 #   4. peak RSS with 30,000 shoppers active at once (each thinks 20 s between
-#      two requests on a 256-connection pool).
+#      two requests on a 256-connection pool);
+#   5. over TLS (the same nginx, a second server block with `ssl` and a
+#      throwaway openssl certificate): wrk -t1 -c64 https keep-alive next to
+#      the harness (pool 64, verifying against the CA), and a new connection
+#      per request (full handshakes) next to wrk -H "Connection: close": rate,
+#      CPU µs/request and the ratio to wrk's in the same run, and the share of
+#      requests nginx saw on resumed sessions ($ssl_session_reused).
 # Env: BENCH_DURATION (s per harness rate, default 3), BENCH_RATES (arrivals/s,
-#      default "20000 30000 ... 250000", stops at the first it cannot hold), BENCH_PORT (default 18280),
-#      CARGO_TARGET_DIR. Prints a Markdown table for docs/PERFORMANCE.md.
+#      default "20000 30000 ... 250000", stops at the first it cannot hold), BENCH_PORT (default 18280;
+#      TLS on BENCH_PORT+1), BENCH_TLS_RATES (keep-alive TLS, default "20000 30000 40000 60000 80000"),
+#      BENCH_HANDSHAKE_RATES (new connection per request, default "500 1000 1500 2000 3000 4000"),
+#      BENCH_SKIP_PLAIN=1 (only the TLS rows), CARGO_TARGET_DIR. Prints Markdown tables for docs/PERFORMANCE.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DUR=${BENCH_DURATION:-3}
 RATES=${BENCH_RATES:-"20000 30000 40000 60000 80000 100000 110000 120000 130000 150000 200000 250000"}
 PORT=${BENCH_PORT:-18280}
+TLS_PORT=$((PORT + 1))
+FULL_PORT=$((PORT + 2))
+TLS_RATES=${BENCH_TLS_RATES:-"20000 30000 40000 60000 80000"}
+HS_RATES=${BENCH_HANDSHAKE_RATES:-"500 1000 1500 2000 3000 4000"}
 TARGET_DIR=${CARGO_TARGET_DIR:-$(pwd)/target}
 BIN=$TARGET_DIR/release/harness
 
@@ -39,6 +51,7 @@ need wrk wrk
 need nginx nginx-light
 need taskset util-linux
 need curl curl
+need openssl openssl
 [ -x /usr/bin/time ] || need /usr/bin/time time
 
 cargo build --release -q -p harness --bin harness
@@ -54,7 +67,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-mkdir -p "$WORK/nginx/logs"
+mkdir -p "$WORK/nginx/logs" "$WORK/pki"
+# A throwaway CA and a certificate for 127.0.0.1 (P-256, as a shop's would be).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=bench CA" \
+    -keyout "$WORK/pki/ca.key" -out "$WORK/pki/ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$WORK/pki/server.key" -out "$WORK/pki/server.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$WORK/pki/ext.cnf"
+openssl x509 -req -in "$WORK/pki/server.csr" -CA "$WORK/pki/ca.pem" -CAkey "$WORK/pki/ca.key" -CAcreateserial \
+    -days 2 -extfile "$WORK/pki/ext.cnf" -out "$WORK/pki/server.pem" 2>/dev/null
 cat >"$WORK/nginx/nginx.conf" <<EOF
 daemon off;
 master_process off;
@@ -75,6 +96,26 @@ http {
         listen 127.0.0.1:$PORT backlog=4096;
         location / { return 200 "ok"; }
     }
+    log_format reused \$ssl_session_reused;
+    server {
+        listen 127.0.0.1:$TLS_PORT ssl backlog=4096;
+        ssl_certificate $WORK/pki/server.pem;
+        ssl_certificate_key $WORK/pki/server.key;
+        # One line per request: "r" when its connection resumed a session.
+        access_log $WORK/nginx/logs/tls.log reused buffer=256k flush=1s;
+        location / { return 200 "ok"; }
+    }
+    # No session resumption at all: every new connection of either
+    # generator pays a full handshake (wrk resumes sessions when it can).
+    server {
+        listen 127.0.0.1:$FULL_PORT ssl backlog=4096;
+        ssl_certificate $WORK/pki/server.pem;
+        ssl_certificate_key $WORK/pki/server.key;
+        ssl_session_tickets off;
+        ssl_session_cache off;
+        access_log $WORK/nginx/logs/tls.log reused buffer=256k flush=1s;
+        location / { return 200 "ok"; }
+    }
 }
 EOF
 # Raise the fd limit so nginx can hold the 30,000-shopper run's pool.
@@ -88,6 +129,7 @@ echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(uname 
 echo "server: nginx $(nginx -v 2>&1 | sed 's/.*nginx\///') (1 worker) on cpu $SERVER_CPU; generators on cpu $CLIENT_CPU"
 echo
 
+if [ "${BENCH_SKIP_PLAIN:-0}" != 1 ]; then
 # --- wrk ----------------------------------------------------------------------
 /usr/bin/time -f "%U %S %M" -o "$WORK/wrk.time" \
     taskset -c "$CLIENT_CPU" wrk -t1 -c64 -d"${DUR}s" "http://127.0.0.1:$PORT/" >"$WORK/wrk.txt"
@@ -173,3 +215,90 @@ read -r PEAK T30 <<<"$(python3 -c "
 import json; r=json.load(open('$WORK/run-30k/summary.json'))['run']
 print(r['peak_active_shoppers'], '%.1f' % r['traffic_peak_rss_mb'])")"
 echo "30,000 shoppers: peak active $PEAK, RSS at end of traffic $T30 MB, peak RSS (with report) $(awk -v m="$M30" 'BEGIN {printf "%.1f", m/1024}') MB"
+fi
+
+# --- TLS --------------------------------------------------------------------
+TLS_LOG="$WORK/nginx/logs/tls.log"
+# Lines nginx logged so far (its access log is flushed every second: wait).
+mark() { sleep 1.2; if [ -f "$TLS_LOG" ]; then wc -l <"$TLS_LOG"; else echo 0; fi; }
+# The share of requests logged since `mark` whose connection resumed a session.
+resumed_since() { # mark
+    sleep 1.2
+    tail -n +"$(($1 + 1))" "$TLS_LOG" | awk '{n++; if ($1 == "r") r++} END {printf "%.0f%%", n ? 100*r/n : 0}'
+}
+# wrk over https; prints "req/s µs-per-request".
+wrk_tls() { # name port extra-args...
+    local name=$1 port=$2
+    shift 2
+    /usr/bin/time -f "%U %S %M" -o "$WORK/$name.time" \
+        taskset -c "$CLIENT_CPU" wrk -t1 -c64 -d"${DUR}s" "$@" "https://127.0.0.1:$port/" >"$WORK/$name.txt"
+    local rps reqs u s m
+    rps=$(awk '/^Requests\/sec:/ {print $2}' "$WORK/$name.txt")
+    reqs=$(awk '/requests in/ {print $1}' "$WORK/$name.txt")
+    read -r u s m <"$WORK/$name.time"
+    echo "$rps $(awk -v u="$u" -v s="$s" -v n="$reqs" 'BEGIN {printf "%.2f", (u+s)*1e6/n}')"
+}
+# One harness run over TLS; prints "achieved ok slip µs-per-request full resumed".
+harness_tls() { # name shoppers rate connections-json [port]
+    local dur_s
+    dur_s=$(awk -v n="$2" -v r="$3" 'BEGIN {printf "%.3f", n/r + 1}')
+    printf '{"name": "%s", "seed": 1,
+  "target": {"base_url": "https://127.0.0.1:%s", "ca_file": "%s", "ready_timeout": "5s"},
+  "shoppers": %s, "arrival": [{"duration": "%ss", "rate": %s}], "arrival_process": "uniform",
+  "connections": %s, "journeys": [{"name": "j", "steps": [{"name": "get", "path": "/"}]}]}\n' \
+        "$1" "${5:-$TLS_PORT}" "$WORK/pki/ca.pem" "$2" "$dur_s" "$3" "$4" >"$WORK/$1.json"
+    /usr/bin/time -f "%U %S %M" -o "$WORK/$1.time" \
+        taskset -c "$CLIENT_CPU" "$BIN" run "$WORK/$1.json" --quiet --out "$WORK/run-$1" >"$WORK/$1.txt" 2>&1 || true
+    local S="$WORK/run-$1/summary.json"
+    if [ ! -f "$S" ]; then
+        echo "bench-harness: no summary for $1:" >&2
+        cat "$WORK/$1.txt" >&2
+        exit 1
+    fi
+    local att dur ok slip full res u s m
+    read -r att dur ok slip full res <<<"$(python3 -c "
+import json; s=json.load(open('$S'))
+print(s['totals']['attempts'], s['run']['duration_s'], s['totals']['ok'], s['schedule_slip']['p99_ms'],
+      s['tls']['handshakes_full'], s['tls']['handshakes_resumed'])")"
+    read -r u s m <"$WORK/$1.time"
+    echo "$(awk -v n="$att" -v d="$dur" 'BEGIN {printf "%.0f", n/d}') $ok $slip" \
+        "$(awk -v u="$u" -v s="$s" -v n="$att" 'BEGIN {printf "%.2f", (u+s)*1e6/n}') $full $res"
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
+held() { awk -v s="$1" -v a="$2" -v r="$3" 'BEGIN {exit !(s < 10 && a >= 0.97 * r)}'; }
+
+echo
+echo "TLS: nginx on $TLS_PORT (sessions resumable) and $FULL_PORT (no resumption), ECDSA P-256 certificate;"
+echo "the harness verifies it against the CA, wrk does not verify."
+echo
+echo "| generator | offered rate | achieved req/s | slip p99 | CPU µs/request | x wrk CPU/request | requests on resumed sessions (nginx) |"
+echo "| --- | --- | --- | --- | --- | --- | --- |"
+M=$(mark)
+read -r WK_RPS WK_US <<<"$(wrk_tls wrk-tls-ka "$TLS_PORT")"
+echo "| wrk -t1 -c64 https keep-alive (closed loop) | - | $WK_RPS | - | $WK_US | 1.00 | $(resumed_since "$M") |"
+for RATE in $TLS_RATES; do
+    N=$(awk -v r="$RATE" -v d="$DUR" 'BEGIN {printf "%d", r*d}')
+    M=$(mark)
+    read -r ACH OK SLIP US FULL RES <<<"$(harness_tls "tls-ka-$RATE" "$N" "$RATE" '{"model": "pool", "size": 64, "idle_timeout": "30s"}')"
+    echo "| harness https, pool 64 (open model, full ledger) | $RATE/s | $ACH ($OK ok) | ${SLIP} ms | $US | $(ratio "$US" "$WK_US") | $(resumed_since "$M") ($FULL full, $RES resumed handshakes) |"
+    held "$SLIP" "$ACH" "$RATE" || break
+done
+M=$(mark)
+read -r WC_RPS WC_US <<<"$(wrk_tls wrk-tls-close "$FULL_PORT" -H "Connection: close")"
+echo "| wrk -t1 -c64 https, Connection: close, server without resumption (full handshakes) | - | $WC_RPS | - | $WC_US | 1.00 | $(resumed_since "$M") |"
+for RATE in $HS_RATES; do
+    N=$(awk -v r="$RATE" -v d="$DUR" 'BEGIN {printf "%d", r*d}')
+    M=$(mark)
+    read -r ACH OK SLIP US FULL RES <<<"$(harness_tls "tls-hs-$RATE" "$N" "$RATE" '{"model": "per_shopper", "tls_resumption": false}' "$FULL_PORT")"
+    echo "| harness https, new connection per request, tls_resumption false | $RATE/s | $ACH ($OK ok) | ${SLIP} ms | $US | $(ratio "$US" "$WC_US") | $(resumed_since "$M") ($FULL full, $RES resumed handshakes) |"
+    held "$SLIP" "$ACH" "$RATE" || break
+done
+M=$(mark)
+read -r WR_RPS WR_US <<<"$(wrk_tls wrk-tls-close-res "$TLS_PORT" -H "Connection: close")"
+echo "| wrk -t1 -c64 https, Connection: close, sessions resumable | - | $WR_RPS | - | $WR_US | 1.00 | $(resumed_since "$M") |"
+RATE=$(echo "$HS_RATES" | awk '{print $2}')
+N=$(awk -v r="$RATE" -v d="$DUR" 'BEGIN {printf "%d", r*d}')
+M=$(mark)
+read -r ACH OK SLIP US FULL RES <<<"$(harness_tls "tls-hs-res-$RATE" "$N" "$RATE" '{"model": "per_shopper"}')"
+echo "| harness https, new connection per request, resumption on | $RATE/s | $ACH ($OK ok) | ${SLIP} ms | $US | $(ratio "$US" "$WR_US") | $(resumed_since "$M") ($FULL full, $RES resumed handshakes) |"
+

@@ -13,7 +13,11 @@
 # into the self-check's code when the self-check fails.
 # Env: CARGO_TARGET_DIR (where `make release` built), BLACKFRIDAY_OUT
 # (default reports/blackfriday), BLACKFRIDAY_ARGS (extra `harness compare`
-# flags, e.g. "--baseline old/summary.json").
+# flags, e.g. "--baseline old/summary.json"), TLS=1 (`make blackfriday
+# TLS=1`: the whole comparison over HTTPS; a throwaway CA and a certificate
+# for 127.0.0.1 are made with openssl into $OUT/tls, the reference servers
+# get --tls-cert/--tls-key and the harness trusts that CA; TLS_RESUMPTION=0
+# makes every new connection pay a full handshake).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,10 +31,34 @@ for bin in "$BIN" "$TARGET_DIR/release/reference-server"; do
     fi
 done
 
+tls_args=()
+if [ "${TLS:-0}" = "1" ]; then
+    if ! command -v openssl >/dev/null 2>&1; then
+        echo "$0: TLS=1 needs openssl to make a throwaway certificate (apt-get install openssl)" >&2
+        exit 2
+    fi
+    pki="$OUT/tls"
+    mkdir -p "$pki"
+    # A CA, and a server certificate it signs for 127.0.0.1 and localhost;
+    # valid two days, thrown away with the run folder.
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj "/CN=blackfriday throwaway CA" -keyout "$pki/ca.key" -out "$pki/ca.pem" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -subj "/CN=127.0.0.1" -keyout "$pki/server.key" -out "$pki/server.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' >"$pki/ext.cnf"
+    openssl x509 -req -in "$pki/server.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -CAcreateserial \
+        -days 2 -extfile "$pki/ext.cnf" -out "$pki/server.pem" 2>/dev/null
+    tls_args=(--tls-cert "$pki/server.pem" --tls-key "$pki/server.key" --tls-ca "$pki/ca.pem")
+    if [ "${TLS_RESUMPTION:-1}" = "0" ]; then
+        tls_args+=(--no-tls-resumption)
+    fi
+    echo "blackfriday: over HTTPS (certificate $pki/server.pem, CA $pki/ca.pem)"
+fi
+
 start=$(date +%s)
 status=0
 # shellcheck disable=SC2086  # BLACKFRIDAY_ARGS is a list of flags
-"$BIN" compare scenarios/blackfriday.json --out "$OUT" --calibrate ${BLACKFRIDAY_ARGS:-} || status=$?
+"$BIN" compare scenarios/blackfriday.json --out "$OUT" --calibrate "${tls_args[@]}" ${BLACKFRIDAY_ARGS:-} || status=$?
 echo "blackfriday: $(($(date +%s) - start)) s, exit $status; open $OUT/index.html"
 
 # Then prove the verdict can still fail: two deliberately broken servers

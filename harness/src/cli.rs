@@ -241,6 +241,15 @@ fn seconds(flag: &str, x: f64) -> Result<Duration, String> {
 fn print_result(s: &crate::judge::summary::Summary) {
     let t = &s.totals;
     println!("{}: {}; {:.0} ops/s", s.scenario.name, s.totals_line(), s.throughput.goodput_per_s);
+    if let Some(tls) = &s.tls {
+        println!(
+            "  {}; handshakes {} full, {} resumed; {} connection(s) closed without close_notify",
+            tls.header(),
+            tls.handshakes_full,
+            tls.handshakes_resumed,
+            tls.unclean_closes
+        );
+    }
     for (class, n) in t.attempts_failed_by_class.iter().filter(|(_, n)| **n > 0) {
         println!("  failed attempts {}: {n}", class.as_str());
     }

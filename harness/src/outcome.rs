@@ -11,8 +11,16 @@ use serde::{Deserialize, Serialize};
 pub enum FailureClass {
     /// The TCP connect was refused (RST to SYN): nothing listening.
     ConnectRefused,
-    /// The TCP connect did not complete within the step's timeout.
+    /// The TCP connect (or, over https, the TLS handshake) did not complete
+    /// within the step's timeout.
     ConnectTimeout,
+    /// The TLS handshake failed or was cut (reset, EOF, an alert, no common
+    /// protocol). Nothing of the request was sent: it cannot have reached
+    /// the server.
+    TlsHandshakeFailed,
+    /// The harness refused the server's certificate (expired, wrong name,
+    /// unknown CA). Never retried; any such attempt fails the run.
+    TlsCertificate,
     /// The connection was reset before a complete response head arrived.
     ResetBeforeResponse,
     /// The connection was closed (FIN, zero-byte read) before a response head.
@@ -37,9 +45,11 @@ pub enum FailureClass {
 }
 
 impl FailureClass {
-    pub const ALL: [FailureClass; 11] = [
+    pub const ALL: [FailureClass; 13] = [
         FailureClass::ConnectRefused,
         FailureClass::ConnectTimeout,
+        FailureClass::TlsHandshakeFailed,
+        FailureClass::TlsCertificate,
         FailureClass::ResetBeforeResponse,
         FailureClass::ClosedBeforeResponse,
         FailureClass::TruncatedBody,
@@ -63,6 +73,8 @@ impl FailureClass {
         match self {
             FailureClass::ConnectRefused => "connect_refused",
             FailureClass::ConnectTimeout => "connect_timeout",
+            FailureClass::TlsHandshakeFailed => "tls_handshake_failed",
+            FailureClass::TlsCertificate => "tls_certificate",
             FailureClass::ResetBeforeResponse => "reset_before_response",
             FailureClass::ClosedBeforeResponse => "closed_before_response",
             FailureClass::TruncatedBody => "truncated_body",
@@ -81,7 +93,8 @@ impl FailureClass {
 
     /// Whether the server may have acted on the request although the client
     /// saw no answer (a checkout that timed out may still have been ordered).
-    /// The audit treats such outcomes as unknown, allowed either way.
+    /// The audit treats such outcomes as unknown, allowed either way. The TLS
+    /// classes are not: the request is written only after the handshake.
     pub fn outcome_unknown(self) -> bool {
         matches!(
             self,
@@ -91,6 +104,30 @@ impl FailureClass {
                 | FailureClass::ResponseTimeout
                 | FailureClass::ProtocolError
         )
+    }
+}
+
+/// Whether an attempt paid a TLS handshake: the ledger's `handshake` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Handshake {
+    /// A reused connection, or plain http.
+    #[default]
+    None,
+    /// A full TLS handshake (new connection, no session resumed).
+    Full,
+    /// A resumed TLS session (abbreviated handshake, a session ticket).
+    Resumed,
+}
+
+impl Handshake {
+    /// The name in the ledger (serde's).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Handshake::None => "none",
+            Handshake::Full => "full",
+            Handshake::Resumed => "resumed",
+        }
     }
 }
 
@@ -116,6 +153,9 @@ mod tests {
             assert_eq!(serde_json::to_value(c).unwrap(), serde_json::json!(c.as_str()));
         }
         assert_eq!(FailureClass::from_name("teapot"), None);
+        // Nothing is sent before the handshake completes.
+        assert!(!FailureClass::TlsHandshakeFailed.outcome_unknown());
+        assert!(!FailureClass::TlsCertificate.outcome_unknown());
     }
 }
 

@@ -156,6 +156,7 @@ fn run_folder_becomes_report_data() {
             shoppers: n,
             duration_s: summary.run.duration_s,
             seed: 7,
+            transport: None,
         },
         scaling_note: None,
         verdict,

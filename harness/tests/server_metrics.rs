@@ -308,6 +308,7 @@ async fn the_report_of_a_run_with_a_failing_endpoint_shows_the_gap_and_the_good_
             shoppers: 60,
             duration_s: 3.0,
             seed: 7,
+            transport: None,
         },
         scaling_note: None,
         verdict: Vec::new(),

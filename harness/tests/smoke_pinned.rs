@@ -9,7 +9,9 @@
 //! restructure: `PIN_HARNESS_BIN=<an older harness> PIN_WRITE=1 cargo test
 //! -p harness --test smoke_pinned` rewrites it from another build. One hand
 //! edit since: smoke.json gained the gate on failures outside every fault
-//! window (issue 12), so its gates list has that third entry.
+//! window (issue 12), so its gates list has that third entry. Issue 14
+//! added `ledger_columns` by hand: the ledger's header, pinned so a column
+//! added or moved is a deliberate change (it gained `handshake` and `addr`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod chaos_support;
@@ -65,6 +67,7 @@ fn pinned(run: &Path) -> Value {
     let mut operations: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mut reader = csv::Reader::from_path(run.join("ledger.csv")).unwrap();
     let headers = reader.headers().unwrap().clone();
+    let columns = headers.iter().collect::<Vec<_>>().join(",");
     let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
     let (shopper, step, attempt, outcome, class) =
         (col("shopper"), col("step"), col("attempt"), col("outcome"), col("class"));
@@ -86,6 +89,7 @@ fn pinned(run: &Path) -> Value {
     let summary: Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
     json!({
         "attempts_by_step_outcome_class": by_outcome,
+        "ledger_columns": columns,
         "operations_by_step": operations,
         "totals": summary["totals"],
         "verdict": summary["verdict"],

@@ -25,6 +25,7 @@ use crate::host::procs::{self, Pid, WorkerTree};
 use crate::scenario::url::HttpUrl;
 use crate::scenario::{LaunchSpec, TargetSpec};
 use crate::traffic::client::{Connector, Request};
+use crate::traffic::tls::{self, TlsSettings};
 
 /// How often readiness and health are polled.
 const POLL: Duration = Duration::from_millis(100);
@@ -114,6 +115,8 @@ pub struct Resolved {
     pub addr: SocketAddr,
     pub host: String,
     pub path: String,
+    /// `https://`, and the host alone (the TLS server name).
+    pub tls: Option<String>,
 }
 
 /// Parse `url` ([`HttpUrl`]) and resolve its host.
@@ -124,17 +127,27 @@ pub async fn resolve(url: &str) -> Result<Resolved, GetError> {
         .map_err(|e| GetError::Url(format!("{url:?}: cannot resolve {}: {e}", u.authority)))?
         .next()
         .ok_or_else(|| GetError::Url(format!("{url:?}: {} resolves to no address", u.authority)))?;
-    Ok(Resolved { addr, host: u.authority, path: u.path })
+    Ok(Resolved { addr, host: u.authority, path: u.path, tls: u.tls.then_some(u.host) })
 }
 
 /// Largest answer of the target's admin side (the audit): 1 GiB, about
 /// four million orders.
 pub const MAX_ADMIN_RESPONSE_BYTES: usize = 1 << 30;
 
-/// One GET with a deadline, on a fresh connection.
+/// One GET with a deadline, on a fresh connection. Over https the
+/// certificate is not verified: this GET asks "is it up" (readiness) or
+/// reads the audit; the run's own connections verify it, and a refused
+/// certificate fails the run there.
 pub async fn http_get(url: &str, timeout: Duration, keep_body: bool) -> Result<GetResponse, GetError> {
-    let Resolved { addr, host, path } = resolve(url).await?;
-    let mut connector = Connector::new(addr, host, Vec::new());
+    let Resolved { addr, host, path, tls } = resolve(url).await?;
+    let tls = match tls {
+        None => None,
+        Some(name) => {
+            let settings = TlsSettings { insecure_skip_verify: true, resumption: false, ..TlsSettings::default() };
+            Some(tls::connect_for(&name, &settings).map_err(|e| GetError::Url(format!("{url:?}: {e}")))?)
+        }
+    };
+    let mut connector = Connector::new(addr, host, Vec::new()).with_tls(tls);
     // The audit lists every order: a soak's hundreds of thousands of orders
     // outgrow the 64 MiB a shopper's response may have.
     connector.max_response_bytes = MAX_ADMIN_RESPONSE_BYTES;
@@ -735,7 +748,9 @@ mod tests {
         assert_eq!((r.addr.port(), r.host.as_str(), r.path.as_str()), (9090, "127.0.0.1:9090", "/audit?x=1"));
         let r = resolve("http://127.0.0.1").await.unwrap();
         assert_eq!((r.addr.port(), r.path.as_str()), (80, "/"));
-        assert!(matches!(resolve("https://127.0.0.1/").await, Err(GetError::Url(m)) if m.contains("http://")));
+        let r = resolve("https://127.0.0.1/").await.unwrap();
+        assert_eq!((r.addr.port(), r.tls.as_deref()), (443, Some("127.0.0.1")));
+        assert!(matches!(resolve("ftp://127.0.0.1/").await, Err(GetError::Url(m)) if m.contains("http://")));
         assert!(matches!(resolve("http:///x").await, Err(GetError::Url(_))));
     }
 }

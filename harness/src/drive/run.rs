@@ -33,6 +33,7 @@ use crate::scrape::{self, ScrapeLog, Scraper};
 use crate::traffic::client::Connector;
 use crate::traffic::engine::{self, EngineOptions, EngineOutcome, Live};
 use crate::traffic::schedule::{self, Schedule};
+use crate::traffic::tls::{self, TlsConnect, TlsSettings};
 
 /// Options from the command line (everything else is in the scenario).
 #[derive(Debug, Clone)]
@@ -133,6 +134,7 @@ pub fn prepare(mut scenario: Scenario, opts: &RunOptions) -> Result<Prepared, St
     let ports = limits::ports_needed(&scenario, opts.rate_scale, longest);
     let sources =
         limits::source_addresses(target.addr, ports, limits::ephemeral_ports()).map_err(StartError::Limits)?;
+    let tls = tls_for(&scenario, &target).map_err(StartError::Target)?;
     let schedule = schedule::build(&scenario, opts.rate_scale);
     let dir = opts.out.clone().unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name));
     if dir.exists() && !dir.is_dir() {
@@ -144,7 +146,9 @@ pub fn prepare(mut scenario: Scenario, opts: &RunOptions) -> Result<Prepared, St
     }
     std::fs::create_dir_all(&dir).map_err(out_err(&dir))?;
     Ok(Prepared {
-        connector: Arc::new(Connector::new(target.addr, target.authority, sources)),
+        connector: Arc::new(
+            Connector::new(target.addr, target.authority, sources).spread_over(target.addrs).with_tls(tls),
+        ),
         scenario: Arc::new(scenario),
         schedule: Arc::new(schedule),
         dir,
@@ -154,6 +158,29 @@ pub fn prepare(mut scenario: Scenario, opts: &RunOptions) -> Result<Prepared, St
         target_pid: Arc::new(|| None),
         scrape,
     })
+}
+
+/// The TLS client of an https:// target (None for http://). The
+/// certificate settings only mean something over TLS, so they are refused
+/// on an http:// target rather than ignored.
+fn tls_for(scenario: &Scenario, target: &limits::TargetAddr) -> Result<Option<TlsConnect>, String> {
+    let t = &scenario.target;
+    if !target.tls {
+        if t.insecure_skip_verify || t.ca_file.is_some() {
+            let field = if t.insecure_skip_verify { "insecure_skip_verify" } else { "ca_file" };
+            return Err(format!(
+                "target.{field} is set but the target {} is not https://: remove it or use an https:// URL",
+                t.base_url
+            ));
+        }
+        return Ok(None);
+    }
+    let settings = TlsSettings {
+        ca_file: t.ca_file.clone(),
+        insecure_skip_verify: t.insecure_skip_verify,
+        resumption: scenario.tls_resumption,
+    };
+    tls::connect_for(&target.host, &settings).map(Some)
 }
 
 /// A task that runs alongside the traffic, e.g. the chaos fault runner. It
@@ -315,6 +342,10 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
     resources::write_csv(&p.dir, &ex.resources).map_err(out_err(&p.dir))?;
     let resource_use = resources::summarize(&ex.resources, ex.resources_every, p.schedule.duration);
     gate_results.extend(crate::judge::resources::evaluate(&p.scenario.gates, &resource_use));
+    let tls = tls_out(p);
+    if let Some(t) = &tls {
+        gate_results.push(certificate_gate(t, &totals));
+    }
     let valid = problems.is_empty();
     let schedule_slip = summary::slip(rec);
     let slip_by_second = rec.series().iter().map(|r| (r.t_s, r.slip_max_ms)).collect();
@@ -380,6 +411,7 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
         },
         latency: summary::latency(rec),
         schedule_slip,
+        tls,
         environment: Some(environment),
         resources: Some(resource_use),
         server_metrics,
@@ -410,6 +442,44 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
     ex.events.emit("verdict", json!({"verdict": verdict.as_str(), "valid": s.validity.valid}));
     let _ = ex.events.flush();
     Ok(s)
+}
+
+/// summary.json's `tls` section: the settings and the connector's counts.
+fn tls_out(p: &Prepared) -> Option<summary::TlsOut> {
+    p.connector.tls.as_ref()?;
+    let t = &p.scenario.target;
+    let st = &p.connector.tls_stats;
+    Some(summary::TlsOut {
+        insecure_skip_verify: t.insecure_skip_verify,
+        ca_file: t.ca_file.as_ref().map(|f| f.display().to_string()),
+        resumption: p.scenario.tls_resumption,
+        handshakes_full: st.handshakes_full.load(Ordering::Relaxed),
+        handshakes_resumed: st.handshakes_resumed.load(Ordering::Relaxed),
+        unclean_closes: st.unclean_closes.load(Ordering::Relaxed),
+        clean_closes: st.clean_closes.load(Ordering::Relaxed),
+        certificate_problem: st.first_certificate_problem.get().cloned(),
+    })
+}
+
+/// Over https, always: no attempt may have refused the server's
+/// certificate. A deploy that ships a wrong or expired certificate breaks
+/// every shopper's browser; the run fails loudly whatever the budgets.
+fn certificate_gate(t: &summary::TlsOut, totals: &crate::record::ledger::Totals) -> GateResult {
+    let refused = totals.attempts_failed_by_class.get(&crate::outcome::FailureClass::TlsCertificate).copied();
+    let refused = refused.unwrap_or(0);
+    let detail = match (&t.certificate_problem, t.insecure_skip_verify) {
+        (Some(problem), _) => format!("{refused} attempt(s) refused the server's certificate: {problem}"),
+        (None, true) => "certificate NOT verified (target.insecure_skip_verify)".to_string(),
+        (None, false) => "every certificate the server presented was verified".to_string(),
+    };
+    GateResult {
+        name: "tls_certificate".into(),
+        limit: 0.0,
+        actual: Some(refused as f64),
+        passed: refused == 0,
+        detail,
+        capacity_dependent: false,
+    }
 }
 
 fn round3(x: f64) -> f64 {

@@ -3,6 +3,12 @@
 //! source addresses when one is not enough), and that the target is on
 //! loopback unless remote targets are allowed.
 //!
+//! TLS changes neither count: a TLS connection is the same one socket (one
+//! descriptor, one local port) as a plain one; rustls holds its state in
+//! memory, and the system roots are read once, before the run, with no
+//! descriptor kept open. What TLS adds is memory (about 30-40 KiB of
+//! buffers per open connection) and the handshake's CPU.
+//!
 //! Not for anything during the run: a limit hit mid-run shows in the ledger
 //! as `local_error` attempts.
 
@@ -111,9 +117,17 @@ pub fn source_addresses(target: SocketAddr, ports: u64, per_address: u64) -> Res
 /// the Host header. (Not the target's process: that is chaos::target::Target.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetAddr {
+    /// The first address (what source-address spreading is decided for).
     pub addr: SocketAddr,
+    /// Every address the host resolved to, IPv4 and IPv6, each once, in
+    /// the resolver's order: new connections are spread over them.
+    pub addrs: Vec<SocketAddr>,
     /// For the Host header.
     pub authority: String,
+    /// The host alone (no port, no brackets): the TLS server name.
+    pub host: String,
+    /// `https://`.
+    pub tls: bool,
 }
 
 /// Resolves the base URL and refuses non-loopback addresses unless
@@ -126,15 +140,24 @@ pub fn resolve_target(base_url: &str, allow_remote: bool) -> Result<TargetAddr, 
         .to_socket_addrs()
         .map_err(|e| format!("target {base_url:?}: cannot resolve {with_port}: {e}"))?
         .collect();
+    let mut addrs_unique: Vec<SocketAddr> = Vec::with_capacity(addrs.len());
+    for a in addrs {
+        if !addrs_unique.contains(&a) {
+            addrs_unique.push(a);
+        }
+    }
+    let addrs = addrs_unique;
     let addr = *addrs.first().ok_or_else(|| format!("target {base_url:?}: {with_port} resolves to nothing"))?;
-    if !allow_remote && !addrs.iter().all(|a| a.ip().is_loopback()) {
+    if let Some(remote) = addrs.iter().find(|a| !a.ip().is_loopback())
+        && !allow_remote
+    {
         return Err(format!(
             "target {base_url:?} resolves to {}, which is not a loopback address: pass --allow-remote to load a \
              remote server on purpose",
-            addr.ip()
+            remote.ip()
         ));
     }
-    Ok(TargetAddr { addr, authority: url.authority })
+    Ok(TargetAddr { addr, addrs, authority: url.authority, host: url.host, tls: url.tls })
 }
 
 #[cfg(test)]
@@ -150,7 +173,9 @@ mod tests {
         let e = resolve_target("http://192.0.2.1:80", false).unwrap_err();
         assert!(e.contains("--allow-remote"), "{e}");
         assert!(resolve_target("http://192.0.2.1:80", true).is_ok());
-        assert!(resolve_target("https://127.0.0.1", false).unwrap_err().contains("only http://"));
+        let t = resolve_target("https://127.0.0.1", false).unwrap();
+        assert_eq!((t.tls, t.addr.port(), t.host.as_str()), (true, 443, "127.0.0.1"));
+        assert!(resolve_target("ftp://127.0.0.1", false).unwrap_err().contains("https://"));
         assert_eq!(resolve_target("http://[::1]:81/x", false).unwrap().addr.port(), 81);
     }
 

@@ -703,7 +703,9 @@ mod tests {
                 class,
                 status: None,
                 reused: false,
+                handshake: Default::default(),
                 worker: None,
+                addr: None,
                 idem: Some(format!("key-{op}")),
                 order_id,
             }

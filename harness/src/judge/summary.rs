@@ -44,6 +44,10 @@ pub struct Summary {
     pub throughput: Throughput,
     pub latency: Latency,
     pub schedule_slip: Slip,
+    /// https:// targets: how the certificate was checked and what the TLS
+    /// connections did; null for plain http (and in older summaries).
+    #[serde(default)]
+    pub tls: Option<TlsOut>,
     /// Other work on the machine during the run and what it left undecided;
     /// null in summaries written before it was measured.
     #[serde(default)]
@@ -260,6 +264,42 @@ impl ChaosSections {
             audit: audit.map(AuditOut::from),
             hosts,
         }
+    }
+}
+
+/// summary.json's `tls` section (docs/SUMMARY.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TlsOut {
+    /// Certificate verification was off (`target.insecure_skip_verify`).
+    pub insecure_skip_verify: bool,
+    /// `target.ca_file`, or null: the system's roots.
+    pub ca_file: Option<String>,
+    /// Session resumption was on (`connections.tls_resumption`).
+    pub resumption: bool,
+    pub handshakes_full: u64,
+    pub handshakes_resumed: u64,
+    /// Connections the server ended without close_notify after a complete
+    /// response: counted, not failures (docs/LEDGER.md).
+    pub unclean_closes: u64,
+    /// Connections the harness saw the server end with close_notify.
+    pub clean_closes: u64,
+    /// The first certificate the harness refused, in words (e.g.
+    /// "certificate expired ..."); null when none was.
+    pub certificate_problem: Option<String>,
+}
+
+impl TlsOut {
+    /// The report header's and the console's words: "TLS, resumption on".
+    pub fn header(&self) -> String {
+        let mut s = format!("TLS, resumption {}", if self.resumption { "on" } else { "off" });
+        if self.insecure_skip_verify {
+            s.push_str(", certificate NOT verified (insecure_skip_verify)");
+        } else if let Some(ca) = &self.ca_file {
+            s.push_str(&format!(", certificate verified against {ca}"));
+        } else {
+            s.push_str(", certificate verified against the system's CAs");
+        }
+        s
     }
 }
 

@@ -22,7 +22,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::outcome::{FailureClass, Outcome};
+use std::net::SocketAddr;
+
+use crate::outcome::{FailureClass, Handshake, Outcome};
 
 /// File name of the ledger inside a run folder.
 pub const LEDGER_FILE: &str = "ledger.csv";
@@ -58,8 +60,17 @@ pub struct AttemptRecord {
     pub status: Option<u16>,
     /// Sent on a keep-alive connection that had served earlier requests.
     pub reused: bool,
+    /// The TLS handshake the attempt paid: `full`, `resumed`, or `none`
+    /// (a reused connection, or plain http). Ledgers written before the
+    /// column existed read as `none`.
+    #[serde(default)]
+    pub handshake: Handshake,
     /// The `X-Worker-Id` response header.
     pub worker: Option<String>,
+    /// The target address the attempt went to (one of the name's DNS
+    /// answers); empty when it never got that far.
+    #[serde(default)]
+    pub addr: Option<SocketAddr>,
     /// The Idempotency-Key sent, if any.
     pub idem: Option<String>,
     /// For checkout steps (`AuditSpec::checkout_steps`): the `order_id` of the response.
@@ -89,7 +100,9 @@ impl AttemptRecord {
             class,
             status: None,
             reused: false,
+            handshake: Handshake::None,
             worker: None,
+            addr: None,
             idem: None,
             order_id: None,
         }
@@ -255,7 +268,9 @@ pub struct AttemptRef<'a> {
     pub class: Option<FailureClass>,
     pub status: Option<u16>,
     pub reused: bool,
+    pub handshake: Handshake,
     pub worker: Option<&'a str>,
+    pub addr: Option<SocketAddr>,
     pub idem: Option<&'a str>,
     pub order_id: Option<i64>,
 }
@@ -280,7 +295,9 @@ impl AttemptRecord {
             class: self.class,
             status: self.status,
             reused: self.reused,
+            handshake: self.handshake,
             worker: self.worker.as_deref(),
+            addr: self.addr,
             idem: self.idem.as_deref(),
             order_id: self.order_id,
         }
@@ -290,7 +307,7 @@ impl AttemptRecord {
 /// The header line `csv::Writer::serialize` writes for [`AttemptRecord`]
 /// (its field names, in order).
 const HEADER: &[u8] =
-    b"op,shopper,step,attempt,intended_ms,start_ms,end_ms,outcome,class,status,reused,worker,idem,order_id\n";
+    b"op,shopper,step,attempt,intended_ms,start_ms,end_ms,outcome,class,status,reused,handshake,worker,addr,idem,order_id\n";
 
 impl OutcomeKind {
     /// The name serde gives it (`rename_all = "snake_case"`).
@@ -355,8 +372,15 @@ fn write_line(out: &mut Vec<u8>, r: &AttemptRef<'_>) {
     out.push(b',');
     out.extend_from_slice(if r.reused { b"true" } else { b"false" });
     out.push(b',');
+    out.extend_from_slice(r.handshake.as_str().as_bytes());
+    out.push(b',');
     if let Some(w) = r.worker {
         text(out, w);
+    }
+    out.push(b',');
+    if let Some(a) = r.addr {
+        // Digits, dots, colons and brackets: never quoted.
+        let _ = write!(out, "{a}");
     }
     out.push(b',');
     if let Some(k) = r.idem {
@@ -598,7 +622,9 @@ mod tests {
             class,
             status: Some(201),
             reused: attempt > 1,
+            handshake: if attempt > 1 { Handshake::None } else { Handshake::Full },
             worker: Some("w1".into()),
+            addr: Some("127.0.0.1:8080".parse().unwrap()),
             idem: Some("7-checkout-00ff".into()),
             order_id: Some(42),
         }
@@ -786,7 +812,9 @@ mod tests {
                     class,
                     status: [None, Some(0), Some(200), Some(503), Some(u16::MAX)][n % 5],
                     reused: n % 2 == 0,
+                    handshake: [Handshake::None, Handshake::Full, Handshake::Resumed][n % 3],
                     worker: [None, Some(t.to_string()), Some("w-1".to_string())][n % 3].clone(),
+                    addr: [None, Some("127.0.0.1:8080".parse().unwrap()), Some("[::1]:443".parse().unwrap())][n % 3],
                     idem: [Some(texts[(i + 1) % texts.len()].to_string()), None][n % 2].clone(),
                     order_id: [None, Some(0), Some(-1), Some(i64::MIN), Some(i64::MAX), Some(42)][n % 6],
                 });

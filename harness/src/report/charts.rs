@@ -47,6 +47,8 @@ fn class_colour(class: FailureClass) -> RGBColor {
     match class {
         FailureClass::ConnectRefused => RGBColor(214, 39, 40),
         FailureClass::ConnectTimeout => RGBColor(255, 152, 150),
+        FailureClass::TlsHandshakeFailed => RGBColor(148, 103, 189),
+        FailureClass::TlsCertificate => RGBColor(197, 176, 213),
         FailureClass::ResetBeforeResponse => RGBColor(140, 86, 75),
         FailureClass::ClosedBeforeResponse => RGBColor(227, 119, 194),
         FailureClass::TruncatedBody => RGBColor(188, 189, 34),

@@ -68,6 +68,9 @@ pub fn render(data: &ReportData) -> Result<String> {
                         "Scenario " strong { (data.scenario.name) } " · generated " (data.generated)
                         " · " (data.machine.cpus) " CPUs, " (data.machine.cpu_model)
                     }
+                    @if let Some(transport) = &data.scenario.transport {
+                        p.sub.transport { "Over HTTPS: " strong { (transport) } }
+                    }
                 }
                 @if let Some(note) = &data.scaling_note {
                     div.scaling { strong { "How the load was scaled to this machine: " } (note) }

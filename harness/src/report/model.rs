@@ -88,6 +88,10 @@ pub struct ScenarioInfo {
     /// Planned length of the arrival schedule, seconds.
     pub duration_s: f64,
     pub seed: u64,
+    /// https:// targets: "TLS, resumption on, certificate verified ..."
+    /// (summary.json's `tls`), shown in the header; None for plain http.
+    #[serde(default)]
+    pub transport: Option<String>,
 }
 
 /// One run (one target) of the scenario.

@@ -42,6 +42,7 @@ pub fn write_for_run(
             shoppers: summary.run.shoppers_arrived,
             duration_s: summary.run.arrivals_duration_s,
             seed: summary.scenario.seed,
+            transport: summary.tls.as_ref().map(|t| t.header()),
         },
         scaling_note,
         verdict: summary.gate_rows(label),

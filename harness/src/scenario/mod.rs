@@ -48,6 +48,9 @@ pub struct Scenario {
     /// connects from 127.0.0.(2 + s % N), so a target that balances by client
     /// IP (`reference-server --balance sticky`) sees N distinct clients.
     pub shopper_addresses: Option<u32>,
+    /// `connections.tls_resumption` (default true): new TLS connections
+    /// resume a session when they can. No effect on http:// targets.
+    pub tls_resumption: bool,
     /// Named lists for `{{pick.NAME}}`.
     pub data: BTreeMap<String, Vec<serde_json::Value>>,
     pub gates: Gates,
@@ -91,6 +94,10 @@ pub struct TargetSpec {
     pub pid_file: Option<PathBuf>,
     /// Prometheus endpoints scraped during the run (`target.metrics`, scrape/).
     pub metrics: Vec<MetricsEndpoint>,
+    /// https:// targets: PEM file of the CAs to trust instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// https:// targets: accept any certificate (said in the report and summary.json).
+    pub insecure_skip_verify: bool,
 }
 
 /// One Prometheus endpoint the run scrapes (`target.metrics[i]`).
@@ -347,8 +354,10 @@ impl RetryPolicy {
     }
 
     /// Whether a failure of this class on attempt `attempt` (1-based) is retried.
+    /// A refused certificate never is: it will be refused again, and a
+    /// deploy that ships one must fail the run loudly.
     pub fn retries(&self, class: FailureClass, attempt: u32) -> bool {
-        attempt < self.attempts && self.on.contains(&class)
+        class != FailureClass::TlsCertificate && attempt < self.attempts && self.on.contains(&class)
     }
 }
 

@@ -85,6 +85,10 @@ pub(crate) struct RawTarget {
     pub pid_file: Option<String>,
     #[serde(default)]
     pub metrics: Vec<RawMetricsEndpoint>,
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -248,6 +252,8 @@ pub(crate) struct RawConnections {
     pub idle_timeout: Option<Dur>,
     #[serde(default)]
     pub addresses: Option<u32>,
+    #[serde(default)]
+    pub tls_resumption: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,6 +1,7 @@
-//! The harness's one parser of `http://` URLs (the scenario's base, readiness
-//! and audit URLs, and the command line's): scheme, authority (host and
-//! port, IPv6 literals in brackets, port 80 when absent) and path.
+//! The harness's one parser of `http://` and `https://` URLs (the scenario's
+//! base, readiness and audit URLs, and the command line's): scheme,
+//! authority (host and port, IPv6 literals in brackets, port 80 or 443 when
+//! absent) and path.
 //!
 //! Every stage that needs a URL's parts goes through [`HttpUrl::parse`], so
 //! the validator, the loopback check, the target's readiness GET and compare's
@@ -10,14 +11,16 @@
 
 use std::fmt;
 
-/// A parsed `http://host[:port][/path]`.
+/// A parsed `http[s]://host[:port][/path]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpUrl {
+    /// `https://`: the connection is TLS.
+    pub tls: bool,
     /// As written, for the Host header: `127.0.0.1:8080`, `[::1]:81`, `localhost`.
     pub authority: String,
     /// Without brackets: `127.0.0.1`, `::1`, `localhost`.
     pub host: String,
-    /// 80 when the URL gives none.
+    /// 80 (http) or 443 (https) when the URL gives none.
     pub port: u16,
     /// From the first `/` on (query included); `/` when the URL has none.
     pub path: String,
@@ -37,7 +40,7 @@ impl fmt::Display for UrlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             UrlError::NotHttp => {
-                write!(f, "is not an http:// URL: only http:// URLs are supported (plain HTTP/1.1, no TLS)")
+                write!(f, "is not an http:// or https:// URL (only HTTP/1.1, plain or over TLS, is supported)")
             }
             UrlError::NoHost => write!(f, "has no host"),
             UrlError::Userinfo => write!(f, "has a user@ part: the harness sends no credentials"),
@@ -51,7 +54,11 @@ impl std::error::Error for UrlError {}
 
 impl HttpUrl {
     pub fn parse(url: &str) -> Result<HttpUrl, UrlError> {
-        let rest = url.strip_prefix("http://").ok_or(UrlError::NotHttp)?;
+        let (tls, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (false, rest),
+            (None, Some(rest)) => (true, rest),
+            (None, None) => return Err(UrlError::NotHttp),
+        };
         let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let (authority, tail) = rest.split_at(end);
         if authority.is_empty() {
@@ -84,11 +91,12 @@ impl HttpUrl {
             }
         };
         let port = match port {
+            None if tls => 443,
             None => 80,
             Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| UrlError::BadPort(p.into()))?,
         };
         let path = if tail.starts_with('/') { tail.to_string() } else { format!("/{tail}") };
-        Ok(HttpUrl { authority: authority.to_string(), host: host.to_string(), port, path })
+        Ok(HttpUrl { tls, authority: authority.to_string(), host: host.to_string(), port, path })
     }
 
     /// `host:port` for name resolution (IPv6 in brackets), port always given.
@@ -103,7 +111,8 @@ impl HttpUrl {
     /// The same URL at another `host:port` ("http://a:1/x" -> "http://b:2/x").
     pub fn with_authority(&self, authority: &str) -> String {
         let path = if self.path == "/" { "" } else { self.path.as_str() };
-        format!("http://{authority}{path}")
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{authority}{path}")
     }
 }
 
@@ -125,11 +134,15 @@ mod tests {
         let u = HttpUrl::parse("http://[::1]").unwrap();
         assert_eq!((u.authority.as_str(), u.port, u.socket_target().as_str()), ("[::1]", 80, "[::1]:80"));
         assert_eq!(HttpUrl::parse("http://h:1?q").unwrap().path, "/?q");
+        let u = HttpUrl::parse("https://shop.example/").unwrap();
+        assert_eq!((u.tls, u.port, u.host.as_str()), (true, 443, "shop.example"));
+        assert!(!HttpUrl::parse("http://h").unwrap().tls);
+        assert_eq!(HttpUrl::parse("https://h:8443/x").unwrap().with_authority("127.0.0.1:1"), "https://127.0.0.1:1/x");
     }
 
     #[test]
     fn bad_urls_are_named() {
-        assert_eq!(HttpUrl::parse("https://127.0.0.1/"), Err(UrlError::NotHttp));
+        assert_eq!(HttpUrl::parse("ftp://127.0.0.1/"), Err(UrlError::NotHttp));
         assert_eq!(HttpUrl::parse("127.0.0.1:8080"), Err(UrlError::NotHttp));
         assert_eq!(HttpUrl::parse("http:///x"), Err(UrlError::NoHost));
         assert_eq!(HttpUrl::parse("http://user:pw@127.0.0.1/"), Err(UrlError::Userinfo));
@@ -140,7 +153,7 @@ mod tests {
         assert!(matches!(HttpUrl::parse("http://[nope]:1"), Err(UrlError::BadHost(_))));
         assert!(matches!(HttpUrl::parse("http://::1:80"), Err(UrlError::BadHost(_))));
         assert!(HttpUrl::parse("http://a b/").is_err());
-        assert!(UrlError::NotHttp.to_string().contains("only http://"));
+        assert!(UrlError::NotHttp.to_string().contains("https://"));
     }
 
     #[test]

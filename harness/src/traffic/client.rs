@@ -12,19 +12,30 @@
 //! parser). Each failure is classified where it is observed, by the phase the
 //! attempt was in; docs/LEDGER.md lists the rules.
 //!
+//! https:// is the same code over a different byte stream ([`Stream`]: plain
+//! TCP or rustls over TCP); the handshake is one more phase of a new
+//! connection, classified by tls.rs, and is paid inside the attempt's
+//! deadline and latency like the TCP connect.
+//!
 //! Not here: pooling (engine.rs), retries (engine.rs), what a status means for
-//! the step (engine.rs decides ok / refused / unexpected from the step).
+//! the step (engine.rs decides ok / refused / unexpected from the step), the
+//! TLS configuration (tls.rs).
 
 use std::io::{self, ErrorKind};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::outcome::FailureClass;
+pub use crate::outcome::Handshake;
 use crate::traffic::sse::Sse;
+use crate::traffic::tls::{self, TlsConnect};
 
 /// Largest response head or body the client accepts; beyond it the response is
 /// a protocol error (a shop API never sends this much).
@@ -33,7 +44,13 @@ pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// Where to connect and how to name the host.
 #[derive(Debug)]
 pub struct Connector {
+    /// The first of `addrs` (what source-address spreading is decided for).
     pub addr: SocketAddr,
+    /// Every address the target's name resolved to; new connections go to
+    /// them in turn (IPv4 and IPv6 alike), so each load-balancer address
+    /// carries its share and the ledger's `addr` says which one answered.
+    pub addrs: Vec<SocketAddr>,
+    next_addr: AtomicUsize,
     /// The `Host` header value (authority of the base URL).
     pub host: String,
     /// Source addresses to bind, round-robin. Empty: let the kernel choose.
@@ -43,37 +60,171 @@ pub struct Connector {
     next_source: AtomicUsize,
     /// Largest response accepted ([`MAX_RESPONSE_BYTES`] for shoppers).
     pub max_response_bytes: usize,
+    /// `https://` targets: the handshake every new connection makes.
+    pub tls: Option<TlsConnect>,
+    /// What the TLS connections did (zero for plain http).
+    pub tls_stats: TlsStats,
+}
+
+/// Counts over a run's TLS connections, for summary.json.
+#[derive(Debug, Default)]
+pub struct TlsStats {
+    pub handshakes_full: AtomicU64,
+    pub handshakes_resumed: AtomicU64,
+    /// Connections the server ended without close_notify after a complete
+    /// response (seen on an idle connection, or ending a close-delimited
+    /// body). Not failures: every response on them was complete.
+    pub unclean_closes: AtomicU64,
+    /// Connections the server ended with close_notify, seen the same way.
+    pub clean_closes: AtomicU64,
+    /// The first refused certificate's problem, for the run's verdict.
+    pub first_certificate_problem: OnceLock<String>,
 }
 
 impl Connector {
     pub fn new(addr: SocketAddr, host: String, sources: Vec<IpAddr>) -> Self {
-        Connector { addr, host, sources, next_source: AtomicUsize::new(0), max_response_bytes: MAX_RESPONSE_BYTES }
+        Connector {
+            addr,
+            addrs: vec![addr],
+            next_addr: AtomicUsize::new(0),
+            host,
+            sources,
+            next_source: AtomicUsize::new(0),
+            tls: None,
+            tls_stats: TlsStats::default(),
+            max_response_bytes: MAX_RESPONSE_BYTES,
+        }
+    }
+
+    /// Spreads new connections over `addrs` (all of a name's answers); the
+    /// first is kept as [`Connector::addr`]. An empty list changes nothing.
+    pub fn spread_over(mut self, addrs: Vec<SocketAddr>) -> Self {
+        if let Some(first) = addrs.first() {
+            self.addr = *first;
+            self.addrs = addrs;
+        }
+        self
+    }
+
+    /// Makes every new connection a TLS one.
+    pub fn with_tls(mut self, tls: Option<TlsConnect>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// The address the next new connection goes to.
+    pub fn next_addr(&self) -> SocketAddr {
+        match self.addrs.len() {
+            0 | 1 => self.addr,
+            n => self.addrs[self.next_addr.fetch_add(1, Ordering::Relaxed) % n],
+        }
     }
 
     /// `source`: bind this address (a shopper's own, see [`send_from`]);
     /// None: the round-robin `sources`, or the kernel's choice.
-    async fn connect(&self, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    async fn connect(&self, addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
         let source = source.or_else(|| {
             (!self.sources.is_empty())
                 .then(|| self.sources[self.next_source.fetch_add(1, Ordering::Relaxed) % self.sources.len()])
         });
         let stream = match source {
-            None => TcpStream::connect(self.addr).await?,
-            Some(ip) => {
-                let socket = if self.addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+            // A 127/8 source cannot reach an IPv6 address: let the kernel choose.
+            Some(ip) if ip.is_ipv4() == addr.is_ipv4() => {
+                let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
                 socket.bind(SocketAddr::new(ip, 0))?;
-                socket.connect(self.addr).await?
+                socket.connect(addr).await?
             }
+            _ => TcpStream::connect(addr).await?,
         };
         // Requests are small and sent whole; do not let Nagle hold them back.
         stream.set_nodelay(true)?;
         Ok(stream)
     }
+
+    /// Connects to the next address and, for https, completes the
+    /// handshake. `trace` learns the address and the handshake paid.
+    async fn open(&self, source: Option<IpAddr>, trace: &mut Trace) -> Result<Conn, TransportFailure> {
+        let addr = self.next_addr();
+        trace.addr = Some(addr);
+        let tcp = self.connect(addr, source).await.map_err(|e| connect_failure(&e))?;
+        let stream = match &self.tls {
+            None => Stream::Plain(tcp),
+            Some(tls) => {
+                trace.phase = Phase::Handshake;
+                match tls.connector.connect(tls.server_name.clone(), tcp).await {
+                    Ok(s) => {
+                        let resumed = s.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+                        trace.handshake = if resumed { Handshake::Resumed } else { Handshake::Full };
+                        let counter =
+                            if resumed { &self.tls_stats.handshakes_resumed } else { &self.tls_stats.handshakes_full };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        Stream::Tls(Box::new(s))
+                    }
+                    Err(e) => {
+                        let (class, detail) = tls::handshake_failure(&e);
+                        if class == FailureClass::TlsCertificate {
+                            let _ = self.tls_stats.first_certificate_problem.set(detail.clone());
+                        }
+                        return Err(fail(class, detail));
+                    }
+                }
+            }
+        };
+        Ok(Conn {
+            stream,
+            peer: addr,
+            buf: Vec::new(),
+            last_used: Instant::now(),
+            served: 0,
+            limit: self.max_response_bytes,
+        })
+    }
+}
+
+/// A connection's byte stream: plain TCP or TLS over TCP. The HTTP code
+/// above it is the same for both.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
 }
 
 /// An open HTTP/1.1 connection with its read buffer.
 pub struct Conn {
-    stream: TcpStream,
+    stream: Stream,
+    /// The target address it is connected to.
+    pub peer: SocketAddr,
     buf: Vec<u8>,
     /// When the last response on it completed (for the idle timeout).
     pub last_used: Instant,
@@ -90,12 +241,30 @@ impl Conn {
     /// check (hyper's pool polls idle connections for closure); the race that
     /// remains, a close arriving while the request is in flight, is what the
     /// ledger reports as closed-before-response on a reused connection.
-    pub fn usable(&self, now: Instant, idle_timeout: std::time::Duration) -> bool {
+    /// Over TLS the look goes through rustls, so a close_notify counts as a
+    /// close and a TCP close without one is counted in `stats`.
+    pub fn usable(&mut self, now: Instant, idle_timeout: std::time::Duration, stats: &TlsStats) -> bool {
         if now.saturating_duration_since(self.last_used) >= idle_timeout {
             return false;
         }
-        let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == ErrorKind::WouldBlock)
+        match &mut self.stream {
+            Stream::Plain(s) => {
+                let mut probe = [0u8; 1];
+                matches!(s.try_read(&mut probe), Err(e) if e.kind() == ErrorKind::WouldBlock)
+            }
+            Stream::Tls(s) => match tls::probe_idle(s) {
+                tls::IdleTls::Open => true,
+                tls::IdleTls::ClosedClean => {
+                    stats.clean_closes.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+                tls::IdleTls::ClosedUnclean => {
+                    stats.unclean_closes.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+                tls::IdleTls::Broken => false,
+            },
+        }
     }
 }
 
@@ -133,6 +302,11 @@ pub struct Attempt {
     pub result: Result<Response, TransportFailure>,
     /// The request went out on a connection that had served earlier requests.
     pub reused: bool,
+    /// The TLS handshake this attempt paid (none on a reused connection).
+    pub handshake: Handshake,
+    /// The target address it went to (None: it never got that far, e.g.
+    /// no pool connection).
+    pub addr: Option<SocketAddr>,
 }
 
 #[derive(Debug)]
@@ -152,6 +326,7 @@ fn fail(class: FailureClass, detail: impl Into<String>) -> TransportFailure {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Phase {
     Connect,
+    Handshake,
     Send,
     Head,
     Body,
@@ -184,20 +359,36 @@ pub async fn send_from(
     scratch: &mut Vec<u8>,
 ) -> Attempt {
     let reused = slot.as_ref().is_some_and(|c| c.served > 0);
-    let mut phase = Phase::Connect;
+    let mut trace = Trace::of(slot.as_ref());
     let taken = slot.take();
     let outcome =
-        tokio::time::timeout_at(deadline, exchange(connector, source, taken, req, keep_body, &mut phase, scratch))
+        tokio::time::timeout_at(deadline, exchange(connector, source, taken, req, keep_body, &mut trace, scratch))
             .await;
-    match outcome {
+    let result = match outcome {
         Ok(Ok((conn, resp))) => {
             if resp.keep_alive {
                 *slot = Some(conn);
             }
-            Attempt { result: Ok(resp), reused }
+            Ok(resp)
         }
-        Ok(Err(f)) => Attempt { result: Err(f), reused },
-        Err(_elapsed) => Attempt { result: Err(timed_out(phase, "no complete response")), reused },
+        Ok(Err(f)) => Err(f),
+        Err(_elapsed) => Err(timed_out(trace.phase, "no complete response")),
+    };
+    Attempt { result, reused, handshake: trace.handshake, addr: trace.addr }
+}
+
+/// What an attempt went through, followed along so that a timeout or a
+/// failure still says how far it got, where, and what handshake it paid.
+struct Trace {
+    phase: Phase,
+    addr: Option<SocketAddr>,
+    handshake: Handshake,
+}
+
+impl Trace {
+    /// For an attempt on `conn` (None: a new connection).
+    fn of(conn: Option<&Conn>) -> Trace {
+        Trace { phase: Phase::Connect, addr: conn.map(|c| c.peer), handshake: Handshake::None }
     }
 }
 
@@ -206,6 +397,10 @@ pub async fn send_from(
 fn timed_out(phase: Phase, what: &str) -> TransportFailure {
     if phase == Phase::Connect {
         fail(FailureClass::ConnectTimeout, "connect did not complete within the step timeout")
+    } else if phase == Phase::Handshake {
+        // A starved server finishes its handshakes late as it accepts late:
+        // the same class as a slow connect (nothing was sent either way).
+        fail(FailureClass::ConnectTimeout, "TLS handshake did not complete within the step timeout")
     } else {
         fail(FailureClass::ResponseTimeout, format!("{what} within the step timeout ({phase:?})"))
     }
@@ -241,20 +436,21 @@ async fn send_head(
     source: Option<IpAddr>,
     conn: Option<Conn>,
     req: &Request<'_>,
-    phase: &mut Phase,
+    trace: &mut Trace,
     scratch: &mut Vec<u8>,
 ) -> Result<(Conn, Head), TransportFailure> {
     let mut conn = match conn {
         Some(c) => c,
-        None => {
-            let stream = connector.connect(source).await.map_err(|e| connect_failure(&e))?;
-            Conn { stream, buf: Vec::new(), last_used: Instant::now(), served: 0, limit: connector.max_response_bytes }
-        }
+        None => connector.open(source, trace).await?,
     };
-    *phase = Phase::Send;
+    trace.phase = Phase::Send;
     encode(req, &connector.host, scratch);
     conn.stream.write_all(scratch).await.map_err(|e| head_io_failure(&e, "write"))?;
-    *phase = Phase::Head;
+    if matches!(conn.stream, Stream::Tls(_)) {
+        // rustls buffers what it encrypts; the request is out only once flushed.
+        conn.stream.flush().await.map_err(|e| head_io_failure(&e, "write"))?;
+    }
+    trace.phase = Phase::Head;
     conn.buf.clear();
     let head = read_head(&mut conn, req.method == "HEAD").await?;
     Ok((conn, head))
@@ -266,11 +462,11 @@ async fn exchange(
     conn: Option<Conn>,
     req: &Request<'_>,
     keep_body: bool,
-    phase: &mut Phase,
+    trace: &mut Trace,
     scratch: &mut Vec<u8>,
 ) -> Result<(Conn, Response), TransportFailure> {
-    let (mut conn, head) = send_head(connector, source, conn, req, phase, scratch).await?;
-    let resp = read_body(&mut conn, head, keep_body, phase).await?;
+    let (mut conn, head) = send_head(connector, source, conn, req, trace, scratch).await?;
+    let resp = read_body(&mut conn, head, keep_body, &mut trace.phase, &connector.tls_stats).await?;
     conn.last_used = Instant::now();
     conn.served += 1;
     Ok((conn, resp))
@@ -308,7 +504,10 @@ fn encode(req: &Request<'_>, host: &str, out: &mut Vec<u8>) {
     }
 }
 
-/// Reads more bytes into `conn.buf`. `Ok(0)` is end of stream.
+/// Reads more bytes into `conn.buf`. `Ok(0)` is end of stream. Over TLS,
+/// rustls reports a TCP close without close_notify as `UnexpectedEof`; it
+/// stays an error here, and the reader that can tell a complete response
+/// from a cut one decides (see [`fill_to_close`]).
 async fn fill(conn: &mut Conn) -> io::Result<usize> {
     if conn.buf.len() >= conn.limit {
         return Err(io::Error::other("response larger than the client accepts"));
@@ -317,6 +516,25 @@ async fn fill(conn: &mut Conn) -> io::Result<usize> {
         conn.buf.reserve(conn.buf.capacity().max(4096));
     }
     conn.stream.read_buf(&mut conn.buf).await
+}
+
+/// [`fill`] for a body that ends when the connection does: over TLS, a
+/// close without close_notify ends it too (it is how many servers close),
+/// counted in `unclean_closes` rather than failed.
+async fn fill_to_close(conn: &mut Conn, stats: &TlsStats) -> io::Result<usize> {
+    match fill(conn).await {
+        Err(e) if e.kind() == ErrorKind::UnexpectedEof && matches!(conn.stream, Stream::Tls(_)) => {
+            stats.unclean_closes.fetch_add(1, Ordering::Relaxed);
+            Ok(0)
+        }
+        Ok(0) => {
+            if matches!(conn.stream, Stream::Tls(_)) {
+                stats.clean_closes.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(0)
+        }
+        r => r,
+    }
 }
 
 enum BodyKind {
@@ -426,6 +644,7 @@ async fn read_body(
     head: Head,
     keep_body: bool,
     phase: &mut Phase,
+    stats: &TlsStats,
 ) -> Result<Response, TransportFailure> {
     *phase = Phase::Body;
     let truncated = |detail: String, head: &Head| TransportFailure {
@@ -461,7 +680,7 @@ async fn read_body(
             b
         }
         BodyKind::UntilClose => loop {
-            match fill(conn).await {
+            match fill_to_close(conn, stats).await {
                 Ok(0) => break keep_body.then(|| conn.buf[pos..].to_vec()),
                 Ok(_) => {}
                 Err(e) => return Err(truncated(format!("close-delimited body read: {e}"), &head)),
@@ -573,6 +792,8 @@ pub struct StreamResponse {
 pub struct StreamAttempt {
     pub result: Result<StreamResponse, TransportFailure>,
     pub reused: bool,
+    pub handshake: Handshake,
+    pub addr: Option<SocketAddr>,
     pub sse: Sse,
 }
 
@@ -598,16 +819,20 @@ pub async fn send_stream(
 ) -> StreamAttempt {
     let reused = slot.as_ref().is_some_and(|c| c.served > 0);
     let mut sse = sse;
-    let mut phase = Phase::Connect;
+    let mut trace = Trace::of(slot.as_ref());
     let taken = slot.take();
     let opened =
-        tokio::time::timeout_at(head_deadline, send_head(connector, source, taken, req, &mut phase, scratch)).await;
+        tokio::time::timeout_at(head_deadline, send_head(connector, source, taken, req, &mut trace, scratch)).await;
+    let (handshake, addr) = (trace.handshake, trace.addr);
     let (mut conn, head) = match opened {
         Ok(Ok(v)) => v,
-        Ok(Err(f)) => return StreamAttempt { result: Err(f), reused, sse },
-        Err(_elapsed) => return StreamAttempt { result: Err(timed_out(phase, "no response head")), reused, sse },
+        Ok(Err(f)) => return StreamAttempt { result: Err(f), reused, handshake, addr, sse },
+        Err(_elapsed) => {
+            let result = Err(timed_out(trace.phase, "no response head"));
+            return StreamAttempt { result, reused, handshake, addr, sse };
+        }
     };
-    let result = match read_stream_body(&mut conn, &head, &mut sse, watch_end, idle).await {
+    let result = match read_stream_body(&mut conn, &head, &mut sse, watch_end, idle, &connector.tls_stats).await {
         Ok(end) => Ok(StreamResponse { status: head.status, worker_id: head.worker_id.clone(), end }),
         Err(f) if f.class != FailureClass::ProtocolError && sse.reconnect.is_some() => {
             // The server asked for the reconnect, then the bytes after it were lost.
@@ -615,7 +840,7 @@ pub async fn send_stream(
         }
         Err(f) => Err(f),
     };
-    StreamAttempt { result, reused, sse }
+    StreamAttempt { result, reused, handshake, addr, sse }
 }
 
 enum Read {
@@ -627,13 +852,25 @@ enum Read {
 }
 
 /// Reads more bytes, waiting at most until the watch ends or `idle` passes.
-async fn fill_watched(conn: &mut Conn, watch_end: tokio::time::Instant, idle: std::time::Duration) -> Read {
+/// `to_close`: the body ends with the connection (see [`fill_to_close`]).
+async fn fill_watched(
+    conn: &mut Conn,
+    watch_end: tokio::time::Instant,
+    idle: std::time::Duration,
+    to_close: Option<&TlsStats>,
+) -> Read {
     let now = tokio::time::Instant::now();
     if now >= watch_end {
         return Read::Watched;
     }
     let idle_end = now + idle;
-    match tokio::time::timeout_at(watch_end.min(idle_end), fill(conn)).await {
+    let read = async {
+        match to_close {
+            Some(stats) => fill_to_close(conn, stats).await,
+            None => fill(conn).await,
+        }
+    };
+    match tokio::time::timeout_at(watch_end.min(idle_end), read).await {
         Ok(Ok(0)) => Read::Eof,
         Ok(Ok(_)) => Read::Bytes,
         Ok(Err(e)) => Read::Error(e),
@@ -648,6 +885,7 @@ async fn read_stream_body(
     sse: &mut Sse,
     watch_end: tokio::time::Instant,
     idle: std::time::Duration,
+    stats: &TlsStats,
 ) -> Result<StreamEnd, TransportFailure> {
     let cut = |class: FailureClass, detail: String| TransportFailure {
         class,
@@ -680,7 +918,7 @@ async fn read_stream_body(
                 if left == 0 {
                     return Ok(StreamEnd::Server);
                 }
-                match fill_watched(conn, watch_end, idle).await {
+                match fill_watched(conn, watch_end, idle, None).await {
                     Read::Bytes => {}
                     r => return stop(r, &format!("with {left} of {n} bytes to come")),
                 }
@@ -689,7 +927,7 @@ async fn read_stream_body(
         BodyKind::UntilClose => loop {
             sse.feed(&conn.buf);
             conn.buf.clear();
-            match fill_watched(conn, watch_end, idle).await {
+            match fill_watched(conn, watch_end, idle, Some(stats)).await {
                 Read::Bytes => {}
                 Read::Eof => return Ok(StreamEnd::Server),
                 r => return stop(r, "in a close-delimited body"),
@@ -705,7 +943,7 @@ async fn read_stream_body(
                     conn.buf.drain(..next);
                     return Ok(StreamEnd::Server);
                 }
-                Chunk::NeedMore(at) => match fill_watched(conn, watch_end, idle).await {
+                Chunk::NeedMore(at) => match fill_watched(conn, watch_end, idle, None).await {
                     Read::Bytes => {}
                     r => return stop(r, &format!("{at} of a chunked body")),
                 },
@@ -765,6 +1003,37 @@ mod tests {
         assert_eq!(next_chunk(b"0\r\nx-t: 1\r\n", 0).unwrap(), Chunk::NeedMore("before its last CRLF"));
         assert_eq!(next_chunk(b"3\r\nabcXY", 0).unwrap_err().class, FailureClass::ProtocolError);
         assert_eq!(next_chunk(b"zz\r\n", 0).unwrap_err().class, FailureClass::ProtocolError);
+    }
+
+    /// A name with several DNS answers: new connections go to each in
+    /// turn, and each attempt says which address it went to.
+    #[tokio::test]
+    async fn new_connections_are_spread_over_every_address() {
+        let mut addrs = Vec::new();
+        for ip in ["127.0.0.1", "127.0.0.2"] {
+            let l = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+            addrs.push(l.local_addr().unwrap());
+            tokio::spawn(async move {
+                while let Ok((mut c, _)) = l.accept().await {
+                    tokio::spawn(async move {
+                        let mut buf = [0u8; 1024];
+                        let _ = c.read(&mut buf).await;
+                        let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
+                    });
+                }
+            });
+        }
+        let connector = Connector::new(addrs[0], "shop".into(), Vec::new()).spread_over(addrs.clone());
+        let req = Request { method: "GET", path: "/", headers: &[], body: None };
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+            let a = send(&connector, &mut None, &req, false, deadline, &mut Vec::new()).await;
+            assert_eq!(a.result.unwrap().status, 200);
+            assert_eq!(a.handshake, Handshake::None, "plain http pays no handshake");
+            seen.push(a.addr.unwrap());
+        }
+        assert_eq!(seen, vec![addrs[0], addrs[1], addrs[0], addrs[1]]);
     }
 
     #[test]

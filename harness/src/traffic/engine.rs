@@ -23,7 +23,7 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::outcome::{FailureClass, Outcome};
+use crate::outcome::{FailureClass, Handshake, Outcome};
 use crate::record::events::EventLog;
 use crate::record::ledger::{self, AttemptRef, Ledger};
 use crate::record::recorder::Recorder;
@@ -106,11 +106,11 @@ struct Pool {
 }
 
 impl Pool {
-    fn take_idle(&self, idle_timeout: Duration) -> Option<Conn> {
+    fn take_idle(&self, idle_timeout: Duration, stats: &client::TlsStats) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        while let Some(c) = idle.pop() {
-            if c.usable(now, idle_timeout) {
+        while let Some(mut c) = idle.pop() {
+            if c.usable(now, idle_timeout, stats) {
                 return Some(c);
             }
         }
@@ -493,6 +493,8 @@ struct Classified {
     outcome: Outcome,
     status: Option<u16>,
     reused: bool,
+    handshake: Handshake,
+    addr: Option<std::net::SocketAddr>,
     worker: Option<String>,
     detail: Option<String>,
     order_id: Option<i64>,
@@ -558,6 +560,8 @@ async fn operation(
                 outcome: Outcome::Failed(FailureClass::LocalError),
                 status: None,
                 reused: false,
+                handshake: Handshake::None,
+                addr: None,
                 worker: None,
                 detail: Some(e.clone()),
                 order_id: None,
@@ -645,6 +649,8 @@ async fn exchange(
             keep_alive: false,
         }),
         reused: a.reused,
+        handshake: a.handshake,
+        addr: a.addr,
     };
     classify(step, op.is_checkout, a, ctx)
 }
@@ -699,7 +705,9 @@ fn record_attempt(
         class,
         status: c.status,
         reused: c.reused,
+        handshake: c.handshake,
         worker: c.worker.as_deref(),
+        addr: c.addr,
         idem: ctx.idem.as_deref(),
         order_id: c.order_id,
     };
@@ -720,6 +728,7 @@ fn record_attempt(
             json!({
                 "op": op.id, "shopper": ctx.shopper, "step": step.name, "attempt": attempt,
                 "class": class.as_str(), "status": c.status, "reused": c.reused, "worker": rec.worker,
+                "handshake": c.handshake.as_str(), "addr": c.addr.map(|a| a.to_string()),
                 "intended_ms": rec.intended_ms, "detail": c.detail,
             }),
         );
@@ -740,16 +749,22 @@ async fn send(
 ) -> client::Attempt {
     match &shared.pool {
         None => {
-            if own.as_ref().is_some_and(|c| !c.usable(Instant::now(), shared.idle_timeout)) {
+            if own.as_mut().is_some_and(|c| !c.usable(Instant::now(), shared.idle_timeout, &shared.connector.tls_stats))
+            {
                 *own = None;
             }
             client::send_from(&shared.connector, source, own, req, keep_body, deadline, scratch).await
         }
         Some(pool) => {
             let Some(_permit) = pool.permit(deadline).await else {
-                return client::Attempt { result: Err(no_pool_connection()), reused: false };
+                return client::Attempt {
+                    result: Err(no_pool_connection()),
+                    reused: false,
+                    handshake: Handshake::None,
+                    addr: None,
+                };
             };
-            let mut slot = pool.take_idle(shared.idle_timeout);
+            let mut slot = pool.take_idle(shared.idle_timeout, &shared.connector.tls_stats);
             let a = client::send(&shared.connector, &mut slot, req, keep_body, deadline, scratch).await;
             if let Some(c) = slot {
                 pool.put_back(c);
@@ -795,16 +810,23 @@ async fn send_stream(
     let StreamTimes { deadline, watch_end, idle } = times;
     match &shared.pool {
         None => {
-            if own.as_ref().is_some_and(|c| !c.usable(Instant::now(), shared.idle_timeout)) {
+            if own.as_mut().is_some_and(|c| !c.usable(Instant::now(), shared.idle_timeout, &shared.connector.tls_stats))
+            {
                 *own = None;
             }
             client::send_stream(&shared.connector, source, own, req, deadline, watch_end, idle, sse, scratch).await
         }
         Some(pool) => {
             let Some(_permit) = pool.permit(deadline).await else {
-                return client::StreamAttempt { result: Err(no_pool_connection()), reused: false, sse };
+                return client::StreamAttempt {
+                    result: Err(no_pool_connection()),
+                    reused: false,
+                    handshake: Handshake::None,
+                    addr: None,
+                    sse,
+                };
             };
-            let mut slot = pool.take_idle(shared.idle_timeout);
+            let mut slot = pool.take_idle(shared.idle_timeout, &shared.connector.tls_stats);
             client::send_stream(&shared.connector, None, &mut slot, req, deadline, watch_end, idle, sse, scratch).await
         }
     }
@@ -814,13 +836,15 @@ async fn send_stream(
 /// ok (if the body yields what the step extracts), refusal status ->
 /// refused, 5xx -> server error, anything else -> unexpected status.
 fn classify(step: &Step, is_checkout: bool, a: client::Attempt, ctx: &mut ShopperCtx) -> Classified {
-    let reused = a.reused;
+    let (reused, handshake, addr) = (a.reused, a.handshake, a.addr);
     let r = match a.result {
         Err(f) => {
             return Classified {
                 outcome: Outcome::Failed(f.class),
                 status: f.status,
                 reused,
+                handshake,
+                addr,
                 worker: f.worker_id,
                 detail: Some(f.detail),
                 order_id: None,
@@ -873,5 +897,5 @@ fn classify(step: &Step, is_checkout: bool, a: client::Attempt, ctx: &mut Shoppe
     } else {
         (Outcome::Failed(FailureClass::UnexpectedStatus), Some(format!("status {}", r.status)), None)
     };
-    Classified { outcome, status, reused, worker: r.worker_id, detail, order_id }
+    Classified { outcome, status, reused, handshake, addr, worker: r.worker_id, detail, order_id }
 }

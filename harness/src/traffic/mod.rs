@@ -13,3 +13,4 @@ pub mod progress;
 pub mod schedule;
 pub mod sse;
 pub mod timer;
+pub mod tls;

@@ -125,6 +125,8 @@ pub fn target_spec(port: u16, launch: Option<LaunchSpec>) -> TargetSpec {
         launch,
         pid_file: None,
         metrics: Vec::new(),
+        ca_file: None,
+        insecure_skip_verify: false,
     }
 }
 

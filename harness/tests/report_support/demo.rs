@@ -79,6 +79,7 @@ pub fn synthetic(seconds: u32, seed: u64) -> ReportData {
             shoppers: 3_000,
             duration_s: d,
             seed,
+            transport: None,
         },
         scaling_note: Some(
             "Synthetic demo data: nothing was measured. A real run states here how the arrival rate was scaled \

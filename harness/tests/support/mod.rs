@@ -5,6 +5,8 @@
 // Test helpers: a failure here is a test failure, so unwrap is the right tool.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod tls;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;

@@ -109,6 +109,21 @@ pub struct CompareArgs {
     /// Allow a target that is not on loopback (custom commands only).
     #[arg(long)]
     pub allow_remote: bool,
+    /// Serve HTTPS from the default reference servers with this certificate
+    /// chain (PEM; passed as their --tls-cert): both sides run over TLS.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM; passed as --tls-key).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA to verify the servers' certificate against (the scenario's
+    /// target.ca_file); without it, the system's roots.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
+    /// Every new TLS connection pays a full handshake (the scenario's
+    /// connections.tls_resumption: false).
+    #[arg(long)]
+    pub no_tls_resumption: bool,
     /// No live progress line.
     #[arg(long)]
     pub quiet: bool,
@@ -139,6 +154,9 @@ pub struct CompareOptions {
     pub progress: bool,
     /// The scenario file's `description`, for the page.
     pub description: String,
+    /// `--tls-cert`/`--tls-key`: flags for the default reference servers,
+    /// whose targets then are https:// (empty: plain http).
+    pub server_tls: Vec<String>,
 }
 
 /// The scaling applied, for the summary and the page.
@@ -440,6 +458,7 @@ pub fn run(scenario: Scenario, o: &CompareOptions) -> Result<Compared> {
             shoppers: cluster_summary.run.shoppers_arrived,
             duration_s: scaling.arrivals_s,
             seed: s.seed,
+            transport: cluster_summary.tls.as_ref().map(|t| t.header()),
         },
         scaling_note: scaling.note.clone(),
         verdict: gates.clone(),
@@ -501,7 +520,22 @@ fn description_of(path: &Path) -> String {
 }
 
 fn main_inner(a: CompareArgs) -> Result<i32> {
-    let s = crate::scenario::load(&a.scenario).map_err(|e| anyhow!("{e}"))?;
+    let mut s = crate::scenario::load(&a.scenario).map_err(|e| anyhow!("{e}"))?;
+    if let Some(ca) = &a.tls_ca {
+        s.target.ca_file = Some(ca.clone());
+    }
+    if a.no_tls_resumption {
+        s.tls_resumption = false;
+    }
+    let server_tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => vec![
+            "--tls-cert".to_string(),
+            cert.display().to_string(),
+            "--tls-key".to_string(),
+            key.display().to_string(),
+        ],
+        _ => Vec::new(),
+    };
     let exe = std::env::current_exe().context("locating the harness binary")?;
     let server_bin = exe.parent().map(|d| d.join(SERVER_BIN)).unwrap_or_else(|| PathBuf::from(SERVER_BIN));
     let scaling = match (a.calibrate || a.calibrate_only, a.rate_scale) {
@@ -527,6 +561,7 @@ fn main_inner(a: CompareArgs) -> Result<i32> {
         allow_remote: a.allow_remote,
         progress: !a.quiet,
         description: description_of(&a.scenario),
+        server_tls,
     };
     if a.calibrate_only {
         check_options(&o)?;

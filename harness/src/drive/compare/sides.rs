@@ -84,8 +84,10 @@ fn reference_side(
         "--db".into(),
         db.display().to_string(),
     ]);
+    argv.extend(o.server_tls.iter().cloned());
     let mut scenario = s.clone();
-    scenario.target.base_url = format!("http://127.0.0.1:{port}");
+    let scheme = if o.server_tls.is_empty() { "http" } else { "https" };
+    scenario.target.base_url = format!("{scheme}://127.0.0.1:{port}");
     scenario.target.pid_file = None;
     let mut old_admin = None;
     if let Some(a) = scenario.audit.as_mut() {

@@ -35,7 +35,16 @@ pub(super) fn endpoints(v: &mut V, raw: &[RawMetricsEndpoint]) -> Vec<MetricsEnd
     let mut out = Vec::new();
     for (i, e) in raw.iter().enumerate() {
         let path = format!("target.metrics[{i}]");
-        v.http_url(&format!("{path}.url"), &e.url);
+        if e.url.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://")) {
+            // The scraper (scrape/fetch.rs) is a plain-HTTP client of its own,
+            // off the shoppers' runtime; admin endpoints are plain HTTP.
+            v.err(
+                format!("{path}.url"),
+                format!("{:?} is not an http:// URL (metrics are scraped over plain HTTP)", e.url),
+            );
+        } else {
+            v.http_url(&format!("{path}.url"), &e.url);
+        }
         let label = e.label.trim();
         if label.is_empty() || label.chars().any(char::is_control) {
             v.err(format!("{path}.label"), "must be a non-empty name without control characters, e.g. \"cluster\"");

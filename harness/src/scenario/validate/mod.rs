@@ -83,6 +83,10 @@ impl V {
         let mut on = Vec::new();
         for (i, name) in r.on.iter().enumerate() {
             match FailureClass::from_name(name) {
+                Some(FailureClass::TlsCertificate) => self.err(
+                    format!("{path}.on[{i}]"),
+                    "tls_certificate is never retried: a certificate the harness refuses fails the run",
+                ),
                 Some(c) if !on.contains(&c) => on.push(c),
                 Some(_) => self.err(format!("{path}.on[{i}]"), format!("failure class {name:?} is listed twice")),
                 None => {
@@ -183,6 +187,7 @@ pub(crate) fn validate(raw: RawScenario) -> Result<Scenario, Vec<FieldError>> {
         journeys,
         connections,
         shopper_addresses,
+        tls_resumption: raw.connections.as_ref().and_then(|c| c.tls_resumption).unwrap_or(true),
         data: raw.data,
         gates,
         chaos,
@@ -238,6 +243,15 @@ fn target(v: &mut V, raw: &RawScenario) -> TargetSpec {
     if t.pid_file.as_deref() == Some("") {
         v.err("target.pid_file", "must not be empty");
     }
+    if t.ca_file.as_deref() == Some("") {
+        v.err("target.ca_file", "must not be empty (leave it out to trust the system's CAs)");
+    }
+    if t.ca_file.is_some() && t.insecure_skip_verify {
+        v.err(
+            "target.insecure_skip_verify",
+            "give either ca_file (verify against these CAs) or insecure_skip_verify (verify nothing), not both",
+        );
+    }
     TargetSpec {
         base_url: t.base_url.trim_end_matches('/').to_string(),
         ready_path,
@@ -245,6 +259,8 @@ fn target(v: &mut V, raw: &RawScenario) -> TargetSpec {
         launch,
         pid_file: t.pid_file.as_ref().map(PathBuf::from),
         metrics: metrics::endpoints(v, &t.metrics),
+        ca_file: t.ca_file.as_ref().map(PathBuf::from),
+        insecure_skip_verify: t.insecure_skip_verify,
     }
 }
 
