@@ -2,7 +2,7 @@
 //! exit codes (docs/EXIT_CODES.md). Everything else is in the library.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -10,6 +10,7 @@ use crate::chaos::faults::ChaosOptions;
 use crate::chaos::target::launch_from_command_line;
 use crate::drive::lifecycle::{self, LifecycleOptions};
 use crate::drive::run::RunOptions;
+use crate::drive::shard::{self, Shard};
 use crate::judge::verdict::{EXIT_INVALID, EXIT_PASS};
 use crate::scenario;
 use crate::traffic::engine::EngineOptions;
@@ -71,6 +72,15 @@ pub struct RunArgs {
     /// it is recorded as unrecovered; its window then lasts to the end.
     #[arg(long, value_name = "SECONDS", default_value_t = ChaosOptions::default().recovery_timeout.as_secs_f64())]
     pub recovery_timeout: f64,
+    /// Play only shard K of N (0 <= K < N): shoppers i with i mod N = K.
+    /// A shard runs no faults, no audit and no gates; its exit code says
+    /// only whether it ran validly (docs/DISTRIBUTED.md).
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<Shard>,
+    /// Start the run clock at this instant (Unix ms or RFC 3339 in UTC) and
+    /// wait until then; shards of one run share it.
+    #[arg(long, value_name = "T", value_parser = shard::parse_start_at)]
+    pub start_at: Option<SystemTime>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,13 +141,16 @@ pub fn main_with(cli: Cli) -> i32 {
 /// wait for it, faults alongside the traffic, attribution, audit, stop),
 /// then the run's report. Returns the exit code the judge gave the run.
 fn run(a: RunArgs) -> i32 {
-    let s = match scenario::load(&a.scenario) {
+    let mut s = match scenario::load(&a.scenario) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("harness: {e}");
             return EXIT_INVALID;
         }
     };
+    if a.shard.is_some() {
+        shard::shard_only_traffic(&mut s);
+    }
     let (opts, lo) = match run_options(a, &s) {
         Ok(o) => o,
         Err(e) => {
@@ -207,6 +220,10 @@ fn run_options(a: RunArgs, s: &scenario::Scenario) -> Result<(RunOptions, Lifecy
         chaos: ChaosOptions { recovery_timeout, ..ChaosOptions::default() },
         ..LifecycleOptions::default()
     };
+    let scenario_hash = match a.shard {
+        Some(_) => shard::scenario_hash(&a.scenario).map_err(|e| format!("{}: {e}", a.scenario.display()))?,
+        None => String::new(),
+    };
     let opts = RunOptions {
         target: a.target,
         out: a.out,
@@ -215,6 +232,9 @@ fn run_options(a: RunArgs, s: &scenario::Scenario) -> Result<(RunOptions, Lifecy
         seed: a.seed,
         progress: !a.quiet,
         engine: EngineOptions { drain_timeout },
+        shard: a.shard,
+        start_at: a.start_at,
+        scenario_hash,
     };
     Ok((opts, lo))
 }

@@ -10,3 +10,4 @@ pub mod calibrate;
 pub mod compare;
 pub mod lifecycle;
 pub mod run;
+pub mod shard;

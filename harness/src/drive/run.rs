@@ -15,10 +15,11 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
+use crate::drive::shard::{self, Shard, ShardInfo};
 use crate::host::limits;
 use crate::host::machine::{self, Sampler, SecondSample, TargetPid};
 use crate::judge::gates::{self, GateResult, Measured, Noise};
@@ -46,6 +47,12 @@ pub struct RunOptions {
     /// Show the live progress line.
     pub progress: bool,
     pub engine: EngineOptions,
+    /// Play only this shard's shoppers (`--shard K/N`, drive/shard.rs).
+    pub shard: Option<Shard>,
+    /// The run clock's zero (`--start-at`): wait until then.
+    pub start_at: Option<SystemTime>,
+    /// The scenario file's fingerprint, recorded by a shard for the merge.
+    pub scenario_hash: String,
 }
 
 impl Default for RunOptions {
@@ -58,6 +65,9 @@ impl Default for RunOptions {
             seed: None,
             progress: false,
             engine: EngineOptions::default(),
+            shard: None,
+            start_at: None,
+            scenario_hash: String::new(),
         }
     }
 }
@@ -91,6 +101,12 @@ pub struct Prepared {
     /// The target's top process for the machine sampler (its tree is the
     /// run's, not other work); the lifecycle sets it once the target runs.
     pub target_pid: TargetPid,
+    /// The shard this process plays, with the scenario's fingerprint.
+    pub shard: Option<(Shard, String)>,
+    /// The shared start instant, if one was given.
+    pub start_at: Option<SystemTime>,
+    /// Shoppers of the whole (unsharded) schedule.
+    pub all_shoppers: u64,
 }
 
 /// Applies the overrides, builds the schedule, checks the target address and
@@ -102,6 +118,9 @@ pub fn prepare(mut scenario: Scenario, opts: &RunOptions) -> Result<Prepared, St
     if let Some(seed) = opts.seed {
         scenario.seed = seed;
     }
+    if let Some(shard) = opts.shard {
+        shard.apply(&mut scenario);
+    }
     if !(opts.rate_scale.is_finite() && opts.rate_scale > 0.0) {
         return Err(StartError::Limits(format!("--rate-scale {}: must be a positive number", opts.rate_scale)));
     }
@@ -112,7 +131,12 @@ pub fn prepare(mut scenario: Scenario, opts: &RunOptions) -> Result<Prepared, St
     let ports = limits::ports_needed(&scenario, opts.rate_scale, longest);
     let sources =
         limits::source_addresses(target.addr, ports, limits::ephemeral_ports()).map_err(StartError::Limits)?;
-    let schedule = schedule::build(&scenario, opts.rate_scale);
+    let full = schedule::build(&scenario, opts.rate_scale);
+    let all_shoppers = full.shoppers.len() as u64;
+    let schedule = match opts.shard {
+        Some(shard) => shard.filter(&full),
+        None => full,
+    };
     let dir = opts.out.clone().unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name));
     if dir.exists() && !dir.is_dir() {
         // `--out /dev/null` used to say "File exists" (issue 18).
@@ -131,6 +155,9 @@ pub fn prepare(mut scenario: Scenario, opts: &RunOptions) -> Result<Prepared, St
         engine: opts.engine.clone(),
         progress: opts.progress,
         target_pid: Arc::new(|| None),
+        shard: opts.shard.map(|s| (s, opts.scenario_hash.clone())),
+        start_at: opts.start_at,
+        all_shoppers,
     })
 }
 
@@ -161,6 +188,8 @@ pub struct Executed {
     pub traffic_peak_rss_mb: Option<f64>,
     /// What the machine did, second by second, while the traffic ran.
     pub machine: Vec<SecondSample>,
+    /// With `--start-at`: how late (ms) this process really began after T.
+    pub start_offset_ms: Option<f64>,
 }
 
 /// This process's peak resident set so far (VmHWM, MiB); None off Linux.
@@ -176,14 +205,24 @@ pub async fn execute(p: &Prepared, side: Vec<SideTask>, live: Arc<Live>) -> Resu
     let ledger_path = p.dir.join(LEDGER_FILE);
     let ledger = Ledger::create(&ledger_path).map_err(out_err(&ledger_path))?;
     let events_path = p.dir.join(EVENTS_FILE);
-    let wall_start = SystemTime::now();
-    let events = EventLog::create(&events_path).map_err(out_err(&events_path))?;
+    // With a shared start instant the run clock's zero is T itself, however
+    // late this process woke: lateness becomes slip, never a shifted schedule.
+    let (wall_start, clock_zero, start_offset_ms) = match p.start_at {
+        Some(at) => {
+            let (zero, offset) = shard::wait_until(at).await;
+            (at, zero, Some(offset))
+        }
+        None => (SystemTime::now(), Instant::now(), None),
+    };
+    let events = EventLog::create_at(&events_path, clock_zero).map_err(out_err(&events_path))?;
     events.emit(
         "run_start",
         json!({
             "scenario": p.scenario.name, "seed": p.scenario.seed, "rate_scale": p.rate_scale,
             "target": p.scenario.target.base_url, "planned_shoppers": p.schedule.shoppers.len(),
             "sources": p.connector.sources.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            "shard": p.shard.as_ref().map(|(s, _)| json!({"index": s.index, "count": s.count})),
+            "start_offset_ms": start_offset_ms,
         }),
     );
     let sampler = Sampler::start(p.target_pid.clone(), events.start(), Duration::from_secs(1));
@@ -239,6 +278,7 @@ pub async fn execute(p: &Prepared, side: Vec<SideTask>, live: Arc<Live>) -> Resu
         chaos: Default::default(),
         traffic_peak_rss_mb,
         machine,
+        start_offset_ms,
     })
 }
 
@@ -334,6 +374,21 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
         },
         series: rec.series().to_vec(),
         chaos: std::mem::take(&mut ex.chaos),
+        shard: p.shard.as_ref().map(|(shard, hash)| ShardInfo {
+            index: shard.index,
+            count: shard.count,
+            scenario_hash: hash.clone(),
+            seed: p.scenario.seed,
+            start_at_unix_ms: p.start_at.map_or(0.0, shard::unix_ms),
+            start_offset_ms: ex.start_offset_ms.unwrap_or(0.0),
+            clock: "wall clock (CLOCK_REALTIME) of this host; offsets between hosts are not measured".into(),
+            host: shard::host_name(),
+            shoppers: p.schedule.shoppers.len() as u64,
+            pool_size,
+            chaos: "none: the chaos runner (harness chaos) plays the faults".into(),
+            audit: "none: harness merge audits once after every shard".into(),
+        }),
+        shards: Vec::new(),
     };
     if s.schedule_slip.harness_limited {
         ex.events.emit(

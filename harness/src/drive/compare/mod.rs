@@ -264,7 +264,7 @@ fn play(side: &Side, scale: f64, o: &CompareOptions) -> Result<lifecycle::FullRu
         allow_remote: o.allow_remote,
         seed: o.seed,
         progress: o.progress,
-        engine: Default::default(),
+        ..RunOptions::default()
     };
     let lo = LifecycleOptions { launch: Some(side.launch.clone()), ..LifecycleOptions::default() };
     let full = lifecycle::run_blocking(side.scenario.clone(), &opts, &lo)
