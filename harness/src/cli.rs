@@ -83,6 +83,44 @@ pub struct RunArgs {
     pub start_at: Option<SystemTime>,
 }
 
+/// `harness chaos`'s arguments.
+#[derive(Debug, Args)]
+pub struct ChaosArgs {
+    /// The scenario file (JSON): the same file the shards play.
+    pub scenario: PathBuf,
+    /// The shared start instant (Unix ms or RFC 3339 in UTC).
+    #[arg(long, value_name = "T", value_parser = shard::parse_start_at)]
+    pub start_at: SystemTime,
+    /// Folder for the fault windows and the target's lifecycle events.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Base URL of the target, replacing the scenario's.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Allow a target that is not on loopback.
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// Launch the target with this command line (split like a shell).
+    #[arg(long, value_name = "CMD", conflicts_with_all = ["attach_pid", "pid_file"])]
+    pub launch: Option<String>,
+    /// Attach to the running target whose master has this pid.
+    #[arg(long, value_name = "PID", conflicts_with = "pid_file")]
+    pub attach_pid: Option<i32>,
+    /// Attach to the running target whose master pid is in this file.
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+    /// Seconds a launched target stays up after the faults, for shards
+    /// still playing (default: the longest journey the scenario allows + 5 s).
+    #[arg(long, value_name = "SECONDS")]
+    pub hold: Option<f64>,
+    /// Seconds the target may take to be healthy again after the faults.
+    #[arg(long, value_name = "SECONDS", default_value_t = lifecycle::DEFAULT_HEALTH_TIMEOUT.as_secs_f64())]
+    pub health_timeout: f64,
+    /// Seconds a fault may take to recover before it is recorded as unrecovered.
+    #[arg(long, value_name = "SECONDS", default_value_t = ChaosOptions::default().recovery_timeout.as_secs_f64())]
+    pub recovery_timeout: f64,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Play a scenario against its target and write reports/<run>/.
@@ -95,6 +133,12 @@ pub enum Command {
     /// Play a scenario against one process and against a cluster; one report
     /// with both side by side (OUT/index.html, summary.json, junit.xml).
     Compare(crate::drive::compare::CompareArgs),
+    /// Play only the scenario's faults on a sharded run's shared clock
+    /// (docs/DISTRIBUTED.md); writes OUT/chaos-runner.json and events.jsonl.
+    Chaos(ChaosArgs),
+    /// Merge the shard folders and the chaos runner's folder into one run
+    /// folder in OUT, judged as one run (docs/DISTRIBUTED.md).
+    Merge(crate::drive::merge::MergeArgs),
     /// Rebuild a run folder's index.html from its report.json, without re-running.
     Report {
         /// The run folder (holds report.json).
@@ -134,7 +178,81 @@ pub fn main_with(cli: Cli) -> i32 {
             }
         },
         Command::Run(args) => run(args),
+        Command::Chaos(args) => chaos(args),
+        Command::Merge(args) => crate::drive::merge::main(args),
     }
+}
+
+/// `harness chaos`: exit 0 when every fault ran and the target was healthy
+/// after them, 2 otherwise (the merge will then be invalid too).
+fn chaos(a: ChaosArgs) -> i32 {
+    let s = match scenario::load(&a.scenario) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("harness: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    let opts = match chaos_options(a, &s) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("harness: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("harness: cannot start the async runtime: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    match rt.block_on(crate::drive::chaos_only::run(s, &opts)) {
+        Ok(r) => {
+            for f in &r.faults {
+                println!("  fault {} ({}) at {:.0} ms: {}", f.label, f.action, f.start_ms, f.outcome);
+            }
+            for p in &r.problems {
+                println!("  INVALID: {p}");
+            }
+            println!("chaos runner: {} faults, target {}; in {}", r.faults.len(), r.target_stop, opts.out.display());
+            if r.problems.is_empty() { EXIT_PASS } else { EXIT_INVALID }
+        }
+        Err(e) => {
+            eprintln!("harness: chaos: {e}");
+            EXIT_INVALID
+        }
+    }
+}
+
+fn chaos_options(a: ChaosArgs, s: &scenario::Scenario) -> Result<crate::drive::chaos_only::ChaosRunOptions, String> {
+    let launch = a
+        .launch
+        .map(|cmd| launch_from_command_line(&cmd, s.target.launch.as_ref()))
+        .transpose()
+        .map_err(|e| format!("--launch: {e}"))?;
+    if let Some(pid) = a.attach_pid.filter(|p| *p <= 0) {
+        return Err(format!("--attach-pid {pid}: not a process id"));
+    }
+    Ok(crate::drive::chaos_only::ChaosRunOptions {
+        start_at: a.start_at,
+        scenario_hash: shard::scenario_hash(&a.scenario).map_err(|e| format!("{}: {e}", a.scenario.display()))?,
+        out: a.out,
+        target: a.target,
+        allow_remote: a.allow_remote,
+        hold: a.hold.map(|x| seconds("--hold", x)).transpose()?,
+        lifecycle: LifecycleOptions {
+            launch,
+            attach_pid: a.attach_pid,
+            pid_file: a.pid_file,
+            health_timeout: seconds("--health-timeout", a.health_timeout)?,
+            chaos: ChaosOptions {
+                recovery_timeout: seconds("--recovery-timeout", a.recovery_timeout)?,
+                ..ChaosOptions::default()
+            },
+            ..LifecycleOptions::default()
+        },
+    })
 }
 
 /// `harness run`: the full lifecycle (launch or attach to the target and
@@ -151,6 +269,7 @@ fn run(a: RunArgs) -> i32 {
     if a.shard.is_some() {
         shard::shard_only_traffic(&mut s);
     }
+    let scenario_file = a.scenario.clone();
     let (opts, lo) = match run_options(a, &s) {
         Ok(o) => o,
         Err(e) => {
@@ -161,8 +280,14 @@ fn run(a: RunArgs) -> i32 {
     let dir = opts.out.clone().unwrap_or_else(|| PathBuf::from("reports").join(&s.name));
     let report_target = report_target(&s, &opts, &lo);
     let report_scenario = s.clone();
+    let sharded = opts.shard.is_some();
     match lifecycle::run_blocking(s, &opts, &lo) {
         Ok(full) => {
+            if sharded && let Err(e) = crate::drive::merge::keep_scenario_copy(&scenario_file, &dir) {
+                eprintln!("harness: cannot keep the scenario file in {}: {e}", dir.display());
+                println!("verdict: invalid (exit {EXIT_INVALID}): the shard's folder is incomplete");
+                return EXIT_INVALID;
+            }
             print_result(&full.summary);
             // Without its report the run's output is incomplete: say
             // so and call it invalid rather than keep a silent verdict;

@@ -7,7 +7,9 @@
 //! traffic/, chaos/, judge/ and report/ in order and passes their outputs on.
 
 pub mod calibrate;
+pub mod chaos_only;
 pub mod compare;
 pub mod lifecycle;
+pub mod merge;
 pub mod run;
 pub mod shard;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
-use crate::drive::shard::{self, Shard, ShardInfo};
+use crate::drive::shard::{self, Shard, ShardInfo, ShardRow};
 use crate::host::limits;
 use crate::host::machine::{self, Sampler, SecondSample, TargetPid};
 use crate::judge::gates::{self, GateResult, Measured, Noise};
@@ -190,6 +190,8 @@ pub struct Executed {
     pub machine: Vec<SecondSample>,
     /// With `--start-at`: how late (ms) this process really began after T.
     pub start_offset_ms: Option<f64>,
+    /// A merged run's shards (summary.json's `shards`); empty otherwise.
+    pub shards: Vec<ShardRow>,
 }
 
 /// This process's peak resident set so far (VmHWM, MiB); None off Linux.
@@ -279,6 +281,7 @@ pub async fn execute(p: &Prepared, side: Vec<SideTask>, live: Arc<Live>) -> Resu
         traffic_peak_rss_mb,
         machine,
         start_offset_ms,
+        shards: Vec::new(),
     })
 }
 
@@ -388,7 +391,7 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
             chaos: "none: the chaos runner (harness chaos) plays the faults".into(),
             audit: "none: harness merge audits once after every shard".into(),
         }),
-        shards: Vec::new(),
+        shards: std::mem::take(&mut ex.shards),
     };
     if s.schedule_slip.harness_limited {
         ex.events.emit(
