@@ -2,7 +2,7 @@
 # the rest are building blocks.
 CARGO ?= cargo
 
-.PHONY: all deps build release test fmt-check clippy unit blackfriday selfcheck fleet fleet-selftest bench bench-cluster bench-harness bench-shop bench-sticky clean
+.PHONY: all deps build release test fmt-check clippy unit blackfriday selfcheck fleet fleet-selftest distributed bench bench-merge bench-cluster bench-harness bench-shop bench-sticky clean
 
 all: build
 
@@ -51,7 +51,13 @@ fleet: release
 fleet-selftest: release
 	./scripts/fleet.sh --selftest
 
-bench: bench-cluster bench-shop bench-harness bench-sticky
+# The sharded-run contract on loopback (docs/DISTRIBUTED.md): 3 shard
+# processes + 1 chaos runner on one start instant against the reference
+# cluster through a rolling restart and a SIGKILL, then one merge; ~15 s.
+distributed: release
+	./scripts/distributed.sh
+
+bench: bench-cluster bench-shop bench-harness bench-sticky bench-merge
 
 bench-cluster: release
 	./scripts/bench-cluster.sh
@@ -67,3 +73,6 @@ bench-shop: release
 
 bench-sticky: release
 	./scripts/bench-sticky.sh
+
+bench-merge: release
+	./scripts/bench-merge.sh
