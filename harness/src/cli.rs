@@ -81,6 +81,39 @@ pub struct RunArgs {
     /// wait until then; shards of one run share it.
     #[arg(long, value_name = "T", value_parser = shard::parse_start_at)]
     pub start_at: Option<SystemTime>,
+    #[command(flatten)]
+    pub baseline: BaselineArgs,
+}
+
+/// `--baseline` and its options, as `harness run` and `harness merge` take them.
+#[derive(Debug, Args)]
+pub struct BaselineArgs {
+    /// A previous run's summary.json (of run, merge or compare): fail a gate
+    /// when dropped requests increased or the percentile got slower by more
+    /// than --max-regression.
+    #[arg(long, value_name = "OLD/summary.json")]
+    pub baseline: Option<PathBuf>,
+    /// Percentile the baseline check compares: p50, p90, p99, p99_9 or max.
+    #[arg(long, default_value = "p99")]
+    pub baseline_percentile: String,
+    /// Largest allowed slowdown against the baseline, as a fraction (0.2 = 20%).
+    #[arg(long, default_value_t = 0.2)]
+    pub max_regression: f64,
+}
+
+impl BaselineArgs {
+    /// The baseline to gate against, read and checked; errors name the flag or file.
+    pub fn load(&self) -> Result<Option<crate::judge::baseline::Baseline>, String> {
+        let Some(path) = &self.baseline else { return Ok(None) };
+        let options = crate::judge::baseline::BaselineOptions {
+            percentile: self.baseline_percentile.clone(),
+            max_regression: self.max_regression,
+            ..Default::default()
+        };
+        crate::judge::baseline::check_options(&options).map_err(|e| e.to_string())?;
+        let old = crate::judge::baseline::read(path).map_err(|e| format!("--baseline: {e:#}"))?;
+        Ok(Some(crate::judge::baseline::Baseline { old, options }))
+    }
 }
 
 /// `harness chaos`'s arguments.
@@ -360,6 +393,7 @@ fn run_options(a: RunArgs, s: &scenario::Scenario) -> Result<(RunOptions, Lifecy
         shard: a.shard,
         start_at: a.start_at,
         scenario_hash,
+        baseline: a.baseline.load()?,
     };
     Ok((opts, lo))
 }

@@ -170,9 +170,13 @@ fn three_shards_a_chaos_runner_and_a_merge_equal_one_run() {
     let cluster = Cluster::start(&single_dir);
     let scen = scenario(dir.path(), &cluster);
     let single_out = dir.path().join("single");
+    // A baseline no run can regress against: the gate is there and passes.
+    let generous = dir.path().join("generous-baseline.json");
+    std::fs::write(&generous, json!({"totals": {"dropped": 0}, "latency": {"overall": {"p99_ms": 1e9}}}).to_string())
+        .unwrap();
     let run = harness()
         .args(["run", scen.to_str().unwrap(), "--quiet", "--out", single_out.to_str().unwrap()])
-        .args(["--attach-pid", &cluster.pid()])
+        .args(["--attach-pid", &cluster.pid(), "--baseline", generous.to_str().unwrap()])
         .output()
         .unwrap();
     let single = read_json(&single_out.join("summary.json"));
@@ -209,7 +213,10 @@ fn three_shards_a_chaos_runner_and_a_merge_equal_one_run() {
     assert_eq!(merged["scenario"]["planned_shoppers"], single["scenario"]["planned_shoppers"]);
     assert_eq!(merged["audit"]["verdict"], "pass", "{:#}", merged["audit"]);
     assert_eq!(merged["audit"]["verdict"], single["audit"]["verdict"]);
-    assert_eq!(gates(&merged), gates(&single));
+    let baseline_gate = ("baseline: p99 latency".to_string(), true);
+    assert!(gates(&single).contains(&baseline_gate), "{:#}", single["gates"]);
+    let without_baseline: Vec<_> = gates(&single).into_iter().filter(|g| !g.0.starts_with("baseline")).collect();
+    assert_eq!(gates(&merged), without_baseline);
     assert_eq!(merged["faults"].as_array().unwrap().len(), 2, "{:#}", merged["faults"]);
     for f in merged["faults"].as_array().unwrap() {
         assert_eq!(f["outcome"], "ok", "{f:#}");
@@ -225,7 +232,9 @@ fn three_shards_a_chaos_runner_and_a_merge_equal_one_run() {
     for q in [0.5, 0.9, 0.99, 0.999, 1.0] {
         assert_eq!(m_all.value_at_quantile(q), sum.value_at_quantile(q), "q={q}");
     }
-    assert_eq!(merged["latency"]["overall"]["count"], single["latency"]["overall"]["count"]);
+    // Every attempt is in it (attempts, unlike operations, vary with how
+    // many requests the SIGKILL caught in flight: retries).
+    assert_eq!(merged["latency"]["overall"]["count"], merged["totals"]["attempts"]);
     // ...and close to the unsharded run's: two runs of the same load on a
     // shared 2-core box differ by scheduling noise, not by the merge. Bound:
     // the median within 3x + 20 ms (HdrHistogram's 0.1% precision is far inside it).
@@ -253,6 +262,28 @@ fn three_shards_a_chaos_runner_and_a_merge_equal_one_run() {
     }
     let page = std::fs::read_to_string(merged_out.join("index.html")).unwrap();
     assert!(page.contains("Shards"), "the report has a shards table");
+
+    // --baseline on the merge: a p99 that regressed against a 1 ms baseline
+    // fails its gate (exit 1), the generous baseline passes it.
+    let strict = dir.path().join("strict-baseline.json");
+    std::fs::write(&strict, json!({"totals": {"dropped": 0}, "latency": {"overall": {"p99_ms": 1.0}}}).to_string())
+        .unwrap();
+    for (file, passed) in [(&strict, false), (&generous, true)] {
+        let out = dir.path().join(format!("merged-baseline-{passed}"));
+        let m = harness()
+            .arg("merge")
+            .arg(&out)
+            .args(&inputs)
+            .args(["--baseline", file.to_str().unwrap(), "--max-regression", "0.2"])
+            .output()
+            .unwrap();
+        let s = read_json(&out.join("summary.json"));
+        let g = gates(&s).into_iter().find(|g| g.0 == "baseline: p99 latency").unwrap();
+        assert_eq!(g.1, passed, "{:#}", s["gates"]);
+        if !passed {
+            assert_eq!(m.status.code(), Some(1), "{}", text(&m));
+        }
+    }
 
     // A missing shard: refused, nothing written.
     let refused = dir.path().join("refused");

@@ -61,15 +61,8 @@ pub struct MergeArgs {
     /// Allow a target that is not on loopback.
     #[arg(long)]
     pub allow_remote: bool,
-    /// A previous run's summary.json to gate a latency regression against.
-    #[arg(long, value_name = "OLD/summary.json")]
-    pub baseline: Option<PathBuf>,
-    /// Percentile the baseline check compares: p50, p90, p99, p99_9 or max.
-    #[arg(long, default_value = "p99")]
-    pub baseline_percentile: String,
-    /// Largest allowed slowdown against the baseline, as a fraction (0.2 = 20%).
-    #[arg(long, default_value_t = 0.2)]
-    pub max_regression: f64,
+    #[command(flatten)]
+    pub baseline: crate::cli::BaselineArgs,
 }
 
 /// One shard folder as found.
@@ -362,6 +355,7 @@ pub async fn merge(a: &MergeArgs) -> Result<(FullRun, scenario::Scenario), Refus
         rate_scale: first.summary.scenario.rate_scale,
         allow_remote: a.allow_remote,
         seed: Some(first.info.seed),
+        baseline: a.baseline.load().map_err(Refused)?,
         ..RunOptions::default()
     };
     let report_scenario = {

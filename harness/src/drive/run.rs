@@ -22,6 +22,7 @@ use serde_json::json;
 use crate::drive::shard::{self, Shard, ShardInfo, ShardRow};
 use crate::host::limits;
 use crate::host::machine::{self, Sampler, SecondSample, TargetPid};
+use crate::judge::baseline::{self, Baseline};
 use crate::judge::gates::{self, GateResult, Measured, Noise};
 use crate::judge::summary::{self, Summary};
 use crate::record::events::{EVENTS_FILE, EventLog};
@@ -53,6 +54,8 @@ pub struct RunOptions {
     pub start_at: Option<SystemTime>,
     /// The scenario file's fingerprint, recorded by a shard for the merge.
     pub scenario_hash: String,
+    /// Gate a regression against this old summary (`--baseline`).
+    pub baseline: Option<Baseline>,
 }
 
 impl Default for RunOptions {
@@ -68,6 +71,7 @@ impl Default for RunOptions {
             shard: None,
             start_at: None,
             scenario_hash: String::new(),
+            baseline: None,
         }
     }
 }
@@ -107,6 +111,7 @@ pub struct Prepared {
     pub start_at: Option<SystemTime>,
     /// Shoppers of the whole (unsharded) schedule.
     pub all_shoppers: u64,
+    pub baseline: Option<Baseline>,
 }
 
 /// Applies the overrides, builds the schedule, checks the target address and
@@ -158,6 +163,7 @@ pub fn prepare(mut scenario: Scenario, opts: &RunOptions) -> Result<Prepared, St
         shard: opts.shard.map(|s| (s, opts.scenario_hash.clone())),
         start_at: opts.start_at,
         all_shoppers,
+        baseline: opts.baseline.clone(),
     })
 }
 
@@ -320,6 +326,13 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
         },
     );
     gate_results.append(&mut ex.extra_gates);
+    let latency = summary::latency(rec);
+    if let Some(b) = &p.baseline {
+        // The baseline reads the new run by the summary's own key paths.
+        let current = json!({"totals": &totals, "latency": &latency});
+        let checks = baseline::compare(&current, &b.old, &b.options).checks;
+        gate_results.extend(checks.iter().map(baseline::BaselineCheck::run_gate));
+    }
     let valid = problems.is_empty();
     let schedule_slip = summary::slip(rec);
     let slip_by_second = rec.series().iter().map(|r| (r.t_s, r.slip_max_ms)).collect();
@@ -365,7 +378,7 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
             attempts_per_s: round3((totals.attempts - totals.open_attempts) as f64 / duration_s),
             goodput_per_s: round3(goodput),
         },
-        latency: summary::latency(rec),
+        latency,
         schedule_slip,
         environment: Some(environment),
         gates: gate_results,
