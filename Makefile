@@ -74,5 +74,8 @@ bench-shop: release
 bench-sticky: release
 	./scripts/bench-sticky.sh
 
+# Merge cost of 2, 4 and 8 shards of a 1,000,000-request run (synthesized
+# shard folders; docs/PERFORMANCE.md, "Merging shards").
 bench-merge: release
+	$(CARGO) build --release -p harness --example synth_shards
 	./scripts/bench-merge.sh
