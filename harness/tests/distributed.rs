@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod chaos_support;
+mod support;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -216,7 +217,13 @@ fn three_shards_a_chaos_runner_and_a_merge_equal_one_run() {
     let baseline_gate = ("baseline: p99 latency".to_string(), true);
     assert!(gates(&single).contains(&baseline_gate), "{:#}", single["gates"]);
     let without_baseline: Vec<_> = gates(&single).into_iter().filter(|g| !g.0.starts_with("baseline")).collect();
-    assert_eq!(gates(&merged), without_baseline);
+    assert_eq!(
+        gates(&merged),
+        without_baseline,
+        "outside every fault window: merged {:#} single {:#}",
+        read_json(&merged_out.join("chaos.json"))["attribution"]["outside"],
+        read_json(&single_out.join("chaos.json"))["attribution"]["outside"]
+    );
     assert_eq!(merged["faults"].as_array().unwrap().len(), 2, "{:#}", merged["faults"]);
     for f in merged["faults"].as_array().unwrap() {
         assert_eq!(f["outcome"], "ok", "{f:#}");
@@ -243,6 +250,10 @@ fn three_shards_a_chaos_runner_and_a_merge_equal_one_run() {
         single["latency"]["overall"]["p50_ms"].as_f64().unwrap(),
     );
     assert!(mp50 <= sp50 * 3.0 + 20.0 && sp50 <= mp50 * 3.0 + 20.0, "p50 merged {mp50} ms vs single {sp50} ms");
+
+    // Both kinds of summary match the documented schema.
+    assert_eq!(support::summary_schema_errors(&merged), Vec::<String>::new());
+    assert_eq!(support::summary_schema_errors(&read_json(&shards[0].join("summary.json"))), Vec::<String>::new());
 
     // The shards table: one row per shard, their shoppers and operations adding up.
     let rows = merged["shards"].as_array().unwrap();
