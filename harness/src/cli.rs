@@ -50,28 +50,8 @@ pub struct RunArgs {
     /// scenario's timeouts allow, plus 5 s.
     #[arg(long)]
     pub drain_timeout: Option<f64>,
-    /// Launch the target with this command line (split like a shell),
-    /// replacing the scenario's target.launch; its environment, stop
-    /// signal and stop timeout still come from the scenario.
-    #[arg(long, value_name = "CMD", conflicts_with_all = ["attach_pid", "pid_file"])]
-    pub launch: Option<String>,
-    /// Attach to the running target whose master has this pid (faults
-    /// act on its process tree; it is not stopped at the end).
-    #[arg(long, value_name = "PID", conflicts_with = "pid_file")]
-    pub attach_pid: Option<i32>,
-    /// Attach to the running target whose master pid is in this file
-    /// (re-read when a deploy replaces the master).
-    #[arg(long, value_name = "PATH")]
-    pub pid_file: Option<PathBuf>,
-    /// Seconds the target may take to be healthy again after the run
-    /// (paused workers resumed, worker count back); still unhealthy
-    /// then makes the run invalid.
-    #[arg(long, value_name = "SECONDS", default_value_t = lifecycle::DEFAULT_HEALTH_TIMEOUT.as_secs_f64())]
-    pub health_timeout: f64,
-    /// Seconds a fault may take to recover (back to steady state) before
-    /// it is recorded as unrecovered; its window then lasts to the end.
-    #[arg(long, value_name = "SECONDS", default_value_t = ChaosOptions::default().recovery_timeout.as_secs_f64())]
-    pub recovery_timeout: f64,
+    #[command(flatten)]
+    pub target_process: TargetArgs,
     /// Play only shard K of N (0 <= K < N): shoppers i with i mod N = K.
     /// A shard runs no faults, no audit and no gates; its exit code says
     /// only whether it ran validly (docs/DISTRIBUTED.md).
@@ -133,25 +113,64 @@ pub struct ChaosArgs {
     /// Allow a target that is not on loopback.
     #[arg(long)]
     pub allow_remote: bool,
-    /// Launch the target with this command line (split like a shell).
-    #[arg(long, value_name = "CMD", conflicts_with_all = ["attach_pid", "pid_file"])]
-    pub launch: Option<String>,
-    /// Attach to the running target whose master has this pid.
-    #[arg(long, value_name = "PID", conflicts_with = "pid_file")]
-    pub attach_pid: Option<i32>,
-    /// Attach to the running target whose master pid is in this file.
-    #[arg(long, value_name = "PATH")]
-    pub pid_file: Option<PathBuf>,
     /// Seconds a launched target stays up after the faults, for shards
     /// still playing (default: the longest journey the scenario allows + 5 s).
     #[arg(long, value_name = "SECONDS")]
     pub hold: Option<f64>,
-    /// Seconds the target may take to be healthy again after the faults.
+    #[command(flatten)]
+    pub target_process: TargetArgs,
+}
+
+/// How `harness run` and `harness chaos` reach the target's processes, and
+/// how long it may take to recover.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// Launch the target with this command line (split like a shell),
+    /// replacing the scenario's target.launch; its environment, stop
+    /// signal and stop timeout still come from the scenario.
+    #[arg(long, value_name = "CMD", conflicts_with_all = ["attach_pid", "pid_file"])]
+    pub launch: Option<String>,
+    /// Attach to the running target whose master has this pid (faults
+    /// act on its process tree; it is not stopped at the end).
+    #[arg(long, value_name = "PID", conflicts_with = "pid_file")]
+    pub attach_pid: Option<i32>,
+    /// Attach to the running target whose master pid is in this file
+    /// (re-read when a deploy replaces the master).
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+    /// Seconds the target may take to be healthy again after the run
+    /// (paused workers resumed, worker count back); still unhealthy
+    /// then makes the run invalid.
     #[arg(long, value_name = "SECONDS", default_value_t = lifecycle::DEFAULT_HEALTH_TIMEOUT.as_secs_f64())]
     pub health_timeout: f64,
-    /// Seconds a fault may take to recover before it is recorded as unrecovered.
+    /// Seconds a fault may take to recover (back to steady state) before
+    /// it is recorded as unrecovered; its window then lasts to the end.
     #[arg(long, value_name = "SECONDS", default_value_t = ChaosOptions::default().recovery_timeout.as_secs_f64())]
     pub recovery_timeout: f64,
+}
+
+impl TargetArgs {
+    /// The lifecycle's options from these flags; errors name the flag.
+    fn lifecycle(self, s: &scenario::Scenario) -> Result<LifecycleOptions, String> {
+        let health_timeout = seconds("--health-timeout", self.health_timeout)?;
+        let recovery_timeout = seconds("--recovery-timeout", self.recovery_timeout)?;
+        let launch = self
+            .launch
+            .map(|cmd| launch_from_command_line(&cmd, s.target.launch.as_ref()))
+            .transpose()
+            .map_err(|e| format!("--launch: {e}"))?;
+        if let Some(pid) = self.attach_pid.filter(|p| *p <= 0) {
+            return Err(format!("--attach-pid {pid}: not a process id"));
+        }
+        Ok(LifecycleOptions {
+            launch,
+            attach_pid: self.attach_pid,
+            pid_file: self.pid_file,
+            health_timeout,
+            chaos: ChaosOptions { recovery_timeout, ..ChaosOptions::default() },
+            ..LifecycleOptions::default()
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -259,14 +278,6 @@ fn chaos(a: ChaosArgs) -> i32 {
 }
 
 fn chaos_options(a: ChaosArgs, s: &scenario::Scenario) -> Result<crate::drive::chaos_only::ChaosRunOptions, String> {
-    let launch = a
-        .launch
-        .map(|cmd| launch_from_command_line(&cmd, s.target.launch.as_ref()))
-        .transpose()
-        .map_err(|e| format!("--launch: {e}"))?;
-    if let Some(pid) = a.attach_pid.filter(|p| *p <= 0) {
-        return Err(format!("--attach-pid {pid}: not a process id"));
-    }
     Ok(crate::drive::chaos_only::ChaosRunOptions {
         start_at: a.start_at,
         scenario_hash: shard::scenario_hash(&a.scenario).map_err(|e| format!("{}: {e}", a.scenario.display()))?,
@@ -274,17 +285,7 @@ fn chaos_options(a: ChaosArgs, s: &scenario::Scenario) -> Result<crate::drive::c
         target: a.target,
         allow_remote: a.allow_remote,
         hold: a.hold.map(|x| seconds("--hold", x)).transpose()?,
-        lifecycle: LifecycleOptions {
-            launch,
-            attach_pid: a.attach_pid,
-            pid_file: a.pid_file,
-            health_timeout: seconds("--health-timeout", a.health_timeout)?,
-            chaos: ChaosOptions {
-                recovery_timeout: seconds("--recovery-timeout", a.recovery_timeout)?,
-                ..ChaosOptions::default()
-            },
-            ..LifecycleOptions::default()
-        },
+        lifecycle: a.target_process.lifecycle(s)?,
     })
 }
 
@@ -360,24 +361,7 @@ fn run(a: RunArgs) -> i32 {
 /// The run's and the lifecycle's options from the arguments; errors name the flag.
 fn run_options(a: RunArgs, s: &scenario::Scenario) -> Result<(RunOptions, LifecycleOptions), String> {
     let drain_timeout = a.drain_timeout.map(|x| seconds("--drain-timeout", x)).transpose()?;
-    let health_timeout = seconds("--health-timeout", a.health_timeout)?;
-    let recovery_timeout = seconds("--recovery-timeout", a.recovery_timeout)?;
-    let launch = a
-        .launch
-        .map(|cmd| launch_from_command_line(&cmd, s.target.launch.as_ref()))
-        .transpose()
-        .map_err(|e| format!("--launch: {e}"))?;
-    if let Some(pid) = a.attach_pid.filter(|p| *p <= 0) {
-        return Err(format!("--attach-pid {pid}: not a process id"));
-    }
-    let lo = LifecycleOptions {
-        launch,
-        attach_pid: a.attach_pid,
-        pid_file: a.pid_file,
-        health_timeout,
-        chaos: ChaosOptions { recovery_timeout, ..ChaosOptions::default() },
-        ..LifecycleOptions::default()
-    };
+    let lo = a.target_process.lifecycle(s)?;
     let scenario_hash = match a.shard {
         Some(_) => shard::scenario_hash(&a.scenario).map_err(|e| format!("{}: {e}", a.scenario.display()))?,
         None => String::new(),

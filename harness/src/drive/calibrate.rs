@@ -282,15 +282,7 @@ pub fn closed_loop(s: &Scenario, shoppers: u64) -> Scenario {
     }
     c.chaos.clear();
     c.audit = None;
-    c.gates = Gates {
-        max_dropped: None,
-        max_first_attempt_failures: None,
-        min_throughput_rps: None,
-        latency: Vec::new(),
-        audit_must_pass: false,
-        max_affinity_breaks: None,
-        max_first_attempt_failures_outside_faults: None,
-    };
+    c.gates = Gates::none();
     c
 }
 

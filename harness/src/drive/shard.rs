@@ -90,15 +90,7 @@ impl Shard {
 pub fn shard_only_traffic(s: &mut Scenario) {
     s.chaos.clear();
     s.audit = None;
-    s.gates = Gates {
-        max_dropped: None,
-        max_first_attempt_failures: None,
-        min_throughput_rps: None,
-        latency: Vec::new(),
-        audit_must_pass: false,
-        max_affinity_breaks: None,
-        max_first_attempt_failures_outside_faults: None,
-    };
+    s.gates = Gates::none();
     s.target.launch = None;
     s.target.pid_file = None;
 }

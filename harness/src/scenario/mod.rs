@@ -323,6 +323,22 @@ pub struct Gates {
     pub max_first_attempt_failures_outside_faults: Option<u64>,
 }
 
+impl Gates {
+    /// No gate at all: for a run that measures and leaves judging to
+    /// another stage (a calibration burst, a shard of a sharded run).
+    pub fn none() -> Self {
+        Gates {
+            max_dropped: None,
+            max_first_attempt_failures: None,
+            min_throughput_rps: None,
+            latency: Vec::new(),
+            audit_must_pass: false,
+            max_affinity_breaks: None,
+            max_first_attempt_failures_outside_faults: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct LatencyGate {
     /// None = all steps together.
