@@ -5,10 +5,13 @@
 //! `run::conclude`, which writes summary.json, the interval logs and the
 //! events), fed with generated attempts instead of the engine's.
 //!
-//! Usage: synth_shards SCENARIO OUT_DIR SHARDS REQUESTS [RATE_PER_S]
+//! Usage: synth_shards SCENARIO OUT_DIR SHARDS REQUESTS [RATE_PER_S [SHOPPERS]]
 //! The requests are spread over REQUESTS / RATE seconds (default 2,000/s),
 //! one attempt per operation, every step of the scenario in turn, latencies
-//! from 1 to ~60 ms; 1 in 1,000 attempts is a refused one.
+//! from 1 to ~60 ms; 1 in 1,000 attempts is a refused one. Request i is
+//! shopper i mod SHOPPERS's (default 30,000, Black Friday's count): the
+//! judge keeps one small record per shopper (the affinity check), so the
+//! shopper count, not the request count, is what memory follows.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -35,6 +38,7 @@ fn main() {
     let n: u64 = args[3].parse().expect("SHARDS: a whole number");
     let requests: u64 = args[4].parse().expect("REQUESTS: a whole number");
     let rate: f64 = args.get(5).map_or(2000.0, |r| r.parse().expect("RATE_PER_S: a number"));
+    let shoppers: u64 = args.get(6).map_or(30_000, |r| r.parse().expect("SHOPPERS: a whole number"));
     let hash = shard::scenario_hash(&scenario_path).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     // One start instant for all shards, as `--start-at` gives them.
@@ -42,7 +46,7 @@ fn main() {
     for k in 0..n {
         let dir = out.join(format!("shard-{k}"));
         let shard = Shard { index: k, count: n };
-        rt.block_on(write_shard(&scenario_path, &dir, shard, &hash, (requests, rate), start_at));
+        rt.block_on(write_shard(&scenario_path, &dir, shard, &hash, (requests, rate, shoppers), start_at));
         println!("{}", dir.display());
     }
 }
@@ -52,7 +56,7 @@ async fn write_shard(
     dir: &Path,
     shard: Shard,
     hash: &str,
-    (requests, rate): (u64, f64),
+    (requests, rate, shoppers): (u64, f64, u64),
     start_at: SystemTime,
 ) {
     let mut s = scenario::load(scenario_path).unwrap();
@@ -89,7 +93,7 @@ async fn write_shard(
         ledger.begin_attempt();
         let rec = AttemptRef {
             op,
-            shopper: i / 3,
+            shopper: i % shoppers.max(1),
             step: &steps[step],
             attempt: 1,
             intended_ms: intended_us as f64 / 1000.0,
