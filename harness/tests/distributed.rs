@@ -379,3 +379,66 @@ fn edit_summary(dir: &Path, f: impl FnOnce(&mut Value)) {
     f(&mut s);
     std::fs::write(dir.join("summary.json"), s.to_string()).unwrap();
 }
+
+/// A small pre-fork Python server the test starts (own process group),
+/// killed with its workers on drop.
+struct Prefork(Child);
+
+impl Drop for Prefork {
+    fn drop(&mut self) {
+        let pg = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::killpg(pg, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_shard_that_starts_late_plays_on_the_shared_clock_and_records_slip() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = chaos_support::free_port();
+    let script = dir.path().join("prefork.py");
+    std::fs::write(&script, chaos_support::PREFORK_PY).unwrap();
+    let _server = Prefork(
+        Command::new("python3")
+            .args([script.to_str().unwrap(), &port.to_string(), "2"])
+            .process_group(0)
+            .spawn()
+            .unwrap(),
+    );
+    let mut doc = chaos_support::foreign_scenario(port, 40, 20.0);
+    doc["chaos"] = json!([]);
+    let scen = dir.path().join("late.json");
+    std::fs::write(&scen, doc.to_string()).unwrap();
+
+    // T lies 1.5 s in the past: the first shoppers were due before the
+    // shard even started.
+    let late_by = Duration::from_millis(1500);
+    let t = (SystemTime::now().duration_since(UNIX_EPOCH).unwrap() - late_by).as_millis().to_string();
+    let out = dir.path().join("shard-0");
+    let run = harness()
+        .args(["run", scen.to_str().unwrap(), "--quiet", "--shard", "0/2", "--start-at", &t])
+        .args(["--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    let s = read_json(&out.join("summary.json"));
+    let offset = s["shard"]["start_offset_ms"].as_f64().unwrap();
+    assert!(offset >= 1500.0, "start offset {offset} ms: {:#}", s["shard"]);
+    assert_eq!(s["run"]["started_unix_ms"].as_u64().unwrap().to_string(), t, "the run clock's zero is T");
+    assert_eq!(s["shard"]["shoppers"], 20, "shard 0 of 2 plays every other shopper");
+    // Not shifted: the shopper due at T + ~0 ms has its intended time there
+    // and was sent when the shard started, the lateness recorded as slip.
+    let ledger = std::fs::read_to_string(out.join("ledger.csv")).unwrap();
+    let first_intended = ledger
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(4).unwrap().parse::<f64>().unwrap())
+        .fold(f64::INFINITY, f64::min);
+    assert!(first_intended < 1000.0, "the schedule kept its times: first intended {first_intended} ms");
+    assert!(s["schedule_slip"]["max_ms"].as_f64().unwrap() >= 1000.0, "{:#}", s["schedule_slip"]);
+
+    // --shard without --start-at: refused before anything runs.
+    let run = harness().args(["run", scen.to_str().unwrap(), "--quiet", "--shard", "0/2"]).output().unwrap();
+    assert_eq!(run.status.code(), Some(2), "{}", text(&run));
+    assert!(text(&run).contains("--start-at"), "{}", text(&run));
+}
