@@ -378,6 +378,7 @@ fn run_options(a: RunArgs, s: &scenario::Scenario) -> Result<(RunOptions, Lifecy
         start_at: a.start_at,
         scenario_hash,
         baseline: a.baseline.load()?,
+        judge_only: false,
     };
     Ok((opts, lo))
 }

@@ -356,6 +356,7 @@ pub async fn merge(a: &MergeArgs) -> Result<(FullRun, scenario::Scenario), Refus
         allow_remote: a.allow_remote,
         seed: Some(first.info.seed),
         baseline: a.baseline.load().map_err(Refused)?,
+        judge_only: true,
         ..RunOptions::default()
     };
     let report_scenario = {

@@ -56,6 +56,9 @@ pub struct RunOptions {
     pub scenario_hash: String,
     /// Gate a regression against this old summary (`--baseline`).
     pub baseline: Option<Baseline>,
+    /// Prepared only to judge traffic played elsewhere (`harness merge`):
+    /// no file-descriptor or port checks, no source addresses.
+    pub judge_only: bool,
 }
 
 impl Default for RunOptions {
@@ -72,6 +75,7 @@ impl Default for RunOptions {
             start_at: None,
             scenario_hash: String::new(),
             baseline: None,
+            judge_only: false,
         }
     }
 }
@@ -131,11 +135,16 @@ pub fn prepare(mut scenario: Scenario, opts: &RunOptions) -> Result<Prepared, St
     }
     let target = limits::resolve_target(&scenario.target.base_url, opts.allow_remote).map_err(StartError::Target)?;
     let longest = engine::longest_journey(&scenario);
-    let conns = limits::concurrent_connections(&scenario, opts.rate_scale, longest);
-    limits::ensure_nofile(conns + limits::FD_OVERHEAD).map_err(StartError::Limits)?;
-    let ports = limits::ports_needed(&scenario, opts.rate_scale, longest);
-    let sources =
-        limits::source_addresses(target.addr, ports, limits::ephemeral_ports()).map_err(StartError::Limits)?;
+    // The merge plays nothing: the whole run's connections may need more
+    // descriptors and ports than the merging machine has, and that is fine.
+    let sources = if opts.judge_only {
+        Vec::new()
+    } else {
+        let conns = limits::concurrent_connections(&scenario, opts.rate_scale, longest);
+        limits::ensure_nofile(conns + limits::FD_OVERHEAD).map_err(StartError::Limits)?;
+        let ports = limits::ports_needed(&scenario, opts.rate_scale, longest);
+        limits::source_addresses(target.addr, ports, limits::ephemeral_ports()).map_err(StartError::Limits)?
+    };
     let full = schedule::build(&scenario, opts.rate_scale);
     let all_shoppers = full.shoppers.len() as u64;
     let schedule = match opts.shard {
