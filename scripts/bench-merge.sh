@@ -53,3 +53,41 @@ for case in "250000 4 500" "1000000 4 2000" "1000000 2 2000" "1000000 8 2000"; d
     rm -rf "$dir"
 done
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# Per-shard overhead: the same run of smoke.json against the release
+# reference cluster (2 workers), unsharded and as `--shard 0/1` (one shard
+# playing everything: the only difference is the sharding itself - the
+# full schedule built and filtered, T waited for, the scenario copied),
+# alternated ROUNDS times; the harness's CPU (user + sys) and peak RSS.
+ROUNDS=${ROUNDS:-3}
+SERVER_BIN=$TARGET_DIR/release/reference-server
+if [ ! -x "$SERVER_BIN" ]; then
+    echo "$0: $SERVER_BIN not found: skipping the per-shard overhead (make release builds it)" >&2
+    exit 0
+fi
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PORT=$(free_port)
+ADMIN=$(free_port)
+setsid "$SERVER_BIN" --listen "127.0.0.1:$PORT" --admin "127.0.0.1:$ADMIN" --workers 2 --db "$WORK/shop.db" \
+    >"$WORK/server.log" 2>&1 &
+SERVER=$!
+trap 'kill -KILL -- "-$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+python3 - "$WORK/scenario.json" "$PORT" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+s["target"]["base_url"] = f"http://127.0.0.1:{sys.argv[2]}"
+json.dump(s, open(sys.argv[1], "w"), indent=2)
+PY
+echo
+printf '%-10s %-6s %-7s %-13s %s\n' mode round cpu_s peak_rss_mib verdict
+for ((r = 1; r <= ROUNDS; r++)); do
+    for mode in unsharded shard-0/1; do
+        args=()
+        if [ "$mode" != unsharded ]; then args=(--shard 0/1 --start-at "$(($(date +%s%3N) + 500))"); fi
+        /usr/bin/time -f '%U %S %M' -o "$WORK/t.txt" "$BIN" run "$WORK/scenario.json" --quiet \
+            --out "$WORK/run-$r" "${args[@]}" >"$WORK/run.log" 2>&1 || true
+        read -r user sys rss_kb <"$WORK/t.txt"
+        verdict=$(tail -n 1 "$WORK/run.log")
+        printf '%-10s %-6s %-7s %-13s %s\n' "$mode" "$r" "$(python3 -c "print(round($user + $sys, 2))")" "$((rss_kb / 1024))" "${verdict%%;*}"
+    done
+done
