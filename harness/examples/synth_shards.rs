@@ -136,6 +136,7 @@ async fn write_shard(
         machine: Vec::new(),
         start_offset_ms: Some(0.0),
         shards: Vec::new(),
+        environment: None,
     };
     let summary = run::conclude(&p, ex, None).unwrap();
     assert!(summary.validity.valid, "{:?}", summary.validity.problems);

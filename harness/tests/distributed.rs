@@ -271,6 +271,15 @@ fn three_shards_a_chaos_runner_and_a_merge_equal_one_run() {
         assert!(mp50 <= sp50 * 3.0 + 20.0 && sp50 <= mp50 * 3.0 + 20.0, "p50 merged {mp50} ms vs single {sp50} ms");
     }
 
+    // The merge samples no machine: its environment is the busiest shard's.
+    let peaks: Vec<f64> = shards
+        .iter()
+        .map(|d| read_json(&d.join("summary.json"))["environment"]["interference_peak"].as_f64().unwrap())
+        .collect();
+    let merged_peak = merged["environment"]["interference_peak"].as_f64().unwrap();
+    assert_eq!(merged_peak, peaks.iter().copied().fold(0.0, f64::max), "{:#}", merged["environment"]);
+    assert!(merged["environment"]["seconds_sampled"].as_u64().unwrap() > 0, "{:#}", merged["environment"]);
+
     // Both kinds of summary match the documented schema.
     assert_eq!(support::summary_schema_errors(&merged), Vec::<String>::new());
     assert_eq!(support::summary_schema_errors(&read_json(&shards[0].join("summary.json"))), Vec::<String>::new());

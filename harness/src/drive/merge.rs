@@ -220,6 +220,22 @@ fn chaos_report(chaos: &Option<(PathBuf, ChaosRunnerRecord)>, problems: &mut Vec
     }
 }
 
+/// The environment of the shard whose machine was busiest, its reason
+/// naming the shard: a merged run is as trustworthy as its most disturbed
+/// generator (the merge itself samples no machine: it plays nothing).
+fn busiest_generator(shards: &[ShardDir]) -> Option<crate::host::machine::Assessment> {
+    let (s, env) = shards
+        .iter()
+        .filter_map(|s| s.summary.environment.as_ref().map(|e| (s, e)))
+        .max_by(|a, b| a.1.interference_peak.total_cmp(&b.1.interference_peak))?;
+    let mut env = env.clone();
+    if !env.reason.is_empty() {
+        env.reason = format!("shard {} ({}): {}", s.info.index, s.info.host, env.reason);
+    }
+    env.undecided_gates.clear();
+    Some(env)
+}
+
 /// One shard's ledger being read, with its next record.
 struct Cursor {
     shard: u64,
@@ -431,6 +447,7 @@ pub async fn merge(a: &MergeArgs) -> Result<(FullRun, scenario::Scenario), Refus
         traffic_peak_rss_mb: inputs.shards.iter().filter_map(|s| s.summary.run.traffic_peak_rss_mb).reduce(f64::max),
         machine: Vec::new(),
         start_offset_ms: None,
+        environment: busiest_generator(&inputs.shards),
         shards: inputs
             .shards
             .iter()

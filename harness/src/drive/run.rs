@@ -207,6 +207,9 @@ pub struct Executed {
     pub start_offset_ms: Option<f64>,
     /// A merged run's shards (summary.json's `shards`); empty otherwise.
     pub shards: Vec<ShardRow>,
+    /// How busy the generating machine was, when it was assessed elsewhere
+    /// (a merge: its busiest shard's); None: assessed from `machine`.
+    pub environment: Option<machine::Assessment>,
 }
 
 /// This process's peak resident set so far (VmHWM, MiB); None off Linux.
@@ -297,6 +300,7 @@ pub async fn execute(p: &Prepared, side: Vec<SideTask>, live: Arc<Live>) -> Resu
         machine,
         start_offset_ms,
         shards: Vec::new(),
+        environment: None,
     })
 }
 
@@ -346,7 +350,7 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
     let schedule_slip = summary::slip(rec);
     let slip_by_second = rec.series().iter().map(|r| (r.t_s, r.slip_max_ms)).collect();
     machine::write_csv(&p.dir, &ex.machine, &slip_by_second).map_err(out_err(&p.dir))?;
-    let mut environment = machine::assess(&ex.machine, p.scenario.environment);
+    let mut environment = ex.environment.take().unwrap_or_else(|| machine::assess(&ex.machine, p.scenario.environment));
     let noise = Noise::new(environment.noisy, schedule_slip.p99_ms);
     environment.undecided_gates =
         gate_results.iter().filter(|g| gates::undecided(g, noise)).map(|g| g.name.clone()).collect();
