@@ -3,7 +3,8 @@
 //! 1 chaos runner + `harness merge` against the reference cluster, next to
 //! the same scenario unsharded; then the merge's refusals (a missing shard,
 //! a shard of another seed, a shard whose run was invalid) and a truncated
-//! shard ledger making the merged run invalid.
+//! shard ledger making the merged run invalid; a shard started after T; and
+//! the chaos runner launching, faulting and stopping its own target.
 #![allow(clippy::unwrap_used)]
 
 mod chaos_support;
@@ -450,4 +451,35 @@ fn a_shard_that_starts_late_plays_on_the_shared_clock_and_records_slip() {
     let run = harness().args(["run", scen.to_str().unwrap(), "--quiet", "--shard", "0/2"]).output().unwrap();
     assert_eq!(run.status.code(), Some(2), "{}", text(&run));
     assert!(text(&run).contains("--start-at"), "{}", text(&run));
+}
+
+#[test]
+fn the_chaos_runner_launches_its_target_plays_the_faults_on_t_and_stops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = chaos_support::free_port();
+    let script = dir.path().join("prefork.py");
+    std::fs::write(&script, chaos_support::PREFORK_PY).unwrap();
+    // 40 shoppers over 2 s; the scenario's kill of the oldest worker at 1 s.
+    let doc = chaos_support::foreign_scenario(port, 40, 20.0);
+    let scen = dir.path().join("chaos.json");
+    std::fs::write(&scen, doc.to_string()).unwrap();
+    let t = (SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + Duration::from_secs(2)).as_millis().to_string();
+    let out = dir.path().join("chaos");
+    let launch = format!("python3 -u '{}' {port} 2", script.display());
+    let run = harness()
+        .args(["chaos", scen.to_str().unwrap(), "--start-at", &t, "--out", out.to_str().unwrap()])
+        .args(["--launch", &launch, "--hold", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    let rec = read_json(&out.join("chaos-runner.json"));
+    let fault = &rec["faults"][0];
+    assert_eq!(fault["outcome"], "ok", "{rec:#}");
+    // On T's clock: the kill is due 1 s after T.
+    let at = fault["start_ms"].as_f64().unwrap();
+    assert!((1000.0..1500.0).contains(&at), "fault at {at} ms after T: {rec:#}");
+    assert_eq!(rec["healthy_at_end"], true, "{rec:#}");
+    assert!(rec["target_stop"].as_str().unwrap().starts_with("stopped gracefully"), "{rec:#}");
+    let events = std::fs::read_to_string(out.join("events.jsonl")).unwrap();
+    assert!(events.contains("\"fault_start\"") && events.contains("\"chaos_runner_end\""), "{events}");
 }
