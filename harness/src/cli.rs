@@ -55,7 +55,7 @@ pub struct RunArgs {
     /// Play only shard K of N (0 <= K < N): shoppers i with i mod N = K.
     /// A shard runs no faults, no audit and no gates; its exit code says
     /// only whether it ran validly (docs/DISTRIBUTED.md).
-    #[arg(long, value_name = "K/N", requires = "start_at")]
+    #[arg(long, value_name = "K/N", requires = "start_at", conflicts_with_all = ["launch", "attach_pid", "pid_file"])]
     pub shard: Option<Shard>,
     /// Start the run clock at this instant (Unix ms or RFC 3339 in UTC) and
     /// wait until then; shards of one run share it.

@@ -326,6 +326,11 @@ fn three_shards_a_chaos_runner_and_a_merge_equal_one_run() {
         }
     }
 
+    // OUT that is one of the inputs: refused before anything is overwritten.
+    let m = merge(&shards[0], &inputs);
+    assert_eq!(m.status.code(), Some(2));
+    assert!(text(&m).contains("also an input folder"), "{}", text(&m));
+
     // A missing shard: refused, nothing written.
     let refused = dir.path().join("refused");
     let m = merge(&refused, &[&shards[0], &shards[2], &chaos]);
@@ -446,6 +451,13 @@ fn a_shard_that_starts_late_plays_on_the_shared_clock_and_records_slip() {
         .fold(f64::INFINITY, f64::min);
     assert!(first_intended < 1000.0, "the schedule kept its times: first intended {first_intended} ms");
     assert!(s["schedule_slip"]["max_ms"].as_f64().unwrap() >= 1000.0, "{:#}", s["schedule_slip"]);
+
+    // A shard never starts or attaches to the target: other shards share it.
+    let run = harness()
+        .args(["run", scen.to_str().unwrap(), "--quiet", "--shard", "0/2", "--start-at", &t, "--launch", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2), "{}", text(&run));
 
     // --shard without --start-at: refused before anything runs.
     let run = harness().args(["run", scen.to_str().unwrap(), "--quiet", "--shard", "0/2"]).output().unwrap();

@@ -89,7 +89,15 @@ fn refuse<T>(msg: impl Into<String>) -> Result<T, Refused> {
 }
 
 /// Reads and checks every input folder.
-fn inputs(dirs: &[PathBuf]) -> Result<Inputs, Refused> {
+fn inputs(out: &Path, dirs: &[PathBuf]) -> Result<Inputs, Refused> {
+    // Writing the merged ledger over a shard's would destroy what is read.
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if let Some(d) = dirs.iter().find(|d| same(d, out)) {
+        return refuse(format!("OUT {} is also an input folder: give the merged run its own folder", d.display()));
+    }
     let mut shards: Vec<ShardDir> = Vec::new();
     let mut chaos: Option<(PathBuf, ChaosRunnerRecord)> = None;
     for dir in dirs {
@@ -363,7 +371,7 @@ fn merge_events(inputs: &Inputs, out: &Path) -> Result<(), String> {
 
 /// The merge, start to finish; `Err` is a refusal (nothing judged).
 pub async fn merge(a: &MergeArgs) -> Result<(FullRun, scenario::Scenario), Refused> {
-    let inputs = inputs(&a.dirs)?;
+    let inputs = inputs(&a.out, &a.dirs)?;
     let first = &inputs.shards[0];
     let opts = RunOptions {
         target: Some(a.target.clone().unwrap_or_else(|| first.summary.scenario.target.clone())),
