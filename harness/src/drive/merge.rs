@@ -37,7 +37,7 @@ use crate::drive::lifecycle::{self, FullRun, LifecycleOptions};
 use crate::drive::run::{self, Executed, RunOptions};
 use crate::drive::shard::{ShardInfo, ShardRow};
 use crate::judge::summary::{SUMMARY_FILE, Summary};
-use crate::judge::verdict::{EXIT_INVALID, EXIT_PASS};
+use crate::judge::verdict::EXIT_INVALID;
 use crate::record::events::{EVENTS_FILE, EventLog};
 use crate::record::ledger::{AttemptRecord, LEDGER_FILE, Ledger, Totals};
 use crate::record::recorder::Recorder;
@@ -134,12 +134,23 @@ fn inputs(out: &Path, dirs: &[PathBuf]) -> Result<Inputs, Refused> {
             ));
         }
     }
+    let scenario = check_shards(&mut shards, &chaos)?;
+    Ok(Inputs { shards, chaos, scenario })
+}
+
+/// One scenario file, seed, N and start instant; every index once; every
+/// shard valid; a chaos runner of the same run when there are faults.
+/// Sorts the shards by index; returns the scenario they played.
+fn check_shards(
+    shards: &mut [ShardDir],
+    chaos: &Option<(PathBuf, ChaosRunnerRecord)>,
+) -> Result<scenario::Scenario, Refused> {
     let Some(first) = shards.first() else {
         return refuse("no shard folder among the inputs (only a chaos runner's)");
     };
     let (n, hash, seed, at) =
         (first.info.count, first.info.scenario_hash.clone(), first.info.seed, first.info.start_at_unix_ms);
-    for s in &shards {
+    for s in shards.iter() {
         let d = s.dir.display();
         if s.info.scenario_hash != hash {
             return refuse(format!(
@@ -181,7 +192,7 @@ fn inputs(out: &Path, dirs: &[PathBuf]) -> Result<Inputs, Refused> {
         ));
     }
     shards.sort_by_key(|s| s.info.index);
-    let scenario_path = first_dir(&shards).join(SCENARIO_COPY);
+    let scenario_path = first_dir(shards).join(SCENARIO_COPY);
     match crate::drive::shard::scenario_hash(&scenario_path) {
         Ok(h) if h == hash => {}
         Ok(h) => return refuse(format!("{}: fingerprint {h}, but the shard recorded {hash}", scenario_path.display())),
@@ -189,7 +200,7 @@ fn inputs(out: &Path, dirs: &[PathBuf]) -> Result<Inputs, Refused> {
     }
     let mut scenario = scenario::load(&scenario_path).map_err(|e| Refused(format!("{e}")))?;
     scenario.seed = seed;
-    match &chaos {
+    match chaos {
         None if !scenario.chaos.is_empty() => {
             return refuse(format!(
                 "the scenario has {} fault(s) but no chaos runner's folder was given (harness chaos --out DIR)",
@@ -204,7 +215,7 @@ fn inputs(out: &Path, dirs: &[PathBuf]) -> Result<Inputs, Refused> {
         }
         _ => {}
     }
-    Ok(Inputs { shards, chaos, scenario })
+    Ok(scenario)
 }
 
 fn first_dir(shards: &[ShardDir]) -> &Path {
@@ -509,7 +520,7 @@ pub fn main(a: MergeArgs) -> i32 {
         Ok(w) => {
             println!("  report: {}", w.index_html.display());
             println!("verdict: {} (exit {}); merged run in {}", s.verdict.as_str(), s.exit_code, a.out.display());
-            if s.exit_code == EXIT_PASS { EXIT_PASS } else { s.exit_code }
+            s.exit_code
         }
         Err(e) => {
             eprintln!("harness: the merge finished but its report could not be written: {e:#}");

@@ -403,20 +403,7 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
         },
         series: rec.series().to_vec(),
         chaos: std::mem::take(&mut ex.chaos),
-        shard: p.shard.as_ref().map(|(shard, hash)| ShardInfo {
-            index: shard.index,
-            count: shard.count,
-            scenario_hash: hash.clone(),
-            seed: p.scenario.seed,
-            start_at_unix_ms: p.start_at.map_or(0.0, shard::unix_ms),
-            start_offset_ms: ex.start_offset_ms.unwrap_or(0.0),
-            clock: "wall clock (CLOCK_REALTIME) of this host; offsets between hosts are not measured".into(),
-            host: shard::host_name(),
-            shoppers: p.schedule.shoppers.len() as u64,
-            pool_size,
-            chaos: "none: the chaos runner (harness chaos) plays the faults".into(),
-            audit: "none: harness merge audits once after every shard".into(),
-        }),
+        shard: shard_info(p, ex.start_offset_ms, pool_size),
         shards: std::mem::take(&mut ex.shards),
     };
     if s.schedule_slip.harness_limited {
@@ -436,6 +423,24 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
     ex.events.emit("verdict", json!({"verdict": verdict.as_str(), "valid": s.validity.valid}));
     let _ = ex.events.flush();
     Ok(s)
+}
+
+/// A shard's record of itself (`summary.json`'s `shard`); None unsharded.
+fn shard_info(p: &Prepared, start_offset_ms: Option<f64>, pool_size: Option<u64>) -> Option<ShardInfo> {
+    p.shard.as_ref().map(|(shard, hash)| ShardInfo {
+        index: shard.index,
+        count: shard.count,
+        scenario_hash: hash.clone(),
+        seed: p.scenario.seed,
+        start_at_unix_ms: p.start_at.map_or(0.0, shard::unix_ms),
+        start_offset_ms: start_offset_ms.unwrap_or(0.0),
+        clock: "wall clock (CLOCK_REALTIME) of this host; offsets between hosts are not measured".into(),
+        host: shard::host_name(),
+        shoppers: p.schedule.shoppers.len() as u64,
+        pool_size,
+        chaos: "none: the chaos runner (harness chaos) plays the faults".into(),
+        audit: "none: harness merge audits once after every shard".into(),
+    })
 }
 
 fn round3(x: f64) -> f64 {
