@@ -8,7 +8,9 @@
 //!
 //! It chains run.rs's stages (prepare -> execute -> conclude) and adds the
 //! target, chaos, attribution and audit around them; it does not change how
-//! traffic is played or judged. Its own results go to `chaos.json` in the run
+//! traffic is played or judged. Everything after the traffic is [`judge`],
+//! which `harness merge` (drive/merge.rs) calls on merged shards too, so one
+//! code path judges a run and a merge. Its own results go to `chaos.json` in the run
 //! folder (schema in docs/CHAOS.md) and into the event log.
 
 use std::path::PathBuf;
