@@ -2,7 +2,7 @@
 # the rest are building blocks.
 CARGO ?= cargo
 
-.PHONY: all deps build release test fmt-check clippy unit blackfriday selfcheck fleet fleet-selftest soak k8s-render bench bench-cluster bench-harness bench-shop bench-fleet bench-sticky clean
+.PHONY: all deps build release test fmt-check clippy unit blackfriday selfcheck fleet fleet-selftest soak k8s-render distributed bench bench-merge bench-cluster bench-harness bench-shop bench-fleet bench-sticky clean
 
 all: build
 
@@ -70,7 +70,14 @@ K8S_IMAGE ?= harness:dev
 k8s-render:
 	./scripts/k8s-run.sh --render-only reports/k8s-render deploy/k8s/overlays/example/scenario.json $(K8S_SHARDS) $(K8S_NAMESPACE) $(K8S_IMAGE)
 
-bench: bench-cluster bench-shop bench-harness bench-sticky
+
+# The sharded-run contract on loopback (docs/DISTRIBUTED.md): 3 shard
+# processes + 1 chaos runner on one start instant against the reference
+# cluster through a rolling restart and a SIGKILL, then one merge; ~15 s.
+distributed: release
+	./scripts/distributed.sh
+
+bench: bench-cluster bench-shop bench-harness bench-sticky bench-merge
 
 bench-cluster: release
 	./scripts/bench-cluster.sh
@@ -91,3 +98,9 @@ bench-fleet: release
 
 bench-sticky: release
 	./scripts/bench-sticky.sh
+
+# Merge cost of 2, 4 and 8 shards of a 1,000,000-request run (synthesized
+# shard folders; docs/PERFORMANCE.md, "Merging shards").
+bench-merge: release
+	$(CARGO) build --release -p harness --example synth_shards
+	./scripts/bench-merge.sh

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use rand::Rng as _;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -66,7 +66,7 @@ fn ms3(x: f64) -> f64 {
 }
 
 /// One executed fault.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FaultRecord {
     /// The scenario's name of the fault.
     pub name: String,

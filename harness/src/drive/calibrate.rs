@@ -282,7 +282,7 @@ pub fn closed_loop(s: &Scenario, shoppers: u64) -> Scenario {
     }
     c.chaos.clear();
     c.audit = None;
-    c.gates = Gates::default();
+    c.gates = Gates::none();
     c
 }
 

@@ -8,7 +8,9 @@
 //!
 //! It chains run.rs's stages (prepare -> execute -> conclude) and adds the
 //! target, chaos, attribution and audit around them; it does not change how
-//! traffic is played or judged. Its own results go to `chaos.json` in the run
+//! traffic is played or judged. Everything after the traffic is [`judge`],
+//! which `harness merge` (drive/merge.rs) calls on merged shards too, so one
+//! code path judges a run and a merge. Its own results go to `chaos.json` in the run
 //! folder (schema in docs/CHAOS.md) and into the event log.
 
 use std::path::PathBuf;
@@ -106,6 +108,38 @@ pub fn audit_gate(report: &AuditReport) -> Result<(), String> {
     }
 }
 
+/// Checks that at most one way to reach the target's process was given;
+/// a pid file replaces whatever the scenario says about the target's process.
+pub fn attach_options(scenario: &mut Scenario, lo: &LifecycleOptions) -> Result<(), StartError> {
+    let given = [lo.launch.is_some(), lo.attach_pid.is_some(), lo.pid_file.is_some()];
+    if given.iter().filter(|g| **g).count() > 1 {
+        return Err(StartError::Target(
+            "give one of a launch command, a pid to attach to, or a pid file, not several".into(),
+        ));
+    }
+    if let Some(f) = &lo.pid_file {
+        scenario.target.launch = None;
+        scenario.target.pid_file = Some(f.clone());
+    }
+    Ok(())
+}
+
+/// Launches or attaches to the target, waits until it is ready, and checks
+/// that every fault of the scenario can work on it.
+pub async fn start_target(
+    scenario: &Scenario,
+    lo: &LifecycleOptions,
+    dir: &std::path::Path,
+) -> Result<Arc<Target>, StartError> {
+    let started = match lo.attach_pid {
+        Some(pid) => Target::attach_ready(&scenario.target, pid).await,
+        None => Target::start(&scenario.target, lo.launch.as_ref(), dir).await,
+    };
+    let target = Arc::new(started.map_err(|e| StartError::Target(e.to_string()))?);
+    crate::chaos::faults::validate(&scenario.chaos, &target).map_err(|e| StartError::Target(e.to_string()))?;
+    Ok(target)
+}
+
 type Slot = Arc<Mutex<Option<Result<ChaosHandle, ChaosError>>>>;
 
 /// The fault runner as a side task: it starts with the run's event log (so
@@ -130,25 +164,10 @@ pub async fn run(
     lo: &LifecycleOptions,
     live: Arc<Live>,
 ) -> Result<FullRun, StartError> {
-    let given = [lo.launch.is_some(), lo.attach_pid.is_some(), lo.pid_file.is_some()];
-    if given.iter().filter(|g| **g).count() > 1 {
-        return Err(StartError::Target(
-            "give one of a launch command, a pid to attach to, or a pid file, not several".into(),
-        ));
-    }
     let mut scenario = scenario;
-    if let Some(f) = &lo.pid_file {
-        // Attaching replaces whatever the scenario says about the target's process.
-        scenario.target.launch = None;
-        scenario.target.pid_file = Some(f.clone());
-    }
+    attach_options(&mut scenario, lo)?;
     let mut p = run::prepare(scenario, opts)?;
-    let started = match lo.attach_pid {
-        Some(pid) => Target::attach_ready(&p.scenario.target, pid).await,
-        None => Target::start(&p.scenario.target, lo.launch.as_ref(), &p.dir).await,
-    };
-    let target = Arc::new(started.map_err(|e| StartError::Target(e.to_string()))?);
-    crate::chaos::faults::validate(&p.scenario.chaos, &target).map_err(|e| StartError::Target(e.to_string()))?;
+    let target = start_target(&p.scenario, lo, &p.dir).await?;
     p.target_pid = {
         let target = Arc::clone(&target);
         Arc::new(move || target.pid())
@@ -162,8 +181,47 @@ pub async fn run(
     // anything reads the shop.
     let chaos_report = finish_faults(&slot, lo, &mut ex).await;
 
+    let judged = judge(&p, ex, chaos_report, lo).await;
+    // Stopped in order even when concluding failed (dropping it would SIGKILL).
+    let target_stop = match target.stop(None).await {
+        Ok(s) => s.to_string(),
+        Err(e) => format!("error: {e}"),
+    };
+    judged.finish(&p.dir, target_stop)
+}
+
+/// What [`judge`] concluded, before the target's stop is known.
+pub struct Judged {
+    summary: Result<Summary, StartError>,
+    chaos: ChaosSummary,
+}
+
+impl Judged {
+    /// Records how the target was stopped and writes `chaos.json`.
+    pub fn finish(self, dir: &std::path::Path, target_stop: String) -> Result<FullRun, StartError> {
+        let summary = self.summary?;
+        let chaos = ChaosSummary { target_stop, ..self.chaos };
+        let path = dir.join(CHAOS_FILE);
+        let text = serde_json::to_string_pretty(&chaos)
+            .map_err(|e| StartError::Output { path: path.clone(), source: std::io::Error::other(e) })?;
+        crate::judge::summary::write_atomically(&path, text.as_bytes())
+            .map_err(|source| StartError::Output { path: path.clone(), source })?;
+        Ok(FullRun { summary, chaos })
+    }
+}
+
+/// Everything after the traffic, for one run or a merge of shards (the one
+/// code path that judges both): one pass over the ledger for attribution
+/// against the fault windows, affinity, the audit's checkouts and the hosts;
+/// the budgets; the audit; then `run::conclude` (gates, summary.json).
+pub async fn judge(
+    p: &run::Prepared,
+    mut ex: run::Executed,
+    chaos_report: ChaosReport,
+    lo: &LifecycleOptions,
+) -> Judged {
     let windows: Vec<FaultWindow> = chaos_report.faults.iter().map(FaultRecord::window).collect();
-    let LedgerPass { failed, affinity, checkouts, hosts } = read_ledger_back(&p, &mut ex, &windows);
+    let LedgerPass { failed, affinity, checkouts, hosts } = read_ledger_back(p, &mut ex, &windows);
     let attribution = attribution::attribute(&windows, &failed, ex.outcome.end_ms);
     for f in &attribution.faults {
         ex.events.emit("fault_attribution", json!(f));
@@ -195,16 +253,10 @@ pub async fn run(
     );
     ex.extra_gates.extend(budgets.gates.iter().cloned());
 
-    let audit_report = run_audit(&p, &ex, &chaos_report, &checkouts, lo).await;
+    let audit_report = run_audit(p, &ex, &chaos_report, &checkouts, lo).await;
     let gate = audit_report.as_ref().map(audit_gate);
     ex.chaos = ChaosSections::from(&chaos_report.faults, &attribution, &budgets, audit_report.as_ref(), hosts);
-    let summary = run::conclude(&p, ex, gate);
-    // Stopped in order even when concluding failed (dropping it would SIGKILL).
-    let target_stop = match target.stop(None).await {
-        Ok(s) => s.to_string(),
-        Err(e) => format!("error: {e}"),
-    };
-    let summary = summary?;
+    let summary = run::conclude(p, ex, gate);
     let chaos = ChaosSummary {
         faults: chaos_report.faults,
         skipped: chaos_report.skipped,
@@ -213,14 +265,9 @@ pub async fn run(
         attribution,
         affinity,
         audit: audit_report,
-        target_stop,
+        target_stop: String::new(),
     };
-    let path = p.dir.join(CHAOS_FILE);
-    let text = serde_json::to_string_pretty(&chaos)
-        .map_err(|e| StartError::Output { path: path.clone(), source: std::io::Error::other(e) })?;
-    crate::judge::summary::write_atomically(&path, text.as_bytes())
-        .map_err(|source| StartError::Output { path: path.clone(), source })?;
-    Ok(FullRun { summary, chaos })
+    Judged { summary, chaos }
 }
 
 /// Ends the fault runner: resumes paused workers and waits until the target

@@ -15,13 +15,15 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
+use crate::drive::shard::{self, Shard, ShardInfo, ShardRow};
 use crate::host::limits;
 use crate::host::machine::{self, Sampler, SecondSample, TargetPid};
 use crate::host::resources;
+use crate::judge::baseline::{self, Baseline};
 use crate::judge::gates::{self, GateResult, Measured, Noise};
 use crate::judge::summary::{self, Summary};
 use crate::record::events::{EVENTS_FILE, EventLog};
@@ -50,6 +52,17 @@ pub struct RunOptions {
     /// Show the live progress line.
     pub progress: bool,
     pub engine: EngineOptions,
+    /// Play only this shard's shoppers (`--shard K/N`, drive/shard.rs).
+    pub shard: Option<Shard>,
+    /// The run clock's zero (`--start-at`): wait until then.
+    pub start_at: Option<SystemTime>,
+    /// The scenario file's fingerprint, recorded by a shard for the merge.
+    pub scenario_hash: String,
+    /// Gate a regression against this old summary (`--baseline`).
+    pub baseline: Option<Baseline>,
+    /// Prepared only to judge traffic played elsewhere (`harness merge`):
+    /// no file-descriptor or port checks, no source addresses.
+    pub judge_only: bool,
 }
 
 impl Default for RunOptions {
@@ -62,6 +75,11 @@ impl Default for RunOptions {
             seed: None,
             progress: false,
             engine: EngineOptions::default(),
+            shard: None,
+            start_at: None,
+            scenario_hash: String::new(),
+            baseline: None,
+            judge_only: false,
         }
     }
 }
@@ -97,6 +115,13 @@ pub struct Prepared {
     pub target_pid: TargetPid,
     /// The scenario's `target.metrics`, resolved (loopback unless --allow-remote).
     pub scrape: Vec<scrape::Target>,
+    /// The shard this process plays, with the scenario's fingerprint.
+    pub shard: Option<(Shard, String)>,
+    /// The shared start instant, if one was given.
+    pub start_at: Option<SystemTime>,
+    /// Shoppers of the whole (unsharded) schedule.
+    pub all_shoppers: u64,
+    pub baseline: Option<Baseline>,
 }
 
 /// Resolve `target.metrics` as the target itself is resolved: loopback only unless `allow_remote`.
@@ -123,19 +148,32 @@ pub fn prepare(mut scenario: Scenario, opts: &RunOptions) -> Result<Prepared, St
     if let Some(seed) = opts.seed {
         scenario.seed = seed;
     }
+    if let Some(shard) = opts.shard {
+        shard.apply(&mut scenario);
+    }
     if !(opts.rate_scale.is_finite() && opts.rate_scale > 0.0) {
         return Err(StartError::Limits(format!("--rate-scale {}: must be a positive number", opts.rate_scale)));
     }
     let target = limits::resolve_target(&scenario.target.base_url, opts.allow_remote).map_err(StartError::Target)?;
     let scrape = scrape_targets(&scenario, opts.allow_remote)?;
     let longest = engine::longest_journey(&scenario);
-    let conns = limits::concurrent_connections(&scenario, opts.rate_scale, longest);
-    limits::ensure_nofile(conns + limits::FD_OVERHEAD).map_err(StartError::Limits)?;
-    let ports = limits::ports_needed(&scenario, opts.rate_scale, longest);
-    let sources =
-        limits::source_addresses(target.addr, ports, limits::ephemeral_ports()).map_err(StartError::Limits)?;
+    // The merge plays nothing: the whole run's connections may need more
+    // descriptors and ports than the merging machine has, and that is fine.
+    let sources = if opts.judge_only {
+        Vec::new()
+    } else {
+        let conns = limits::concurrent_connections(&scenario, opts.rate_scale, longest);
+        limits::ensure_nofile(conns + limits::FD_OVERHEAD).map_err(StartError::Limits)?;
+        let ports = limits::ports_needed(&scenario, opts.rate_scale, longest);
+        limits::source_addresses(target.addr, ports, limits::ephemeral_ports()).map_err(StartError::Limits)?
+    };
     let tls = tls_for(&scenario, &target).map_err(StartError::Target)?;
-    let schedule = schedule::build(&scenario, opts.rate_scale);
+    let full = schedule::build(&scenario, opts.rate_scale);
+    let all_shoppers = full.shoppers.len() as u64;
+    let schedule = match opts.shard {
+        Some(shard) => shard.filter(&full),
+        None => full,
+    };
     let dir = opts.out.clone().unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name));
     if dir.exists() && !dir.is_dir() {
         // `--out /dev/null` used to say "File exists" (issue 18).
@@ -157,6 +195,10 @@ pub fn prepare(mut scenario: Scenario, opts: &RunOptions) -> Result<Prepared, St
         progress: opts.progress,
         target_pid: Arc::new(|| None),
         scrape,
+        shard: opts.shard.map(|s| (s, opts.scenario_hash.clone())),
+        start_at: opts.start_at,
+        all_shoppers,
+        baseline: opts.baseline.clone(),
     })
 }
 
@@ -215,6 +257,13 @@ pub struct Executed {
     pub resources_every: Duration,
     /// What the target's metrics endpoints said while the traffic ran.
     pub scrapes: ScrapeLog,
+    /// With `--start-at`: how late (ms) this process really began after T.
+    pub start_offset_ms: Option<f64>,
+    /// A merged run's shards (summary.json's `shards`); empty otherwise.
+    pub shards: Vec<ShardRow>,
+    /// How busy the generating machine was, when it was assessed elsewhere
+    /// (a merge: its busiest shard's); None: assessed from `machine`.
+    pub environment: Option<machine::Assessment>,
 }
 
 /// This process's peak resident set so far (VmHWM, MiB); None off Linux.
@@ -230,14 +279,24 @@ pub async fn execute(p: &Prepared, side: Vec<SideTask>, live: Arc<Live>) -> Resu
     let ledger_path = p.dir.join(LEDGER_FILE);
     let ledger = Ledger::create(&ledger_path).map_err(out_err(&ledger_path))?;
     let events_path = p.dir.join(EVENTS_FILE);
-    let wall_start = SystemTime::now();
-    let events = EventLog::create(&events_path).map_err(out_err(&events_path))?;
+    // With a shared start instant the run clock's zero is T itself, however
+    // late this process woke: lateness becomes slip, never a shifted schedule.
+    let (wall_start, clock_zero, start_offset_ms) = match p.start_at {
+        Some(at) => {
+            let (zero, offset) = shard::wait_until(at).await;
+            (at, zero, Some(offset))
+        }
+        None => (SystemTime::now(), Instant::now(), None),
+    };
+    let events = EventLog::create_at(&events_path, clock_zero).map_err(out_err(&events_path))?;
     events.emit(
         "run_start",
         json!({
             "scenario": p.scenario.name, "seed": p.scenario.seed, "rate_scale": p.rate_scale,
             "target": p.scenario.target.base_url, "planned_shoppers": p.schedule.shoppers.len(),
             "sources": p.connector.sources.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            "shard": p.shard.as_ref().map(|(s, _)| json!({"index": s.index, "count": s.count})),
+            "start_offset_ms": start_offset_ms,
         }),
     );
     let sampler = Sampler::start(p.target_pid.clone(), events.start(), Duration::from_secs(1));
@@ -301,6 +360,9 @@ pub async fn execute(p: &Prepared, side: Vec<SideTask>, live: Arc<Live>) -> Resu
         resources,
         resources_every,
         scrapes,
+        start_offset_ms,
+        shards: Vec::new(),
+        environment: None,
     })
 }
 
@@ -346,6 +408,13 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
     if let Some(t) = &tls {
         gate_results.push(certificate_gate(t, &totals));
     }
+    let latency = summary::latency(rec);
+    if let Some(b) = &p.baseline {
+        // The baseline reads the new run by the summary's own key paths.
+        let current = json!({"totals": &totals, "latency": &latency});
+        let checks = baseline::compare(&current, &b.old, &b.options).checks;
+        gate_results.extend(checks.iter().map(baseline::BaselineCheck::run_gate));
+    }
     let valid = problems.is_empty();
     let schedule_slip = summary::slip(rec);
     let slip_by_second = rec.series().iter().map(|r| (r.t_s, r.slip_max_ms)).collect();
@@ -368,7 +437,7 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
             })
             .collect(),
     });
-    let mut environment = machine::assess(&ex.machine, p.scenario.environment);
+    let mut environment = ex.environment.take().unwrap_or_else(|| machine::assess(&ex.machine, p.scenario.environment));
     let noise = Noise::new(environment.noisy, schedule_slip.p99_ms);
     environment.undecided_gates =
         gate_results.iter().filter(|g| gates::undecided(g, noise)).map(|g| g.name.clone()).collect();
@@ -409,7 +478,7 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
             attempts_per_s: round3((totals.attempts - totals.open_attempts) as f64 / duration_s),
             goodput_per_s: round3(goodput),
         },
-        latency: summary::latency(rec),
+        latency,
         schedule_slip,
         tls,
         environment: Some(environment),
@@ -424,6 +493,8 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
         },
         series: rec.series().to_vec(),
         chaos: std::mem::take(&mut ex.chaos),
+        shard: shard_info(p, ex.start_offset_ms, pool_size),
+        shards: std::mem::take(&mut ex.shards),
     };
     if s.schedule_slip.harness_limited {
         ex.events.emit(
@@ -480,6 +551,24 @@ fn certificate_gate(t: &summary::TlsOut, totals: &crate::record::ledger::Totals)
         detail,
         capacity_dependent: false,
     }
+}
+
+/// A shard's record of itself (`summary.json`'s `shard`); None unsharded.
+fn shard_info(p: &Prepared, start_offset_ms: Option<f64>, pool_size: Option<u64>) -> Option<ShardInfo> {
+    p.shard.as_ref().map(|(shard, hash)| ShardInfo {
+        index: shard.index,
+        count: shard.count,
+        scenario_hash: hash.clone(),
+        seed: p.scenario.seed,
+        start_at_unix_ms: p.start_at.map_or(0.0, shard::unix_ms),
+        start_offset_ms: start_offset_ms.unwrap_or(0.0),
+        clock: "wall clock (CLOCK_REALTIME) of this host; offsets between hosts are not measured".into(),
+        host: shard::host_name(),
+        shoppers: p.schedule.shoppers.len() as u64,
+        pool_size,
+        chaos: "none: the chaos runner (harness chaos) plays the faults".into(),
+        audit: "none: harness merge audits once after every shard".into(),
+    })
 }
 
 fn round3(x: f64) -> f64 {

@@ -91,6 +91,45 @@ impl BaselineCheck {
     pub fn gate(&self) -> GateRow {
         GateRow { gate: self.name.clone(), status: self.status, detail: self.detail.clone() }
     }
+
+    /// As one of a run's own gates (`harness run` and `harness merge`
+    /// `--baseline`): only a pass passes; an unknown (a value missing on
+    /// either side) fails, saying so. A latency regression can be the
+    /// machine's doing, so it counts as capacity-dependent.
+    pub fn run_gate(&self) -> crate::judge::gates::GateResult {
+        crate::judge::gates::GateResult {
+            name: self.name.clone(),
+            limit: self.baseline.unwrap_or(f64::NAN),
+            actual: self.current,
+            passed: self.status == Status::Pass,
+            detail: match self.status {
+                Status::Unknown => format!("unknown: {}", self.detail),
+                _ => self.detail.clone(),
+            },
+            capacity_dependent: self.key != dotted(DROPPED),
+        }
+    }
+}
+
+/// A baseline to gate a run against: the old summary and the options.
+#[derive(Debug, Clone)]
+pub struct Baseline {
+    pub old: Value,
+    pub options: BaselineOptions,
+}
+
+/// Checks `--baseline-percentile` and `--max-regression`; errors name the flag.
+pub fn check_options(b: &BaselineOptions) -> Result<()> {
+    if !["p50", "p90", "p99", "p99_9", "max"].contains(&b.percentile.as_str()) {
+        bail!("--baseline-percentile {:?}: expected one of p50, p90, p99, p99_9, max", b.percentile);
+    }
+    if !(b.max_regression.is_finite() && b.max_regression >= 0.0) {
+        bail!("--max-regression {}: must be a fraction >= 0 (0.2 = 20%)", b.max_regression);
+    }
+    if !(b.min_delta_ms.is_finite() && b.min_delta_ms >= 0.0) {
+        bail!("--min-delta-ms {}: must be >= 0", b.min_delta_ms);
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -70,6 +70,54 @@ pub struct Summary {
     /// `audit` at the top level); empty/null for a run without the lifecycle.
     #[serde(flatten)]
     pub chaos: ChaosSections,
+    /// A shard's own record (`--shard K/N`); absent in any other run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardInfo>,
+    /// A merged run's shards, one row each (`harness merge`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardRow>,
+}
+
+/// What a shard records about itself (`summary.json`'s `shard` object).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    pub index: u64,
+    pub count: u64,
+    /// Fingerprint of the scenario file's bytes (drive/shard.rs `fnv_hex`): shards of one scenario agree.
+    pub scenario_hash: String,
+    pub seed: u64,
+    /// The shared start instant T (Unix ms).
+    pub start_at_unix_ms: f64,
+    /// When this shard really began playing, in ms after T (its lateness;
+    /// arrivals before it were sent late and show as slip).
+    pub start_offset_ms: f64,
+    /// The clock this shard used: the host's wall clock (CLOCK_REALTIME),
+    /// which the shared T is read against; its offset from the other
+    /// shards' clocks is not measured by the harness (keep hosts on NTP).
+    pub clock: String,
+    pub host: String,
+    /// Shoppers of the whole scenario in this shard.
+    pub shoppers: u64,
+    /// The pool size this shard used (its part of the scenario's).
+    #[serde(default)]
+    pub pool_size: Option<u64>,
+    /// A shard runs no faults and no audit; the chaos runner and the merge do.
+    pub chaos: String,
+    pub audit: String,
+}
+
+/// One shard of a merged run (`summary.json`'s `shards`, the report's table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardRow {
+    pub index: u64,
+    pub host: String,
+    pub shoppers: u64,
+    pub operations: u64,
+    pub slip_p99_ms: f64,
+    /// How late the shard began after the shared start instant (ms).
+    pub start_offset_ms: f64,
+    /// The shard's run folder as given to the merge.
+    pub dir: String,
 }
 
 /// `server_metrics`: what the scraper did (the endpoints' lines of the file, without series).

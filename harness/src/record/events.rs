@@ -43,6 +43,13 @@ impl EventLog {
         Ok(Self::with(Some(BufWriter::new(file)), start))
     }
 
+    /// Appends to `path` (created if missing); the run clock's zero is
+    /// `start`. For a stage that adds to a log another stage wrote (the merge).
+    pub fn append_at(path: &Path, start: Instant) -> io::Result<Self> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Self::with(Some(BufWriter::new(file)), start))
+    }
+
     /// An event log that keeps the clock but writes nowhere.
     pub fn discard(start: Instant) -> Self {
         Self::with(None, start)

@@ -215,6 +215,34 @@ pub struct Totals {
 }
 
 impl Totals {
+    /// Adds another run's counts (shards of one run add up to the run).
+    pub fn add(&mut self, o: &Totals) {
+        fn add_map<K: Ord + Clone>(a: &mut BTreeMap<K, u64>, b: &BTreeMap<K, u64>) {
+            for (k, v) in b {
+                *a.entry(k.clone()).or_default() += v;
+            }
+        }
+        self.operations += o.operations;
+        self.ok += o.ok;
+        self.refused += o.refused;
+        self.dropped += o.dropped;
+        add_map(&mut self.dropped_by_class, &o.dropped_by_class);
+        add_map(&mut self.dropped_by_step, &o.dropped_by_step);
+        self.first_attempt_failures += o.first_attempt_failures;
+        add_map(&mut self.first_attempt_failures_by_class, &o.first_attempt_failures_by_class);
+        self.recovered += o.recovered;
+        self.retries += o.retries;
+        self.attempts += o.attempts;
+        self.attempts_ok += o.attempts_ok;
+        self.attempts_refused += o.attempts_refused;
+        self.attempts_failed += o.attempts_failed;
+        add_map(&mut self.attempts_failed_by_class, &o.attempts_failed_by_class);
+        self.attempts_failed_on_reused_connection += o.attempts_failed_on_reused_connection;
+        self.open_attempts += o.open_attempts;
+        self.open_operations += o.open_operations;
+        self.reconnects += o.reconnects;
+    }
+
     /// The end-of-run check. `Err` says which count does not add up.
     pub fn check(&self) -> Result<(), String> {
         let mut problems = Vec::new();
@@ -516,6 +544,13 @@ impl Ledger {
                 }
             }
         }
+        self.write_record(rec);
+    }
+
+    /// Writes one attempt's line without counting it: the merge writes the
+    /// shards' records and takes the counts from their totals
+    /// ([`Ledger::set_totals`]), checking that the lines add up to them.
+    pub fn write_record(&mut self, rec: &AttemptRef<'_>) {
         if let Some(w) = self.writer.as_mut() {
             let line = &mut self.line;
             line.clear();
@@ -560,6 +595,11 @@ impl Ledger {
 
     pub fn totals(&self) -> &Totals {
         &self.totals
+    }
+
+    /// Replaces the counts (the merge: the sum of the shards' totals).
+    pub fn set_totals(&mut self, totals: Totals) {
+        self.totals = totals;
     }
 
     /// Flushes the file; returns the first write error, if any happened.

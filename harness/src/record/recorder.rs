@@ -395,6 +395,14 @@ impl Recorder {
             .collect()
     }
 
+    /// Adds `n` shoppers to second `t_s`'s active count (the merge sums
+    /// the shards' counts, which only each shard's engine could see).
+    pub fn add_active_shoppers(&mut self, t_s: u64, n: u64) {
+        if let Some(row) = self.series.iter_mut().find(|r| r.t_s == t_s) {
+            row.active_shoppers += n;
+        }
+    }
+
     pub fn series(&self) -> &[SecondRow] {
         &self.series
     }

@@ -170,6 +170,7 @@ pub fn run(label: &str, target: &str, s: &Summary, requests: &[StepRequest], aud
         spectrum: s.latency.ok_spectrum.clone(),
         endpoints: endpoints(s, requests),
         hosts: hosts(&s.chaos.hosts),
+        shards: s.shards.clone(),
         faults: faults(&s.chaos.faults),
         audit: audit.map(crate::judge::audit::checks),
         slip: slip(&s.schedule_slip),

@@ -84,6 +84,7 @@ pub fn render(data: &ReportData) -> Result<String> {
                 (super::resources::section(&data.runs, &charts::TimeAxes::for_runs(&data.runs))?)
                 (endpoint_tables(&data.runs))
                 (host_tables(&data.runs))
+                (shard_tables(&data.runs))
                 (fault_tables(&data.runs))
                 (audit_tables(&data.runs))
                 (slip_table(&data.runs))
@@ -421,6 +422,35 @@ fn host_tables(runs: &[RunData]) -> Markup {
                             td class=@if h.failed() > 0 { "warn" } { (fmt_count(h.failed())) }
                             td.l { (by_class(&h.failures)) }
                             td { (h.p99_ms.map_or_else(|| "-".to_string(), fmt_ms)) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Only for a merged run (`harness merge`): one row per shard.
+fn shard_tables(runs: &[RunData]) -> Markup {
+    html! {
+        @if runs.iter().any(|r| !r.shards.is_empty()) {
+            h2 { "Shards" }
+            p.caption {
+                "The processes that played this run, each its own part of the shoppers, on one start \
+                 instant. Start offset: how late the shard began after it (its arrivals before then were \
+                 sent late and count as slip). Slip p99: the shard's own lateness against its schedule."
+            }
+            @for run in runs.iter().filter(|r| !r.shards.is_empty()) {
+                table.endpoints.shards {
+                    tr {
+                        th { "shard" } th.l { "host" } th { "shoppers" } th { "operations" }
+                        th { "slip p99" } th { "start offset" }
+                    }
+                    @for sh in &run.shards {
+                        tr {
+                            td { (sh.index) } td.l { code { (sh.host) } }
+                            td { (fmt_count(sh.shoppers)) } td { (fmt_count(sh.operations)) }
+                            td { (fmt_ms(sh.slip_p99_ms)) } td { (fmt_ms(sh.start_offset_ms)) }
                         }
                     }
                 }

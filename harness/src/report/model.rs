@@ -110,6 +110,9 @@ pub struct RunData {
     /// Per host of a fleet; empty (and no table) for a run without hosts.
     #[serde(default)]
     pub hosts: Vec<HostLine>,
+    /// A merged run's shards (`harness merge`); empty (and no table) otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<crate::judge::summary::ShardRow>,
     pub faults: Vec<FaultRow>,
     #[serde(default)]
     pub audit: Option<AuditChecks>,

@@ -423,6 +423,14 @@ pub struct Gates {
     pub max_server_fd_growth_per_hour: Option<f64>,
 }
 
+impl Gates {
+    /// No gate at all: for a run that measures and leaves judging to
+    /// another stage (a calibration burst, a shard of a sharded run).
+    pub fn none() -> Self {
+        Gates::default()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct LatencyGate {
     /// None = all steps together.

@@ -711,8 +711,11 @@ fn record_attempt(
         idem: ctx.idem.as_deref(),
         order_id: c.order_id,
     };
-    let latency_us = t.ended.saturating_duration_since(t.intended).as_micros() as u64;
-    let slip_us = t.started.saturating_duration_since(t.intended).as_micros() as u64;
+    // From the run-clock microseconds the ledger writes, so that a merge
+    // replaying shards' ledgers records the very same values.
+    let us = |at: std::time::Instant| at.saturating_duration_since(ev.start()).as_micros() as u64;
+    let latency_us = us(t.ended).saturating_sub(us(t.intended));
+    let slip_us = us(t.started).saturating_sub(us(t.intended));
     {
         let mut book = shared.book();
         book.ledger.end_attempt_of(&rec, reconnecting);

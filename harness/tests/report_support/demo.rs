@@ -328,6 +328,7 @@ fn run(
         spectrum: harness::record::recorder::spectrum(&all),
         endpoints,
         hosts: Vec::new(),
+        shards: Vec::new(),
         faults,
         audit: Some(audit),
         slip: Slip { p99_ms: 0.4, max_ms: 3.1, harness_bottleneck: false, detail: "sender kept up".into() },

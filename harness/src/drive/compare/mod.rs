@@ -222,7 +222,7 @@ pub struct CompareSummary {
 /// of at least one worker, and a reference server to launch unless both
 /// commands are given.
 fn check_options(o: &CompareOptions) -> Result<()> {
-    check_baseline_options(&o.baseline_options)?;
+    baseline::check_options(&o.baseline_options)?;
     if o.workers == 0 {
         bail!("--workers 0: the cluster needs at least one worker");
     }
@@ -233,19 +233,6 @@ fn check_options(o: &CompareOptions) -> Result<()> {
              --cluster-cmd",
             o.server_bin.display()
         );
-    }
-    Ok(())
-}
-
-fn check_baseline_options(b: &BaselineOptions) -> Result<()> {
-    if !["p50", "p90", "p99", "p99_9", "max"].contains(&b.percentile.as_str()) {
-        bail!("--baseline-percentile {:?}: expected one of p50, p90, p99, p99_9, max", b.percentile);
-    }
-    if !(b.max_regression.is_finite() && b.max_regression >= 0.0) {
-        bail!("--max-regression {}: must be a fraction >= 0 (0.2 = 20%)", b.max_regression);
-    }
-    if !(b.min_delta_ms.is_finite() && b.min_delta_ms >= 0.0) {
-        bail!("--min-delta-ms {}: must be >= 0", b.min_delta_ms);
     }
     Ok(())
 }
@@ -287,7 +274,7 @@ fn play(side: &Side, scale: f64, o: &CompareOptions) -> Result<lifecycle::FullRu
         allow_remote: o.allow_remote,
         seed: o.seed,
         progress: o.progress,
-        engine: Default::default(),
+        ..RunOptions::default()
     };
     let lo = LifecycleOptions { launch: Some(side.launch.clone()), ..LifecycleOptions::default() };
     let full = lifecycle::run_blocking(side.scenario.clone(), &opts, &lo)
@@ -597,6 +584,6 @@ mod tests {
     #[test]
     fn an_unknown_baseline_percentile_is_named() {
         let bad = BaselineOptions { percentile: "p42".into(), ..BaselineOptions::default() };
-        assert!(check_baseline_options(&bad).unwrap_err().to_string().contains("p42"));
+        assert!(baseline::check_options(&bad).unwrap_err().to_string().contains("p42"));
     }
 }
