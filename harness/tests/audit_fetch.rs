@@ -87,7 +87,13 @@ async fn error_status_bad_body_and_no_listener_are_unknown() {
     assert_eq!(r.verdict, Status::Unknown);
     assert!(r.reason.contains("unreachable"), "{}", r.reason);
 
-    let r = audit::run("https://127.0.0.1/audit", &[], true, Duration::from_secs(2)).await;
+    // https is spoken (issue 14): a TLS audit URL with nothing listening is
+    // unreachable like a plain one, not refused for its scheme.
+    let r = audit::run(&format!("https://127.0.0.1:{port}/audit"), &[], true, Duration::from_secs(2)).await;
+    assert_eq!(r.verdict, Status::Unknown);
+    assert!(r.reason.contains("unreachable"), "{}", r.reason);
+
+    let r = audit::run("ftp://127.0.0.1/audit", &[], true, Duration::from_secs(2)).await;
     assert_eq!(r.verdict, Status::Unknown);
     assert!(r.reason.contains("http://"), "{}", r.reason);
 }
