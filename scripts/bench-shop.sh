@@ -317,6 +317,12 @@ haproxy_in_front() {
     wait_up "http://$FRONT/healthz"
 }
 
+# HAProxy stops at once on SIGTERM (SIGINT, stop's signal, it ignores in -db mode).
+stop_haproxy() {
+    kill -TERM "$HAPROXY_PID" 2>/dev/null || true
+    wait "$HAPROXY_PID" 2>/dev/null || true
+}
+
 # fleet_pass LABEL URL: product-page req/s and checkouts/s against URL.
 fleet_pass() {
     local product
@@ -334,7 +340,7 @@ BASE_PRODUCT=$F_PRODUCT BASE_CHECKOUTS=$F_CHECKOUTS
 haproxy_in_front "$SHOP"
 fleet_pass "one cluster, 2 workers, SQLite, behind HAProxy" "http://$FRONT"
 LB_PRODUCT=$F_PRODUCT LB_CHECKOUTS=$F_CHECKOUTS
-stop "$HAPROXY_PID"
+stop_haproxy
 stop "$SHOP_PID"
 
 STORE_ARGS=("${REDIS[@]}")
@@ -353,7 +359,7 @@ for h in a b; do
 done
 haproxy_in_front "${HOSTS[@]}"
 fleet_pass "fleet: 2 hosts x 1 worker, Redis, behind HAProxy" "http://$FRONT"
-stop "$HAPROXY_PID"
+stop_haproxy
 for p in "${HOST_PIDS[@]}"; do stop "$p"; done
 
 echo
