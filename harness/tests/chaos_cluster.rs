@@ -11,27 +11,12 @@ use std::time::Duration;
 
 use chaos_support::*;
 use harness::chaos::faults::{self as chaos, ChaosOptions};
-use harness::chaos::target::{Target, http_get};
+use harness::chaos::target::http_get;
 use harness::host::procs;
 use harness::judge::audit::{self, CheckoutView};
 use harness::judge::verdict::Status;
 use harness::outcome::Outcome;
 use harness::scenario::{FaultAction, FaultSpec, Pick};
-
-struct Cluster {
-    target: Arc<Target>,
-    admin: u16,
-    _dir: tempfile::TempDir,
-}
-
-async fn cluster(workers: usize, extra: &[&str]) -> Cluster {
-    let dir = tempfile::tempdir().unwrap();
-    let (port, admin) = (free_port(), free_port());
-    let mut spec = target_spec(port, Some(reference_launch(dir.path(), port, admin, workers, extra)));
-    spec.ready_path = "/products?page=1&per_page=1".into();
-    let target = Arc::new(Target::start(&spec, None, dir.path()).await.unwrap());
-    Cluster { target, admin, _dir: dir }
-}
 
 fn opts() -> ChaosOptions {
     ChaosOptions { recovery_timeout: Duration::from_secs(30), settle: Duration::from_millis(300), ..Default::default() }

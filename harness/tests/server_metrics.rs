@@ -19,27 +19,10 @@ use std::time::{Duration, Instant};
 
 use chaos_support::*;
 use harness::chaos::faults::{self as chaos, ChaosOptions, ChaosReport};
-use harness::chaos::target::Target;
 use harness::scenario::{FaultAction, FaultSpec, MetricsEndpoint, Pick, default_series};
 use harness::scrape::series::{self, ServerChart};
 use harness::scrape::{self, ScrapeLog, Scraper, fetch};
 use serde_json::json;
-
-struct Cluster {
-    target: Arc<Target>,
-    port: u16,
-    admin: u16,
-    _dir: tempfile::TempDir,
-}
-
-async fn cluster(workers: usize, extra: &[&str]) -> Cluster {
-    let dir = tempfile::tempdir().unwrap();
-    let (port, admin) = (free_port(), free_port());
-    let mut spec = target_spec(port, Some(reference_launch(dir.path(), port, admin, workers, extra)));
-    spec.ready_path = "/products?page=1&per_page=1".into();
-    let target = Arc::new(Target::start(&spec, None, dir.path()).await.unwrap());
-    Cluster { target, port, admin, _dir: dir }
-}
 
 /// The admin /metrics of `admin` every 100 ms, with the default series.
 fn admin_scrape(admin: u16) -> scrape::Target {

@@ -422,20 +422,7 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
     scrape::write(&p.dir, &ex.scrapes).map_err(out_err(&p.dir))?;
     let server_metrics = (!ex.scrapes.endpoints.is_empty()).then(|| summary::ServerMetrics {
         file: scrape::METRICS_FILE.into(),
-        endpoints: ex
-            .scrapes
-            .endpoints
-            .iter()
-            .map(|e| summary::ScrapedEndpoint {
-                label: e.label.clone(),
-                url: e.url.clone(),
-                interval_ms: e.interval_ms,
-                scrapes: e.scrapes,
-                gaps: e.gaps,
-                scraper_cpu_ms: e.scraper_cpu_ms,
-                gap_reasons: e.gap_reasons.clone(),
-            })
-            .collect(),
+        endpoints: ex.scrapes.endpoints.iter().map(summary::ScrapedEndpoint::from).collect(),
     });
     let mut environment = ex.environment.take().unwrap_or_else(|| machine::assess(&ex.machine, p.scenario.environment));
     let noise = Noise::new(environment.noisy, schedule_slip.p99_ms);

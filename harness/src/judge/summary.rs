@@ -142,6 +142,20 @@ pub struct ScrapedEndpoint {
     pub gap_reasons: Vec<String>,
 }
 
+impl From<&crate::scrape::EndpointInfo> for ScrapedEndpoint {
+    fn from(e: &crate::scrape::EndpointInfo) -> Self {
+        ScrapedEndpoint {
+            label: e.label.clone(),
+            url: e.url.clone(),
+            interval_ms: e.interval_ms,
+            scrapes: e.scrapes,
+            gaps: e.gaps,
+            scraper_cpu_ms: e.scraper_cpu_ms,
+            gap_reasons: e.gap_reasons.clone(),
+        }
+    }
+}
+
 /// What the lifecycle adds to the summary: per fault occurrence, the
 /// failures attributed to it and its recovery time; the failures outside
 /// every fault window; the audit's verdict and counts. Full lists (which

@@ -244,3 +244,22 @@ pub fn hold_requests_in_flight(s: &mut Scenario, at: usize, ms: u64) {
         j.steps.insert(at, slow);
     }
 }
+
+/// A reference cluster of `workers` started through the harness's own
+/// target lifecycle (ready when the product list answers), its database in
+/// a temp folder that lives as long as it does.
+pub struct Cluster {
+    pub target: std::sync::Arc<harness::chaos::target::Target>,
+    pub port: u16,
+    pub admin: u16,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn cluster(workers: usize, extra: &[&str]) -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let mut spec = target_spec(port, Some(reference_launch(dir.path(), port, admin, workers, extra)));
+    spec.ready_path = "/products?page=1&per_page=1".into();
+    let target = std::sync::Arc::new(harness::chaos::target::Target::start(&spec, None, dir.path()).await.unwrap());
+    Cluster { target, port, admin, _dir: dir }
+}

@@ -32,19 +32,7 @@ pub fn synthetic(seconds: u32, seed: u64) -> ReportData {
     let mut cluster = run(&mut rng, "cluster", "reference-server --workers 2", seconds, 1.0, cluster_faults, 0);
     let scraped = server_log(d);
     cluster.server = harness::scrape::series::charts(&scraped);
-    cluster.scrapers = scraped
-        .endpoints
-        .iter()
-        .map(|e| harness::judge::summary::ScrapedEndpoint {
-            label: e.label.clone(),
-            url: e.url.clone(),
-            interval_ms: e.interval_ms,
-            scrapes: e.scrapes,
-            gaps: e.gaps,
-            scraper_cpu_ms: e.scraper_cpu_ms,
-            gap_reasons: e.gap_reasons.clone(),
-        })
-        .collect();
+    cluster.scrapers = scraped.endpoints.iter().map(harness::judge::summary::ScrapedEndpoint::from).collect();
     let verdict = vec![
         gate(
             "cluster: dropped requests <= 0",
