@@ -587,6 +587,8 @@ pub struct Charts {
     /// The server's side (server_charts.rs): per chart title, one SVG per run.
     pub server: Vec<(String, Vec<String>)>,
     pub spectrum: String,
+    /// The axes every time chart of the page shares (resources.rs draws with them too).
+    pub axes: TimeAxes,
 }
 
 pub fn draw_all(runs: &[RunData]) -> Result<Charts> {
@@ -600,7 +602,8 @@ pub fn draw_all(runs: &[RunData]) -> Result<Charts> {
             active_over_time(run, &axes)?,
         ]);
     }
-    Ok(Charts { per_run, server: super::server_charts::draw(runs, &axes)?, spectrum: spectrum(runs)? })
+    let server = super::server_charts::draw(runs, &axes)?;
+    Ok(Charts { per_run, server, spectrum: spectrum(runs)?, axes })
 }
 
 #[cfg(test)]

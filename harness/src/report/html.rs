@@ -81,7 +81,7 @@ pub fn render(data: &ReportData) -> Result<String> {
                 }
                 (key_numbers(&data.runs))
                 (chart_sections(&data.runs, &charts))
-                (super::resources::section(&data.runs, &charts::TimeAxes::for_runs(&data.runs))?)
+                (super::resources::section(&data.runs, &charts.axes)?)
                 (endpoint_tables(&data.runs))
                 (host_tables(&data.runs))
                 (shard_tables(&data.runs))
