@@ -21,15 +21,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGET_DIR=${CARGO_TARGET_DIR:-$(pwd)/target}
-BIN=$TARGET_DIR/release/harness
+# shellcheck source=scripts/release-bins.sh
+. scripts/release-bins.sh
+BIN=$HARNESS
 OUT=${BLACKFRIDAY_OUT:-reports/blackfriday}
-for bin in "$BIN" "$TARGET_DIR/release/reference-server"; do
-    if [ ! -x "$bin" ]; then
-        echo "$0: $bin not found: run 'make release' first (same CARGO_TARGET_DIR)" >&2
-        exit 2
-    fi
-done
 
 tls_args=()
 if [ "${TLS:-0}" = "1" ]; then

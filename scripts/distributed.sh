@@ -18,16 +18,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGET_DIR=${CARGO_TARGET_DIR:-$(pwd)/target}
-BIN_DIR=${BIN_DIR:-$TARGET_DIR/release}
+# shellcheck source=scripts/release-bins.sh
+. scripts/release-bins.sh
 ROOT=${DISTRIBUTED_OUT:-reports/distributed}
 N=${SHARDS:-3}
-for bin in "$BIN_DIR/harness" "$BIN_DIR/reference-server"; do
-    if [ ! -x "$bin" ]; then
-        echo "$0: $bin not found: run 'make release' first (same CARGO_TARGET_DIR)" >&2
-        exit 2
-    fi
-done
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # play BASE: the scenario scenarios/BASE.json (smoke, or a cut of

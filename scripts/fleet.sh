@@ -24,17 +24,13 @@ cd "$(dirname "$0")/.."
 # shellcheck source=fleet-lib.sh
 . scripts/fleet-lib.sh
 
-TARGET_DIR=${CARGO_TARGET_DIR:-$(pwd)/target}
-HARNESS=$TARGET_DIR/release/harness
-SERVER=$TARGET_DIR/release/reference-server
+# shellcheck source=scripts/release-bins.sh
+. scripts/release-bins.sh
 MODE=run
 if [ "${1:-}" = --selftest ]; then MODE=selftest; fi
 OUT=${FLEET_OUT:-reports/fleet}
 if [ "$MODE" = selftest ]; then OUT=${FLEET_OUT:-reports/fleet-selftest}; fi
 WORKERS=${FLEET_WORKERS:-2}
-for bin in "$HARNESS" "$SERVER"; do
-    [ -x "$bin" ] || { echo "$0: $bin not found: run 'make release' first (same CARGO_TARGET_DIR)" >&2; exit 2; }
-done
 for tool in haproxy redis-server redis-cli curl python3; do
     command -v "$tool" >/dev/null ||
         { echo "$0: needs $tool (make deps installs haproxy and redis-server on Debian)" >&2; exit 2; }

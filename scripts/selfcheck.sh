@@ -14,16 +14,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGET_DIR=${CARGO_TARGET_DIR:-$(pwd)/target}
-HARNESS=$TARGET_DIR/release/harness
-SERVER=$TARGET_DIR/release/reference-server
+# shellcheck source=scripts/release-bins.sh
+. scripts/release-bins.sh
 OUT=${SELFCHECK_OUT:-reports/selfcheck}
-for bin in "$HARNESS" "$SERVER"; do
-    if [ ! -x "$bin" ]; then
-        echo "$0: $bin not found: run 'make release' first (same CARGO_TARGET_DIR)" >&2
-        exit 2
-    fi
-done
 mkdir -p "$OUT"
 
 free_port() {

@@ -18,18 +18,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGET_DIR=${CARGO_TARGET_DIR:-$(pwd)/target}
-BIN=$TARGET_DIR/release/harness
-SERVER=$TARGET_DIR/release/reference-server
+# shellcheck source=scripts/release-bins.sh
+. scripts/release-bins.sh
+BIN=$HARNESS
 OUT=${SOAK_OUT:-reports/soak}
 LOAD=${SOAK_LOAD:-0.6}
 MINUTES=${SOAK_MINUTES:-30}
-for bin in "$BIN" "$SERVER"; do
-    if [ ! -x "$bin" ]; then
-        echo "$0: $bin not found: run 'make release' first (same CARGO_TARGET_DIR)" >&2
-        exit 2
-    fi
-done
 mkdir -p "$OUT"
 start=$(date +%s)
 
