@@ -62,7 +62,7 @@ async fn real_summary_matches_the_schema_and_the_run_folder_is_complete() {
     }
     let rows = fold.finish();
     assert_eq!(rows.iter().map(|h| h.host.as_deref()).collect::<Vec<_>>(), [Some("a"), Some("b"), None]);
-    assert_eq!(rows.iter().map(|h| h.attempts).sum::<u64>(), s.totals.attempts);
+    assert_eq!(rows.iter().map(|h| h.counts.attempts).sum::<u64>(), s.totals.attempts);
     let mut with_hosts = doc.clone();
     with_hosts["hosts"] = serde_json::to_value(&rows).unwrap();
     let errors = summary_schema_errors(&with_hosts);
@@ -77,6 +77,26 @@ async fn real_summary_matches_the_schema_and_the_run_folder_is_complete() {
     for p in ["/hosts/0", "/hosts/1/failed_by_class"] {
         assert!(paths.contains(&p.to_string()), "{p} not flagged: {paths:?}");
     }
+
+    // Per target address (judge/hosts.rs), as a name with two answers gives.
+    let mut fold = harness::judge::hosts::Addresses::default();
+    for (i, r) in recs.iter().enumerate() {
+        let mut r = r.clone();
+        r.addr = [Some("127.0.0.1:443"), Some("[::1]:443"), None][i % 3].map(|a| a.parse().unwrap());
+        fold.add(&r);
+    }
+    let rows = fold.finish();
+    assert_eq!(rows.iter().map(|a| a.counts.attempts).sum::<u64>(), s.totals.attempts);
+    let mut with_addrs = doc.clone();
+    with_addrs["addresses"] = serde_json::to_value(&rows).unwrap();
+    let errors = summary_schema_errors(&with_addrs);
+    assert!(errors.is_empty(), "{errors:#?}\n{:#}", with_addrs["addresses"]);
+    let back: harness::judge::summary::Summary = serde_json::from_value(with_addrs.clone()).unwrap();
+    assert_eq!(back.chaos.addresses, rows);
+    assert!(doc.get("addresses").is_none(), "{doc:#}");
+    with_addrs["addresses"][0].as_object_mut().unwrap().remove("addr");
+    let paths: Vec<String> = v.iter_errors(&with_addrs).map(|e| e.instance_path().to_string()).collect();
+    assert!(paths.contains(&"/addresses/0".to_string()), "not flagged: {paths:?}");
 
     // Ledger, events and interval logs.
     assert_eq!(recs.len() as u64, s.totals.attempts);

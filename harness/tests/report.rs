@@ -228,7 +228,7 @@ fn per_host_table_only_for_a_fleet() {
     assert!(!plain.contains("Per host"), "no hosts, no table");
 
     let line = |host: Option<&str>, failures: Vec<(FailureClass, u64)>, p99_ms| HostLine {
-        host: host.map(str::to_string),
+        key: host.map(str::to_string),
         attempts: 1200,
         ok: 1100,
         refused: 100 - failures.iter().map(|(_, n)| n).sum::<u64>(),

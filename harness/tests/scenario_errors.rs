@@ -207,6 +207,19 @@ fn each_bad_field_is_named_by_its_path() {
         ("/target/ready_path", Some(json!("ready")), "target.ready_path", "must start with \"/\""),
         ("/target/ca_file", Some(json!("")), "target.ca_file", "must not be empty"),
         (
+            "/target/resolve",
+            Some(json!({"shop.example": ["10.0.0.1", "shop"]})),
+            "target.resolve.shop.example[1]",
+            "not an IP address",
+        ),
+        ("/target/resolve", Some(json!({"shop.example": []})), "target.resolve.shop.example", "at least one address"),
+        (
+            "/target/resolve",
+            Some(json!({"shop.example:443": ["::1"]})),
+            "target.resolve.shop.example:443",
+            "without a port",
+        ),
+        (
             "/target",
             Some(json!({"base_url": "https://127.0.0.1:8443", "ca_file": "ca.pem", "insecure_skip_verify": true})),
             "target.insecure_skip_verify",

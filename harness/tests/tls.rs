@@ -2,7 +2,8 @@
 //! cluster; refused certificates (expired, wrong name) fail the run loudly
 //! and are never retried; cut handshakes; insecure_skip_verify said in
 //! summary.json; resumption on and off in the ledger's handshake column;
-//! a close without close_notify counted, not failed.
+//! a close without close_notify counted, not failed; a name pinned to an
+//! IPv4 and an IPv6 address gets connections on both, each attributed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod chaos_support;
@@ -105,6 +106,99 @@ async fn a_wrong_certificate_fails_unless_verification_is_off_and_then_says_so()
     assert!(support::summary_schema_errors(&doc).is_empty(), "{:?}", support::summary_schema_errors(&doc));
     let gate = s.gates.iter().find(|g| g.name == "tls_certificate").unwrap();
     assert!(gate.passed && gate.detail.contains("NOT verified"), "{gate:?}");
+}
+
+/// Runs the harness binary on `scenario` (JSON text) with no target to
+/// launch; returns (exit code, output).
+async fn run_attached(dir: &Path, scenario: String) -> (i32, String) {
+    let file = dir.join("scenario.json");
+    std::fs::write(&file, scenario).unwrap();
+    let out = dir.join("run");
+    // Off the runtime: the servers under test are tasks on it.
+    let o = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_harness"))
+            .args(["run", file.to_str().unwrap(), "--quiet", "--out", out.to_str().unwrap()])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_on_ipv4_and_ipv6_gets_connections_on_both_and_each_is_attributed() {
+    let pki = TestPki::new();
+    // The certificate names shop.example only: SNI and verification use the
+    // URL's name, not the address the connection went to.
+    let cert = pki.issue("shop", Kind::WrongName);
+    // One server on 127.0.0.1 and one on ::1, on the same port (a name
+    // whose DNS answers are an IPv4 and an IPv6 load balancer).
+    let mut pair = None;
+    for _ in 0..20 {
+        let v4 = TlsServer::start(&cert, true).await;
+        let v6_addr = std::net::SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), v4.addr.port());
+        if let Some(v6) = TlsServer::start_on(&cert, v6_addr).await {
+            pair = Some((v4, v6));
+            break;
+        }
+    }
+    let (v4, v6) = pair.expect("no port free on both 127.0.0.1 and ::1 in 20 tries (is IPv6 loopback disabled?)");
+    let port = v4.addr.port();
+    let target = |resolve: Value| {
+        json!({"base_url": format!("https://shop.example:{port}"), "ca_file": pki.ca_file,
+               "ready_timeout": "5s", "resolve": resolve})
+        .to_string()
+    };
+    let both = target(json!({"shop.example": ["127.0.0.1", "::1"]}));
+    let dir = tempfile::tempdir().unwrap();
+    let (code, text) =
+        run_attached(dir.path(), scenario(&both, 40, r#"{"model": "per_shopper", "tls_resumption": false}"#, NO_RETRY))
+            .await;
+    assert_eq!(code, 0, "{text}");
+
+    // Every new connection went to the next address in turn: 20 each, and
+    // each server saw its own (the readiness and health probes, one
+    // address's business, go to the first: 127.0.0.1).
+    let records = support::read_ledger(&dir.path().join("run/ledger.csv"));
+    let (a4, a6) = (format!("127.0.0.1:{port}"), format!("[::1]:{port}"));
+    let on = |a: &str| records.iter().filter(|r| r.addr.map(|x| x.to_string()).as_deref() == Some(a)).count();
+    assert_eq!((on(&a4), on(&a6), records.len()), (20, 20, 40));
+    assert!(records.iter().all(|r| r.outcome() == Outcome::Ok && r.handshake == Handshake::Full));
+    let served = |s: &TlsServer| s.requests.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(served(&v6), 20);
+    assert!(served(&v4) > 20, "20 requests and the probes: {}", served(&v4));
+    let before = served(&v4) + served(&v6);
+
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("run/summary.json")).unwrap()).unwrap();
+    assert!(support::summary_schema_errors(&doc).is_empty(), "{:?}", support::summary_schema_errors(&doc));
+    let rows: Vec<(String, u64)> = doc["addresses"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no addresses table: {doc:#}"))
+        .iter()
+        .map(|r| (r["addr"].as_str().unwrap().to_string(), r["ok"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(rows, [(a4, 20), (a6, 20)]);
+    let report = std::fs::read_to_string(dir.path().join("run/index.html")).unwrap();
+    assert!(report.contains("Per target address") && report.contains("[::1]:"), "no per-address table");
+
+    // Not pinned, the name is looked up (and .example has no answer here):
+    // the run cannot start, and says why.
+    let dir = tempfile::tempdir().unwrap();
+    let unpinned = json!({"base_url": format!("https://shop.example:{port}"), "ca_file": pki.ca_file}).to_string();
+    let (code, text) = run_attached(dir.path(), scenario(&unpinned, 2, r#"{"model": "per_shopper"}"#, NO_RETRY)).await;
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("cannot resolve shop.example"), "{text}");
+    // A pinned address is held to the loopback rule like a DNS answer.
+    let remote = target(json!({"shop.example": ["::1", "192.0.2.7"]}));
+    let (code, text) = run_attached(dir.path(), scenario(&remote, 2, r#"{"model": "per_shopper"}"#, NO_RETRY)).await;
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("192.0.2.7") && text.contains("--allow-remote"), "{text}");
+    assert_eq!(served(&v4) + served(&v6), before, "a run that could not start sent something");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

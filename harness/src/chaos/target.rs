@@ -119,12 +119,13 @@ pub struct Resolved {
     pub tls: Option<String>,
 }
 
-/// Parse `url` ([`HttpUrl`]) and resolve its host.
+/// Parse `url` ([`HttpUrl`]) and resolve its host (pinned names first: host::names).
 pub async fn resolve(url: &str) -> Result<Resolved, GetError> {
     let u = HttpUrl::parse(url).map_err(|e| GetError::Url(format!("{url:?} {e}")))?;
-    let addr = tokio::net::lookup_host(u.socket_target())
+    let addr = crate::host::names::lookup_async(&u.host, u.port)
         .await
         .map_err(|e| GetError::Url(format!("{url:?}: cannot resolve {}: {e}", u.authority)))?
+        .into_iter()
         .next()
         .ok_or_else(|| GetError::Url(format!("{url:?}: {} resolves to no address", u.authority)))?;
     Ok(Resolved { addr, host: u.authority, path: u.path, tls: u.tls.then_some(u.host) })

@@ -73,6 +73,7 @@ pub async fn run(mut scenario: Scenario, o: &ChaosRunOptions) -> Result<ChaosRun
     if let Some(t) = &o.target {
         scenario.target.base_url = t.trim_end_matches('/').to_string();
     }
+    crate::host::names::pin(&scenario.target.resolve);
     crate::host::limits::resolve_target(&scenario.target.base_url, o.allow_remote).map_err(StartError::Target)?;
     lifecycle::attach_options(&mut scenario, &o.lifecycle)?;
     let out_err = |path: &Path| {

@@ -30,7 +30,7 @@ use crate::judge::affinity::{self, Affinity};
 use crate::judge::attribution::{self, Attribution};
 use crate::judge::audit::{self, AuditReport};
 use crate::judge::budgets;
-use crate::judge::hosts::{self, HostRow};
+use crate::judge::hosts::{self, AddressRow, HostRow};
 use crate::judge::summary::{ChaosSections, Summary};
 use crate::judge::verdict::Status;
 use crate::record::ledger;
@@ -221,7 +221,7 @@ pub async fn judge(
     lo: &LifecycleOptions,
 ) -> Judged {
     let windows: Vec<FaultWindow> = chaos_report.faults.iter().map(FaultRecord::window).collect();
-    let LedgerPass { failed, affinity, checkouts, hosts } = read_ledger_back(p, &mut ex, &windows);
+    let LedgerPass { failed, affinity, checkouts, hosts, addresses } = read_ledger_back(p, &mut ex, &windows);
     let attribution = attribution::attribute(&windows, &failed, ex.outcome.end_ms);
     for f in &attribution.faults {
         ex.events.emit("fault_attribution", json!(f));
@@ -255,7 +255,8 @@ pub async fn judge(
 
     let audit_report = run_audit(p, &ex, &chaos_report, &checkouts, lo).await;
     let gate = audit_report.as_ref().map(audit_gate);
-    ex.chaos = ChaosSections::from(&chaos_report.faults, &attribution, &budgets, audit_report.as_ref(), hosts);
+    ex.chaos =
+        ChaosSections::from(&chaos_report.faults, &attribution, &budgets, audit_report.as_ref(), hosts, addresses);
     let summary = run::conclude(p, ex, gate);
     let chaos = ChaosSummary {
         faults: chaos_report.faults,
@@ -301,6 +302,8 @@ struct LedgerPass {
     checkouts: Vec<audit::CheckoutView>,
     /// Per host of a fleet; empty when no worker id named a host.
     hosts: Vec<HostRow>,
+    /// Per target address; empty when the run used one.
+    addresses: Vec<AddressRow>,
 }
 
 /// One pass over the ledger file, flushed first, feeds the attribution,
@@ -314,12 +317,14 @@ fn read_ledger_back(p: &run::Prepared, ex: &mut run::Executed, windows: &[FaultW
     let mut affinity = affinity::Tracker::new(&affinity_windows);
     let mut checkouts = audit::Checkouts::new(checkout_steps);
     let mut hosts = hosts::Hosts::default();
+    let mut addresses = hosts::Addresses::default();
     let read = ex.outcome.book.ledger.finish().and_then(|()| {
         ledger::for_each_record(&ex.ledger_path, |r| {
             failed.add(r);
             affinity.add_record(r);
             checkouts.add(r);
             hosts.add(r);
+            addresses.add(r);
         })
     });
     if let Err(e) = read {
@@ -330,6 +335,7 @@ fn read_ledger_back(p: &run::Prepared, ex: &mut run::Executed, windows: &[FaultW
         affinity: affinity.finish(),
         checkouts: checkouts.finish(),
         hosts: hosts.finish(),
+        addresses: addresses.finish(),
     }
 }
 

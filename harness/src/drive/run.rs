@@ -154,6 +154,7 @@ pub fn prepare(mut scenario: Scenario, opts: &RunOptions) -> Result<Prepared, St
     if !(opts.rate_scale.is_finite() && opts.rate_scale > 0.0) {
         return Err(StartError::Limits(format!("--rate-scale {}: must be a positive number", opts.rate_scale)));
     }
+    crate::host::names::pin(&scenario.target.resolve);
     let target = limits::resolve_target(&scenario.target.base_url, opts.allow_remote).map_err(StartError::Target)?;
     let scrape = scrape_targets(&scenario, opts.allow_remote)?;
     let longest = engine::longest_journey(&scenario);

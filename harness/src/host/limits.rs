@@ -12,7 +12,7 @@
 //! Not for anything during the run: a limit hit mid-run shows in the ledger
 //! as `local_error` attempts.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
@@ -119,8 +119,9 @@ pub fn source_addresses(target: SocketAddr, ports: u64, per_address: u64) -> Res
 pub struct TargetAddr {
     /// The first address (what source-address spreading is decided for).
     pub addr: SocketAddr,
-    /// Every address the host resolved to, IPv4 and IPv6, each once, in
-    /// the resolver's order: new connections are spread over them.
+    /// Every address the host resolved to (or is pinned to: `target.resolve`),
+    /// IPv4 and IPv6, each once, in the resolver's order: new connections
+    /// are spread over them.
     pub addrs: Vec<SocketAddr>,
     /// For the Host header.
     pub authority: String,
@@ -136,17 +137,8 @@ pub struct TargetAddr {
 pub fn resolve_target(base_url: &str, allow_remote: bool) -> Result<TargetAddr, String> {
     let url = HttpUrl::parse(base_url).map_err(|e| format!("target {base_url:?} {e}"))?;
     let with_port = url.socket_target();
-    let addrs: Vec<SocketAddr> = with_port
-        .to_socket_addrs()
-        .map_err(|e| format!("target {base_url:?}: cannot resolve {with_port}: {e}"))?
-        .collect();
-    let mut addrs_unique: Vec<SocketAddr> = Vec::with_capacity(addrs.len());
-    for a in addrs {
-        if !addrs_unique.contains(&a) {
-            addrs_unique.push(a);
-        }
-    }
-    let addrs = addrs_unique;
+    let addrs = crate::host::names::lookup(&url.host, url.port)
+        .map_err(|e| format!("target {base_url:?}: cannot resolve {with_port}: {e}"))?;
     let addr = *addrs.first().ok_or_else(|| format!("target {base_url:?}: {with_port} resolves to nothing"))?;
     if let Some(remote) = addrs.iter().find(|a| !a.ip().is_loopback())
         && !allow_remote

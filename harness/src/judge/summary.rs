@@ -18,7 +18,7 @@ use crate::judge::attribution::{Attribution, FailureCounts};
 use crate::judge::audit::AuditReport;
 use crate::judge::budgets::Budgets;
 use crate::judge::gates::{GateResult, Noise};
-use crate::judge::hosts::HostRow;
+use crate::judge::hosts::{AddressRow, HostRow};
 use crate::judge::verdict::{GateRow, Status, Verdict};
 use crate::outcome::FailureClass;
 use crate::record::ledger::Totals;
@@ -176,6 +176,10 @@ pub struct ChaosSections {
     /// it; absent when no worker id named a host (judge/hosts.rs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<HostRow>,
+    /// Per target address, when connections went to several (a name's DNS
+    /// answers or `target.resolve`); absent for a run that used one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<AddressRow>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -296,6 +300,7 @@ impl ChaosSections {
         budgets: &Budgets,
         audit: Option<&AuditReport>,
         hosts: Vec<HostRow>,
+        addresses: Vec<AddressRow>,
     ) -> Self {
         let faults = faults
             .iter()
@@ -325,6 +330,7 @@ impl ChaosSections {
             failures_outside_faults: Some(FailuresOut::from(&attribution.outside.counts)),
             audit: audit.map(AuditOut::from),
             hosts,
+            addresses,
         }
     }
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use super::model::{EndpointRow, FaultRow, HostLine, KeyNumbers, RunData, SecondPoint, Slip};
 use crate::judge::audit::AuditReport;
-use crate::judge::hosts::HostRow;
+use crate::judge::hosts::Counts;
 use crate::judge::summary::{self, FaultOut, Summary};
 use crate::outcome::FailureClass;
 use crate::record::recorder::{Percentiles, SecondRow};
@@ -73,19 +73,18 @@ pub fn endpoints(s: &Summary, requests: &[StepRequest]) -> Vec<EndpointRow> {
         .collect()
 }
 
-/// One line per host of a fleet, in summary.json's order (the row no host
-/// answered last); empty for a run without hosts.
-pub fn hosts(rows: &[HostRow]) -> Vec<HostLine> {
-    rows.iter()
-        .map(|h| HostLine {
-            host: h.host.clone(),
-            attempts: h.attempts,
-            ok: h.ok,
-            refused: h.refused,
-            failures: h.failed_by_class.iter().filter(|(_, n)| **n > 0).map(|(c, n)| (*c, *n)).collect(),
-            p99_ms: h.ok_p99_ms,
-        })
-        .collect()
+/// One line per host of a fleet or per target address, in summary.json's
+/// order (the keyless row last); empty for a run without them.
+pub fn breakdown<'a>(rows: impl Iterator<Item = (&'a Option<String>, &'a Counts)>) -> Vec<HostLine> {
+    rows.map(|(key, c)| HostLine {
+        key: key.clone(),
+        attempts: c.attempts,
+        ok: c.ok,
+        refused: c.refused,
+        failures: c.failed_by_class.iter().filter(|(_, n)| **n > 0).map(|(c, n)| (*c, *n)).collect(),
+        p99_ms: c.ok_p99_ms,
+    })
+    .collect()
 }
 
 /// A step of the scenario and how it is sent, for the per-endpoint table.
@@ -169,7 +168,8 @@ pub fn run(label: &str, target: &str, s: &Summary, requests: &[StepRequest], aud
         seconds: seconds(&s.series),
         spectrum: s.latency.ok_spectrum.clone(),
         endpoints: endpoints(s, requests),
-        hosts: hosts(&s.chaos.hosts),
+        hosts: breakdown(s.chaos.hosts.iter().map(|h| (&h.host, &h.counts))),
+        addresses: breakdown(s.chaos.addresses.iter().map(|a| (&a.addr, &a.counts))),
         shards: s.shards.clone(),
         faults: faults(&s.chaos.faults),
         audit: audit.map(crate::judge::audit::checks),

@@ -9,7 +9,7 @@ use anyhow::Result;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::charts::{self, Charts};
-use super::model::{FaultRow, MachineData, ReportData, RunData, Status};
+use super::model::{FaultRow, HostLine, MachineData, ReportData, RunData, Status};
 use crate::judge::verdict::{fmt_count, fmt_ms};
 use crate::outcome::FailureClass;
 
@@ -84,6 +84,7 @@ pub fn render(data: &ReportData) -> Result<String> {
                 (super::resources::section(&data.runs, &charts.axes)?)
                 (endpoint_tables(&data.runs))
                 (host_tables(&data.runs))
+                (address_tables(&data.runs))
                 (shard_tables(&data.runs))
                 (fault_tables(&data.runs))
                 (audit_tables(&data.runs))
@@ -400,24 +401,59 @@ fn endpoint_tables(runs: &[RunData]) -> Markup {
 
 /// Only for runs against a fleet (worker ids that name a host); nothing otherwise.
 fn host_tables(runs: &[RunData]) -> Markup {
+    breakdown_tables(
+        runs,
+        |r| &r.hosts[..],
+        Breakdown {
+            title: "Per host",
+            caption: "What the harness saw from each host of the fleet, by the host named in the worker id of \
+                      each response. Attempts include retries; latency is of ok attempts. \"no response\" are \
+                      attempts that failed before any host answered.",
+            column: "host",
+            keyless: "no response",
+        },
+    )
+}
+
+/// Only for runs whose connections went to several target addresses (a
+/// name's DNS answers, `target.resolve`); nothing otherwise.
+fn address_tables(runs: &[RunData]) -> Markup {
+    breakdown_tables(
+        runs,
+        |r| &r.addresses[..],
+        Breakdown {
+            title: "Per target address",
+            caption: "Where each attempt's connection went: the target name's addresses, new connections \
+                      spread over them in turn. Attempts include retries; latency is of ok attempts. \"no \
+                      connection\" are attempts that never had one (a full pool).",
+            column: "address",
+            keyless: "no connection",
+        },
+    )
+}
+
+struct Breakdown {
+    title: &'static str,
+    caption: &'static str,
+    column: &'static str,
+    keyless: &'static str,
+}
+
+fn breakdown_tables(runs: &[RunData], rows: impl Fn(&RunData) -> &[HostLine], b: Breakdown) -> Markup {
     html! {
-        @if runs.iter().any(|r| !r.hosts.is_empty()) {
-            h2 { "Per host" }
-            p.caption {
-                "What the harness saw from each host of the fleet, by the host named in the worker id of \
-                 each response. Attempts include retries; latency is of ok attempts. \"no response\" are \
-                 attempts that failed before any host answered."
-            }
-            @for run in runs.iter().filter(|r| !r.hosts.is_empty()) {
+        @if runs.iter().any(|r| !rows(r).is_empty()) {
+            h2 { (b.title) }
+            p.caption { (b.caption) }
+            @for run in runs.iter().filter(|r| !rows(r).is_empty()) {
                 h3 { (run.label) }
                 table.endpoints.hosts {
                     tr {
-                        th.l { "host" } th { "attempts" } th { "ok" } th { "refused" } th { "failed" }
+                        th.l { (b.column) } th { "attempts" } th { "ok" } th { "refused" } th { "failed" }
                         th.l { "failed by class" } th { "p99" }
                     }
-                    @for h in &run.hosts {
+                    @for h in rows(run) {
                         tr {
-                            td.l { @if let Some(name) = &h.host { code { (name) } } @else { "no response" } }
+                            td.l { @if let Some(name) = &h.key { code { (name) } } @else { (b.keyless) } }
                             td { (fmt_count(h.attempts)) } td { (fmt_count(h.ok)) } td { (fmt_count(h.refused)) }
                             td class=@if h.failed() > 0 { "warn" } { (fmt_count(h.failed())) }
                             td.l { (by_class(&h.failures)) }

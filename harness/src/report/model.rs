@@ -110,6 +110,10 @@ pub struct RunData {
     /// Per host of a fleet; empty (and no table) for a run without hosts.
     #[serde(default)]
     pub hosts: Vec<HostLine>,
+    /// Per target address when connections went to several; empty (and no
+    /// table) otherwise.
+    #[serde(default)]
+    pub addresses: Vec<HostLine>,
     /// A merged run's shards (`harness merge`); empty (and no table) otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shards: Vec<crate::judge::summary::ShardRow>,
@@ -195,12 +199,14 @@ pub struct EndpointRow {
     pub max_ms: f64,
 }
 
-/// One host of a fleet as the harness saw it (attempt-level). Latency is of
-/// ok attempts.
+/// One host of a fleet, or one target address, as the harness saw it
+/// (attempt-level). Latency is of ok attempts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostLine {
-    /// None: the attempts no host answered (they failed before any response).
-    pub host: Option<String>,
+    /// The host or the address; None: the attempts no host answered (they
+    /// failed before any response), or that never had a connection.
+    #[serde(alias = "host")]
+    pub key: Option<String>,
     pub attempts: u64,
     pub ok: u64,
     pub refused: u64,

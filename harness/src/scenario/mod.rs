@@ -98,6 +98,8 @@ pub struct TargetSpec {
     pub ca_file: Option<PathBuf>,
     /// https:// targets: accept any certificate (said in the report and summary.json).
     pub insecure_skip_verify: bool,
+    /// Host names pinned to addresses instead of DNS (`target.resolve`, host::names).
+    pub resolve: BTreeMap<String, Vec<std::net::IpAddr>>,
 }
 
 /// One Prometheus endpoint the run scrapes (`target.metrics[i]`).

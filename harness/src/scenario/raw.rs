@@ -89,6 +89,8 @@ pub(crate) struct RawTarget {
     pub ca_file: Option<String>,
     #[serde(default)]
     pub insecure_skip_verify: bool,
+    #[serde(default)]
+    pub resolve: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

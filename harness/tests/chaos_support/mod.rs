@@ -127,6 +127,7 @@ pub fn target_spec(port: u16, launch: Option<LaunchSpec>) -> TargetSpec {
         metrics: Vec::new(),
         ca_file: None,
         insecure_skip_verify: false,
+        resolve: Default::default(),
     }
 }
 

@@ -316,6 +316,7 @@ fn run(
         spectrum: harness::record::recorder::spectrum(&all),
         endpoints,
         hosts: Vec::new(),
+        addresses: Vec::new(),
         shards: Vec::new(),
         faults,
         audit: Some(audit),

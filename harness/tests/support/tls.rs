@@ -135,8 +135,19 @@ impl Drop for TlsServer {
 
 impl TlsServer {
     pub async fn start(issued: &Issued, close_notify: bool) -> TlsServer {
-        let acceptor = tokio_rustls::TlsAcceptor::from(server_config(issued));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        TlsServer::serve(issued, close_notify, listener)
+    }
+
+    /// The same server on an address of the caller's (e.g. `[::1]:PORT`);
+    /// None when it cannot be bound.
+    pub async fn start_on(issued: &Issued, addr: SocketAddr) -> Option<TlsServer> {
+        let listener = tokio::net::TcpListener::bind(addr).await.ok()?;
+        Some(TlsServer::serve(issued, true, listener))
+    }
+
+    fn serve(issued: &Issued, close_notify: bool, listener: tokio::net::TcpListener) -> TlsServer {
+        let acceptor = tokio_rustls::TlsAcceptor::from(server_config(issued));
         let addr = listener.local_addr().unwrap();
         let handshakes = Arc::new(AtomicU64::new(0));
         let requests = Arc::new(AtomicU64::new(0));

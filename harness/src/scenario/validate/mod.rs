@@ -252,6 +252,7 @@ fn target(v: &mut V, raw: &RawScenario) -> TargetSpec {
             "give either ca_file (verify against these CAs) or insecure_skip_verify (verify nothing), not both",
         );
     }
+    let resolve = resolve(v, &t.resolve);
     TargetSpec {
         base_url: t.base_url.trim_end_matches('/').to_string(),
         ready_path,
@@ -261,7 +262,33 @@ fn target(v: &mut V, raw: &RawScenario) -> TargetSpec {
         metrics: metrics::endpoints(v, &t.metrics),
         ca_file: t.ca_file.as_ref().map(PathBuf::from),
         insecure_skip_verify: t.insecure_skip_verify,
+        resolve,
     }
+}
+
+/// `target.resolve`: host name -> the IP addresses to use instead of DNS.
+fn resolve(v: &mut V, raw: &BTreeMap<String, Vec<String>>) -> BTreeMap<String, Vec<std::net::IpAddr>> {
+    let mut out = BTreeMap::new();
+    for (name, addrs) in raw {
+        let field = format!("target.resolve.{name}");
+        if name.is_empty() || name.contains(|c: char| c.is_whitespace() || "/:[]@".contains(c)) {
+            v.err(&field, format!("{name:?} is not a host name (give the name alone, without a port or brackets)"));
+        }
+        if addrs.is_empty() {
+            v.err(&field, "needs at least one address, e.g. [\"127.0.0.1\", \"::1\"]");
+        }
+        let mut ips = Vec::new();
+        for (i, a) in addrs.iter().enumerate() {
+            match a.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() {
+                Ok(ip) => ips.push(ip),
+                Err(_) => {
+                    v.err(format!("{field}[{i}]"), format!("{a:?} is not an IP address (e.g. \"10.0.0.5\" or \"::1\")"))
+                }
+            }
+        }
+        out.insert(name.clone(), ips);
+    }
+    out
 }
 
 /// `shoppers` and `arrival`: the stages, which must bring at least the shoppers.
