@@ -135,6 +135,7 @@ async fn write_shard(
         extra_gates: Vec::new(),
         chaos: Default::default(),
         traffic_peak_rss_mb: None,
+        traffic_cpu_s: None,
         machine: Vec::new(),
         resources: Vec::new(),
         resources_every: harness::host::resources::period_for(p.schedule.duration),

@@ -464,6 +464,8 @@ pub async fn merge(a: &MergeArgs) -> Result<(FullRun, scenario::Scenario), Refus
         extra_gates: Vec::new(),
         chaos: Default::default(),
         traffic_peak_rss_mb: inputs.shards.iter().filter_map(|s| s.summary.run.traffic_peak_rss_mb).reduce(f64::max),
+        // The generators' CPU together (each shard's own in its summary).
+        traffic_cpu_s: inputs.shards.iter().filter_map(|s| s.summary.run.traffic_cpu_s).reduce(|a, b| a + b),
         machine: Vec::new(),
         // No process of the target was the shards' to read (they launch
         // nothing): a resource gate on a merged run fails as not observed.

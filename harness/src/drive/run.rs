@@ -251,6 +251,8 @@ pub struct Executed {
     /// The process's peak resident memory when the traffic ended (MiB), before
     /// anything reads the ledger back: what generating the load cost.
     pub traffic_peak_rss_mb: Option<f64>,
+    /// CPU seconds the harness used while playing the traffic.
+    pub traffic_cpu_s: Option<f64>,
     /// What the machine did, second by second, while the traffic ran.
     pub machine: Vec<SecondSample>,
     /// Memory and descriptors of the harness and the target, every `resources_every`.
@@ -300,6 +302,7 @@ pub async fn execute(p: &Prepared, side: Vec<SideTask>, live: Arc<Live>) -> Resu
             "start_offset_ms": start_offset_ms,
         }),
     );
+    let cpu_before = crate::host::machine::own_cpu_s();
     let sampler = Sampler::start(p.target_pid.clone(), events.start(), Duration::from_secs(1));
     let resources_every = resources::period_for(p.schedule.duration);
     let resource_sampler = resources::start_sampler(p.target_pid.clone(), events.start(), resources_every);
@@ -319,6 +322,7 @@ pub async fn execute(p: &Prepared, side: Vec<SideTask>, live: Arc<Live>) -> Resu
     let machine = sampler.finish();
     let resources = resource_sampler.finish();
     let scrapes = scraper.finish();
+    let traffic_cpu_s = Some(round3(crate::host::machine::own_cpu_s() - cpu_before));
     if let Some(h) = progress {
         h.abort();
         crate::traffic::progress::finish();
@@ -357,6 +361,7 @@ pub async fn execute(p: &Prepared, side: Vec<SideTask>, live: Arc<Live>) -> Resu
         extra_gates: Vec::new(),
         chaos: Default::default(),
         traffic_peak_rss_mb,
+        traffic_cpu_s,
         machine,
         resources,
         resources_every,
@@ -457,6 +462,7 @@ pub fn conclude(p: &Prepared, mut ex: Executed, audit: Option<Result<(), String>
             interrupted: ex.outcome.interrupted,
             source_addresses: p.connector.sources.iter().map(|s| s.to_string()).collect(),
             traffic_peak_rss_mb: ex.traffic_peak_rss_mb,
+            traffic_cpu_s: ex.traffic_cpu_s,
         },
         verdict,
         exit_code: verdict.exit_code(),

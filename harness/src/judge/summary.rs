@@ -402,6 +402,12 @@ pub struct RunInfo {
     /// the ledger is read back for attribution and the report; null off Linux.
     #[serde(default)]
     pub traffic_peak_rss_mb: Option<f64>,
+    /// CPU seconds (user + sys, all threads) the harness used while it
+    /// played the traffic: from the first arrival to the last shopper's
+    /// end, without start-up, the ledger read back and the report. What
+    /// generating the load cost; null in summaries from before it was measured.
+    #[serde(default)]
+    pub traffic_cpu_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
