@@ -1,7 +1,8 @@
 //! HTTPS on the public address (issue 14): every mode serves TLS with ALPN http/1.1 while admin stays plain, a
 //! SIGTERM rolling restart over TLS drops nothing and ends drained connections with close_notify, a rolling
 //! restart rotates the certificate, a bad new certificate aborts the roll with the old workers serving, and a
-//! handshake that never starts does not hold a drain.
+//! handshake that never starts does not hold a drain; a session resumes on
+//! any worker and across a rolling restart (one ticket key per cluster).
 
 #![allow(clippy::unwrap_used)]
 
@@ -72,6 +73,57 @@ fn every_mode_serves_https_with_alpn_http11_and_plain_admin() {
         assert!(plain.is_err() || plain.as_ref().is_ok_and(|r| r.status != 200), "{mode:?}: {plain:?}");
         assert!(server.dump().contains("(https)"), "{mode:?}: the first line says https:\n{}", server.dump());
     }
+}
+
+/// New connections of one client, one request each: (worker id, resumed?) per connection.
+fn resumptions(server: &Server, client: &std::sync::Arc<rustls::ClientConfig>, n: usize) -> Vec<(String, bool)> {
+    (0..n)
+        .map(|_| {
+            let mut conn = Conn::open_tls(server.public, client).unwrap();
+            let resumed = conn.tls().unwrap().handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            let r = conn.get("/healthz").unwrap();
+            assert_eq!(r.status, 200);
+            (r.header("x-worker-id").unwrap().to_string(), resumed)
+        })
+        .collect()
+}
+
+#[test]
+fn a_session_resumes_on_any_worker_and_across_a_rolling_restart() {
+    // A browser resumes its TLS session on its next connection; behind a
+    // shared listener that connection lands on any worker, so the workers
+    // share the ticket key (the master's), as nginx's workers do.
+    let pki = TestPki::new();
+    let cert = pki.issue("server");
+    for mode in [&["--workers", "2"][..], &["--workers", "2", "--balance", "sticky"]] {
+        let server = start(&cert, mode);
+        server.wait_ready(2);
+        let seen = resumptions(&server, &pki.client, 30);
+        let workers: BTreeSet<&str> = seen.iter().map(|(w, _)| w.as_str()).collect();
+        let resumed_on: BTreeSet<&str> = seen.iter().filter(|(_, r)| *r).map(|(w, _)| w.as_str()).collect();
+        // The first connection has nothing to resume; every later one does.
+        assert!(!seen[0].1, "{mode:?}: the very first handshake resumed");
+        assert!(seen[1..].iter().all(|(_, r)| *r), "{mode:?}: a connection paid a full handshake: {seen:?}");
+        if mode.len() == 2 {
+            // The shared listener spread 30 connections over both workers.
+            assert_eq!(workers.len(), 2, "{mode:?}: one worker took every connection: {seen:?}");
+            assert_eq!(resumed_on.len(), 2, "{mode:?}: sessions resumed on one worker only: {seen:?}");
+        }
+        // A deploy replaces every worker; the sessions survive it.
+        let before: BTreeSet<String> = seen.iter().map(|(w, _)| w.clone()).collect();
+        let mark = server.mark();
+        server.signal("SIGHUP");
+        server.expect_log(mark, "rolling restart end", |l| l.contains("rolling restart end"), LONG);
+        server.wait_ready(2);
+        let after = resumptions(&server, &pki.client, 10);
+        assert!(after.iter().all(|(w, _)| !before.contains(w)), "{mode:?}: an old worker answered: {after:?}");
+        assert!(after.iter().all(|(_, r)| *r), "{mode:?}: a session did not survive the rolling restart: {after:?}");
+    }
+    // A single process resumes its own sessions (stateless tickets: no
+    // cache to outgrow).
+    let server = start(&cert, &["--single"]);
+    let seen = resumptions(&server, &pki.client, 5);
+    assert!(seen[1..].iter().all(|(_, r)| *r), "--single: {seen:?}");
 }
 
 #[test]

@@ -27,12 +27,29 @@ pub struct Spawner {
     /// Sticky balancing: workers get connections over a hand-off socket
     /// instead of the listener, which they never see.
     sticky: bool,
+    /// The cluster's TLS session-ticket key, hex (`tls::ENV_TICKET_KEY`):
+    /// every worker seals and opens tickets with it, so a session resumes
+    /// on any worker and across rolling restarts.
+    ticket_key: String,
 }
 
 impl Spawner {
     pub fn new(listener: &TcpListener, sticky: bool) -> Result<Self> {
         let exe = std::env::current_exe().context("finding this binary's path to re-exec workers")?;
-        Ok(Self { exe, args: std::env::args_os().skip(1).collect(), listen_fd: listener.as_raw_fd(), sticky })
+        // A new master (an upgrade) keeps the old one's key: sessions survive.
+        let ticket_key = crate::tls::TicketKey::from_env_or_generate()?.to_hex();
+        Ok(Self {
+            exe,
+            args: std::env::args_os().skip(1).collect(),
+            listen_fd: listener.as_raw_fd(),
+            sticky,
+            ticket_key,
+        })
+    }
+
+    /// The cluster's TLS session-ticket key (hex), for a new master.
+    pub fn ticket_key(&self) -> &str {
+        &self.ticket_key
     }
 
     /// The binary's path, as resolved at start-up.
@@ -71,6 +88,7 @@ impl Spawner {
             .env(ENV_ID, id.to_string())
             .env(ENV_SLOT, slot.to_string())
             .env(ENV_IPC_FD, ipc_fd.to_string())
+            .env(crate::tls::ENV_TICKET_KEY, &self.ticket_key)
             .stdin(Stdio::null());
         for var in crate::systemd::MASTER_ONLY_ENV.iter().chain(&super::upgrade::ENV) {
             cmd.env_remove(var);

@@ -170,6 +170,7 @@ impl Upgrade {
             .env(ENV_ADMIN_FD, admin_fd.to_string())
             .env(ENV_NEXT_ID, next_id.to_string())
             .env(ENV_TARGET, target.to_string())
+            .env(crate::tls::ENV_TICKET_KEY, spawner.ticket_key())
             .stdin(Stdio::null());
         for var in OLD_MASTER_ONLY_ENV {
             cmd.env_remove(var);
