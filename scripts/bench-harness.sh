@@ -20,11 +20,15 @@
 #      the harness (pool 64, verifying against the CA), and a new connection
 #      per request (full handshakes) next to wrk -H "Connection: close": rate,
 #      CPU µs/request and the ratio to wrk's in the same run, and the share of
-#      requests nginx saw on resumed sessions ($ssl_session_reused).
+#      requests nginx saw on resumed sessions ($ssl_session_reused); and
+#      keep-alive TLS at matched rates: wrk slowed by its Lua delay() hook,
+#      the harness at the rate wrk reached, CPU per request side by side.
 # Env: BENCH_DURATION (s per harness rate, default 3), BENCH_RATES (arrivals/s,
 #      default "20000 30000 ... 250000", stops at the first it cannot hold), BENCH_PORT (default 18280;
 #      TLS on BENCH_PORT+1), BENCH_TLS_RATES (keep-alive TLS, default "20000 30000 40000 60000 80000"),
 #      BENCH_HANDSHAKE_RATES (new connection per request, default "500 1000 1500 2000 3000 4000"),
+#      BENCH_MATCH_DELAYS (wrk Lua delay() in ms for the rate-matched keep-alive TLS pairs, default "1 2 3"),
+#      BENCH_MATCH_REPS (pairs per delay, default 3),
 #      BENCH_SKIP_PLAIN=1 (only the TLS rows), CARGO_TARGET_DIR. Prints Markdown tables for docs/PERFORMANCE.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +40,8 @@ TLS_PORT=$((PORT + 1))
 FULL_PORT=$((PORT + 2))
 TLS_RATES=${BENCH_TLS_RATES:-"20000 30000 40000 60000 80000"}
 HS_RATES=${BENCH_HANDSHAKE_RATES:-"500 1000 1500 2000 3000 4000"}
+MATCH_DELAYS=${BENCH_MATCH_DELAYS:-"1 2 3"}
+MATCH_REPS=${BENCH_MATCH_REPS:-3}
 TARGET_DIR=${CARGO_TARGET_DIR:-$(pwd)/target}
 BIN=$TARGET_DIR/release/harness
 
@@ -238,7 +244,11 @@ wrk_tls() { # name port extra-args...
     read -r u s m <"$WORK/$name.time"
     echo "$rps $(awk -v u="$u" -v s="$s" -v n="$reqs" 'BEGIN {printf "%.2f", (u+s)*1e6/n}')"
 }
-# One harness run over TLS; prints "achieved ok slip µs-per-request full resumed".
+# One harness run over TLS; prints "achieved ok slip µs-per-request full
+# resumed traffic-µs-per-request": the first CPU figure is the whole
+# process's (start-up, the ledger read back and the report included), the
+# last only the traffic's (summary.json run.traffic_cpu_s), which is what
+# wrk's whole-process figure is.
 harness_tls() { # name shoppers rate connections-json [port]
     local dur_s
     dur_s=$(awk -v n="$2" -v r="$3" 'BEGIN {printf "%.3f", n/r + 1}')
@@ -255,14 +265,15 @@ harness_tls() { # name shoppers rate connections-json [port]
         cat "$WORK/$1.txt" >&2
         exit 1
     fi
-    local att dur ok slip full res u s m
-    read -r att dur ok slip full res <<<"$(python3 -c "
+    local att dur ok slip full res tcpu u s m
+    read -r att dur ok slip full res tcpu <<<"$(python3 -c "
 import json; s=json.load(open('$S'))
 print(s['totals']['attempts'], s['run']['duration_s'], s['totals']['ok'], s['schedule_slip']['p99_ms'],
-      s['tls']['handshakes_full'], s['tls']['handshakes_resumed'])")"
+      s['tls']['handshakes_full'], s['tls']['handshakes_resumed'], s['run']['traffic_cpu_s'])")"
     read -r u s m <"$WORK/$1.time"
     echo "$(awk -v n="$att" -v d="$dur" 'BEGIN {printf "%.0f", n/d}') $ok $slip" \
-        "$(awk -v u="$u" -v s="$s" -v n="$att" 'BEGIN {printf "%.2f", (u+s)*1e6/n}') $full $res"
+        "$(awk -v u="$u" -v s="$s" -v n="$att" 'BEGIN {printf "%.2f", (u+s)*1e6/n}') $full $res" \
+        "$(awk -v c="$tcpu" -v n="$att" 'BEGIN {printf "%.2f", c*1e6/n}')"
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
 held() { awk -v s="$1" -v a="$2" -v r="$3" 'BEGIN {exit !(s < 10 && a >= 0.97 * r)}'; }
@@ -270,6 +281,9 @@ held() { awk -v s="$1" -v a="$2" -v r="$3" 'BEGIN {exit !(s < 10 && a >= 0.97 * 
 echo
 echo "TLS: nginx on $TLS_PORT (sessions resumable) and $FULL_PORT (no resumption), ECDSA P-256 certificate;"
 echo "the harness verifies it against the CA, wrk does not verify."
+echo
+echo "CPU µs/request: the harness's during its traffic (summary.json run.traffic_cpu_s), then in brackets its"
+echo "whole process's (start-up, ledger read back, report); wrk's whole process. Ratios use the first."
 echo
 echo "| generator | offered rate | achieved req/s | slip p99 | CPU µs/request | x wrk CPU/request | requests on resumed sessions (nginx) |"
 echo "| --- | --- | --- | --- | --- | --- | --- |"
@@ -279,18 +293,52 @@ echo "| wrk -t1 -c64 https keep-alive (closed loop) | - | $WK_RPS | - | $WK_US |
 for RATE in $TLS_RATES; do
     N=$(awk -v r="$RATE" -v d="$DUR" 'BEGIN {printf "%d", r*d}')
     M=$(mark)
-    read -r ACH OK SLIP US FULL RES <<<"$(harness_tls "tls-ka-$RATE" "$N" "$RATE" '{"model": "pool", "size": 64, "idle_timeout": "30s"}')"
-    echo "| harness https, pool 64 (open model, full ledger) | $RATE/s | $ACH ($OK ok) | ${SLIP} ms | $US | $(ratio "$US" "$WK_US") | $(resumed_since "$M") ($FULL full, $RES resumed handshakes) |"
+    read -r ACH OK SLIP US FULL RES TUS <<<"$(harness_tls "tls-ka-$RATE" "$N" "$RATE" '{"model": "pool", "size": 64, "idle_timeout": "30s"}')"
+    echo "| harness https, pool 64 (open model, full ledger) | $RATE/s | $ACH ($OK ok) | ${SLIP} ms | $TUS ($US) | $(ratio "$TUS" "$WK_US") | $(resumed_since "$M") ($FULL full, $RES resumed handshakes) |"
     held "$SLIP" "$ACH" "$RATE" || break
 done
+# Rate-matched: CPU per request falls as the rate rises (more requests per
+# epoll wake-up, ACKs riding on requests), so wrk's closed loop at its own
+# maximum and the harness's open schedule at a lower rate are not the same
+# work. wrk's documented Lua hook delay() holds each of its 64 connections
+# for N ms between a response and the next request, which caps its rate;
+# the harness then runs at the rate wrk achieved. Each pair BENCH_MATCH_REPS
+# times, interleaved; the ratio is the median of the pairs'.
+echo
+echo "Rate-matched keep-alive TLS: wrk -t1 -c64 with a Lua delay() of N ms per request, then the harness"
+echo "(pool 64) at the rate wrk achieved; $MATCH_REPS pairs per N, ratio = median of the pairs'."
+echo
+echo "| wrk delay() | wrk req/s | wrk CPU µs/request | harness offered | harness achieved | harness slip p99 | harness CPU µs/request traffic (whole process) | harness / wrk (pair) |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+MATCH_SUMMARY=""
+for D in $MATCH_DELAYS; do
+    echo "function delay() return $D end" >"$WORK/delay.lua"
+    RATIOS=""
+    for REP in $(seq 1 "$MATCH_REPS"); do
+        read -r MW_RPS MW_US <<<"$(wrk_tls "wrk-match-$D-$REP" "$TLS_PORT" -s "$WORK/delay.lua")"
+        RATE=$(awk -v r="$MW_RPS" 'BEGIN {printf "%d", r}')
+        N=$(awk -v r="$RATE" -v d="$DUR" 'BEGIN {printf "%d", r*d}')
+        read -r ACH OK SLIP US FULL RES TUS <<<"$(harness_tls "tls-match-$D-$REP" "$N" "$RATE" '{"model": "pool", "size": 64, "idle_timeout": "30s"}')"
+        R=$(ratio "$TUS" "$MW_US")
+        RATIOS="$RATIOS $R"
+        echo "| $D ms | $MW_RPS | $MW_US | $RATE/s | $ACH ($OK ok) | ${SLIP} ms | $TUS ($US) | $R |"
+    done
+    MED=$(echo "$RATIOS" | tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}')
+    MATCH_SUMMARY="$MATCH_SUMMARY delay ${D}ms: median ${MED}x;"
+done
+echo
+echo "rate-matched keep-alive TLS, harness CPU/request over wrk's (target <= 1.3):$MATCH_SUMMARY"
+echo
+echo "| generator | offered rate | achieved req/s | slip p99 | CPU µs/request | x wrk CPU/request | requests on resumed sessions (nginx) |"
+echo "| --- | --- | --- | --- | --- | --- | --- |"
 M=$(mark)
 read -r WC_RPS WC_US <<<"$(wrk_tls wrk-tls-close "$FULL_PORT" -H "Connection: close")"
 echo "| wrk -t1 -c64 https, Connection: close, server without resumption (full handshakes) | - | $WC_RPS | - | $WC_US | 1.00 | $(resumed_since "$M") |"
 for RATE in $HS_RATES; do
     N=$(awk -v r="$RATE" -v d="$DUR" 'BEGIN {printf "%d", r*d}')
     M=$(mark)
-    read -r ACH OK SLIP US FULL RES <<<"$(harness_tls "tls-hs-$RATE" "$N" "$RATE" '{"model": "per_shopper", "tls_resumption": false}' "$FULL_PORT")"
-    echo "| harness https, new connection per request, tls_resumption false | $RATE/s | $ACH ($OK ok) | ${SLIP} ms | $US | $(ratio "$US" "$WC_US") | $(resumed_since "$M") ($FULL full, $RES resumed handshakes) |"
+    read -r ACH OK SLIP US FULL RES TUS <<<"$(harness_tls "tls-hs-$RATE" "$N" "$RATE" '{"model": "per_shopper", "tls_resumption": false}' "$FULL_PORT")"
+    echo "| harness https, new connection per request, tls_resumption false | $RATE/s | $ACH ($OK ok) | ${SLIP} ms | $TUS ($US) | $(ratio "$TUS" "$WC_US") | $(resumed_since "$M") ($FULL full, $RES resumed handshakes) |"
     held "$SLIP" "$ACH" "$RATE" || break
 done
 M=$(mark)
@@ -299,6 +347,6 @@ echo "| wrk -t1 -c64 https, Connection: close, sessions resumable | - | $WR_RPS 
 RATE=$(echo "$HS_RATES" | awk '{print $2}')
 N=$(awk -v r="$RATE" -v d="$DUR" 'BEGIN {printf "%d", r*d}')
 M=$(mark)
-read -r ACH OK SLIP US FULL RES <<<"$(harness_tls "tls-hs-res-$RATE" "$N" "$RATE" '{"model": "per_shopper"}')"
-echo "| harness https, new connection per request, resumption on | $RATE/s | $ACH ($OK ok) | ${SLIP} ms | $US | $(ratio "$US" "$WR_US") | $(resumed_since "$M") ($FULL full, $RES resumed handshakes) |"
+read -r ACH OK SLIP US FULL RES TUS <<<"$(harness_tls "tls-hs-res-$RATE" "$N" "$RATE" '{"model": "per_shopper"}')"
+echo "| harness https, new connection per request, resumption on | $RATE/s | $ACH ($OK ok) | ${SLIP} ms | $TUS ($US) | $(ratio "$TUS" "$WR_US") | $(resumed_since "$M") ($FULL full, $RES resumed handshakes) |"
 
