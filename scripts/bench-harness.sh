@@ -27,7 +27,7 @@
 #      default "20000 30000 ... 250000", stops at the first it cannot hold), BENCH_PORT (default 18280;
 #      TLS on BENCH_PORT+1), BENCH_TLS_RATES (keep-alive TLS, default "20000 30000 40000 60000 80000"),
 #      BENCH_HANDSHAKE_RATES (new connection per request, default "500 1000 1500 2000 3000 4000"),
-#      BENCH_MATCH_DELAYS (wrk Lua delay() in ms for the rate-matched keep-alive TLS pairs, default "1 2 3"),
+#      BENCH_MATCH_DELAYS (wrk Lua delay() in ms for the rate-matched keep-alive TLS pairs, default "1 2 3 4"),
 #      BENCH_MATCH_REPS (pairs per delay, default 3),
 #      BENCH_SKIP_PLAIN=1 (only the TLS rows), CARGO_TARGET_DIR. Prints Markdown tables for docs/PERFORMANCE.md.
 set -euo pipefail
@@ -40,7 +40,7 @@ TLS_PORT=$((PORT + 1))
 FULL_PORT=$((PORT + 2))
 TLS_RATES=${BENCH_TLS_RATES:-"20000 30000 40000 60000 80000"}
 HS_RATES=${BENCH_HANDSHAKE_RATES:-"500 1000 1500 2000 3000 4000"}
-MATCH_DELAYS=${BENCH_MATCH_DELAYS:-"1 2 3"}
+MATCH_DELAYS=${BENCH_MATCH_DELAYS:-"1 2 3 4"}
 MATCH_REPS=${BENCH_MATCH_REPS:-3}
 TARGET_DIR=${CARGO_TARGET_DIR:-$(pwd)/target}
 BIN=$TARGET_DIR/release/harness

@@ -309,7 +309,19 @@ fn queued_connections_scenario(dir: &Path, flags: &[&str]) -> Scenario {
 async fn defect_4_a_reuseport_listener_closed_at_drain_resets_its_queue_and_fails_the_budget() {
     let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let r = play(queued_connections_scenario(dir.path(), &["--unsafe-reuseport"]), dir.path()).await;
+    let mut r = play(queued_connections_scenario(dir.path(), &["--unsafe-reuseport"]), dir.path()).await;
+    // The defect needs connections queued on the hung worker's own socket
+    // when it closes it, so the master's shutdown must reach the worker
+    // before the hang ends. Once in many runs under `make test` (never
+    // alone, nor with both cores busy) the old worker accepted its whole
+    // queue first and the run saw not one failed attempt: a run with
+    // nothing to find, not a defect the gates missed (341 resets when it
+    // takes). Such a run is played once more; the second must catch it.
+    if r.summary.totals.attempts_failed == 0 {
+        eprintln!("defect 4 was not provoked (no attempt failed); playing once more");
+        let again = tempfile::tempdir().unwrap();
+        r = play(queued_connections_scenario(again.path(), &["--unsafe-reuseport"]), again.path()).await;
+    }
     assert_caught_by(&r, "fault ");
     let mut seen = classes_in(&r, "rolling restart");
     seen.extend(classes_in(&r, "hang"));
