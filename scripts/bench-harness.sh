@@ -38,6 +38,7 @@ RATES=${BENCH_RATES:-"20000 30000 40000 60000 80000 100000 110000 120000 130000 
 PORT=${BENCH_PORT:-18280}
 TLS_PORT=$((PORT + 1))
 FULL_PORT=$((PORT + 2))
+CLOSE_PORT=$((PORT + 3))
 TLS_RATES=${BENCH_TLS_RATES:-"20000 30000 40000 60000 80000"}
 HS_RATES=${BENCH_HANDSHAKE_RATES:-"500 1000 1500 2000 3000 4000"}
 MATCH_DELAYS=${BENCH_MATCH_DELAYS:-"1 2 3 4"}
@@ -119,6 +120,16 @@ http {
         ssl_certificate_key $WORK/pki/server.key;
         ssl_session_tickets off;
         ssl_session_cache off;
+        access_log $WORK/nginx/logs/tls.log reused buffer=256k flush=1s;
+        location / { return 200 "ok"; }
+    }
+    # Sessions resumable, but no keep-alive: every response closes its
+    # connection (the harness's shoppers reconnect and resume).
+    server {
+        listen 127.0.0.1:$CLOSE_PORT ssl backlog=4096;
+        ssl_certificate $WORK/pki/server.pem;
+        ssl_certificate_key $WORK/pki/server.key;
+        keepalive_timeout 0;
         access_log $WORK/nginx/logs/tls.log reused buffer=256k flush=1s;
         location / { return 200 "ok"; }
     }
@@ -249,14 +260,15 @@ wrk_tls() { # name port extra-args...
 # process's (start-up, the ledger read back and the report included), the
 # last only the traffic's (summary.json run.traffic_cpu_s), which is what
 # wrk's whole-process figure is.
-harness_tls() { # name shoppers rate connections-json [port]
-    local dur_s
+harness_tls() { # name shoppers rate connections-json [port] [steps per shopper]
+    local dur_s steps
     dur_s=$(awk -v n="$2" -v r="$3" 'BEGIN {printf "%.3f", n/r + 1}')
+    steps=$(seq 1 "${6:-1}" | awk '{printf "%s{\"name\": \"get %d\", \"path\": \"/\"}", (NR > 1 ? ", " : ""), $1}')
     printf '{"name": "%s", "seed": 1,
   "target": {"base_url": "https://127.0.0.1:%s", "ca_file": "%s", "ready_timeout": "5s"},
   "shoppers": %s, "arrival": [{"duration": "%ss", "rate": %s}], "arrival_process": "uniform",
-  "connections": %s, "journeys": [{"name": "j", "steps": [{"name": "get", "path": "/"}]}]}\n' \
-        "$1" "${5:-$TLS_PORT}" "$WORK/pki/ca.pem" "$2" "$dur_s" "$3" "$4" >"$WORK/$1.json"
+  "connections": %s, "journeys": [{"name": "j", "steps": [%s]}]}\n' \
+        "$1" "${5:-$TLS_PORT}" "$WORK/pki/ca.pem" "$2" "$dur_s" "$3" "$4" "$steps" >"$WORK/$1.json"
     /usr/bin/time -f "%U %S %M" -o "$WORK/$1.time" \
         taskset -c "$CLIENT_CPU" "$BIN" run "$WORK/$1.json" --quiet --out "$WORK/run-$1" >"$WORK/$1.txt" 2>&1 || true
     local S="$WORK/run-$1/summary.json"
@@ -344,9 +356,12 @@ done
 M=$(mark)
 read -r WR_RPS WR_US <<<"$(wrk_tls wrk-tls-close-res "$TLS_PORT" -H "Connection: close")"
 echo "| wrk -t1 -c64 https, Connection: close, sessions resumable | - | $WR_RPS | - | $WR_US | 1.00 | $(resumed_since "$M") |"
+# Each shopper is a browser with its own sessions: 10 requests each, on a
+# server that closes after every response, so its first connection pays a
+# full handshake and the next nine resume its own session.
 RATE=$(echo "$HS_RATES" | awk '{print $2}')
-N=$(awk -v r="$RATE" -v d="$DUR" 'BEGIN {printf "%d", r*d}')
+N=$(awk -v r="$RATE" -v d="$DUR" 'BEGIN {printf "%d", r*d/10}')
 M=$(mark)
-read -r ACH OK SLIP US FULL RES TUS <<<"$(harness_tls "tls-hs-res-$RATE" "$N" "$RATE" '{"model": "per_shopper"}')"
-echo "| harness https, new connection per request, resumption on | $RATE/s | $ACH ($OK ok) | ${SLIP} ms | $TUS ($US) | $(ratio "$TUS" "$WR_US") | $(resumed_since "$M") ($FULL full, $RES resumed handshakes) |"
+read -r ACH OK SLIP US FULL RES TUS <<<"$(harness_tls "tls-hs-res-$RATE" "$N" "$((RATE / 10))" '{"model": "per_shopper"}' "$CLOSE_PORT" 10)"
+echo "| harness https, 10 requests per shopper, server closes after each, resumption on | $RATE/s | $ACH ($OK ok) | ${SLIP} ms | $TUS ($US) | $(ratio "$TUS" "$WR_US") | $(resumed_since "$M") ($FULL full, $RES resumed handshakes) |"
 

@@ -44,29 +44,64 @@ fn handshakes(records: &[harness::record::ledger::AttemptRecord], h: Handshake) 
     records.iter().filter(|r| r.handshake == h).count()
 }
 
+/// Shoppers of two steps on their own connections, which go idle (100 ms)
+/// before the second step (300 ms later): each shopper connects twice.
+fn reconnecting_shoppers(target: &str, shoppers: u64, resumption: bool) -> String {
+    let v: Value = serde_json::from_str(&scenario(target, shoppers, "{}", NO_RETRY)).unwrap();
+    let mut v = v;
+    v["connections"] = json!({"model": "per_shopper", "idle_timeout": "100ms", "tls_resumption": resumption});
+    v["think"] = json!({"kind": "constant", "duration": "300ms"});
+    let step = v["journeys"][0]["steps"][0].clone();
+    let mut second = step.clone();
+    second["name"] = json!("again");
+    v["journeys"][0]["steps"] = json!([step, second]);
+    v.to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resumption_on_resumes_and_off_pays_a_full_handshake_every_time() {
+async fn each_shopper_resumes_its_own_session_and_off_pays_a_full_handshake_every_time() {
     let pki = TestPki::new();
     let server = TlsServer::start(&pki.issue("good", Kind::Good), true).await;
     let target = target_json(&server.url(), &pki.ca_file);
     for resumption in [true, false] {
         let dir = tempfile::tempdir().unwrap();
-        let conns = format!(r#"{{"model": "per_shopper", "tls_resumption": {resumption}}}"#);
-        let (s, records) = support::run(&scenario(&target, 20, &conns, NO_RETRY), dir.path()).await;
+        let (s, records) = support::run(&reconnecting_shoppers(&target, 10, resumption), dir.path()).await;
         assert_eq!(s.totals.ok, 20, "resumption {resumption}: {:?}", support::failures(&s));
         let tls = s.tls.as_ref().expect("an https run has a tls section");
         assert_eq!(tls.resumption, resumption);
         let (full, resumed) = (handshakes(&records, Handshake::Full), handshakes(&records, Handshake::Resumed));
-        assert_eq!(full + resumed, 20, "every shopper opened its own connection");
+        assert_eq!(full + resumed, 20, "every step opened a connection (the first went idle)");
         assert_eq!((tls.handshakes_full, tls.handshakes_resumed), (full as u64, resumed as u64));
-        if resumption {
-            assert!(resumed > 0, "no resumed handshake with resumption on: {full} full");
-        } else {
-            assert_eq!(resumed, 0, "a resumed handshake with resumption off");
+        for r in &records {
+            // A shopper is a browser: its first connection is a full
+            // handshake (it has no session, and none of the others'), and
+            // its reconnect resumes its own, when resumption is on.
+            let want = if r.step == "again" && resumption { Handshake::Resumed } else { Handshake::Full };
+            assert_eq!(r.handshake, want, "shopper {} step {} (resumption {resumption})", r.shopper, r.step);
         }
         let addr = format!("127.0.0.1:{}", server.addr.port());
         assert!(records.iter().all(|r| r.addr.map(|a| a.to_string()) == Some(addr.clone())));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_shares_its_sessions_across_its_connections() {
+    // A pool is one client (a proxy in front of the shop): its second
+    // connection resumes the session its first one got.
+    let pki = TestPki::new();
+    let server = TlsServer::start(&pki.issue("good", Kind::Good), true).await;
+    let target = target_json(&server.url(), &pki.ca_file);
+    let dir = tempfile::tempdir().unwrap();
+    let mut v: Value =
+        serde_json::from_str(&scenario(&target, 2, r#"{"model": "pool", "size": 2}"#, NO_RETRY)).unwrap();
+    // Two shoppers 500 ms apart: the second finds the first's connection
+    // idle past 100 ms, closes it and opens another.
+    v["arrival"] = json!([{"duration": "1s", "rate": 2}]);
+    v["connections"]["idle_timeout"] = json!("100ms");
+    let (s, records) = support::run(&v.to_string(), dir.path()).await;
+    assert_eq!(s.totals.ok, 2, "{:?}", support::failures(&s));
+    let kinds: Vec<Handshake> = records.iter().map(|r| r.handshake).collect();
+    assert_eq!(kinds, [Handshake::Full, Handshake::Resumed], "{records:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -142,12 +142,17 @@ impl Connector {
     }
 
     /// Connects to the next address and, for https, completes the
-    /// handshake. `trace` learns the address and the handshake paid.
-    async fn open(&self, source: Option<IpAddr>, trace: &mut Trace) -> Result<Conn, TransportFailure> {
+    /// handshake (with `via`'s TLS session memory if it has one). `trace`
+    /// learns the address and the handshake paid.
+    async fn open(&self, via: Via<'_>, trace: &mut Trace) -> Result<Conn, TransportFailure> {
         let addr = self.next_addr();
         trace.addr = Some(addr);
-        let tcp = self.connect(addr, source).await.map_err(|e| connect_failure(&e))?;
-        let stream = match &self.tls {
+        let tcp = self.connect(addr, via.source).await.map_err(|e| connect_failure(&e))?;
+        let tls = match (&self.tls, via.tls) {
+            (Some(_), Some(own)) => Some(own),
+            (run, _) => run.as_ref(),
+        };
+        let stream = match tls {
             None => Stream::Plain(tcp),
             Some(tls) => {
                 trace.phase = Phase::Handshake;
@@ -179,6 +184,17 @@ impl Connector {
             limit: self.max_response_bytes,
         })
     }
+}
+
+/// How a shopper's own new connection is opened: from its own source
+/// address (scenario `connections.addresses`) and, over https, with its own
+/// session memory (tls.rs `TlsConnect::for_one_client`: a browser resumes
+/// its own sessions, not other shoppers'). The default: the connector's
+/// round-robin sources and the run's shared session cache (the pool).
+#[derive(Clone, Copy, Default)]
+pub struct Via<'a> {
+    pub source: Option<IpAddr>,
+    pub tls: Option<&'a TlsConnect>,
 }
 
 /// A connection's byte stream: plain TCP or TLS over TCP. The HTTP code
@@ -343,15 +359,15 @@ pub async fn send(
     deadline: tokio::time::Instant,
     scratch: &mut Vec<u8>,
 ) -> Attempt {
-    send_from(connector, None, slot, req, keep_body, deadline, scratch).await
+    send_from(connector, Via::default(), slot, req, keep_body, deadline, scratch).await
 }
 
-/// [`send`], opening a new connection (if one is needed) from `source`: a
-/// shopper's own address, so a target balancing by client IP keeps it on
-/// one worker (scenario `connections.addresses`).
+/// [`send`], opening a new connection (if one is needed) the shopper's way
+/// ([`Via`]): from its own address, so a target balancing by client IP
+/// keeps it on one worker, and with its own TLS sessions.
 pub async fn send_from(
     connector: &Connector,
-    source: Option<IpAddr>,
+    via: Via<'_>,
     slot: &mut Option<Conn>,
     req: &Request<'_>,
     keep_body: bool,
@@ -362,8 +378,7 @@ pub async fn send_from(
     let mut trace = Trace::of(slot.as_ref());
     let taken = slot.take();
     let outcome =
-        tokio::time::timeout_at(deadline, exchange(connector, source, taken, req, keep_body, &mut trace, scratch))
-            .await;
+        tokio::time::timeout_at(deadline, exchange(connector, via, taken, req, keep_body, &mut trace, scratch)).await;
     let result = match outcome {
         Ok(Ok((conn, resp))) => {
             if resp.keep_alive {
@@ -433,7 +448,7 @@ fn head_io_failure(e: &io::Error, what: &str) -> TransportFailure {
 /// `phase` follows along for the caller's timeout.
 async fn send_head(
     connector: &Connector,
-    source: Option<IpAddr>,
+    via: Via<'_>,
     conn: Option<Conn>,
     req: &Request<'_>,
     trace: &mut Trace,
@@ -441,7 +456,7 @@ async fn send_head(
 ) -> Result<(Conn, Head), TransportFailure> {
     let mut conn = match conn {
         Some(c) => c,
-        None => connector.open(source, trace).await?,
+        None => connector.open(via, trace).await?,
     };
     trace.phase = Phase::Send;
     encode(req, &connector.host, scratch);
@@ -458,14 +473,14 @@ async fn send_head(
 
 async fn exchange(
     connector: &Connector,
-    source: Option<IpAddr>,
+    via: Via<'_>,
     conn: Option<Conn>,
     req: &Request<'_>,
     keep_body: bool,
     trace: &mut Trace,
     scratch: &mut Vec<u8>,
 ) -> Result<(Conn, Response), TransportFailure> {
-    let (mut conn, head) = send_head(connector, source, conn, req, trace, scratch).await?;
+    let (mut conn, head) = send_head(connector, via, conn, req, trace, scratch).await?;
     let resp = read_body(&mut conn, head, keep_body, &mut trace.phase, &connector.tls_stats).await?;
     conn.last_used = Instant::now();
     conn.served += 1;
@@ -808,7 +823,7 @@ pub struct StreamAttempt {
 #[allow(clippy::too_many_arguments)]
 pub async fn send_stream(
     connector: &Connector,
-    source: Option<IpAddr>,
+    via: Via<'_>,
     slot: &mut Option<Conn>,
     req: &Request<'_>,
     head_deadline: tokio::time::Instant,
@@ -822,7 +837,7 @@ pub async fn send_stream(
     let mut trace = Trace::of(slot.as_ref());
     let taken = slot.take();
     let opened =
-        tokio::time::timeout_at(head_deadline, send_head(connector, source, taken, req, &mut trace, scratch)).await;
+        tokio::time::timeout_at(head_deadline, send_head(connector, via, taken, req, &mut trace, scratch)).await;
     let (handshake, addr) = (trace.handshake, trace.addr);
     let (mut conn, head) = match opened {
         Ok(Ok(v)) => v,

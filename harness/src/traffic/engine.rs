@@ -32,6 +32,7 @@ use crate::traffic::client::{self, Conn, Connector, Request};
 use crate::traffic::progress::Snapshot;
 use crate::traffic::schedule::{PlannedShopper, Schedule};
 use crate::traffic::sse::Sse;
+use crate::traffic::tls::TlsConnect;
 
 /// The ledger and the recorder, updated together under one lock so that a
 /// reader never sees an attempt in one and not the other.
@@ -411,12 +412,12 @@ async fn shopper(shared: Arc<Shared>, planned: PlannedShopper) {
     let Some(journey) = scenario.journeys.get(planned.journey) else { return };
     let start = shared.events.start();
     let mut ctx = ShopperCtx::new(planned.id, planned.seed);
-    let mut own: Option<Conn> = None;
+    let mut own = Own::default();
     let mut intended = start + planned.arrival;
     for (i, step) in journey.steps.iter().enumerate() {
         if i > 0 {
             intended += scenario.think.sample(&mut ctx.rng);
-            if let Some(c) = own.as_mut() {
+            if let Some(c) = own.conn.as_mut() {
                 // A thinking shopper keeps its connection but not its buffer:
                 // 30,000 idle shoppers must not hold 30,000 read buffers.
                 c.park();
@@ -516,7 +517,7 @@ async fn operation(
     global: usize,
     is_checkout: bool,
     ctx: &mut ShopperCtx,
-    own: &mut Option<Conn>,
+    own: &mut Own,
     first_intended: Instant,
 ) -> (Outcome, Instant) {
     // Think first: an operation begins when its first attempt is due, so a
@@ -605,7 +606,7 @@ async fn exchange(
     op: &Op<'_>,
     r: &Rendered,
     ctx: &mut ShopperCtx,
-    own: &mut Option<Conn>,
+    own: &mut Own,
     deadline: tokio::time::Instant,
     scratch: &mut Vec<u8>,
     stream: &mut StreamState,
@@ -739,12 +740,40 @@ fn record_attempt(
     rec.end_ms
 }
 
+/// A shopper's own connection (the `per_shopper` model) and, over https,
+/// its own TLS session memory: a browser resumes its own sessions, so a
+/// new shopper's first connection is a full handshake (tls.rs).
+#[derive(Default)]
+struct Own {
+    conn: Option<Conn>,
+    tls: Option<TlsConnect>,
+}
+
+impl Own {
+    /// The connection to send on (dropped first if it is no longer usable)
+    /// and how to open a new one: from `source`, with this shopper's sessions.
+    fn ready(&mut self, shared: &Shared, source: Option<std::net::IpAddr>) -> (&mut Option<Conn>, client::Via<'_>) {
+        if self
+            .conn
+            .as_mut()
+            .is_some_and(|c| !c.usable(Instant::now(), shared.idle_timeout, &shared.connector.tls_stats))
+        {
+            self.conn = None;
+        }
+        let tls = match &shared.connector.tls {
+            Some(run) => Some(&*self.tls.get_or_insert_with(|| run.for_one_client())),
+            None => None,
+        };
+        (&mut self.conn, client::Via { source, tls })
+    }
+}
+
 /// Sends on the model's connection: a pooled one (waiting for a free slot
 /// counts toward the attempt's timeout and latency) or the shopper's own.
 async fn send(
     shared: &Shared,
     source: Option<std::net::IpAddr>,
-    own: &mut Option<Conn>,
+    own: &mut Own,
     req: &Request<'_>,
     keep_body: bool,
     deadline: tokio::time::Instant,
@@ -752,11 +781,8 @@ async fn send(
 ) -> client::Attempt {
     match &shared.pool {
         None => {
-            if own.as_mut().is_some_and(|c| !c.usable(Instant::now(), shared.idle_timeout, &shared.connector.tls_stats))
-            {
-                *own = None;
-            }
-            client::send_from(&shared.connector, source, own, req, keep_body, deadline, scratch).await
+            let (conn, via) = own.ready(shared, source);
+            client::send_from(&shared.connector, via, conn, req, keep_body, deadline, scratch).await
         }
         Some(pool) => {
             let Some(_permit) = pool.permit(deadline).await else {
@@ -804,7 +830,7 @@ struct StreamTimes {
 async fn send_stream(
     shared: &Shared,
     source: Option<std::net::IpAddr>,
-    own: &mut Option<Conn>,
+    own: &mut Own,
     req: &Request<'_>,
     times: StreamTimes,
     sse: Sse,
@@ -813,11 +839,8 @@ async fn send_stream(
     let StreamTimes { deadline, watch_end, idle } = times;
     match &shared.pool {
         None => {
-            if own.as_mut().is_some_and(|c| !c.usable(Instant::now(), shared.idle_timeout, &shared.connector.tls_stats))
-            {
-                *own = None;
-            }
-            client::send_stream(&shared.connector, source, own, req, deadline, watch_end, idle, sse, scratch).await
+            let (conn, via) = own.ready(shared, source);
+            client::send_stream(&shared.connector, via, conn, req, deadline, watch_end, idle, sse, scratch).await
         }
         Some(pool) => {
             let Some(_permit) = pool.permit(deadline).await else {
@@ -830,7 +853,8 @@ async fn send_stream(
                 };
             };
             let mut slot = pool.take_idle(shared.idle_timeout, &shared.connector.tls_stats);
-            client::send_stream(&shared.connector, None, &mut slot, req, deadline, watch_end, idle, sse, scratch).await
+            let via = client::Via::default();
+            client::send_stream(&shared.connector, via, &mut slot, req, deadline, watch_end, idle, sse, scratch).await
         }
     }
 }

@@ -2,10 +2,15 @@
 //! verification, resumption, ALPN), the handshake's failure classes, and
 //! the close_notify check on an idle connection.
 //!
-//! One `ClientConfig` per run, shared by every connection: its session cache
-//! is what makes a new connection's handshake a resumed one (what browsers
-//! do). `connections.tls_resumption: false` builds it without a cache, so
-//! every new connection pays a full handshake. rustls with the ring
+//! One `ClientConfig` per run, whose session cache the connection pool
+//! shares (a pool is one client, like a proxy in front of the shop). A
+//! shopper with its own connection (`per_shopper`) is a browser of its own:
+//! [`TlsConnect::for_one_client`] gives it its own session memory, so its
+//! first connection pays a full handshake and its reconnects resume its own
+//! session (what browsers do), and 30,000 arriving shoppers are 30,000 full
+//! handshakes for the shop, as on the day. `connections.tls_resumption:
+//! false` keeps no sessions at all: every new connection pays a full
+//! handshake. rustls with the ring
 //! provider, the reference server's stack (Cargo.toml says why).
 //!
 //! Not for: the HTTP exchange itself (client.rs, the same over TLS and
@@ -24,8 +29,10 @@ use tokio::net::TcpStream;
 
 use crate::outcome::FailureClass;
 
-/// Session tickets kept for resumption (rustls's default size): one per
-/// server name, so one target needs very few.
+/// The pool's session cache (rustls's default size). rustls keeps at most
+/// 8 TLS 1.3 tickets per server name: a pool that reconnects many
+/// connections at once (after a worker is killed) resumes 8 of them and
+/// pays full handshakes for the rest until new tickets arrive.
 const SESSION_CACHE: usize = 256;
 
 /// A run's TLS settings, from the scenario (`target.ca_file`,
@@ -52,6 +59,76 @@ impl Default for TlsSettings {
 pub struct TlsConnect {
     pub connector: tokio_rustls::TlsConnector,
     pub server_name: ServerName<'static>,
+    /// Sessions are kept for resumption (`connections.tls_resumption`).
+    pub resumption: bool,
+}
+
+impl TlsConnect {
+    /// The same client with session memory of its own (one browser): the
+    /// latest session and ticket from the target, nothing shared with
+    /// other shoppers. With resumption off, the same client (it keeps none).
+    pub fn for_one_client(&self) -> TlsConnect {
+        if !self.resumption {
+            return self.clone();
+        }
+        let mut config = (**self.connector.config()).clone();
+        config.resumption = rustls::client::Resumption::store(Arc::new(OneSession::default()));
+        TlsConnect {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            server_name: self.server_name.clone(),
+            resumption: true,
+        }
+    }
+}
+
+/// One browser's session memory for the run's one target: the latest TLS
+/// 1.2 session and the latest TLS 1.3 ticket (servers send two per
+/// handshake; one is enough for the next reconnect, which brings new ones).
+/// About a kilobyte once filled, so 30,000 shoppers hold tens of MiB.
+#[derive(Default)]
+struct OneSession(std::sync::Mutex<OneSlot>);
+
+#[derive(Default)]
+struct OneSlot {
+    kx_hint: Option<rustls::NamedGroup>,
+    tls12: Option<rustls::client::Tls12ClientSessionValue>,
+    tls13: Option<rustls::client::Tls13ClientSessionValue>,
+}
+
+impl std::fmt::Debug for OneSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OneSession")
+    }
+}
+
+impl OneSession {
+    fn slot(&self) -> std::sync::MutexGuard<'_, OneSlot> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl rustls::client::ClientSessionStore for OneSession {
+    fn set_kx_hint(&self, _: ServerName<'static>, group: rustls::NamedGroup) {
+        self.slot().kx_hint = Some(group);
+    }
+    fn kx_hint(&self, _: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.slot().kx_hint
+    }
+    fn set_tls12_session(&self, _: ServerName<'static>, value: rustls::client::Tls12ClientSessionValue) {
+        self.slot().tls12 = Some(value);
+    }
+    fn tls12_session(&self, _: &ServerName<'_>) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.slot().tls12.clone()
+    }
+    fn remove_tls12_session(&self, _: &ServerName<'static>) {
+        self.slot().tls12 = None;
+    }
+    fn insert_tls13_ticket(&self, _: ServerName<'static>, value: rustls::client::Tls13ClientSessionValue) {
+        self.slot().tls13 = Some(value);
+    }
+    fn take_tls13_ticket(&self, _: &ServerName<'static>) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.slot().tls13.take()
+    }
 }
 
 impl std::fmt::Debug for TlsConnect {
@@ -67,7 +144,11 @@ pub fn connect_for(host: &str, settings: &TlsSettings) -> Result<TlsConnect, Str
     let server_name = ServerName::try_from(host.to_string())
         .map_err(|e| format!("target.base_url: host {host:?} is not a valid TLS server name: {e}"))?;
     let config = client_config(settings)?;
-    Ok(TlsConnect { connector: tokio_rustls::TlsConnector::from(Arc::new(config)), server_name })
+    Ok(TlsConnect {
+        connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        server_name,
+        resumption: settings.resumption,
+    })
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
