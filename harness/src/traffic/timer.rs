@@ -99,10 +99,14 @@ impl Timer {
     fn arm(&self, st: &mut State, at: Instant, now: Instant) {
         let d = at.saturating_duration_since(now).max(Duration::from_nanos(1));
         // A failed settime (it cannot fail for a valid fd and time) would
-        // leave sleepers waiting: mark the timer dead so they fall back.
+        // leave sleepers waiting: the timer is dead, and its sleepers are
+        // woken to register on a fresh one (waking only schedules them).
         match self.fd.get_ref().0.set(Expiration::OneShot(TimeSpec::from_duration(d)), TimerSetTimeFlags::empty()) {
             Ok(()) => st.armed = Some(at),
-            Err(_) => st.dead = true,
+            Err(_) => {
+                st.dead = true;
+                st.heap.drain().for_each(|Reverse(e)| e.waker.wake());
+            }
         }
     }
 }
@@ -157,13 +161,12 @@ thread_local! {
 }
 
 /// This thread's timer, started on the current runtime if there is none
-/// (or the last one's runtime has shut down); None without a reactor.
-fn timer() -> Option<Arc<Timer>> {
+/// or `fresh` (the cached one's runtime has shut down); None without a
+/// reactor or a descriptor.
+fn timer(fresh: bool) -> Option<Arc<Timer>> {
     TIMER.with(|cell| {
         let mut cell = cell.borrow_mut();
-        if let Some(t) = cell.as_ref()
-            && !t.lock().dead
-        {
+        if !fresh && let Some(t) = cell.as_ref() {
             return Some(t.clone());
         }
         let handle = tokio::runtime::Handle::try_current().ok()?;
@@ -183,13 +186,11 @@ fn timer() -> Option<Arc<Timer>> {
 
 /// Completes at `at` (within tens of microseconds), or at once if `at` has passed.
 pub fn sleep_until(at: Instant) -> SleepUntil {
-    SleepUntil { at, registered: None, fallback: None }
+    SleepUntil { at, fallback: None }
 }
 
 pub struct SleepUntil {
     at: Instant,
-    /// The timer it waits on (a poll after its wake-up registers again).
-    registered: Option<Arc<Timer>>,
     fallback: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -204,26 +205,29 @@ impl Future for SleepUntil {
         if let Some(sleep) = self.fallback.as_mut() {
             return sleep.as_mut().poll(cx);
         }
-        // Woken early (spurious poll, or a timer that died): register
-        // again, with the current waker, on this thread's timer.
-        self.registered = None;
-        let Some(t) = timer() else {
-            let at = self.at;
-            let sleep = self.fallback.insert(Box::pin(tokio::time::sleep_until(at.into())));
-            return sleep.as_mut().poll(cx);
-        };
-        let mut st = t.lock();
-        st.seq += 1;
-        let seq = st.seq;
-        st.heap.push(Reverse(Entry { at: self.at, seq, waker: cx.waker().clone() }));
-        // Re-arm only if the timer would otherwise fire too late.
-        let wake_at = st.floor.map_or(self.at, |f| self.at.max(f));
-        if st.armed.is_none_or(|a| wake_at < a) {
-            t.arm(&mut st, wake_at, now);
+        // First poll, or woken early (spurious poll, or a timer that
+        // died): register, with the current waker, on this thread's timer.
+        // Dead is checked under the lock the push takes, so a timer whose
+        // runtime shuts down cannot keep an entry nobody will fire.
+        for fresh in [false, true] {
+            let Some(t) = timer(fresh) else { break };
+            let mut st = t.lock();
+            if st.dead {
+                continue;
+            }
+            st.seq += 1;
+            let seq = st.seq;
+            st.heap.push(Reverse(Entry { at: self.at, seq, waker: cx.waker().clone() }));
+            // Re-arm only if the timer would otherwise fire too late.
+            let wake_at = st.floor.map_or(self.at, |f| self.at.max(f));
+            if st.armed.is_none_or(|a| wake_at < a) {
+                t.arm(&mut st, wake_at, now);
+            }
+            return Poll::Pending;
         }
-        drop(st);
-        self.registered = Some(t);
-        Poll::Pending
+        let at = self.at;
+        let sleep = self.fallback.insert(Box::pin(tokio::time::sleep_until(at.into())));
+        sleep.as_mut().poll(cx)
     }
 }
 
