@@ -83,6 +83,19 @@ openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.
 printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$WORK/pki/ext.cnf"
 openssl x509 -req -in "$WORK/pki/server.csr" -CA "$WORK/pki/ca.pem" -CAkey "$WORK/pki/ca.key" -CAcreateserial \
     -days 2 -extfile "$WORK/pki/ext.cnf" -out "$WORK/pki/server.pem" 2>/dev/null
+# An https server block on port $1 answering "ok", with extra directives $2.
+tls_server() {
+    cat <<EOF
+    server {
+        listen 127.0.0.1:$1 ssl backlog=4096;
+        ssl_certificate $WORK/pki/server.pem;
+        ssl_certificate_key $WORK/pki/server.key;
+        ${2:-}
+        access_log $WORK/nginx/logs/tls.log reused buffer=256k flush=1s;
+        location / { return 200 "ok"; }
+    }
+EOF
+}
 cat >"$WORK/nginx/nginx.conf" <<EOF
 daemon off;
 master_process off;
@@ -103,36 +116,16 @@ http {
         listen 127.0.0.1:$PORT backlog=4096;
         location / { return 200 "ok"; }
     }
+    # One access-log line per request: "r" when its connection resumed a session.
     log_format reused \$ssl_session_reused;
-    server {
-        listen 127.0.0.1:$TLS_PORT ssl backlog=4096;
-        ssl_certificate $WORK/pki/server.pem;
-        ssl_certificate_key $WORK/pki/server.key;
-        # One line per request: "r" when its connection resumed a session.
-        access_log $WORK/nginx/logs/tls.log reused buffer=256k flush=1s;
-        location / { return 200 "ok"; }
-    }
+    # Sessions resumable (nginx's default: tickets).
+$(tls_server "$TLS_PORT")
     # No session resumption at all: every new connection of either
     # generator pays a full handshake (wrk resumes sessions when it can).
-    server {
-        listen 127.0.0.1:$FULL_PORT ssl backlog=4096;
-        ssl_certificate $WORK/pki/server.pem;
-        ssl_certificate_key $WORK/pki/server.key;
-        ssl_session_tickets off;
-        ssl_session_cache off;
-        access_log $WORK/nginx/logs/tls.log reused buffer=256k flush=1s;
-        location / { return 200 "ok"; }
-    }
+$(tls_server "$FULL_PORT" "ssl_session_tickets off; ssl_session_cache off;")
     # Sessions resumable, but no keep-alive: every response closes its
     # connection (the harness's shoppers reconnect and resume).
-    server {
-        listen 127.0.0.1:$CLOSE_PORT ssl backlog=4096;
-        ssl_certificate $WORK/pki/server.pem;
-        ssl_certificate_key $WORK/pki/server.key;
-        keepalive_timeout 0;
-        access_log $WORK/nginx/logs/tls.log reused buffer=256k flush=1s;
-        location / { return 200 "ok"; }
-    }
+$(tls_server "$CLOSE_PORT" "keepalive_timeout 0;")
 }
 EOF
 # Raise the fd limit so nginx can hold the 30,000-shopper run's pool.
