@@ -760,9 +760,10 @@ impl Own {
         {
             self.conn = None;
         }
+        // Without resumption there are no sessions to keep apart: the run's client serves.
         let tls = match &shared.connector.tls {
-            Some(run) => Some(&*self.tls.get_or_insert_with(|| run.for_one_client())),
-            None => None,
+            Some(run) if run.resumption => Some(&*self.tls.get_or_insert_with(|| run.for_one_client())),
+            _ => None,
         };
         (&mut self.conn, client::Via { source, tls })
     }
